@@ -1,0 +1,25 @@
+//! Berth's domain model: the values every other crate speaks in.
+//!
+//! Architecture invariant: this crate does no I/O. It depends on no async runtime,
+//! no Docker client and no SQL driver, so everything here is unit-tested in memory.
+
+pub mod engine;
+pub mod ids;
+pub mod labels;
+pub mod name;
+pub mod record;
+pub mod secret;
+pub mod size;
+pub mod spec;
+pub mod status;
+pub mod task;
+
+pub use engine::{EngineKind, EngineVersion};
+pub use ids::{InstanceId, MemberId, ProjectId, SiteId, TaskId};
+pub use name::InstanceName;
+pub use record::{InstanceRecord, TaskRecord};
+pub use secret::Secret;
+pub use size::{CpuMillis, MemoryMib, SizeError, StorageMib};
+pub use spec::{CreateRequest, HostCapacity, InstanceSpec, SpecError};
+pub use status::{InstanceEvent, InstanceStatus, InvalidTransition};
+pub use task::{StepName, StepState, StepStatus, TaskKind, TaskOptions, TaskState};

@@ -1,0 +1,83 @@
+//! What the store keeps about instances and tasks.
+
+use crate::task::TaskOptions;
+use crate::{
+    InstanceId, InstanceName, InstanceSpec, InstanceStatus, ProjectId, Secret, StepStatus, TaskId,
+    TaskKind, TaskState,
+};
+
+/// An instance as stored: desired spec, lifecycle status and its secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceRecord {
+    /// Stable id.
+    pub id: InstanceId,
+    /// Unique among live instances of its project.
+    pub name: InstanceName,
+    /// Owning project.
+    pub project: ProjectId,
+    /// What the user asked for.
+    pub spec: InstanceSpec,
+    /// Where it is in its life.
+    pub status: InstanceStatus,
+    /// Why it is in that status, when that needs saying ("container exited with code 137").
+    pub status_detail: Option<String>,
+    /// Host port published for clients; fixed for the instance's life.
+    pub port: u16,
+    /// The engine superuser's password.
+    pub superuser_password: Secret,
+    /// The token the control plane presents to this instance's agents.
+    pub agent_token: Secret,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+}
+
+/// A task as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Stable id.
+    pub id: TaskId,
+    /// The instance it works on.
+    pub instance_id: InstanceId,
+    /// The instance's name when the task began (it outlives a deleted instance).
+    pub instance_name: InstanceName,
+    /// What it does.
+    pub kind: TaskKind,
+    /// Options that shaped its plan.
+    pub options: TaskOptions,
+    /// Where it is.
+    pub state: TaskState,
+    /// Its steps, in order.
+    pub steps: Vec<StepStatus>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+}
+
+impl TaskRecord {
+    /// A new pending task with its full plan.
+    pub fn new(
+        instance_id: InstanceId,
+        instance_name: InstanceName,
+        kind: TaskKind,
+        options: TaskOptions,
+        now: &str,
+    ) -> Self {
+        Self {
+            id: TaskId::new_random(),
+            instance_id,
+            instance_name,
+            kind,
+            options,
+            state: TaskState::Pending,
+            steps: crate::task::initial_steps(kind, options),
+            error: None,
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! What a user asks for, and the validated spec Berth stores.
+
+use crate::engine::{UnknownEngine, UnknownVersion};
+use crate::name::NameError;
+use crate::{CpuMillis, EngineKind, EngineVersion, InstanceName, MemoryMib, SizeError, StorageMib};
+use serde::{Deserialize, Serialize};
+
+/// The body of `POST /v1/instances`, as sent: every field is text (or a number for
+/// `cpus`) so that validation, not deserialisation, explains what is wrong.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Instance name: lowercase letters, digits and hyphens, starting with a letter.
+    pub name: String,
+    /// `postgres`.
+    pub engine: String,
+    /// Major version; the engine's newest when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// CPU cores, like `0.5`, `2` or `1500m` (a JSON number works too). Default 1.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub cpus: Option<Quantity>,
+    /// Memory, like `512MiB` or `2GiB`. Default 1GiB.
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Storage, like `10GiB`. Default 10GiB.
+    #[serde(default)]
+    pub storage: Option<String>,
+}
+
+/// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    /// Given as a JSON number.
+    Number(serde_json::Number),
+    /// Given as text.
+    Text(String),
+}
+
+impl Quantity {
+    fn text(&self) -> String {
+        match self {
+            Quantity::Number(n) => n.to_string(),
+            Quantity::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// What the Docker host can give; validation refuses a spec that cannot fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostCapacity {
+    /// Cores the host has.
+    pub cpus: CpuMillis,
+    /// Memory the host has, in MiB.
+    pub memory_mib: u64,
+    /// Free disk where Docker keeps volumes, in MiB.
+    pub disk_free_mib: u64,
+}
+
+/// A validated instance spec: what Berth stores and converges towards.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InstanceSpec {
+    /// The engine.
+    pub engine: EngineKind,
+    /// Its major version.
+    #[schema(value_type = String)]
+    pub version: EngineVersion,
+    /// CPU limit in thousandths of a core.
+    pub cpus: CpuMillis,
+    /// Memory limit in MiB.
+    pub memory: MemoryMib,
+    /// Storage size in MiB.
+    pub storage: StorageMib,
+}
+
+/// Why a create request was refused. Every message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Bad name.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// Bad size.
+    #[error(transparent)]
+    Size(#[from] SizeError),
+    /// Unknown engine.
+    #[error(transparent)]
+    Engine(#[from] UnknownEngine),
+    /// Unknown version.
+    #[error(transparent)]
+    Version(#[from] UnknownVersion),
+    /// The request does not fit the host.
+    #[error("{what} {asked} is more than this host has ({host}); ask for at most {host}")]
+    BeyondHost {
+        /// Which resource.
+        what: &'static str,
+        /// What was asked, formatted.
+        asked: String,
+        /// What the host has, formatted.
+        host: String,
+    },
+}
+
+/// Default CPU limit: one core.
+pub const DEFAULT_CPUS: u32 = 1000;
+/// Default memory: 1 GiB.
+pub const DEFAULT_MEMORY_MIB: u64 = 1024;
+/// Default storage: 10 GiB.
+pub const DEFAULT_STORAGE_MIB: u64 = 10 * 1024;
+
+impl CreateRequest {
+    /// Validates the request against the engine catalog and the host. Defaults that do
+    /// not fit a small host shrink to what it has, rather than fail a request that
+    /// asked for nothing in particular.
+    pub fn validate(&self, host: &HostCapacity) -> Result<(InstanceName, InstanceSpec), SpecError> {
+        let name = InstanceName::try_from(self.name.as_str())?;
+        let engine: EngineKind = self.engine.parse()?;
+        let version = match &self.version {
+            Some(v) => engine.version(v)?,
+            None => engine.default_version(),
+        };
+        let cpus = match &self.cpus {
+            Some(q) => q.text().parse::<CpuMillis>()?,
+            None => CpuMillis::from_millis(DEFAULT_CPUS.min(host.cpus.millis()))?,
+        };
+        if cpus > host.cpus {
+            return Err(SpecError::BeyondHost {
+                what: "cpus",
+                asked: cpus.to_string(),
+                host: host.cpus.to_string(),
+            });
+        }
+        let memory = match &self.memory {
+            Some(m) => m.parse::<MemoryMib>()?,
+            None => MemoryMib::from_mib(DEFAULT_MEMORY_MIB.min(host.memory_mib / 2))?,
+        };
+        if memory.mib() > host.memory_mib {
+            return Err(SpecError::BeyondHost {
+                what: "memory",
+                asked: memory.to_string(),
+                host: format!("{}MiB", host.memory_mib),
+            });
+        }
+        let storage = match &self.storage {
+            Some(s) => s.parse::<StorageMib>()?,
+            None => StorageMib::from_mib(DEFAULT_STORAGE_MIB.min(host.disk_free_mib))?,
+        };
+        if storage.mib() > host.disk_free_mib {
+            return Err(SpecError::BeyondHost {
+                what: "storage",
+                asked: storage.to_string(),
+                host: format!("{}MiB free", host.disk_free_mib),
+            });
+        }
+        Ok((
+            name,
+            InstanceSpec {
+                engine,
+                version,
+                cpus,
+                memory,
+                storage,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostCapacity {
+        HostCapacity {
+            cpus: CpuMillis::from_millis(2000).expect("valid"),
+            memory_mib: 24 * 1024,
+            disk_free_mib: 50 * 1024,
+        }
+    }
+
+    fn req(name: &str) -> CreateRequest {
+        CreateRequest {
+            name: name.into(),
+            engine: "postgres".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let (name, spec) = req("db1").validate(&host()).expect("valid");
+        assert_eq!(name.as_str(), "db1");
+        assert_eq!(spec.version.as_str(), "15");
+        assert_eq!(spec.cpus.millis(), 1000);
+        assert_eq!(spec.memory.mib(), 1024);
+        assert_eq!(spec.storage.mib(), 10 * 1024);
+    }
+
+    #[test]
+    fn cpus_as_number_or_text() {
+        let mut r = req("db1");
+        r.cpus = Some(serde_json::from_str("0.5").expect("json"));
+        assert_eq!(r.validate(&host()).expect("valid").1.cpus.millis(), 500);
+        r.cpus = Some(Quantity::Text("1500m".into()));
+        assert_eq!(r.validate(&host()).expect("valid").1.cpus.millis(), 1500);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let mut r = req("Bad_Name");
+        assert!(matches!(r.validate(&host()), Err(SpecError::Name(_))));
+        r = req("db1");
+        r.engine = "oracle".into();
+        assert!(matches!(r.validate(&host()), Err(SpecError::Engine(_))));
+        r = req("db1");
+        r.version = Some("8".into());
+        assert!(matches!(r.validate(&host()), Err(SpecError::Version(_))));
+        r = req("db1");
+        r.memory = Some("lots".into());
+        assert!(matches!(r.validate(&host()), Err(SpecError::Size(_))));
+        r = req("db1");
+        r.cpus = Some(Quantity::Text("64".into()));
+        let err = r.validate(&host()).expect_err("beyond host");
+        assert_eq!(
+            err.to_string(),
+            "cpus 64 is more than this host has (2); ask for at most 2"
+        );
+        r = req("db1");
+        r.memory = Some("100GiB".into());
+        assert!(matches!(
+            r.validate(&host()),
+            Err(SpecError::BeyondHost { what: "memory", .. })
+        ));
+        r = req("db1");
+        r.storage = Some("1TiB".into());
+        assert!(matches!(
+            r.validate(&host()),
+            Err(SpecError::BeyondHost {
+                what: "storage",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<CreateRequest, _> =
+            serde_json::from_str(r#"{"name":"a","engine":"postgres","memroy":"1G"}"#);
+        assert!(r.is_err());
+    }
+}

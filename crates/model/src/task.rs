@@ -1,0 +1,332 @@
+//! Tasks: every operation a user (or reconcile) starts, as a durable list of steps.
+//!
+//! A task's steps are fixed when it is created ([`TaskKind::plan`]), each named for
+//! what it ensures. Steps are idempotent, so a task interrupted anywhere is resumed by
+//! running its first unfinished step again.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a task does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// Create an instance.
+    Create,
+    /// Start a stopped instance.
+    Start,
+    /// Stop an instance (its data stays).
+    Stop,
+    /// Stop and start an instance.
+    Restart,
+    /// Delete an instance (the data volume only with purge).
+    Delete,
+    /// Bring back a member that went missing or down, on its existing volume.
+    Repair,
+}
+
+impl TaskKind {
+    /// Every kind, for exhaustive tests.
+    pub const ALL: [TaskKind; 6] = [
+        Self::Create,
+        Self::Start,
+        Self::Stop,
+        Self::Restart,
+        Self::Delete,
+        Self::Repair,
+    ];
+
+    /// The kind as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Start => "start",
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Delete => "delete",
+            Self::Repair => "repair",
+        }
+    }
+
+    /// The steps a task of this kind runs, in order.
+    pub fn plan(self, options: TaskOptions) -> Vec<StepName> {
+        use StepName as S;
+        match self {
+            Self::Create => vec![
+                S::EnsureImage,
+                S::EnsureAgent,
+                S::EnsureNetwork,
+                S::EnsureVolume,
+                S::EnsureContainer,
+                S::EnsureRunning,
+                S::WaitReady,
+            ],
+            Self::Repair => vec![
+                S::EnsureImage,
+                S::EnsureAgent,
+                S::EnsureNetwork,
+                S::EnsureVolume,
+                S::EnsureContainer,
+                S::EnsureRunning,
+                S::WaitReady,
+            ],
+            Self::Start => vec![S::EnsureRunning, S::WaitReady],
+            Self::Stop => vec![S::EnsureStopped],
+            Self::Restart => vec![S::EnsureStopped, S::EnsureRunning, S::WaitReady],
+            Self::Delete => {
+                let mut steps = vec![S::EnsureStopped, S::RemoveContainer, S::RemoveNetwork];
+                if options.purge {
+                    steps.push(S::RemoveVolume);
+                }
+                steps.push(S::Forget);
+                steps
+            }
+        }
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TaskKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown task kind {s:?}"))
+    }
+}
+
+/// Options that change a task's plan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskOptions {
+    /// Delete: also remove the data volume.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// One step, named for what it ensures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepName {
+    /// The engine image exists locally (built from Debian packages if need be).
+    EnsureImage,
+    /// The volume holding this Berth's agent binary exists.
+    EnsureAgent,
+    /// The instance's private network exists.
+    EnsureNetwork,
+    /// The member's data volume exists.
+    EnsureVolume,
+    /// The member's container exists with the right spec.
+    EnsureContainer,
+    /// The member's container is running.
+    EnsureRunning,
+    /// The engine answers queries.
+    WaitReady,
+    /// The member's container is stopped, the engine shut down cleanly.
+    EnsureStopped,
+    /// The member's container is gone.
+    RemoveContainer,
+    /// The instance's network is gone.
+    RemoveNetwork,
+    /// The data volume is gone.
+    RemoveVolume,
+    /// The store no longer lists the instance.
+    Forget,
+}
+
+impl StepName {
+    /// The step's name as the task log shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EnsureImage => "ensure_image",
+            Self::EnsureAgent => "ensure_agent",
+            Self::EnsureNetwork => "ensure_network",
+            Self::EnsureVolume => "ensure_volume",
+            Self::EnsureContainer => "ensure_container",
+            Self::EnsureRunning => "ensure_running",
+            Self::WaitReady => "wait_ready",
+            Self::EnsureStopped => "ensure_stopped",
+            Self::RemoveContainer => "remove_container",
+            Self::RemoveNetwork => "remove_network",
+            Self::RemoveVolume => "remove_volume",
+            Self::Forget => "forget",
+        }
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepState {
+    /// Not begun.
+    Pending,
+    /// Begun; after a crash it is run again (steps are idempotent).
+    Running,
+    /// Finished.
+    Done,
+    /// Gave up; the task's error says why.
+    Failed,
+}
+
+/// A step and what happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StepStatus {
+    /// The step.
+    pub name: StepName,
+    /// Where it is.
+    pub state: StepState,
+    /// What it found or did, in a sentence ("volume existed", "created container …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Milliseconds it took, once done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millis: Option<u64>,
+}
+
+/// Where a task is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    /// Accepted, not yet picked up.
+    Pending,
+    /// A worker runs it (or ran it when the control plane stopped: it resumes).
+    Running,
+    /// Every step is done.
+    Succeeded,
+    /// A step gave up.
+    Failed,
+}
+
+impl TaskState {
+    /// The state as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The task will not change any more.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Pending, Self::Running, Self::Succeeded, Self::Failed]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown task state {s:?}"))
+    }
+}
+
+/// Fresh step list for a task.
+pub fn initial_steps(kind: TaskKind, options: TaskOptions) -> Vec<StepStatus> {
+    kind.plan(options)
+        .into_iter()
+        .map(|name| StepStatus {
+            name,
+            state: StepState::Pending,
+            detail: None,
+            millis: None,
+        })
+        .collect()
+}
+
+/// The first step that is not done: where a task (re)starts.
+pub fn next_step(steps: &[StepStatus]) -> Option<usize> {
+    steps.iter().position(|s| s.state != StepState::Done)
+}
+
+/// Progress in percent: finished steps over all steps.
+pub fn progress(steps: &[StepStatus]) -> u8 {
+    if steps.is_empty() {
+        return 100;
+    }
+    let done = steps.iter().filter(|s| s.state == StepState::Done).count();
+    u8::try_from(done * 100 / steps.len()).unwrap_or(100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_end_where_they_should() {
+        for kind in TaskKind::ALL {
+            let plan = kind.plan(TaskOptions::default());
+            assert!(!plan.is_empty(), "{kind}");
+            let mut seen = std::collections::HashSet::new();
+            assert!(
+                plan.iter().all(|s| seen.insert(*s)),
+                "{kind} repeats a step"
+            );
+        }
+        let create = TaskKind::Create.plan(TaskOptions::default());
+        assert_eq!(create.last(), Some(&StepName::WaitReady));
+        let delete = TaskKind::Delete.plan(TaskOptions { purge: false });
+        assert!(!delete.contains(&StepName::RemoveVolume));
+        let purge = TaskKind::Delete.plan(TaskOptions { purge: true });
+        assert_eq!(purge.len(), delete.len() + 1);
+        assert_eq!(purge.last(), Some(&StepName::Forget));
+        assert_eq!(
+            TaskKind::Restart.plan(TaskOptions::default()),
+            vec![
+                StepName::EnsureStopped,
+                StepName::EnsureRunning,
+                StepName::WaitReady
+            ]
+        );
+    }
+
+    #[test]
+    fn resume_point_and_progress() {
+        let mut steps = initial_steps(TaskKind::Restart, TaskOptions::default());
+        assert_eq!(next_step(&steps), Some(0));
+        assert_eq!(progress(&steps), 0);
+        steps[0].state = StepState::Done;
+        steps[1].state = StepState::Running;
+        assert_eq!(
+            next_step(&steps),
+            Some(1),
+            "a step seen running is run again"
+        );
+        assert_eq!(progress(&steps), 33);
+        for s in &mut steps {
+            s.state = StepState::Done;
+        }
+        assert_eq!(next_step(&steps), None);
+        assert_eq!(progress(&steps), 100);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in TaskKind::ALL {
+            assert_eq!(k.as_str().parse::<TaskKind>(), Ok(k));
+        }
+        for s in [
+            TaskState::Pending,
+            TaskState::Running,
+            TaskState::Succeeded,
+            TaskState::Failed,
+        ] {
+            assert_eq!(s.as_str().parse::<TaskState>(), Ok(s));
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The metadata store: desired state, tasks and tokens.
+//!
+//! Every change that starts work is one transaction that writes the desired state
+//! and the task together (principle 2 of DESIGN.md), so a crash can never leave a
+//! task without its instance or an instance change without its task.
+//!
+//! SQLite is the embedded default. The PostgreSQL backend is not written yet; the
+//! schema and queries keep to the SQL both understand.
+
+mod rows;
+
+use berth_model::{
+    InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceStatus, InvalidTransition,
+    ProjectId, SiteId, TaskId, TaskRecord, TaskState,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("metadata store: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("metadata store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A live instance already has the name.
+    #[error("an instance named {0} already exists; pick another name or delete it first")]
+    NameTaken(InstanceName),
+    /// No live instance has the name.
+    #[error("no instance named {0}; `berth list` shows the instances there are")]
+    NoSuchInstance(String),
+    /// No task has the id.
+    #[error("no task {0}; `berth tasks` lists recent tasks")]
+    NoSuchTask(String),
+    /// The instance's status does not allow the change.
+    #[error("instance {name}: {source}")]
+    InvalidTransition {
+        /// The instance.
+        name: InstanceName,
+        /// What was refused.
+        source: InvalidTransition,
+    },
+    /// A stored value no longer parses (a bug or a hand-edited database).
+    #[error("metadata store holds an unreadable value in {column}: {value:?}")]
+    Corrupt {
+        /// Where.
+        column: &'static str,
+        /// What.
+        value: String,
+    },
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The current time as RFC 3339 text, the store's timestamp format.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Handle to the metadata store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite store at `path` and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a task acknowledged to the user survives a power cut.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// An in-memory store, for unit tests of code that needs one.
+    pub async fn in_memory() -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?.foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// This installation's site id, made on first use.
+    pub async fn site_id(&self) -> Result<SiteId> {
+        let fresh = SiteId::new_random().to_string();
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('site_id', ?) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&fresh)
+        .execute(&self.pool)
+        .await?;
+        let value: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'site_id'")
+            .fetch_one(&self.pool)
+            .await?;
+        value.parse().map_err(|_| StoreError::Corrupt {
+            column: "meta.site_id",
+            value,
+        })
+    }
+
+    /// Whether any API token exists (false on first start).
+    pub async fn has_tokens(&self) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Stores a token by its SHA-256 (hex); the token itself is never stored.
+    pub async fn insert_token(&self, name: &str, sha256_hex: &str) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (sha256, name, created_at) VALUES (?, ?, ?)")
+            .bind(sha256_hex)
+            .bind(name)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a token with this SHA-256 exists.
+    pub async fn token_known(&self, sha256_hex: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE sha256 = ?")
+            .bind(sha256_hex)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Inserts a new instance and its create task in one transaction.
+    pub async fn create_instance(&self, inst: &InstanceRecord, task: &TaskRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM instances WHERE project = ? AND name = ? AND deleted_at IS NULL",
+        )
+        .bind(inst.project.as_str())
+        .bind(inst.name.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+        if taken > 0 {
+            return Err(StoreError::NameTaken(inst.name.clone()));
+        }
+        rows::insert_instance(&mut tx, inst).await?;
+        rows::insert_task(&mut tx, task).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves the instance along `event` and records `task` in one transaction; refuses
+    /// when the instance's current status does not allow it (another task is running,
+    /// or it makes no sense, like stopping a stopped instance).
+    pub async fn begin_task(
+        &self,
+        id: InstanceId,
+        event: InstanceEvent,
+        task: &TaskRecord,
+    ) -> Result<InstanceRecord> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inst = rows::instance_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+        let to = inst
+            .status
+            .transition(event)
+            .map_err(|source| StoreError::InvalidTransition {
+                name: inst.name.clone(),
+                source,
+            })?;
+        rows::set_status(&mut tx, id, to, None).await?;
+        rows::insert_task(&mut tx, task).await?;
+        tx.commit().await?;
+        Ok(InstanceRecord { status: to, ..inst })
+    }
+
+    /// Applies an event to the instance's status (an observation or a task's end),
+    /// with `detail` saying why. Returns the new status.
+    pub async fn apply_event(
+        &self,
+        id: InstanceId,
+        event: InstanceEvent,
+        detail: Option<&str>,
+    ) -> Result<InstanceStatus> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inst = rows::instance_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+        let to = inst
+            .status
+            .transition(event)
+            .map_err(|source| StoreError::InvalidTransition {
+                name: inst.name.clone(),
+                source,
+            })?;
+        if to != inst.status || detail != inst.status_detail.as_deref() {
+            rows::set_status(&mut tx, id, to, detail).await?;
+        }
+        if to == InstanceStatus::Deleted {
+            sqlx::query("UPDATE instances SET deleted_at = ? WHERE id = ?")
+                .bind(now())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(to)
+    }
+
+    /// Records that the instance's data volume was removed.
+    pub async fn mark_purged(&self, id: InstanceId) -> Result<()> {
+        sqlx::query("UPDATE instances SET purged = 1 WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A live instance by name.
+    pub async fn instance_by_name(
+        &self,
+        project: &ProjectId,
+        name: &str,
+    ) -> Result<InstanceRecord> {
+        let mut conn = self.pool.acquire().await?;
+        rows::instance_by_name(&mut conn, project, name)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(name.to_owned()))
+    }
+
+    /// An instance by id, live or deleted.
+    pub async fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>> {
+        let mut conn = self.pool.acquire().await?;
+        rows::instance_by_id(&mut conn, id).await
+    }
+
+    /// Live instances of a project (all projects when `None`), by name.
+    pub async fn list_instances(&self, project: Option<&ProjectId>) -> Result<Vec<InstanceRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM instances WHERE deleted_at IS NULL AND (? IS NULL OR project = ?) ORDER BY name",
+        )
+        .bind(project.map(|p| p.as_str()))
+        .bind(project.map(|p| p.as_str()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::instance_from_row).collect()
+    }
+
+    /// What the store knows of an instance id seen on a Docker object.
+    pub async fn tombstone(&self, id: InstanceId) -> Result<Tombstone> {
+        let row: Option<(Option<String>, i64)> =
+            sqlx::query_as("SELECT deleted_at, purged FROM instances WHERE id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            None => Tombstone::Unknown,
+            Some((None, _)) => Tombstone::Live,
+            Some((Some(_), 0)) => Tombstone::DeletedKeptData,
+            Some((Some(_), _)) => Tombstone::DeletedPurged,
+        })
+    }
+
+    /// Saves a task's state, steps and error.
+    pub async fn update_task(&self, task: &TaskRecord) -> Result<()> {
+        let steps = serde_json::to_string(&task.steps).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE tasks SET state = ?, steps = ?, error = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(task.state.as_str())
+        .bind(steps)
+        .bind(task.error.as_deref())
+        .bind(now())
+        .bind(task.id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A task by id.
+    pub async fn task(&self, id: TaskId) -> Result<TaskRecord> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchTask(id.to_string()))?;
+        rows::task_from_row(&row)
+    }
+
+    /// Recent tasks, newest first, optionally of one instance.
+    pub async fn list_tasks(
+        &self,
+        instance: Option<InstanceId>,
+        limit: u32,
+    ) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE (? IS NULL OR instance_id = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        )
+        .bind(instance.map(|i| i.to_string()))
+        .bind(instance.map(|i| i.to_string()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::task_from_row).collect()
+    }
+
+    /// Tasks not yet finished: what a (re)started control plane must run.
+    pub async fn unfinished_tasks(&self) -> Result<Vec<TaskRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM tasks WHERE state IN (?, ?) ORDER BY created_at, rowid")
+                .bind(TaskState::Pending.as_str())
+                .bind(TaskState::Running.as_str())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(rows::task_from_row).collect()
+    }
+
+    /// Ports held by live instances.
+    pub async fn ports_in_use(&self) -> Result<Vec<u16>> {
+        let ports: Vec<i64> =
+            sqlx::query_scalar("SELECT port FROM instances WHERE deleted_at IS NULL")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ports
+            .into_iter()
+            .filter_map(|p| u16::try_from(p).ok())
+            .collect())
+    }
+}
+
+/// What the store knows about an instance id found on a Docker object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tombstone {
+    /// Never heard of it: not ours to remove data of.
+    Unknown,
+    /// A live instance.
+    Live,
+    /// Deleted, data kept on purpose.
+    DeletedKeptData,
+    /// Deleted with purge: leftovers are safe to remove.
+    DeletedPurged,
+}
+
+#[cfg(test)]
+mod tests;

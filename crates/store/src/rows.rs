@@ -1,0 +1,167 @@
+//! Row mapping between SQL and model records.
+
+use crate::{now, Result, StoreError};
+use berth_model::{
+    CpuMillis, EngineKind, InstanceId, InstanceRecord, InstanceSpec, InstanceStatus, MemoryMib,
+    ProjectId, Secret, StorageMib, TaskRecord,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+fn corrupt(column: &'static str, value: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        column,
+        value: value.to_string(),
+    }
+}
+
+fn parse<T: std::str::FromStr>(row: &SqliteRow, column: &'static str) -> Result<T> {
+    let s: String = row.try_get(column)?;
+    s.parse().map_err(|_| corrupt(column, s))
+}
+
+pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
+    let engine: EngineKind = parse(row, "engine")?;
+    let version: String = row.try_get("version")?;
+    let cpus: i64 = row.try_get("cpus_millis")?;
+    let memory: i64 = row.try_get("memory_mib")?;
+    let storage: i64 = row.try_get("storage_mib")?;
+    let port: i64 = row.try_get("port")?;
+    Ok(InstanceRecord {
+        id: parse(row, "id")?,
+        name: parse(row, "name")?,
+        project: parse(row, "project")?,
+        spec: InstanceSpec {
+            engine,
+            version: engine
+                .version(&version)
+                .map_err(|_| corrupt("version", &version))?,
+            cpus: u32::try_from(cpus)
+                .ok()
+                .and_then(|c| CpuMillis::from_millis(c).ok())
+                .ok_or_else(|| corrupt("cpus_millis", cpus))?,
+            memory: u64::try_from(memory)
+                .ok()
+                .and_then(|m| MemoryMib::from_mib(m).ok())
+                .ok_or_else(|| corrupt("memory_mib", memory))?,
+            storage: u64::try_from(storage)
+                .ok()
+                .and_then(|m| StorageMib::from_mib(m).ok())
+                .ok_or_else(|| corrupt("storage_mib", storage))?,
+        },
+        status: parse(row, "status")?,
+        status_detail: row.try_get("status_detail")?,
+        port: u16::try_from(port).map_err(|_| corrupt("port", port))?,
+        superuser_password: Secret::new(row.try_get::<String, _>("superuser_password")?),
+        agent_token: Secret::new(row.try_get::<String, _>("agent_token")?),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
+    let options: String = row.try_get("options")?;
+    let steps: String = row.try_get("steps")?;
+    Ok(TaskRecord {
+        id: parse(row, "id")?,
+        instance_id: parse(row, "instance_id")?,
+        instance_name: parse(row, "instance_name")?,
+        kind: parse(row, "kind")?,
+        options: serde_json::from_str(&options).map_err(|_| corrupt("options", &options))?,
+        state: parse(row, "state")?,
+        steps: serde_json::from_str(&steps).map_err(|_| corrupt("steps", &steps))?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO instances (id, name, project, engine, version, cpus_millis, memory_mib, storage_mib,
+            status, status_detail, port, superuser_password, agent_token, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(i.id.to_string())
+    .bind(i.name.as_str())
+    .bind(i.project.as_str())
+    .bind(i.spec.engine.as_str())
+    .bind(i.spec.version.as_str())
+    .bind(i64::from(i.spec.cpus.millis()))
+    .bind(i.spec.memory.mib() as i64)
+    .bind(i.spec.storage.mib() as i64)
+    .bind(i.status.as_str())
+    .bind(i.status_detail.as_deref())
+    .bind(i64::from(i.port))
+    .bind(i.superuser_password.expose())
+    .bind(i.agent_token.expose())
+    .bind(&i.created_at)
+    .bind(&i.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn insert_task(conn: &mut SqliteConnection, t: &TaskRecord) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tasks (id, instance_id, instance_name, kind, options, state, steps, error, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(t.id.to_string())
+    .bind(t.instance_id.to_string())
+    .bind(t.instance_name.as_str())
+    .bind(t.kind.as_str())
+    .bind(serde_json::to_string(&t.options).unwrap_or_else(|_| "{}".into()))
+    .bind(t.state.as_str())
+    .bind(serde_json::to_string(&t.steps).unwrap_or_else(|_| "[]".into()))
+    .bind(t.error.as_deref())
+    .bind(&t.created_at)
+    .bind(&t.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn instance_by_id(
+    conn: &mut SqliteConnection,
+    id: InstanceId,
+) -> Result<Option<InstanceRecord>> {
+    sqlx::query("SELECT * FROM instances WHERE id = ?")
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(instance_from_row)
+        .transpose()
+}
+
+pub(crate) async fn instance_by_name(
+    conn: &mut SqliteConnection,
+    project: &ProjectId,
+    name: &str,
+) -> Result<Option<InstanceRecord>> {
+    sqlx::query("SELECT * FROM instances WHERE project = ? AND name = ? AND deleted_at IS NULL")
+        .bind(project.as_str())
+        .bind(name)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(instance_from_row)
+        .transpose()
+}
+
+pub(crate) async fn set_status(
+    conn: &mut SqliteConnection,
+    id: InstanceId,
+    status: InstanceStatus,
+    detail: Option<&str>,
+) -> Result<()> {
+    sqlx::query("UPDATE instances SET status = ?, status_detail = ?, updated_at = ? WHERE id = ?")
+        .bind(status.as_str())
+        .bind(detail)
+        .bind(now())
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+use super::*;
+use berth_model::{
+    CpuMillis, CreateRequest, HostCapacity, InstanceEvent, Secret, TaskKind, TaskOptions,
+};
+
+fn record(name: &str, port: u16) -> InstanceRecord {
+    let host = HostCapacity {
+        cpus: CpuMillis::from_millis(2000).expect("valid"),
+        memory_mib: 8192,
+        disk_free_mib: 100_000,
+    };
+    let (name, spec) = CreateRequest {
+        name: name.into(),
+        engine: "postgres".into(),
+        ..Default::default()
+    }
+    .validate(&host)
+    .expect("valid");
+    InstanceRecord {
+        id: InstanceId::new_random(),
+        name,
+        project: ProjectId::default_project(),
+        spec,
+        status: InstanceStatus::Creating,
+        status_detail: None,
+        port,
+        superuser_password: Secret::new("pw"),
+        agent_token: Secret::new("tok"),
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn create_task(i: &InstanceRecord) -> TaskRecord {
+    TaskRecord::new(
+        i.id,
+        i.name.clone(),
+        TaskKind::Create,
+        TaskOptions::default(),
+        &now(),
+    )
+}
+
+#[tokio::test]
+async fn instance_and_task_are_written_together_and_read_back() {
+    let store = Store::in_memory().await.expect("store");
+    let inst = record("db1", 40001);
+    let task = create_task(&inst);
+    store.create_instance(&inst, &task).await.expect("created");
+    let back = store
+        .instance_by_name(&ProjectId::default_project(), "db1")
+        .await
+        .expect("found");
+    assert_eq!(back, inst);
+    assert_eq!(store.task(task.id).await.expect("task"), task);
+    assert_eq!(store.unfinished_tasks().await.expect("list").len(), 1);
+    assert_eq!(store.ports_in_use().await.expect("ports"), vec![40001]);
+}
+
+#[tokio::test]
+async fn duplicate_live_names_are_refused_and_nothing_is_written() {
+    let store = Store::in_memory().await.expect("store");
+    let a = record("db1", 40001);
+    store
+        .create_instance(&a, &create_task(&a))
+        .await
+        .expect("first");
+    let b = record("db1", 40002);
+    let err = store
+        .create_instance(&b, &create_task(&b))
+        .await
+        .expect_err("dup");
+    assert!(matches!(err, StoreError::NameTaken(_)), "{err}");
+    assert_eq!(store.list_instances(None).await.expect("list").len(), 1);
+    assert_eq!(store.list_tasks(None, 10).await.expect("tasks").len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_transition_writes_no_task() {
+    let store = Store::in_memory().await.expect("store");
+    let a = record("db1", 40001);
+    store
+        .create_instance(&a, &create_task(&a))
+        .await
+        .expect("created");
+    let stop = TaskRecord::new(
+        a.id,
+        a.name.clone(),
+        TaskKind::Stop,
+        TaskOptions::default(),
+        &now(),
+    );
+    let err = store
+        .begin_task(a.id, InstanceEvent::Began(TaskKind::Stop), &stop)
+        .await
+        .expect_err("busy creating");
+    assert!(err.to_string().contains("is creating"), "{err}");
+    assert!(store.task(stop.id).await.is_err());
+}
+
+#[tokio::test]
+async fn deleted_names_can_be_reused_and_tombstones_remain() {
+    let store = Store::in_memory().await.expect("store");
+    let a = record("db1", 40001);
+    store
+        .create_instance(&a, &create_task(&a))
+        .await
+        .expect("created");
+    store
+        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
+        .await
+        .expect("available");
+    let del = TaskRecord::new(
+        a.id,
+        a.name.clone(),
+        TaskKind::Delete,
+        TaskOptions { purge: true },
+        &now(),
+    );
+    store
+        .begin_task(a.id, InstanceEvent::Began(TaskKind::Delete), &del)
+        .await
+        .expect("deleting");
+    store.mark_purged(a.id).await.expect("purged");
+    store
+        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Delete), None)
+        .await
+        .expect("deleted");
+    assert_eq!(
+        store.tombstone(a.id).await.expect("t"),
+        Tombstone::DeletedPurged
+    );
+    assert_eq!(
+        store.tombstone(InstanceId::new_random()).await.expect("t"),
+        Tombstone::Unknown
+    );
+    let b = record("db1", 40001);
+    store
+        .create_instance(&b, &create_task(&b))
+        .await
+        .expect("name reusable");
+    assert_eq!(store.tombstone(b.id).await.expect("t"), Tombstone::Live);
+}
+
+#[tokio::test]
+async fn site_id_is_stable_and_tokens_are_looked_up_by_hash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("berth.db");
+    let site = {
+        let store = Store::open(&path).await.expect("open");
+        assert!(!store.has_tokens().await.expect("tokens"));
+        store.insert_token("admin", "abc123").await.expect("insert");
+        store.site_id().await.expect("site")
+    };
+    let store = Store::open(&path).await.expect("reopen");
+    assert_eq!(store.site_id().await.expect("site"), site);
+    assert!(store.token_known("abc123").await.expect("lookup"));
+    assert!(!store.token_known("abc124").await.expect("lookup"));
+}
