@@ -1,1 +1,125 @@
-//! placeholder
+//! The Berth agent: PID 1 of every member container.
+//!
+//! Start-up, in order:
+//! 1. read the member's configuration from the environment ([`AgentConfig`]);
+//! 2. start the reaper (PID 1 must reap every orphan);
+//! 3. make the runtime and data directories, owned by the engine's user;
+//! 4. bootstrap the data directory if it holds no database (superuser password from
+//!    a verifier, never the password itself);
+//! 5. render the engine's configuration for the member's resources;
+//! 6. serve the agent API (health, for now) on the instance's private network;
+//! 7. start the engine and supervise it: restart it with backoff if it dies; on
+//!    SIGTERM or SIGINT ask it for a fast, clean shutdown and exit when it has.
+
+mod api;
+mod reaper;
+mod supervisor;
+
+pub use reaper::{Exit, Reaper};
+pub use supervisor::{Health, HealthState};
+
+use berth_engine::{engine, Engine, Layout, Resources};
+use berth_model::{EngineKind, EngineVersion};
+use std::net::SocketAddr;
+
+pub use berth_model::agent::{env, AGENT_PORT};
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A variable is missing or malformed.
+    #[error("agent configuration: {0}")]
+    Config(String),
+    /// Preparing the data directory failed.
+    #[error("preparing {what}: {source}")]
+    Io {
+        /// What was being prepared.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bootstrapping the database failed.
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+    /// An engine hook failed.
+    #[error(transparent)]
+    Engine(#[from] berth_engine::EngineError),
+}
+
+/// Result of agent operations.
+pub type Result<T> = std::result::Result<T, AgentError>;
+
+/// What the agent needs to know, read from its environment.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The engine.
+    pub engine: EngineKind,
+    /// Its version.
+    pub version: EngineVersion,
+    /// The member's resources.
+    pub resources: Resources,
+    /// SHA-256 of the API token, hex.
+    pub token_sha256: String,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Paths inside the container.
+    pub layout: Layout,
+}
+
+impl AgentConfig {
+    /// Reads the configuration from environment variables.
+    pub fn from_env() -> Result<Self> {
+        let var =
+            |k: &str| std::env::var(k).map_err(|_| AgentError::Config(format!("{k} is not set")));
+        let engine: EngineKind = var(env::ENGINE)?
+            .parse()
+            .map_err(|e| AgentError::Config(format!("{e}")))?;
+        let version = engine
+            .version(&var(env::VERSION)?)
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let memory_mib = var(env::MEMORY_MIB)?
+            .parse()
+            .map_err(|_| AgentError::Config(format!("{} is not a number", env::MEMORY_MIB)))?;
+        let cpu_millis = var(env::CPU_MILLIS)?
+            .parse()
+            .map_err(|_| AgentError::Config(format!("{} is not a number", env::CPU_MILLIS)))?;
+        Ok(Self {
+            engine,
+            version,
+            resources: Resources {
+                memory_mib,
+                cpu_millis,
+            },
+            token_sha256: var(env::TOKEN_SHA256)?,
+            listen: SocketAddr::from(([0, 0, 0, 0], AGENT_PORT)),
+            layout: Layout::standard(),
+        })
+    }
+
+    /// The engine module.
+    pub fn engine(&self) -> &'static dyn Engine {
+        engine(self.engine)
+    }
+}
+
+/// Runs the agent until it is told to stop; returns the process exit code.
+pub async fn run(config: AgentConfig) -> Result<i32> {
+    // Children inherit supplementary groups; the engine must not keep root's.
+    if nix::unistd::Uid::effective().is_root() {
+        let _ = nix::unistd::setgroups(&[]);
+    }
+    let reaper = Reaper::start().map_err(|source| AgentError::Io {
+        what: "the child reaper".into(),
+        source,
+    })?;
+    supervisor::prepare(&config, &reaper).await?;
+    let health = Health::new();
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Io {
+            what: format!("agent API on {}", config.listen),
+            source,
+        })?;
+    tokio::spawn(api::serve(listener, config.clone(), health.clone()));
+    Ok(supervisor::supervise(&config, &reaper, &health).await)
+}

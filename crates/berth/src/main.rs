@@ -1,1 +1,342 @@
-fn main() {}
+//! `berth`: one binary for the control plane (`serve`), the agent inside every
+//! member container (`agent`), the image builder (`image build`) and the CLI.
+//! This file only parses arguments and dispatches.
+
+use anyhow::Context;
+use berth_cli::{Client, CreateArgs, Follow, Format};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Self-hosted database service on Docker"
+)]
+struct Cli {
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Output,
+    /// Control plane URL (default: from the CLI config, else http://127.0.0.1:7070).
+    #[arg(long, global = true, env = "BERTH_URL")]
+    url: Option<String>,
+    /// API token (default: from the CLI config).
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CLI config file (default: ~/.config/berth/config.json).
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane.
+    Serve(ServeArgs),
+    /// Run as a member container's agent (PID 1). Not for interactive use.
+    Agent,
+    /// Build engine images from Debian packages (no registry needed).
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Create an instance.
+    Create {
+        /// Instance name.
+        name: String,
+        /// Engine.
+        #[arg(long)]
+        engine: String,
+        /// Engine major version (default: newest).
+        #[arg(long)]
+        version: Option<String>,
+        /// CPU cores, like 0.5 or 2.
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Memory, like 512MiB or 2GiB.
+        #[arg(long)]
+        memory: Option<String>,
+        /// Storage, like 10GiB.
+        #[arg(long)]
+        storage: Option<String>,
+        /// Return as soon as the task is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List instances.
+    List,
+    /// Show an instance.
+    Show {
+        /// Instance name.
+        name: String,
+    },
+    /// Start a stopped instance.
+    Start(ActionArgs),
+    /// Stop an instance (its data stays).
+    Stop(ActionArgs),
+    /// Restart an instance.
+    Restart(ActionArgs),
+    /// Delete an instance; its data volume is kept unless --purge.
+    Delete {
+        /// Instance name.
+        name: String,
+        /// Also remove the data volume.
+        #[arg(long)]
+        purge: bool,
+        /// Return as soon as the task is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show the superuser's credentials and a connection URI.
+    Credentials {
+        /// Instance name.
+        name: String,
+    },
+    /// Open the engine's interactive client on an instance.
+    Connect {
+        /// Instance name.
+        name: String,
+    },
+    /// List recent tasks.
+    Tasks {
+        /// Only this instance's.
+        #[arg(long)]
+        instance: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show a task; --wait follows it to its end.
+    Task {
+        /// Task id.
+        id: String,
+        /// Follow until it finishes.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct ActionArgs {
+    /// Instance name.
+    name: String,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build (or find cached) the image of an engine version.
+    Build {
+        /// Engine.
+        engine: String,
+        /// Version (default: newest).
+        #[arg(long)]
+        version: Option<String>,
+        /// Root file system cache.
+        #[arg(long, env = "BERTH_IMAGE_CACHE")]
+        cache: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where the store and admin token live.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// API address.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Host name clients use to reach instances.
+    #[arg(long, env = "BERTH_ENDPOINT_HOST", default_value = "127.0.0.1")]
+    endpoint_host: String,
+    /// Host address instance ports are published on.
+    #[arg(long, env = "BERTH_PUBLISH_ADDRESS", default_value = "0.0.0.0")]
+    publish_address: String,
+    /// How often to compare the store with Docker.
+    #[arg(long, env = "BERTH_RECONCILE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    reconcile_interval: std::time::Duration,
+    /// Root file system cache for image builds.
+    #[arg(long, env = "BERTH_IMAGE_CACHE")]
+    image_cache: Option<PathBuf>,
+}
+
+fn default_image_cache() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("berth")
+        .join("images")
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let fmt = match cli.output {
+        Output::Table => Format::Table,
+        Output::Json => Format::Json,
+    };
+    let client = || Client::new(cli.url.clone(), cli.token.clone(), cli.config.clone());
+    let follow = |no_wait: bool| {
+        if no_wait {
+            Follow::NoWait
+        } else {
+            Follow::Wait
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            let data_dir = args
+                .data_dir
+                .or_else(|| dirs::data_dir().map(|d| d.join("berth")))
+                .context("no data directory: pass --data-dir")?;
+            let config = berth_server::Config {
+                data_dir,
+                listen: args.listen,
+                endpoint_host: args.endpoint_host,
+                publish_address: args.publish_address,
+                cli_config: cli.config.or_else(berth_cli::default_config_path),
+                image_cache: args.image_cache.unwrap_or_else(default_image_cache),
+                reconcile_interval: args.reconcile_interval,
+                agent_binary: std::env::current_exe().context("finding the berth binary")?,
+            };
+            berth_server::serve(config).await?;
+            Ok(0)
+        }
+        Command::Agent => {
+            init_tracing();
+            let config = berth_agent::AgentConfig::from_env()?;
+            let code = berth_agent::run(config).await?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Image {
+            command:
+                ImageCommand::Build {
+                    engine,
+                    version,
+                    cache,
+                },
+        } => {
+            let kind: berth_model::EngineKind = engine.parse()?;
+            let version = match version {
+                Some(v) => kind.version(&v)?,
+                None => kind.default_version(),
+            };
+            let runtime =
+                berth_runtime::Runtime::connect(berth_model::SiteId::new_random()).await?;
+            let builder =
+                berth_runtime::image::ImageBuilder::new(cache.unwrap_or_else(default_image_cache));
+            let started = std::time::Instant::now();
+            let (tag, built) = builder
+                .ensure(
+                    &runtime,
+                    berth_engine::engine(kind),
+                    &version,
+                    &|line: &str| eprintln!("  {line}"),
+                )
+                .await?;
+            let verb = if built { "built" } else { "cached" };
+            println!("{tag} ({verb}, {:.1}s)", started.elapsed().as_secs_f64());
+            Ok(0)
+        }
+        Command::Create {
+            name,
+            engine,
+            version,
+            cpus,
+            memory,
+            storage,
+            no_wait,
+        } => {
+            let args = CreateArgs {
+                name,
+                engine,
+                version,
+                cpus,
+                memory,
+                storage,
+            };
+            berth_cli::create(&client()?, args, follow(no_wait), fmt).await?;
+            Ok(0)
+        }
+        Command::List => {
+            berth_cli::list(&client()?, fmt).await?;
+            Ok(0)
+        }
+        Command::Show { name } => {
+            berth_cli::show(&client()?, &name, fmt).await?;
+            Ok(0)
+        }
+        Command::Start(a) => {
+            berth_cli::action(&client()?, &a.name, "start", follow(a.no_wait), fmt).await?;
+            Ok(0)
+        }
+        Command::Stop(a) => {
+            berth_cli::action(&client()?, &a.name, "stop", follow(a.no_wait), fmt).await?;
+            Ok(0)
+        }
+        Command::Restart(a) => {
+            berth_cli::action(&client()?, &a.name, "restart", follow(a.no_wait), fmt).await?;
+            Ok(0)
+        }
+        Command::Delete {
+            name,
+            purge,
+            no_wait,
+        } => {
+            berth_cli::delete(&client()?, &name, purge, follow(no_wait), fmt).await?;
+            Ok(0)
+        }
+        Command::Credentials { name } => {
+            berth_cli::credentials(&client()?, &name, fmt).await?;
+            Ok(0)
+        }
+        Command::Connect { name } => {
+            let code = berth_cli::connect(&client()?, &name).await?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Tasks { instance, limit } => {
+            berth_cli::tasks(&client()?, instance.as_deref(), limit, fmt).await?;
+            Ok(0)
+        }
+        Command::Task { id, wait } => {
+            berth_cli::task(&client()?, &id, follow(!wait), fmt).await?;
+            Ok(0)
+        }
+    }
+}

@@ -1,1 +1,241 @@
-//! placeholder
+//! The CLI's work: a client of the REST API, and how results are shown.
+//! Argument parsing lives in the `berth` binary (only it knows clap).
+
+mod client;
+mod output;
+mod wait;
+
+pub use client::{default_config_path, Client, ClientConfig};
+pub use output::Format;
+
+use berth_server::{CredentialsView, InstanceView, TaskView};
+use serde_json::Value;
+
+/// CLI errors; each is printed as one line and makes the process exit non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The API answered with a problem.
+    #[error("{detail}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Problem type.
+        kind: String,
+        /// What to do.
+        detail: String,
+    },
+    /// The API could not be reached.
+    #[error("cannot reach Berth at {url}: {reason}; is `berth serve` running? (set BERTH_URL to point elsewhere)")]
+    Unreachable {
+        /// Where we tried.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// No URL or token configured.
+    #[error("{0}")]
+    Config(String),
+    /// A task failed.
+    #[error("task {id} failed: {error}")]
+    TaskFailed {
+        /// The task.
+        id: String,
+        /// Why.
+        error: String,
+    },
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Result of CLI commands.
+pub type Result<T> = std::result::Result<T, CliError>;
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct CreateArgs {
+    /// Name.
+    pub name: String,
+    /// Engine.
+    pub engine: String,
+    /// Version.
+    pub version: Option<String>,
+    /// Cores.
+    pub cpus: Option<String>,
+    /// Memory.
+    pub memory: Option<String>,
+    /// Storage.
+    pub storage: Option<String>,
+}
+
+/// Whether to follow a task to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// Wait, with progress.
+    Wait,
+    /// Return at once.
+    NoWait,
+}
+
+fn accepted_task(v: &Value) -> Result<TaskView> {
+    serde_json::from_value(v["task"].clone())
+        .map_err(|e| CliError::Other(format!("unexpected answer: {e}")))
+}
+
+async fn finish_accepted(client: &Client, v: Value, follow: Follow, fmt: Format) -> Result<()> {
+    let task = accepted_task(&v)?;
+    if follow == Follow::NoWait {
+        return output::accepted(&v, &task, fmt);
+    }
+    let done = wait::follow(client, &task, fmt).await?;
+    if fmt == Format::Json {
+        output::print_json(&serde_json::to_value(&done).unwrap_or_default());
+    }
+    if done.state == berth_model::TaskState::Failed {
+        return Err(CliError::TaskFailed {
+            id: done.id.to_string(),
+            error: done.error.unwrap_or_default(),
+        });
+    }
+    if fmt == Format::Table && task.kind == berth_model::TaskKind::Create {
+        let inst: InstanceView = client
+            .get(&format!("/v1/instances/{}", task.instance))
+            .await?;
+        output::instance(&inst, fmt)?;
+    }
+    Ok(())
+}
+
+/// `berth create`.
+pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Format) -> Result<()> {
+    let mut body = serde_json::json!({"name": args.name, "engine": args.engine});
+    for (k, v) in [
+        ("version", args.version),
+        ("cpus", args.cpus),
+        ("memory", args.memory),
+        ("storage", args.storage),
+    ] {
+        if let Some(v) = v {
+            body[k] = Value::String(v);
+        }
+    }
+    let v: Value = client.post("/v1/instances", &body).await?;
+    finish_accepted(client, v, follow, fmt).await
+}
+
+/// `berth start|stop|restart`.
+pub async fn action(
+    client: &Client,
+    name: &str,
+    action: &str,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
+    let v: Value = client
+        .post(
+            &format!("/v1/instances/{name}/{action}"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    finish_accepted(client, v, follow, fmt).await
+}
+
+/// `berth delete`.
+pub async fn delete(
+    client: &Client,
+    name: &str,
+    purge: bool,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
+    let v: Value = client
+        .delete(&format!("/v1/instances/{name}?purge={purge}"))
+        .await?;
+    finish_accepted(client, v, follow, fmt).await
+}
+
+/// `berth list`.
+pub async fn list(client: &Client, fmt: Format) -> Result<()> {
+    let v: Vec<InstanceView> = client.get("/v1/instances").await?;
+    output::instances(&v, fmt)
+}
+
+/// `berth show`.
+pub async fn show(client: &Client, name: &str, fmt: Format) -> Result<()> {
+    let v: InstanceView = client.get(&format!("/v1/instances/{name}")).await?;
+    output::instance(&v, fmt)
+}
+
+/// `berth credentials`.
+pub async fn credentials(client: &Client, name: &str, fmt: Format) -> Result<()> {
+    let v: CredentialsView = client
+        .get(&format!("/v1/instances/{name}/credentials"))
+        .await?;
+    output::credentials(&v, fmt)
+}
+
+/// `berth connect`: runs the engine's client with the credentials in its environment.
+pub async fn connect(client: &Client, name: &str) -> Result<i32> {
+    let inst: InstanceView = client.get(&format!("/v1/instances/{name}")).await?;
+    let creds: CredentialsView = client
+        .get(&format!("/v1/instances/{name}/credentials"))
+        .await?;
+    let kind: berth_model::EngineKind = inst
+        .engine
+        .parse()
+        .map_err(|e| CliError::Other(format!("{e}")))?;
+    let spec = berth_engine::engine(kind).client_command(
+        &creds.host,
+        creds.port,
+        &creds.user,
+        &berth_model::Secret::new(creds.password.clone()),
+    );
+    let status = std::process::Command::new(&spec.program)
+        .args(&spec.args)
+        .envs(spec.env.iter().cloned())
+        .status()
+        .map_err(|e| {
+            CliError::Other(format!(
+                "cannot run {}: {e}; install the engine's client (for PostgreSQL: apt-get install postgresql-client)",
+                spec.program
+            ))
+        })?;
+    Ok(status.code().unwrap_or(1))
+}
+
+/// `berth tasks`.
+pub async fn tasks(
+    client: &Client,
+    instance: Option<&str>,
+    limit: Option<u32>,
+    fmt: Format,
+) -> Result<()> {
+    let mut path = String::from("/v1/tasks?");
+    if let Some(i) = instance {
+        path.push_str(&format!("instance={i}&"));
+    }
+    if let Some(l) = limit {
+        path.push_str(&format!("limit={l}"));
+    }
+    let v: Vec<TaskView> = client.get(&path).await?;
+    output::tasks(&v, fmt)
+}
+
+/// `berth task ID [--wait]`.
+pub async fn task(client: &Client, id: &str, follow: Follow, fmt: Format) -> Result<()> {
+    let t: TaskView = client.get(&format!("/v1/tasks/{id}")).await?;
+    if follow == Follow::Wait && !t.state.is_finished() {
+        let done = wait::follow(client, &t, fmt).await?;
+        if fmt == Format::Json {
+            output::print_json(&serde_json::to_value(&done).unwrap_or_default());
+        }
+        if done.state == berth_model::TaskState::Failed {
+            return Err(CliError::TaskFailed {
+                id: done.id.to_string(),
+                error: done.error.unwrap_or_default(),
+            });
+        }
+        return Ok(());
+    }
+    output::task(&t, fmt)
+}

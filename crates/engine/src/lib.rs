@@ -1,1 +1,161 @@
-//! placeholder
+//! Database engines behind one trait.
+//!
+//! Everything that differs between PostgreSQL and the engines that follow lives in
+//! one module per engine; the control plane and the agent only call [`Engine`].
+//! Architecture invariant: no other crate matches on [`EngineKind`] to decide
+//! behaviour — adding an engine touches this crate (and the catalog in `model`) only.
+
+mod postgres;
+
+use berth_model::{EngineKind, EngineVersion, Secret};
+use std::path::{Path, PathBuf};
+
+pub use postgres::Postgres;
+
+/// Errors an engine hook can give.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine does not answer yet (or any more).
+    #[error("{engine} does not answer: {reason}")]
+    NotReady {
+        /// Which engine.
+        engine: EngineKind,
+        /// What the client said.
+        reason: String,
+    },
+    /// Writing the engine's files failed.
+    #[error("writing {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Result of engine hooks.
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+/// How to build an image of an engine version from Debian packages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRecipe {
+    /// Debian suite, like `bookworm`.
+    pub suite: &'static str,
+    /// Packages to install on top of the essential set.
+    pub packages: Vec<&'static str>,
+    /// Shell snippets run by the builder with `$1` set to the root file system, after
+    /// the packages are installed (remove a default cluster, make directories, …).
+    pub customize: Vec<&'static str>,
+}
+
+/// A program to run, as the agent or the CLI should run it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Program path or name.
+    pub program: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Extra environment. Secrets go here, never into `args` (visible in `ps`).
+    pub env: Vec<(String, String)>,
+}
+
+/// Where the agent keeps things inside a member container.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// The mounted data volume.
+    pub volume: PathBuf,
+    /// Runtime directory (sockets, lock files); not persistent.
+    pub run_dir: PathBuf,
+}
+
+impl Layout {
+    /// The layout of every Berth member container.
+    pub fn standard() -> Self {
+        Self {
+            volume: PathBuf::from("/var/lib/berth"),
+            run_dir: PathBuf::from("/run/berth"),
+        }
+    }
+}
+
+/// Settings the agent derives from the member's resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in MiB.
+    pub memory_mib: u64,
+    /// CPU limit in thousandths of a core.
+    pub cpu_millis: u32,
+}
+
+/// One database engine: what the control plane, the agent and the CLI must know.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// Which engine.
+    fn kind(&self) -> EngineKind;
+
+    /// How to build its image.
+    fn image_recipe(&self, version: &EngineVersion) -> ImageRecipe;
+
+    /// The port clients connect to inside the container.
+    fn client_port(&self) -> u16;
+
+    /// The superuser's name.
+    fn superuser(&self) -> &'static str;
+
+    /// The operating-system user the engine runs as inside the container.
+    fn os_user(&self) -> &'static str;
+
+    /// Environment for the agent that lets it set the superuser password at bootstrap
+    /// without the password itself being visible in `docker inspect`.
+    fn bootstrap_env(&self, password: &Secret) -> Vec<(String, String)>;
+
+    /// A client URI with credentials.
+    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret) -> Secret;
+
+    /// The interactive client command for `berth connect`.
+    fn client_command(&self, host: &str, port: u16, user: &str, password: &Secret) -> CommandSpec;
+
+    /// The data directory inside the volume.
+    fn data_dir(&self, layout: &Layout) -> PathBuf;
+
+    /// Whether the data directory already holds a database.
+    fn is_initialized(&self, layout: &Layout) -> bool;
+
+    /// Commands (run as [`Engine::os_user`]) that create a fresh database in the data
+    /// directory; `secret_file` holds what [`Engine::bootstrap_env`] passed.
+    fn initialize_commands(
+        &self,
+        version: &EngineVersion,
+        layout: &Layout,
+        secret_file: &Path,
+    ) -> Vec<CommandSpec>;
+
+    /// The name of the bootstrap variable whose value goes into `secret_file`.
+    fn bootstrap_secret_var(&self) -> &'static str;
+
+    /// Writes the engine's configuration files for these resources.
+    fn render_config(&self, layout: &Layout, resources: Resources) -> Result<()>;
+
+    /// The engine server process (run as [`Engine::os_user`], supervised by the agent).
+    fn server_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec;
+
+    /// The signal that asks the server for a clean, quick shutdown.
+    fn stop_signal(&self) -> i32;
+
+    /// Succeeds once the engine answers a trivial query over its local socket.
+    async fn check_ready(&self, layout: &Layout) -> Result<()>;
+}
+
+/// The engine module for a kind.
+pub fn engine(kind: EngineKind) -> &'static dyn Engine {
+    match kind {
+        EngineKind::Postgres => &Postgres,
+    }
+}
+
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(|source| EngineError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,1 +1,207 @@
-//! placeholder
+//! `berth serve`: the control plane.
+//!
+//! Principle: the data path never goes through here. Member containers run with a
+//! Docker restart policy and their own agent, so stopping this process pauses
+//! management only. Every change is stored as desired state plus a task (one
+//! transaction) and answered at once; workers ([`tasks`]) and the reconciler
+//! ([`reconcile`]) then move Docker towards it, one idempotent step at a time.
+
+pub mod api;
+mod auth;
+mod error;
+mod members;
+pub mod reconcile;
+mod steps;
+pub mod tasks;
+mod views;
+
+pub use error::ApiError;
+pub use views::{CredentialsView, EndpointView, InstanceView, TaskView};
+
+use berth_model::SiteId;
+use berth_runtime::image::ImageBuilder;
+use berth_runtime::Runtime;
+use berth_store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Errors that stop the control plane from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Local files.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] berth_store::StoreError),
+    /// Docker.
+    #[error(transparent)]
+    Runtime(#[from] berth_runtime::RuntimeError),
+}
+
+/// Result of starting the control plane.
+pub type Result<T> = std::result::Result<T, ServeError>;
+
+/// How `berth serve` was asked to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the store, the admin token and caches live.
+    pub data_dir: PathBuf,
+    /// API address.
+    pub listen: SocketAddr,
+    /// The host name or address clients use to reach published ports.
+    pub endpoint_host: String,
+    /// Host address published ports bind to.
+    pub publish_address: String,
+    /// Where the CLI's config (URL and token) is written on first start.
+    pub cli_config: Option<PathBuf>,
+    /// Root file system cache for image builds.
+    pub image_cache: PathBuf,
+    /// How often reconcile runs.
+    pub reconcile_interval: Duration,
+    /// The `berth` binary members run as their agent.
+    pub agent_binary: PathBuf,
+}
+
+/// The agent binary: where it is and its hash (which names its volume).
+#[derive(Clone, Debug)]
+pub struct AgentBinary {
+    /// Path on this host.
+    pub path: PathBuf,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// Everything handlers, tasks and reconcile share.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The metadata store.
+    pub store: Store,
+    /// Docker.
+    pub runtime: Runtime,
+    /// Image builder.
+    pub images: Arc<ImageBuilder>,
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The agent binary.
+    pub agent: Arc<AgentBinary>,
+    /// Client for agent APIs.
+    pub http: reqwest::Client,
+    /// Runs tasks.
+    pub tasks: tasks::TaskRunner,
+    /// This installation.
+    pub site: SiteId,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Hashes the agent binary (read once at start).
+pub fn hash_binary(path: &std::path::Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// Opens everything and returns the shared context, without serving yet.
+pub async fn start(config: Config) -> Result<Ctx> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("creating {}", config.data_dir.display())))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("restricting the data directory"))?;
+    let store = Store::open(&config.data_dir.join("berth.db")).await?;
+    let site = store.site_id().await?;
+    auth::bootstrap_admin_token(&store, &config).await?;
+    let runtime = Runtime::connect(site).await?;
+    let sha256 = hash_binary(&config.agent_binary)
+        .map_err(io(format!("reading {}", config.agent_binary.display())))?;
+    let agent = AgentBinary {
+        path: config.agent_binary.clone(),
+        sha256,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| ServeError::Io {
+            what: "building the HTTP client".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let images = Arc::new(ImageBuilder::new(config.image_cache.clone()));
+    let ctx = Ctx {
+        store,
+        runtime,
+        images,
+        config: Arc::new(config),
+        agent: Arc::new(agent),
+        http,
+        tasks: tasks::TaskRunner::default(),
+        site,
+    };
+    Ok(ctx)
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    let listen = config.listen;
+    let ctx = start(config).await?;
+    info!(site = %ctx.site, %listen, "berth control plane starting");
+    // Resume what a previous run left unfinished before anything else moves.
+    let resumed = ctx.tasks.resume_all(&ctx).await?;
+    if resumed > 0 {
+        info!(resumed, "resuming unfinished tasks");
+    }
+    tokio::spawn(prebuild_images(ctx.clone()));
+    tokio::spawn(reconcile::run_forever(ctx.clone()));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(io(format!("listening on {listen}")))?;
+    let app = api::router(ctx.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(io("serving the API"))?;
+    info!("berth control plane stopped; running databases keep serving");
+    Ok(())
+}
+
+async fn prebuild_images(ctx: Ctx) {
+    for &kind in berth_model::EngineKind::ALL {
+        let engine = berth_engine::engine(kind);
+        let version = kind.default_version();
+        let log = |line: &str| info!(engine = %kind, "image build: {line}");
+        match ctx
+            .images
+            .ensure(&ctx.runtime, engine, &version, &log)
+            .await
+        {
+            Ok((tag, true)) => info!(%tag, "image built"),
+            Ok((_, false)) => {}
+            Err(e) => warn!(error = %e, "could not build the {kind} image now; creates will retry"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,106 @@
+//! The agent's HTTP API, on the instance's private network. Every route needs the
+//! bearer token whose SHA-256 the control plane put in the agent's environment.
+
+use crate::supervisor::HealthView;
+use crate::{AgentConfig, Health};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+struct AppState {
+    token_sha256: String,
+    health: Health,
+    config: AgentConfig,
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(headers: &HeaderMap, expected_sha256: &str) -> bool {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let digest = hex::encode(Sha256::digest(token.as_bytes()));
+    constant_time_eq(digest.as_bytes(), expected_sha256.as_bytes())
+}
+
+#[derive(serde::Serialize)]
+struct HealthBody {
+    #[serde(flatten)]
+    view: HealthView,
+    /// Whether the engine answered a query just now.
+    ready: bool,
+    engine: String,
+    version: String,
+    role: &'static str,
+}
+
+async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let view = state.health.view();
+    let ready = view.state == crate::HealthState::Ready
+        && state
+            .config
+            .engine()
+            .check_ready(&state.config.layout)
+            .await
+            .is_ok();
+    Json(HealthBody {
+        view,
+        ready,
+        engine: state.config.engine.to_string(),
+        version: state.config.version.to_string(),
+        role: "primary",
+    })
+    .into_response()
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .with_state(state)
+}
+
+pub(crate) async fn serve(listener: TcpListener, config: AgentConfig, health: Health) {
+    let state = AppState {
+        token_sha256: config.token_sha256.clone(),
+        health,
+        config,
+    };
+    if let Err(e) = axum::serve(listener, router(state)).await {
+        tracing::error!(error = %e, "agent API stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_checked_by_hash() {
+        let expected = hex::encode(Sha256::digest(b"tok"));
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, &expected));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer nope".parse().expect("header"),
+        );
+        assert!(!authorized(&h, &expected));
+        h.insert(header::AUTHORIZATION, "Bearer tok".parse().expect("header"));
+        assert!(authorized(&h, &expected));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}

@@ -1,0 +1,161 @@
+//! Tables for people, JSON (`-o json`) for programs.
+
+use crate::Result;
+use berth_server::{CredentialsView, InstanceView, TaskView};
+use comfy_table::presets::NOTHING;
+use comfy_table::Table;
+use serde::Serialize;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned text.
+    Table,
+    /// JSON, as the API returns it.
+    Json,
+}
+
+pub(crate) fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn json<T: Serialize>(v: &T) -> Result<()> {
+    print_json(&serde_json::to_value(v).unwrap_or_default());
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(header.iter().map(|h| h.to_uppercase()));
+    t
+}
+
+fn kv(rows: &[(&str, String)]) {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    for (k, v) in rows {
+        t.add_row(vec![format!("{k}:"), v.clone()]);
+    }
+    println!("{t}");
+}
+
+fn status_text(i: &InstanceView) -> String {
+    match &i.status_detail {
+        Some(d) => format!("{} ({d})", i.status.as_str()),
+        None => i.status.as_str().to_owned(),
+    }
+}
+
+pub(crate) fn instances(v: &[InstanceView], fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        return json(&v);
+    }
+    let mut t = table(&[
+        "name", "engine", "status", "cpus", "memory", "storage", "endpoint",
+    ]);
+    for i in v {
+        t.add_row(vec![
+            i.name.to_string(),
+            format!("{} {}", i.engine, i.version),
+            status_text(i),
+            i.cpus.clone(),
+            i.memory.clone(),
+            i.storage.clone(),
+            format!("{}:{}", i.endpoint.host, i.endpoint.port),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        return json(i);
+    }
+    kv(&[
+        ("name", i.name.to_string()),
+        ("id", i.id.to_string()),
+        ("engine", format!("{} {}", i.engine, i.version)),
+        ("status", status_text(i)),
+        ("cpus", i.cpus.clone()),
+        ("memory", i.memory.clone()),
+        ("storage", i.storage.clone()),
+        (
+            "endpoint",
+            format!("{}:{}", i.endpoint.host, i.endpoint.port),
+        ),
+        ("created", i.created_at.clone()),
+    ]);
+    Ok(())
+}
+
+pub(crate) fn credentials(c: &CredentialsView, fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        return json(c);
+    }
+    kv(&[
+        ("user", c.user.clone()),
+        ("password", c.password.clone()),
+        ("host", c.host.clone()),
+        ("port", c.port.to_string()),
+        ("uri", c.uri.clone()),
+    ]);
+    Ok(())
+}
+
+pub(crate) fn tasks(v: &[TaskView], fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        return json(&v);
+    }
+    let mut t = table(&["id", "instance", "kind", "state", "progress", "created"]);
+    for task in v {
+        t.add_row(vec![
+            task.id.to_string(),
+            task.instance.to_string(),
+            task.kind.as_str().to_owned(),
+            task.state.as_str().to_owned(),
+            format!("{}%", task.progress),
+            task.created_at.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub(crate) fn task(task: &TaskView, fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        return json(task);
+    }
+    kv(&[
+        ("id", task.id.to_string()),
+        ("instance", task.instance.to_string()),
+        ("kind", task.kind.as_str().to_owned()),
+        ("state", task.state.as_str().to_owned()),
+        ("progress", format!("{}%", task.progress)),
+        ("error", task.error.clone().unwrap_or_else(|| "-".into())),
+    ]);
+    let mut t = table(&["step", "state", "ms", "detail"]);
+    for s in &task.steps {
+        t.add_row(vec![
+            s.name.as_str().to_owned(),
+            format!("{:?}", s.state).to_lowercase(),
+            s.millis.map(|m| m.to_string()).unwrap_or_default(),
+            s.detail.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+pub(crate) fn accepted(v: &serde_json::Value, task: &TaskView, fmt: Format) -> Result<()> {
+    if fmt == Format::Json {
+        print_json(v);
+        return Ok(());
+    }
+    println!(
+        "{} {}: task {} accepted (follow it with `berth task {} --wait`)",
+        task.kind, task.instance, task.id, task.id
+    );
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! PostgreSQL, from Debian's `postgresql-<major>` packages.
+
+use crate::{write_file, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Resources, Result};
+use berth_model::{EngineKind, EngineVersion, Secret};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The PostgreSQL engine.
+pub struct Postgres;
+
+const BOOTSTRAP_VAR: &str = "BERTH_SUPERUSER_VERIFIER";
+
+fn bin(version: &EngineVersion, program: &str) -> String {
+    format!("/usr/lib/postgresql/{version}/bin/{program}")
+}
+
+/// Memory-derived settings, following the usual rules of thumb: a quarter of memory
+/// for shared buffers, three quarters as the planner's cache estimate.
+pub(crate) fn memory_settings(memory_mib: u64) -> Vec<(&'static str, String)> {
+    let shared = (memory_mib / 4).max(16);
+    vec![
+        ("shared_buffers", format!("{shared}MB")),
+        (
+            "effective_cache_size",
+            format!("{}MB", (memory_mib * 3 / 4).max(32)),
+        ),
+        (
+            "maintenance_work_mem",
+            format!("{}MB", (memory_mib / 16).clamp(16, 2048)),
+        ),
+        (
+            "work_mem",
+            format!(
+                "{}kB",
+                (memory_mib * 1024 / 4 / 100).clamp(1024, 1024 * 1024)
+            ),
+        ),
+    ]
+}
+
+fn postgresql_conf(layout: &Layout, resources: Resources) -> String {
+    let mut lines = vec![
+        "# Written by the Berth agent at every start; edits here are overwritten.".to_owned(),
+        "listen_addresses = '*'".to_owned(),
+        "port = 5432".to_owned(),
+        format!("unix_socket_directories = '{}'", layout.run_dir.display()),
+        "max_connections = 100".to_owned(),
+        "password_encryption = 'scram-sha-256'".to_owned(),
+        "dynamic_shared_memory_type = posix".to_owned(),
+        "logging_collector = off".to_owned(),
+        "log_destination = 'stderr'".to_owned(),
+        "log_line_prefix = '%m [%p] '".to_owned(),
+        "log_timezone = 'UTC'".to_owned(),
+        "timezone = 'UTC'".to_owned(),
+        "datestyle = 'iso, mdy'".to_owned(),
+        "lc_messages = 'C.UTF-8'".to_owned(),
+        "default_text_search_config = 'pg_catalog.english'".to_owned(),
+    ];
+    let workers = (resources.cpu_millis / 1000).max(1);
+    lines.push(format!("max_worker_processes = {}", workers.max(8)));
+    lines.push(format!("max_parallel_workers = {workers}"));
+    for (k, v) in memory_settings(resources.memory_mib) {
+        lines.push(format!("{k} = '{v}'"));
+    }
+    lines.push(String::new());
+    lines.join("\n")
+}
+
+const PG_HBA: &str = "\
+# Written by the Berth agent. Local socket: the agent only (the socket directory is
+# private to the container). Network: password (SCRAM) for everyone.
+local all all trust
+host  all all 0.0.0.0/0 scram-sha-256
+host  all all ::/0      scram-sha-256
+";
+
+#[async_trait::async_trait]
+impl Engine for Postgres {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Postgres
+    }
+
+    fn image_recipe(&self, version: &EngineVersion) -> ImageRecipe {
+        let packages = match version.as_str() {
+            "15" => vec!["postgresql-15"],
+            _ => vec![],
+        };
+        ImageRecipe {
+            suite: "bookworm",
+            packages,
+            // Debian's packaging creates a `main` cluster; Berth's agent makes its own.
+            customize: vec![
+                r#"rm -rf "$1"/var/lib/postgresql/*/main "$1"/etc/postgresql/*/main"#,
+                r#"mkdir -p "$1"/var/lib/berth "$1"/run/berth "$1"/opt/berth"#,
+            ],
+        }
+    }
+
+    fn client_port(&self) -> u16 {
+        5432
+    }
+
+    fn superuser(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn os_user(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn bootstrap_env(&self, password: &Secret) -> Vec<(String, String)> {
+        // A SCRAM verifier, not the password: what `docker inspect` shows cannot be
+        // used to log in, and PostgreSQL stores a verifier given to it as it is.
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        vec![(BOOTSTRAP_VAR.to_owned(), verifier)]
+    }
+
+    fn bootstrap_secret_var(&self) -> &'static str {
+        BOOTSTRAP_VAR
+    }
+
+    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret) -> Secret {
+        Secret::new(format!(
+            "postgresql://{user}:{}@{host}:{port}/postgres",
+            password.expose()
+        ))
+    }
+
+    fn client_command(&self, host: &str, port: u16, user: &str, password: &Secret) -> CommandSpec {
+        CommandSpec {
+            program: "psql".into(),
+            args: vec![
+                "-h".into(),
+                host.into(),
+                "-p".into(),
+                port.to_string(),
+                "-U".into(),
+                user.into(),
+                "postgres".into(),
+            ],
+            env: vec![("PGPASSWORD".into(), password.expose().to_owned())],
+        }
+    }
+
+    fn data_dir(&self, layout: &Layout) -> PathBuf {
+        layout.volume.join("data")
+    }
+
+    fn is_initialized(&self, layout: &Layout) -> bool {
+        self.data_dir(layout).join("PG_VERSION").is_file()
+    }
+
+    fn initialize_commands(
+        &self,
+        version: &EngineVersion,
+        layout: &Layout,
+        secret_file: &Path,
+    ) -> Vec<CommandSpec> {
+        let data = self.data_dir(layout);
+        vec![
+            CommandSpec {
+                program: bin(version, "initdb"),
+                args: vec![
+                    format!("--pgdata={}", data.display()),
+                    "--username=postgres".into(),
+                    format!("--pwfile={}", secret_file.display()),
+                    "--auth-local=trust".into(),
+                    "--auth-host=scram-sha-256".into(),
+                    "--encoding=UTF8".into(),
+                    "--locale=C.UTF-8".into(),
+                    // Durability comes from one syncfs of the volume below, which is
+                    // much cheaper than initdb fsyncing each of its ~1000 files.
+                    "--no-sync".into(),
+                ],
+                env: vec![],
+            },
+            CommandSpec {
+                program: "sync".into(),
+                args: vec!["-f".into(), data.display().to_string()],
+                env: vec![],
+            },
+        ]
+    }
+
+    fn render_config(&self, layout: &Layout, resources: Resources) -> Result<()> {
+        let data = self.data_dir(layout);
+        write_file(
+            &data.join("postgresql.conf"),
+            &postgresql_conf(layout, resources),
+        )?;
+        write_file(&data.join("pg_hba.conf"), PG_HBA)
+    }
+
+    fn server_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec {
+        CommandSpec {
+            program: bin(version, "postgres"),
+            args: vec!["-D".into(), self.data_dir(layout).display().to_string()],
+            env: vec![],
+        }
+    }
+
+    fn stop_signal(&self) -> i32 {
+        // SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected and a
+        // checkpoint is written, so the next start needs no recovery.
+        2
+    }
+
+    async fn check_ready(&self, layout: &Layout) -> Result<()> {
+        let not_ready = |reason: String| EngineError::NotReady {
+            engine: EngineKind::Postgres,
+            reason,
+        };
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&layout.run_dir)
+            .user("postgres")
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(2));
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| not_ready(e.to_string()))?;
+        let conn = tokio::spawn(connection);
+        let result = client.simple_query("SELECT 1").await;
+        drop(client);
+        conn.abort();
+        result.map(|_| ()).map_err(|e| not_ready(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_settings_follow_memory() {
+        let s = memory_settings(1024);
+        assert_eq!(s[0], ("shared_buffers", "256MB".to_owned()));
+        assert_eq!(s[1], ("effective_cache_size", "768MB".to_owned()));
+        let small = memory_settings(128);
+        assert_eq!(small[0].1, "32MB");
+    }
+
+    #[test]
+    fn config_names_the_socket_dir_and_listens_everywhere() {
+        let conf = postgresql_conf(
+            &Layout::standard(),
+            Resources {
+                memory_mib: 2048,
+                cpu_millis: 2000,
+            },
+        );
+        assert!(conf.contains("unix_socket_directories = '/run/berth'"));
+        assert!(conf.contains("listen_addresses = '*'"));
+        assert!(conf.contains("shared_buffers = '512MB'"));
+    }
+
+    #[test]
+    fn bootstrap_env_holds_a_verifier_not_the_password() {
+        let env = Postgres.bootstrap_env(&Secret::new("s3cret-pw"));
+        assert_eq!(env[0].0, BOOTSTRAP_VAR);
+        assert!(env[0].1.starts_with("SCRAM-SHA-256$4096:"));
+        assert!(!env[0].1.contains("s3cret-pw"));
+    }
+
+    #[test]
+    fn client_command_keeps_the_password_out_of_argv() {
+        let c = Postgres.client_command("127.0.0.1", 5433, "postgres", &Secret::new("pw1"));
+        assert!(c.args.iter().all(|a| !a.contains("pw1")));
+        assert_eq!(c.env, vec![("PGPASSWORD".to_owned(), "pw1".to_owned())]);
+    }
+}

@@ -1,0 +1,205 @@
+//! Member containers.
+
+use crate::{status, Outcome, Result, Runtime};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptionsBuilder,
+    StartContainerOptions, StopContainerOptionsBuilder,
+};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Everything that defines a member container.
+#[derive(Clone, Debug)]
+pub struct MemberContainer {
+    /// `berth-<instance>-<n>`.
+    pub name: String,
+    /// Engine image.
+    pub image: String,
+    /// Labels (site, instance, member, project).
+    pub labels: HashMap<String, String>,
+    /// `KEY=value` environment.
+    pub env: Vec<String>,
+    /// The agent binary inside the container.
+    pub entrypoint: Vec<String>,
+    /// The instance's network.
+    pub network: String,
+    /// Data volume and where it is mounted.
+    pub data_volume: (String, String),
+    /// Agent volume and where it is mounted (read-only).
+    pub agent_volume: (String, String),
+    /// CPU limit in nano-CPUs.
+    pub nano_cpus: i64,
+    /// Memory limit in bytes (swap is not allowed beyond it).
+    pub memory_bytes: i64,
+    /// `/dev/shm` size in bytes.
+    pub shm_bytes: i64,
+    /// Container port published to clients, the host address and port.
+    pub publish: (u16, String, u16),
+    /// Other ports the container listens on (the agent's).
+    pub expose: Vec<u16>,
+    /// Seconds Docker waits after SIGTERM before SIGKILL.
+    pub stop_timeout: i64,
+}
+
+/// What Docker says about a member container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerObservation {
+    /// Running right now.
+    pub running: bool,
+    /// Docker's status word (`running`, `exited`, `restarting`, …).
+    pub status: String,
+    /// Exit code of the last run.
+    pub exit_code: Option<i64>,
+    /// Address on the instance network.
+    pub ip: Option<IpAddr>,
+    /// Host port the client port is published on.
+    pub host_port: Option<u16>,
+}
+
+impl Runtime {
+    /// Creates the member container if no container of that name exists.
+    pub async fn ensure_container(&self, spec: &MemberContainer) -> Result<Outcome> {
+        if self.inspect_container(&spec.name).await?.is_some() {
+            return Ok(Outcome::AlreadyThere);
+        }
+        let (client_port, host_ip, host_port) = &spec.publish;
+        let mut exposed: Vec<String> = vec![format!("{client_port}/tcp")];
+        exposed.extend(spec.expose.iter().map(|p| format!("{p}/tcp")));
+        let port_bindings = HashMap::from([(
+            format!("{client_port}/tcp"),
+            Some(vec![PortBinding {
+                host_ip: Some(host_ip.clone()),
+                host_port: Some(host_port.to_string()),
+            }]),
+        )]);
+        let mount = |(source, target): &(String, String), read_only: bool| Mount {
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(read_only),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(spec.entrypoint.clone()),
+            cmd: Some(vec![]),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            hostname: Some(spec.name.clone()),
+            exposed_ports: Some(exposed),
+            stop_timeout: Some(spec.stop_timeout),
+            host_config: Some(HostConfig {
+                nano_cpus: Some(spec.nano_cpus),
+                memory: Some(spec.memory_bytes),
+                memory_swap: Some(spec.memory_bytes),
+                shm_size: Some(spec.shm_bytes),
+                port_bindings: Some(port_bindings),
+                mounts: Some(vec![
+                    mount(&spec.data_volume, false),
+                    mount(&spec.agent_volume, true),
+                ]),
+                // Databases come back after a reboot or a dockerd restart without
+                // the control plane (DESIGN principle 1); a user's stop is kept.
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+                network_mode: Some(spec.network.clone()),
+                init: Some(false),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    spec.network.clone(),
+                    EndpointSettings::default(),
+                )])),
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::new()
+            .name(&spec.name)
+            .build();
+        match self.docker().create_container(Some(opts), body).await {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if status(&e) == Some(409) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What Docker says about a container, `None` if there is none of that name.
+    pub async fn inspect_container(&self, name: &str) -> Result<Option<ContainerObservation>> {
+        let info = match self
+            .docker()
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => i,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let state = info.state.unwrap_or_default();
+        let net = info.network_settings.unwrap_or_default();
+        let ip = net
+            .networks
+            .unwrap_or_default()
+            .values()
+            .filter_map(|n| n.ip_address.as_deref())
+            .find(|s| !s.is_empty())
+            .and_then(|s| s.parse().ok());
+        let host_port = net
+            .ports
+            .unwrap_or_default()
+            .values()
+            .flatten()
+            .flatten()
+            .filter_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()))
+            .next();
+        Ok(Some(ContainerObservation {
+            running: state.running.unwrap_or(false),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            exit_code: state.exit_code,
+            ip,
+            host_port,
+        }))
+    }
+
+    /// Starts the container if it is not running.
+    pub async fn ensure_running(&self, name: &str) -> Result<Outcome> {
+        match self
+            .docker()
+            .start_container(name, None::<StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(Outcome::Done),
+            Err(e) if status(&e) == Some(304) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops the container (SIGTERM to the agent, which shuts the engine down
+    /// cleanly) if it runs; absent counts as stopped.
+    pub async fn ensure_stopped(&self, name: &str, timeout_secs: i32) -> Result<Outcome> {
+        let opts = StopContainerOptionsBuilder::new().t(timeout_secs).build();
+        match self.docker().stop_container(name, Some(opts)).await {
+            Ok(()) => Ok(Outcome::Done),
+            Err(e) if matches!(status(&e), Some(304) | Some(404)) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes the container (forcibly) if it exists.
+    pub async fn remove_container(&self, name: &str) -> Result<Outcome> {
+        let opts = RemoveContainerOptionsBuilder::new().force(true).build();
+        match self.docker().remove_container(name, Some(opts)).await {
+            Ok(()) => Ok(Outcome::Done),
+            Err(e) if status(&e) == Some(404) => Ok(Outcome::AlreadyThere),
+            // "removal already in progress": another caller is removing it.
+            Err(e) if status(&e) == Some(409) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

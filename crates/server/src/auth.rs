@@ -1,0 +1,107 @@
+//! API tokens: random 256-bit values, stored only as SHA-256.
+
+use crate::{Config, ServeError};
+use berth_store::Store;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use tracing::info;
+
+/// A fresh token: `berth_` and 64 hex digits.
+pub(crate) fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("berth_{}", hex::encode(bytes))
+}
+
+/// SHA-256 of a token, hex: what the store keeps.
+pub(crate) fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Writes `contents` to `path` with mode 0600, replacing it.
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// On first start: make the admin token, keep its hash, hand the token to the
+/// operator through two 0600 files (never through the log).
+pub(crate) async fn bootstrap_admin_token(
+    store: &Store,
+    config: &Config,
+) -> Result<(), ServeError> {
+    if store.has_tokens().await? {
+        return Ok(());
+    }
+    let token = new_token();
+    let token_file = config.data_dir.join("admin-token");
+    write_private(&token_file, &format!("{token}\n")).map_err(|source| ServeError::Io {
+        what: format!("writing {}", token_file.display()),
+        source,
+    })?;
+    if let Some(cli) = &config.cli_config {
+        let host = if config.listen.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            config.listen.ip().to_string()
+        };
+        let body = serde_json::json!({
+            "url": format!("http://{host}:{}", config.listen.port()),
+            "token": token,
+        });
+        write_private(cli, &format!("{body:#}\n")).map_err(|source| ServeError::Io {
+            what: format!("writing {}", cli.display()),
+            source,
+        })?;
+        info!(path = %cli.display(), "wrote the CLI configuration");
+    }
+    store.insert_token("admin", &token_hash(&token)).await?;
+    info!(path = %token_file.display(), "created the admin token");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = new_token();
+        let b = new_token();
+        assert_ne!(a, b);
+        assert!(a.starts_with("berth_") && a.len() == 6 + 64);
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), a);
+    }
+
+    #[test]
+    fn private_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir();
+        let p = dir.join("x/secret");
+        write_private(&p, "s").expect("write");
+        let mode = std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-auth-test-{}", new_token()));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+}

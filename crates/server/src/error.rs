@@ -1,0 +1,161 @@
+//! API errors as `application/problem+json`: one `match` gives each error its HTTP
+//! status and stable `type`; the `detail` says what to do next. Client errors and
+//! internal ones are kept apart, and internal details are logged once, here.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use berth_model::SpecError;
+use berth_store::StoreError;
+use serde::Serialize;
+
+/// Everything an API call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed or a value is invalid.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The spec asks for more than the host has.
+    #[error("{0}")]
+    InsufficientCapacity(String),
+    /// No or a wrong token.
+    #[error("a valid API token is required; pass it as `Authorization: Bearer <token>` (the CLI reads it from its config or BERTH_TOKEN)")]
+    Unauthorized,
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A name is in use.
+    #[error("{0}")]
+    NameTaken(String),
+    /// The instance's status does not allow the action.
+    #[error("{0}")]
+    InvalidState(String),
+    /// Docker cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The problem document (RFC 9457).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable identifier of the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong in this case, and what to do.
+    pub detail: String,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::InvalidRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+            ),
+            ApiError::InsufficientCapacity(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "insufficient-capacity",
+                "Not enough capacity",
+            ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            ApiError::NameTaken(_) => (StatusCode::CONFLICT, "name-taken", "Name already in use"),
+            ApiError::InvalidState(_) => (
+                StatusCode::CONFLICT,
+                "invalid-state",
+                "Not possible in the current state",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Dependency unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
+        }
+    }
+
+    /// The stable problem type.
+    pub fn problem_type(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let body = Problem {
+            kind: format!("https://berth.dev/problems/{kind}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            json,
+        )
+            .into_response()
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::BeyondHost { .. } => ApiError::InsufficientCapacity(e.to_string()),
+            _ => ApiError::InvalidRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken(_) => ApiError::NameTaken(e.to_string()),
+            StoreError::NoSuchInstance(_) | StoreError::NoSuchTask(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            StoreError::InvalidTransition { ref name, source } => {
+                ApiError::InvalidState(format!("{e}{}", crate::views::hint(name, source)))
+            }
+            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Corrupt { .. } => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<berth_runtime::RuntimeError> for ApiError {
+    fn from(e: berth_runtime::RuntimeError) -> Self {
+        match e {
+            berth_runtime::RuntimeError::Unreachable(_) => ApiError::Unavailable(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        ApiError::InvalidRequest(format!("the request body is not valid: {}", e.body_text()))
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::InvalidRequest(format!("the query string is not valid: {}", e.body_text()))
+    }
+}

@@ -1,0 +1,138 @@
+//! A member's Docker objects, derived from the stored instance: one function says
+//! what the container must look like, so create and repair build the same thing.
+
+use crate::Ctx;
+use berth_engine::engine;
+use berth_model::agent::{env, AGENT_DIR, AGENT_PORT, DATA_DIR};
+use berth_model::{labels, InstanceRecord, MemberId};
+use berth_runtime::MemberContainer;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// The only member until replicas land.
+pub(crate) const PRIMARY: MemberId = MemberId(0);
+
+pub(crate) fn instance_labels(ctx: &Ctx, inst: &InstanceRecord) -> HashMap<String, String> {
+    ctx.runtime.labels(&[
+        (labels::INSTANCE, inst.id.to_string()),
+        (labels::INSTANCE_NAME, inst.name.to_string()),
+        (labels::PROJECT, inst.project.to_string()),
+    ])
+}
+
+pub(crate) fn member_labels(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    member: MemberId,
+) -> HashMap<String, String> {
+    let mut l = instance_labels(ctx, inst);
+    l.insert(labels::MEMBER.to_owned(), member.to_string());
+    l
+}
+
+pub(crate) fn container_name(inst: &InstanceRecord) -> String {
+    labels::container_name(&inst.name, PRIMARY)
+}
+
+pub(crate) fn network_name(inst: &InstanceRecord) -> String {
+    labels::network_name(&inst.name, inst.id)
+}
+
+pub(crate) fn volume_name(inst: &InstanceRecord) -> String {
+    labels::volume_name(&inst.name, inst.id, PRIMARY)
+}
+
+/// The member container for an instance, given its image and agent volume.
+pub(crate) fn member_container(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    image: &str,
+    agent_volume: &str,
+) -> MemberContainer {
+    let eng = engine(inst.spec.engine);
+    let token_sha = hex::encode(Sha256::digest(inst.agent_token.expose().as_bytes()));
+    let mut env = vec![
+        format!("{}={}", env::ENGINE, inst.spec.engine),
+        format!("{}={}", env::VERSION, inst.spec.version),
+        format!("{}={}", env::MEMORY_MIB, inst.spec.memory.mib()),
+        format!("{}={}", env::CPU_MILLIS, inst.spec.cpus.millis()),
+        format!("{}={}", env::TOKEN_SHA256, token_sha),
+    ];
+    env.extend(
+        eng.bootstrap_env(&inst.superuser_password)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    let memory = inst.spec.memory.bytes();
+    MemberContainer {
+        name: container_name(inst),
+        image: image.to_owned(),
+        labels: member_labels(ctx, inst, PRIMARY),
+        env,
+        entrypoint: vec![format!("{AGENT_DIR}/berth"), "agent".into()],
+        network: network_name(inst),
+        data_volume: (volume_name(inst), DATA_DIR.into()),
+        agent_volume: (agent_volume.to_owned(), AGENT_DIR.into()),
+        nano_cpus: inst.spec.cpus.nano_cpus(),
+        memory_bytes: i64::try_from(memory).unwrap_or(i64::MAX),
+        // Parallel query and hash joins use POSIX shared memory; Docker's default
+        // 64MiB /dev/shm is too small beyond toy sizes.
+        shm_bytes: i64::try_from((memory / 4).max(64 * 1024 * 1024)).unwrap_or(i64::MAX),
+        publish: (
+            eng.client_port(),
+            ctx.config.publish_address.clone(),
+            inst.port,
+        ),
+        expose: vec![AGENT_PORT],
+        stop_timeout: 60,
+    }
+}
+
+/// What a member's agent says about its engine.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct AgentHealth {
+    pub ready: bool,
+    pub state: String,
+    #[serde(default)]
+    pub restarts: u32,
+    #[serde(default)]
+    pub last_exit: Option<String>,
+}
+
+/// Asks the member's agent for its health.
+pub(crate) async fn agent_health(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    ip: IpAddr,
+) -> Result<AgentHealth, String> {
+    let url = format!(
+        "http://{}/health",
+        std::net::SocketAddr::new(ip, AGENT_PORT)
+    );
+    let resp = ctx
+        .http
+        .get(url)
+        .bearer_auth(inst.agent_token.expose())
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await
+        .map_err(|e| format!("agent does not answer: {}", without_url(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("agent answered {}", resp.status()));
+    }
+    resp.json::<AgentHealth>().await.map_err(|e| {
+        format!(
+            "agent sent an unreadable health report: {}",
+            without_url(&e)
+        )
+    })
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(url) = e.url() {
+        s = s.replace(url.as_str(), "agent");
+    }
+    s
+}

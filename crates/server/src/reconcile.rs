@@ -1,0 +1,331 @@
+//! Reconcile: compare the store with Docker and close the gap.
+//!
+//! [`plan`] is pure: given the instances and what was observed, it returns the
+//! actions to take. [`run_once`] gathers the observations and applies the plan.
+//! Rules, most important first:
+//! - never touch an instance a task is working on (its status is busy);
+//! - a member meant to run whose container is missing or stopped gets a repair task,
+//!   which recreates it on the same data volume (never on an empty one);
+//! - status follows what was seen: running and answering is available, anything
+//!   else is unavailable, with the reason;
+//! - containers and networks of this site that no live instance owns are removed;
+//!   volumes only when the store says their instance was deleted with purge —
+//!   a volume is a user's data, and an unknown one is reported, not removed.
+
+use crate::members::{self, container_name};
+use crate::Ctx;
+use berth_model::{
+    labels, InstanceEvent, InstanceId, InstanceRecord, InstanceStatus, TaskKind, TaskOptions,
+    TaskRecord,
+};
+use berth_runtime::{ContainerObservation, Labelled};
+use berth_store::Tombstone;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What reconcile saw of one instance's member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberSeen {
+    /// No container.
+    Missing,
+    /// A container that does not run.
+    Down(ContainerObservation),
+    /// Running, and the agent says the engine answers.
+    Healthy,
+    /// Running, but the engine does not answer (yet); the reason.
+    NotAnswering(String),
+}
+
+/// Everything reconcile looked at.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Per live instance, its member.
+    pub members: HashMap<InstanceId, MemberSeen>,
+    /// This site's labelled containers.
+    pub containers: Vec<Labelled>,
+    /// This site's labelled networks.
+    pub networks: Vec<Labelled>,
+    /// This site's labelled volumes.
+    pub volumes: Vec<Labelled>,
+    /// What the store knows of instance ids found on objects that no live instance owns.
+    pub tombstones: HashMap<InstanceId, Tombstone>,
+}
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start a repair task for the instance.
+    Repair(InstanceId, String),
+    /// Record an observation.
+    Observe(InstanceId, InstanceEvent, Option<String>),
+    /// Remove a container no live instance owns.
+    RemoveContainer(String),
+    /// Remove a network no live instance owns.
+    RemoveNetwork(String),
+    /// Remove a volume whose instance was deleted with purge.
+    RemoveVolume(String),
+    /// Report a volume that is nobody's but may hold data.
+    ReportVolume(String, &'static str),
+}
+
+fn instance_of(obj: &Labelled) -> Option<InstanceId> {
+    obj.labels
+        .get(labels::INSTANCE)
+        .and_then(|v| v.parse().ok())
+}
+
+/// Ids of instances that Docker objects name but the store has no live record of.
+pub fn unowned_ids(instances: &[InstanceRecord], observed: &Observed) -> HashSet<InstanceId> {
+    let live: HashSet<InstanceId> = instances.iter().map(|i| i.id).collect();
+    observed
+        .containers
+        .iter()
+        .chain(&observed.networks)
+        .chain(&observed.volumes)
+        .filter_map(instance_of)
+        .filter(|id| !live.contains(id))
+        .collect()
+}
+
+/// Decides what to do. Pure.
+pub fn plan(instances: &[InstanceRecord], observed: &Observed) -> Vec<Action> {
+    let mut actions = vec![];
+    let live: HashSet<InstanceId> = instances.iter().map(|i| i.id).collect();
+    for inst in instances {
+        if inst.status.is_busy() {
+            continue;
+        }
+        let Some(seen) = observed.members.get(&inst.id) else {
+            continue;
+        };
+        let wants_running = inst.status.wants_running();
+        match seen {
+            MemberSeen::Missing if wants_running => {
+                actions.push(Action::Repair(inst.id, "its container is missing".into()));
+            }
+            MemberSeen::Down(obs) if wants_running && obs.status != "restarting" => {
+                actions.push(Action::Repair(
+                    inst.id,
+                    format!(
+                        "its container is {} (exit code {})",
+                        obs.status,
+                        obs.exit_code.unwrap_or(-1)
+                    ),
+                ));
+            }
+            MemberSeen::Down(obs) => {
+                actions.push(Action::Observe(
+                    inst.id,
+                    InstanceEvent::ObservedDown,
+                    Some(format!("container is {}", obs.status)),
+                ));
+            }
+            MemberSeen::Missing => {
+                actions.push(Action::Observe(
+                    inst.id,
+                    InstanceEvent::ObservedDown,
+                    Some("container is missing".into()),
+                ));
+            }
+            MemberSeen::Healthy => {
+                if inst.status != InstanceStatus::Available || inst.status_detail.is_some() {
+                    actions.push(Action::Observe(
+                        inst.id,
+                        InstanceEvent::ObservedHealthy,
+                        None,
+                    ));
+                }
+            }
+            MemberSeen::NotAnswering(why) => {
+                actions.push(Action::Observe(
+                    inst.id,
+                    InstanceEvent::ObservedDown,
+                    Some(why.clone()),
+                ));
+            }
+        }
+    }
+    for c in &observed.containers {
+        if let Some(id) = instance_of(c) {
+            if !live.contains(&id) {
+                actions.push(Action::RemoveContainer(c.name.clone()));
+            }
+        }
+    }
+    for n in &observed.networks {
+        if let Some(id) = instance_of(n) {
+            if !live.contains(&id) {
+                actions.push(Action::RemoveNetwork(n.name.clone()));
+            }
+        }
+    }
+    for v in &observed.volumes {
+        let Some(id) = instance_of(v) else { continue };
+        if live.contains(&id) {
+            continue;
+        }
+        match observed.tombstones.get(&id).copied().unwrap_or(Tombstone::Unknown) {
+            Tombstone::DeletedPurged => actions.push(Action::RemoveVolume(v.name.clone())),
+            Tombstone::DeletedKeptData | Tombstone::Live => {}
+            Tombstone::Unknown => actions.push(Action::ReportVolume(
+                v.name.clone(),
+                "labelled for this site but its instance is unknown to the store; kept, since it may hold data",
+            )),
+        }
+    }
+    actions
+}
+
+/// Gathers observations of the instances; `observed` already holds Docker's listings.
+async fn observe(
+    ctx: &Ctx,
+    instances: &[InstanceRecord],
+    mut observed: Observed,
+) -> Result<Observed, String> {
+    let checks = instances
+        .iter()
+        .filter(|i| !i.status.is_busy())
+        .map(|inst| async move {
+            let seen = match ctx.runtime.inspect_container(&container_name(inst)).await {
+                Ok(None) => MemberSeen::Missing,
+                Ok(Some(obs)) if !obs.running => MemberSeen::Down(obs),
+                Ok(Some(obs)) => match obs.ip {
+                    None => {
+                        MemberSeen::NotAnswering("container has no address on its network".into())
+                    }
+                    Some(ip) => match members::agent_health(ctx, inst, ip).await {
+                        Ok(h) if h.ready => MemberSeen::Healthy,
+                        Ok(h) => MemberSeen::NotAnswering(match h.last_exit {
+                            Some(exit) => format!(
+                                "engine is {} after {} restarts (last: {exit})",
+                                h.state, h.restarts
+                            ),
+                            None => format!("engine is {}", h.state),
+                        }),
+                        Err(e) => MemberSeen::NotAnswering(e),
+                    },
+                },
+                Err(e) => return Err(e.to_string()),
+            };
+            Ok((inst.id, seen))
+        });
+    for r in futures_util::future::join_all(checks).await {
+        let (id, seen) = r?;
+        observed.members.insert(id, seen);
+    }
+    for id in unowned_ids(instances, &observed) {
+        let t = ctx.store.tombstone(id).await.map_err(|e| e.to_string())?;
+        observed.tombstones.insert(id, t);
+    }
+    Ok(observed)
+}
+
+/// One reconcile pass. Returns the actions it took.
+pub async fn run_once(ctx: &Ctx) -> Result<Vec<Action>, String> {
+    let _ = ctx.tasks.resume_all(ctx).await;
+    // Docker first, the store second: an instance is stored before any of its
+    // objects exist, so every object listed here has its instance in the list below
+    // and a create in flight is never mistaken for an orphan.
+    let listed = Observed {
+        containers: ctx
+            .runtime
+            .list_containers()
+            .await
+            .map_err(|e| e.to_string())?,
+        networks: ctx
+            .runtime
+            .list_networks()
+            .await
+            .map_err(|e| e.to_string())?,
+        volumes: ctx
+            .runtime
+            .list_volumes()
+            .await
+            .map_err(|e| e.to_string())?,
+        ..Default::default()
+    };
+    let instances = ctx
+        .store
+        .list_instances(None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let observed = observe(ctx, &instances, listed).await?;
+    let actions = plan(&instances, &observed);
+    for action in &actions {
+        apply(ctx, &instances, action).await;
+    }
+    Ok(actions)
+}
+
+async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
+    match action {
+        Action::Repair(id, why) => {
+            let Some(inst) = instances.iter().find(|i| i.id == *id) else {
+                return;
+            };
+            let task = TaskRecord::new(
+                inst.id,
+                inst.name.clone(),
+                TaskKind::Repair,
+                TaskOptions::default(),
+                &berth_store::now(),
+            );
+            match ctx
+                .store
+                .begin_task(inst.id, InstanceEvent::Began(TaskKind::Repair), &task)
+                .await
+            {
+                Ok(_) => {
+                    warn!(instance = %inst.name, task = %task.id, "repairing: {why}");
+                    ctx.tasks.submit(ctx, task.id);
+                }
+                // A user's task got there first: it decides.
+                Err(e) => info!(instance = %inst.name, "not repairing now: {e}"),
+            }
+        }
+        Action::Observe(id, event, detail) => {
+            if let Err(e) = ctx.store.apply_event(*id, *event, detail.as_deref()).await {
+                info!(instance = %id, "observation not recorded: {e}");
+            }
+        }
+        Action::RemoveContainer(name) => {
+            warn!(container = %name, "removing a container no instance owns");
+            if let Err(e) = ctx.runtime.remove_container(name).await {
+                warn!(container = %name, error = %e, "could not remove orphan container");
+            }
+        }
+        Action::RemoveNetwork(name) => {
+            warn!(network = %name, "removing a network no instance owns");
+            if let Err(e) = ctx.runtime.remove_network(name).await {
+                warn!(network = %name, error = %e, "could not remove orphan network (still in use?)");
+            }
+        }
+        Action::RemoveVolume(name) => {
+            warn!(volume = %name, "removing the volume of an instance deleted with purge");
+            if let Err(e) = ctx.runtime.remove_volume(name).await {
+                warn!(volume = %name, error = %e, "could not remove orphan volume");
+            }
+        }
+        Action::ReportVolume(name, why) => warn!(volume = %name, "{why}"),
+    }
+}
+
+/// Reconciles at start and then every `reconcile_interval`.
+pub async fn run_forever(ctx: Ctx) {
+    loop {
+        if let Err(e) = run_once(&ctx).await {
+            warn!(error = %e, "reconcile pass failed; retrying");
+        }
+        tokio::time::sleep(
+            ctx.config
+                .reconcile_interval
+                .max(Duration::from_millis(200)),
+        )
+        .await;
+    }
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

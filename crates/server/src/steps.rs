@@ -1,0 +1,220 @@
+//! The steps tasks are made of. Each checks before it acts, so running it again
+//! after a crash is safe, and each returns a sentence for the task log.
+
+use crate::members::{self, container_name, network_name, volume_name};
+use crate::Ctx;
+use berth_engine::engine;
+use berth_model::{InstanceEvent, InstanceRecord, StepName, TaskKind, TaskRecord};
+use berth_runtime::{image, RuntimeError};
+use std::time::{Duration, Instant};
+
+/// How a step failed.
+#[derive(Debug)]
+pub(crate) enum StepError {
+    /// A dependency is down: stop, resume later.
+    Retry(String),
+    /// The step cannot succeed: fail the task with this reason.
+    Fatal(String),
+}
+
+impl From<RuntimeError> for StepError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Unreachable(_) => StepError::Retry(e.to_string()),
+            _ => StepError::Fatal(e.to_string()),
+        }
+    }
+}
+
+impl From<berth_store::StoreError> for StepError {
+    fn from(e: berth_store::StoreError) -> Self {
+        StepError::Retry(e.to_string())
+    }
+}
+
+type StepResult = Result<String, StepError>;
+
+/// How long `wait_ready` waits for the engine before failing the task.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs one step of `task`.
+pub(crate) async fn run(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    step: StepName,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> StepResult {
+    let inst = ctx
+        .store
+        .instance(task.instance_id)
+        .await?
+        .ok_or_else(|| StepError::Fatal("the instance is gone from the store".into()))?;
+    match step {
+        StepName::EnsureImage => ensure_image(ctx, &inst, progress)
+            .await
+            .map(|(tag, built)| {
+                if built {
+                    format!("built image {tag}")
+                } else {
+                    format!("image {tag} is present")
+                }
+            }),
+        StepName::EnsureAgent => {
+            let tag = image_tag(&inst);
+            let (name, outcome) = ctx
+                .runtime
+                .ensure_agent_volume(&ctx.agent.path, &ctx.agent.sha256, &tag)
+                .await?;
+            Ok(outcome.say(
+                format!("filled agent volume {name}"),
+                format!("agent volume {name} is ready"),
+            ))
+        }
+        StepName::EnsureNetwork => {
+            let name = network_name(&inst);
+            let o = ctx
+                .runtime
+                .ensure_network(&name, members::instance_labels(ctx, &inst))
+                .await?;
+            Ok(o.say(
+                format!("created network {name}"),
+                format!("network {name} exists"),
+            ))
+        }
+        StepName::EnsureVolume => {
+            let name = volume_name(&inst);
+            let o = ctx
+                .runtime
+                .ensure_volume(&name, members::member_labels(ctx, &inst, members::PRIMARY))
+                .await?;
+            Ok(o.say(
+                format!("created volume {name}"),
+                format!("volume {name} exists"),
+            ))
+        }
+        StepName::EnsureContainer => {
+            let tag = image_tag(&inst);
+            let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
+            let spec = members::member_container(ctx, &inst, &tag, &agent_volume);
+            if task.kind == TaskKind::Repair
+                && !ctx.runtime.volume_exists(&spec.data_volume.0).await?
+            {
+                // Never bootstrap an empty database in place of lost data silently.
+                return Err(StepError::Fatal(format!(
+                    "the data volume {} is missing; the member cannot be repaired without its data",
+                    spec.data_volume.0
+                )));
+            }
+            let o = ctx.runtime.ensure_container(&spec).await?;
+            Ok(o.say(
+                format!("created container {}", spec.name),
+                format!("container {} exists", spec.name),
+            ))
+        }
+        StepName::EnsureRunning => {
+            let name = container_name(&inst);
+            let o = ctx.runtime.ensure_running(&name).await?;
+            Ok(o.say(
+                format!("started container {name}"),
+                format!("container {name} is running"),
+            ))
+        }
+        StepName::WaitReady => wait_ready(ctx, &inst).await,
+        StepName::EnsureStopped => {
+            let name = container_name(&inst);
+            let o = ctx.runtime.ensure_stopped(&name, 60).await?;
+            Ok(o.say(
+                format!("stopped container {name}"),
+                format!("container {name} is not running"),
+            ))
+        }
+        StepName::RemoveContainer => {
+            let name = container_name(&inst);
+            Ok(ctx.runtime.remove_container(&name).await?.say(
+                format!("removed container {name}"),
+                format!("container {name} is gone"),
+            ))
+        }
+        StepName::RemoveNetwork => {
+            let name = network_name(&inst);
+            Ok(ctx.runtime.remove_network(&name).await?.say(
+                format!("removed network {name}"),
+                format!("network {name} is gone"),
+            ))
+        }
+        StepName::RemoveVolume => {
+            let name = volume_name(&inst);
+            let o = ctx.runtime.remove_volume(&name).await?;
+            ctx.store.mark_purged(inst.id).await?;
+            Ok(o.say(
+                format!("removed volume {name}"),
+                format!("volume {name} is gone"),
+            ))
+        }
+        StepName::Forget => {
+            if inst.status != berth_model::InstanceStatus::Deleted {
+                ctx.store
+                    .apply_event(inst.id, InstanceEvent::Succeeded(TaskKind::Delete), None)
+                    .await?;
+            }
+            Ok("the instance is deleted".into())
+        }
+    }
+}
+
+fn image_tag(inst: &InstanceRecord) -> String {
+    image::image_tag(engine(inst.spec.engine), &inst.spec.version)
+}
+
+async fn ensure_image(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(String, bool), StepError> {
+    Ok(ctx
+        .images
+        .ensure(
+            &ctx.runtime,
+            engine(inst.spec.engine),
+            &inst.spec.version,
+            progress,
+        )
+        .await?)
+}
+
+/// Waits until the member's agent reports the engine ready. Fails early, with the
+/// reason, when the container stops.
+async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
+    let name = container_name(inst);
+    let started = Instant::now();
+    let mut last = String::from("no answer yet");
+    while started.elapsed() < READY_TIMEOUT {
+        match ctx.runtime.inspect_container(&name).await? {
+            None => return Err(StepError::Fatal(format!("container {name} disappeared"))),
+            Some(obs) if !obs.running && obs.status != "restarting" && obs.status != "created" => {
+                return Err(StepError::Fatal(format!(
+                    "container {name} stopped ({}, exit code {}); `docker logs {name}` tells why",
+                    obs.status,
+                    obs.exit_code.unwrap_or(-1)
+                )));
+            }
+            Some(obs) => {
+                if let Some(ip) = obs.ip {
+                    match members::agent_health(ctx, inst, ip).await {
+                        Ok(h) if h.ready => {
+                            return Ok(format!("{} answers queries", inst.spec.engine));
+                        }
+                        Ok(h) => last = format!("engine {}", h.state),
+                        Err(e) => last = e,
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(StepError::Fatal(format!(
+        "{} did not become ready within {}s ({last}); `docker logs {name}` tells why",
+        inst.spec.engine,
+        READY_TIMEOUT.as_secs()
+    )))
+}

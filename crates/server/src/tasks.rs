@@ -1,0 +1,165 @@
+//! The task runner: runs each task's steps in order, persisting after every step,
+//! and resumes unfinished tasks when the control plane starts again.
+//!
+//! A step seen `running` after a crash is simply run again: steps are idempotent
+//! (they check before they act), so a repeat finds the work done and moves on.
+
+use crate::steps;
+use crate::Ctx;
+use berth_model::{task, InstanceEvent, StepState, TaskId, TaskKind, TaskRecord, TaskState};
+use berth_store::StoreError;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, info_span, warn, Instrument};
+
+/// Runs tasks in the background; one tokio task per Berth task.
+#[derive(Clone, Default)]
+pub struct TaskRunner {
+    running: Arc<Mutex<HashSet<TaskId>>>,
+}
+
+impl TaskRunner {
+    /// Starts running a stored task (no-op if it already runs in this process).
+    pub fn submit(&self, ctx: &Ctx, id: TaskId) {
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(id) {
+                return;
+            }
+        }
+        let ctx = ctx.clone();
+        let runner = self.clone();
+        tokio::spawn(async move {
+            let span = info_span!("task", task = %id);
+            run(&ctx, id).instrument(span).await;
+            runner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+    }
+
+    /// Resubmits every unfinished task; returns how many.
+    pub async fn resume_all(&self, ctx: &Ctx) -> Result<usize, StoreError> {
+        let tasks = ctx.store.unfinished_tasks().await?;
+        for t in &tasks {
+            self.submit(ctx, t.id);
+        }
+        Ok(tasks.len())
+    }
+}
+
+async fn run(ctx: &Ctx, id: TaskId) {
+    let mut task = match ctx.store.task(id).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(error = %e, "cannot load task; will retry at next start");
+            return;
+        }
+    };
+    if task.state.is_finished() {
+        return;
+    }
+    info!(kind = %task.kind, instance = %task.instance_name, "task running");
+    task.state = TaskState::Running;
+    if let Err(e) = ctx.store.update_task(&task).await {
+        warn!(error = %e, "cannot record task start");
+        return;
+    }
+    while let Some(i) = task::next_step(&task.steps) {
+        let step = task.steps[i].name;
+        task.steps[i].state = StepState::Running;
+        task.steps[i].detail = None;
+        if ctx.store.update_task(&task).await.is_err() {
+            return;
+        }
+        let started = Instant::now();
+        let result = run_step_with_progress(ctx, &mut task, i).await;
+        let millis = started.elapsed().as_millis() as u64;
+        match result {
+            Ok(detail) => {
+                info!(step = %step, millis, %detail, "step done");
+                task.steps[i].state = StepState::Done;
+                task.steps[i].detail = Some(detail);
+                task.steps[i].millis = Some(millis);
+                if ctx.store.update_task(&task).await.is_err() {
+                    return;
+                }
+            }
+            Err(steps::StepError::Retry(reason)) => {
+                // Something we depend on is down (Docker, the store): stop here; the
+                // task is resumed at the next start or by reconcile.
+                warn!(step = %step, %reason, "step could not run; the task will resume later");
+                return;
+            }
+            Err(steps::StepError::Fatal(reason)) => {
+                warn!(step = %step, %reason, "task failed");
+                task.steps[i].state = StepState::Failed;
+                task.steps[i].detail = Some(reason.clone());
+                task.steps[i].millis = Some(millis);
+                task.state = TaskState::Failed;
+                task.error = Some(format!("{step}: {reason}"));
+                finish(ctx, &task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
+                return;
+            }
+        }
+    }
+    task.state = TaskState::Succeeded;
+    finish(ctx, &task, InstanceEvent::Succeeded(task.kind), None).await;
+    info!(kind = %task.kind, instance = %task.instance_name, "task succeeded");
+}
+
+/// Applies the task's end to the instance, then records the task's end. In that
+/// order: a crash in between re-runs the finish, which finds the event applied.
+async fn finish(ctx: &Ctx, task: &TaskRecord, event: InstanceEvent, detail: Option<&str>) {
+    // A delete's `forget` step already moved the instance to deleted.
+    if task.kind != TaskKind::Delete || task.state == TaskState::Failed {
+        match ctx.store.apply_event(task.instance_id, event, detail).await {
+            Ok(_) | Err(StoreError::InvalidTransition { .. }) => {}
+            Err(e) => {
+                warn!(error = %e, "cannot record the task's end; it resumes at next start");
+                return;
+            }
+        }
+    }
+    if let Err(e) = ctx.store.update_task(task).await {
+        warn!(error = %e, "cannot record the task's end; it resumes at next start");
+    }
+}
+
+/// Runs step `i`, copying progress lines into the step's detail at most twice a
+/// second so `berth task --wait` can show them.
+async fn run_step_with_progress(
+    ctx: &Ctx,
+    task: &mut TaskRecord,
+    i: usize,
+) -> Result<String, steps::StepError> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let step = task.steps[i].name;
+    let record = task.clone();
+    let ctx2 = ctx.clone();
+    let work = tokio::spawn(async move {
+        steps::run(&ctx2, &record, step, &move |line: &str| {
+            let _ = tx.send(line.to_owned());
+        })
+        .await
+    });
+    tokio::pin!(work);
+    let mut last_save = Instant::now();
+    loop {
+        tokio::select! {
+            res = &mut work => {
+                return res.unwrap_or_else(|e| Err(steps::StepError::Fatal(format!("step panicked: {e}"))));
+            }
+            Some(line) = rx.recv() => {
+                task.steps[i].detail = Some(line);
+                if last_save.elapsed() > Duration::from_millis(500) {
+                    let _ = ctx.store.update_task(task).await;
+                    last_save = Instant::now();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! What the API shows: records turned into views, secrets left out unless asked.
+
+use berth_model::{
+    task, InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceStatus,
+    InvalidTransition, StepStatus, TaskId, TaskKind, TaskRecord, TaskState,
+};
+use serde::{Deserialize, Serialize};
+
+/// Where clients connect.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EndpointView {
+    /// Host name or address.
+    pub host: String,
+    /// Published port.
+    pub port: u16,
+}
+
+/// An instance, as `show` and `list` present it.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct InstanceView {
+    /// Stable id.
+    #[schema(value_type = String)]
+    pub id: InstanceId,
+    /// Name.
+    #[schema(value_type = String)]
+    pub name: InstanceName,
+    /// Project.
+    pub project: String,
+    /// Engine.
+    pub engine: String,
+    /// Engine major version.
+    pub version: String,
+    /// Lifecycle status.
+    pub status: InstanceStatus,
+    /// Why, when the status needs explaining.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// CPU limit in cores, as text (`1.5`).
+    pub cpus: String,
+    /// Memory limit, as text (`1GiB`).
+    pub memory: String,
+    /// Storage size, as text (`10GiB`).
+    pub storage: String,
+    /// CPU limit in thousandths of a core.
+    pub cpu_millis: u32,
+    /// Memory limit in MiB.
+    pub memory_mib: u64,
+    /// Storage size in MiB.
+    pub storage_mib: u64,
+    /// Where clients connect.
+    pub endpoint: EndpointView,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+impl InstanceView {
+    /// The view of a record.
+    pub fn new(r: &InstanceRecord, endpoint_host: &str) -> Self {
+        Self {
+            id: r.id,
+            name: r.name.clone(),
+            project: r.project.to_string(),
+            engine: r.spec.engine.to_string(),
+            version: r.spec.version.to_string(),
+            status: r.status,
+            status_detail: r.status_detail.clone(),
+            cpus: r.spec.cpus.to_string(),
+            memory: r.spec.memory.to_string(),
+            storage: r.spec.storage.to_string(),
+            cpu_millis: r.spec.cpus.millis(),
+            memory_mib: r.spec.memory.mib(),
+            storage_mib: r.spec.storage.mib(),
+            endpoint: EndpointView {
+                host: endpoint_host.to_owned(),
+                port: r.port,
+            },
+            created_at: r.created_at.clone(),
+            updated_at: r.updated_at.clone(),
+        }
+    }
+}
+
+/// A task, as `tasks` and `task` present it.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TaskView {
+    /// Stable id.
+    #[schema(value_type = String)]
+    pub id: TaskId,
+    /// The instance's name.
+    #[schema(value_type = String)]
+    pub instance: InstanceName,
+    /// The instance's id.
+    #[schema(value_type = String)]
+    pub instance_id: InstanceId,
+    /// What it does.
+    pub kind: TaskKind,
+    /// Where it is.
+    pub state: TaskState,
+    /// Finished steps over all steps, in percent.
+    pub progress: u8,
+    /// Steps in order.
+    pub steps: Vec<StepStatus>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+impl From<&TaskRecord> for TaskView {
+    fn from(t: &TaskRecord) -> Self {
+        Self {
+            id: t.id,
+            instance: t.instance_name.clone(),
+            instance_id: t.instance_id,
+            kind: t.kind,
+            state: t.state,
+            progress: task::progress(&t.steps),
+            steps: t.steps.clone(),
+            error: t.error.clone(),
+            created_at: t.created_at.clone(),
+            updated_at: t.updated_at.clone(),
+        }
+    }
+}
+
+/// The answer to a call that started work: the task to watch and the instance.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The task doing the work.
+    pub task: TaskView,
+    /// The instance as it is now.
+    pub instance: InstanceView,
+}
+
+/// How to log in.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CredentialsView {
+    /// Superuser name.
+    pub user: String,
+    /// Superuser password.
+    pub password: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Connection URI with the credentials.
+    pub uri: String,
+}
+
+/// What to run instead, for a refused transition.
+pub(crate) fn hint(name: &InstanceName, t: InvalidTransition) -> String {
+    use InstanceStatus as S;
+    match (t.from, t.event) {
+        (S::Stopped, InstanceEvent::Began(TaskKind::Restart)) => {
+            format!("; run `berth start {name}`")
+        }
+        (S::Stopped, InstanceEvent::Began(TaskKind::Stop))
+        | (S::Available, InstanceEvent::Began(TaskKind::Start)) => "; nothing to do".to_owned(),
+        (s, _) if s.is_busy() => {
+            format!("; wait for its task to finish (`berth tasks --instance {name}`)")
+        }
+        _ => String::new(),
+    }
+}
