@@ -1,1 +1,403 @@
-//! e2e
+//! Harness for end-to-end tests: runs the real `berth` binary against the real
+//! Docker engine. Each [`Berth`] is its own installation (own data directory, own
+//! port, own site id), so tests run in parallel without seeing each other, and its
+//! `Drop` removes every Docker object labelled with its site, even when a test fails.
+
+use anyhow::{bail, Context, Result};
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `berth` binary under test: `BERTH_BIN`, else the one beside the test binary.
+pub fn berth_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/e2e-hash -> target/<profile>/berth
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("berth"))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first with `cargo build -p berth` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A short random suffix for names that must not collide with other runs.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        Alphanumeric
+            .sample_string(&mut rand::rng(), 6)
+            .to_lowercase()
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Fails loudly when Docker is not there: an end-to-end test never passes without it.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the Docker engine does not answer `docker info`; end-to-end tests need it"
+    );
+}
+
+/// One running `berth serve`.
+pub struct Berth {
+    /// Data directory (and CLI config) of this installation.
+    pub dir: tempfile::TempDir,
+    /// API URL.
+    pub url: String,
+    /// Admin token.
+    pub token: String,
+    /// Site id: the label on everything it makes.
+    pub site: String,
+    port: u16,
+    child: Option<Child>,
+    http: reqwest::Client,
+}
+
+impl Berth {
+    /// Starts a fresh installation and waits until its API answers.
+    pub async fn start() -> Result<Self> {
+        require_docker();
+        let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
+        let port = free_port();
+        let mut b = Self {
+            dir,
+            url: format!("http://127.0.0.1:{port}"),
+            token: String::new(),
+            site: String::new(),
+            port,
+            child: None,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        };
+        b.spawn().await?;
+        let cfg: Value = serde_json::from_str(&std::fs::read_to_string(b.cli_config())?)?;
+        b.token = cfg["token"]
+            .as_str()
+            .context("token in CLI config")?
+            .to_owned();
+        let info = b.get("/v1/info").await?;
+        b.site = info["site"]
+            .as_str()
+            .context("site in /v1/info")?
+            .to_owned();
+        Ok(b)
+    }
+
+    fn cli_config(&self) -> PathBuf {
+        self.dir.path().join("cli.json")
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("serve.log"))?;
+        let child = Command::new(berth_bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--reconcile-interval", "1s"])
+            .env("BERTH_CONFIG", self.cli_config())
+            .env("BERTH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting berth serve")?;
+        self.child = Some(child);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(status) = c.try_wait()? {
+                    bail!("berth serve exited ({status}); log:\n{}", self.log());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!(
+            "berth serve did not answer /healthz within 60s; log:\n{}",
+            self.log()
+        )
+    }
+
+    /// The control plane's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL the control plane: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the control plane again on the same data directory and port.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill9();
+        self.spawn().await
+    }
+
+    /// Runs the CLI against this installation.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(berth_bin())
+            .args(args)
+            .env("BERTH_URL", &self.url)
+            .env("BERTH_TOKEN", &self.token)
+            .env("BERTH_CONFIG", self.cli_config())
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the berth CLI")
+    }
+
+    /// Runs the CLI with `-o json` and parses its output; fails if it failed.
+    pub fn cli_json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        if !out.status.success() {
+            bail!(
+                "berth {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// An API request with the admin token; returns status and body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = resp.text().await?;
+        let mut v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status >= 400 {
+            if let Value::Object(m) = &mut v {
+                m.insert("_content_type".into(), Value::String(ctype));
+            }
+        }
+        Ok((status, v))
+    }
+
+    /// GET that must succeed.
+    pub async fn get(&self, path: &str) -> Result<Value> {
+        let (status, v) = self.request(reqwest::Method::GET, path, None).await?;
+        if status != 200 {
+            bail!("GET {path} answered {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Waits for a task to finish; returns it. Fails if it failed.
+    pub async fn wait_task(&self, id: &str) -> Result<Value> {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(300) {
+            let t = self.get(&format!("/v1/tasks/{id}")).await?;
+            match t["state"].as_str() {
+                Some("succeeded") => return Ok(t),
+                Some("failed") => bail!("task {id} failed: {}", t["error"]),
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        bail!("task {id} did not finish in 300s")
+    }
+
+    /// Creates an instance through the API and waits for it; returns the instance.
+    pub async fn create(&self, name: &str, extra: Value) -> Result<Value> {
+        let mut body = serde_json::json!({"name": name, "engine": "postgres", "memory": "256MiB", "cpus": "0.5", "storage": "1GiB"});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let (status, v) = self
+            .request(reqwest::Method::POST, "/v1/instances", Some(body))
+            .await?;
+        if status != 202 {
+            bail!("create answered {status}: {v}");
+        }
+        self.wait_task(v["task"]["id"].as_str().context("task id")?)
+            .await?;
+        self.get(&format!("/v1/instances/{name}")).await
+    }
+
+    /// Connects to an instance as its superuser through the published port.
+    pub async fn pg(&self, name: &str) -> Result<tokio_postgres::Client> {
+        let creds = self
+            .get(&format!("/v1/instances/{name}/credentials"))
+            .await?;
+        connect_uri(creds["uri"].as_str().context("uri")?).await
+    }
+
+    /// Names of this site's Docker objects of a kind (`container`, `volume`, `network`),
+    /// optionally only those of one instance id.
+    pub fn docker_objects(&self, kind: &str, instance: Option<&str>) -> Vec<String> {
+        docker_labelled(kind, &self.site, instance)
+    }
+
+    /// Waits until `check` holds, polling; fails with `what` after `timeout`.
+    pub async fn eventually<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if check().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!(
+            "{what} did not happen within {timeout:?}; control plane log tail:\n{}",
+            tail(&self.log(), 30)
+        )
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Connects with a URI, retrying briefly (a just-started server may still be coming up).
+pub async fn connect_uri(uri: &str) -> Result<tokio_postgres::Client> {
+    let mut last = None;
+    for _ in 0..50 {
+        match tokio_postgres::connect(uri, tokio_postgres::NoTls).await {
+            Ok((client, conn)) => {
+                tokio::spawn(conn);
+                return Ok(client);
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+}
+
+/// Docker objects labelled with a site (and instance).
+pub fn docker_labelled(kind: &str, site: &str, instance: Option<&str>) -> Vec<String> {
+    let mut args: Vec<String> = match kind {
+        "container" => vec![
+            "ps".into(),
+            "-a".into(),
+            "--format".into(),
+            "{{.Names}}".into(),
+        ],
+        "volume" => vec![
+            "volume".into(),
+            "ls".into(),
+            "--format".into(),
+            "{{.Name}}".into(),
+        ],
+        "network" => vec![
+            "network".into(),
+            "ls".into(),
+            "--format".into(),
+            "{{.Name}}".into(),
+        ],
+        other => panic!("unknown docker object kind {other}"),
+    };
+    args.extend(["--filter".into(), format!("label=io.berth.site={site}")]);
+    if let Some(i) = instance {
+        args.extend(["--filter".into(), format!("label=io.berth.instance={i}")]);
+    }
+    let out = Command::new("docker").args(&args).output().expect("docker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Runs a docker command; returns stdout, failing on a non-zero exit.
+pub fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker").args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill9();
+        if self.site.is_empty() {
+            return;
+        }
+        for c in docker_labelled("container", &self.site, None) {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &c]).output();
+        }
+        for n in docker_labelled("network", &self.site, None) {
+            let _ = Command::new("docker").args(["network", "rm", &n]).output();
+        }
+        for v in docker_labelled("volume", &self.site, None) {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", &v])
+                .output();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- berth serve log ({}) ---\n{}",
+                self.url,
+                tail(&self.log(), 80)
+            );
+        }
+    }
+}

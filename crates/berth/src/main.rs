@@ -105,6 +105,9 @@ enum Command {
     Connect {
         /// Instance name.
         name: String,
+        /// Arguments passed on to the client (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
     },
     /// List recent tasks.
     Tasks {
@@ -181,8 +184,10 @@ fn default_image_cache() -> PathBuf {
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -326,8 +331,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             berth_cli::credentials(&client()?, &name, fmt).await?;
             Ok(0)
         }
-        Command::Connect { name } => {
-            let code = berth_cli::connect(&client()?, &name).await?;
+        Command::Connect { name, args } => {
+            let code = berth_cli::connect(&client()?, &name, &args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Command::Tasks { instance, limit } => {

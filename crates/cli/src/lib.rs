@@ -175,7 +175,7 @@ pub async fn credentials(client: &Client, name: &str, fmt: Format) -> Result<()>
 }
 
 /// `berth connect`: runs the engine's client with the credentials in its environment.
-pub async fn connect(client: &Client, name: &str) -> Result<i32> {
+pub async fn connect(client: &Client, name: &str, extra: &[String]) -> Result<i32> {
     let inst: InstanceView = client.get(&format!("/v1/instances/{name}")).await?;
     let creds: CredentialsView = client
         .get(&format!("/v1/instances/{name}/credentials"))
@@ -192,6 +192,7 @@ pub async fn connect(client: &Client, name: &str) -> Result<i32> {
     );
     let status = std::process::Command::new(&spec.program)
         .args(&spec.args)
+        .args(extra)
         .envs(spec.env.iter().cloned())
         .status()
         .map_err(|e| {

@@ -76,11 +76,8 @@ pub(crate) async fn follow(client: &Client, task: &TaskView, fmt: Format) -> Res
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            if fmt == Format::Table {
-                match t.state {
-                    TaskState::Succeeded => eprintln!("{} {}: done", t.kind, t.instance),
-                    _ => {}
-                }
+            if fmt == Format::Table && t.state == TaskState::Succeeded {
+                eprintln!("{} {}: done", t.kind, t.instance);
             }
             return Ok(t);
         }

@@ -113,7 +113,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_names_with_a_reason() {
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        type Check = fn(&NameError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, NameError::Empty)),
             ("1db", |e| matches!(e, NameError::BadStart(_))),
             ("-db", |e| matches!(e, NameError::BadStart(_))),

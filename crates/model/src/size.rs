@@ -114,9 +114,9 @@ fn parse_mib(what: &'static str, input: &str) -> Result<u64, SizeError> {
 }
 
 fn format_mib(mib: u64) -> String {
-    if mib >= 1024 * 1024 && mib % (1024 * 1024) == 0 {
+    if mib >= 1024 * 1024 && mib.is_multiple_of(1024 * 1024) {
         format!("{}TiB", mib / (1024 * 1024))
-    } else if mib >= 1024 && mib % 1024 == 0 {
+    } else if mib >= 1024 && mib.is_multiple_of(1024) {
         format!("{}GiB", mib / 1024)
     } else {
         format!("{mib}MiB")
@@ -271,7 +271,7 @@ impl std::str::FromStr for CpuMillis {
 
 impl fmt::Display for CpuMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             let s = format!("{}.{:03}", self.0 / 1000, self.0 % 1000);

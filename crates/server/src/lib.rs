@@ -99,6 +99,8 @@ pub struct Ctx {
     pub tasks: tasks::TaskRunner,
     /// This installation.
     pub site: SiteId,
+    /// Findings reconcile already reported (reported once per process).
+    pub reported: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -147,6 +149,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         http,
         tasks: tasks::TaskRunner::default(),
         site,
+        reported: Default::default(),
     };
     Ok(ctx)
 }

@@ -307,7 +307,17 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
                 warn!(volume = %name, error = %e, "could not remove orphan volume");
             }
         }
-        Action::ReportVolume(name, why) => warn!(volume = %name, "{why}"),
+        Action::ReportVolume(name, why) => {
+            // Once per process: the same finding every pass would drown the log.
+            let first = ctx
+                .reported
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone());
+            if first {
+                warn!(volume = %name, "{why}");
+            }
+        }
     }
 }
 

@@ -149,7 +149,7 @@ impl Store {
 
     /// Inserts a new instance and its create task in one transaction.
     pub async fn create_instance(&self, inst: &InstanceRecord, task: &TaskRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let taken: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM instances WHERE project = ? AND name = ? AND deleted_at IS NULL",
         )

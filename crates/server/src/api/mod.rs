@@ -54,6 +54,29 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(instances::credentials))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
+        .routes(routes!(info))
+}
+
+/// About this installation.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Info {
+    /// Berth's version.
+    version: String,
+    /// This installation's id; every Docker object it makes carries it as the
+    /// `io.berth.site` label.
+    site: String,
+    /// SHA-256 of the agent binary new members get.
+    agent_sha256: String,
+}
+
+/// About this installation.
+#[utoipa::path(get, path = "/v1/info", responses((status = 200, body = Info)))]
+pub(crate) async fn info(State(ctx): State<Ctx>) -> Json<Info> {
+    Json(Info {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        site: ctx.site.to_string(),
+        agent_sha256: ctx.agent.sha256.clone(),
+    })
 }
 
 /// The whole HTTP surface.

@@ -1,0 +1,9 @@
+//! End-to-end suites: the real `berth` binary, the real Docker engine, real
+//! PostgreSQL. One test binary so the suites run in parallel, each with its own
+//! installation (see `berth_e2e::Berth`).
+
+mod bad_input;
+mod lifecycle;
+mod many;
+mod repair;
+mod resume;

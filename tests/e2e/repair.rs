@@ -1,0 +1,120 @@
+//! Reconcile: what Docker lost comes back; what nobody owns goes; status is real.
+
+use berth_e2e::{docker, unique, Berth};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_member_comes_back_with_its_data() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("rm");
+    let inst = b.create(&name, json!({})).await?;
+    let port = inst["endpoint"]["port"].clone();
+    let pg = b.pg(&name).await?;
+    pg.batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')")
+        .await?;
+    drop(pg);
+    let container = format!("berth-{name}-0");
+    let old_id = docker(&["inspect", "-f", "{{.Id}}", &container])?;
+    docker(&["rm", "-f", &container])?;
+
+    b.eventually(
+        "the member to be recreated and ready",
+        Duration::from_secs(90),
+        || async {
+            let new_id = docker(&["inspect", "-f", "{{.Id}}", &container]).unwrap_or_default();
+            let status = b
+                .get(&format!("/v1/instances/{name}"))
+                .await
+                .map(|v| v["status"].clone())
+                .unwrap_or_default();
+            !new_id.is_empty() && new_id != old_id && status == "available"
+        },
+    )
+    .await?;
+    let inst = b.get(&format!("/v1/instances/{name}")).await?;
+    assert_eq!(inst["endpoint"]["port"], port, "the endpoint must not move");
+    let pg = b.pg(&name).await?;
+    let v: String = pg.query_one("SELECT v FROM kept", &[]).await?.get(0);
+    assert_eq!(v, "still here");
+    let tasks = b.cli_json(&["tasks", "--instance", &name])?;
+    assert_eq!(tasks[0]["kind"], "repair");
+    assert_eq!(tasks[0]["state"], "succeeded");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_reality_and_orphans_are_removed() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("real");
+    b.create(&name, json!({})).await?;
+    let container = format!("berth-{name}-0");
+
+    // A frozen member (running, but answering nothing) is reported unavailable, with why.
+    docker(&["pause", &container])?;
+    b.eventually("status unavailable", Duration::from_secs(30), || async {
+        b.get(&format!("/v1/instances/{name}"))
+            .await
+            .map(|v| v["status"] == "unavailable")
+            .unwrap_or(false)
+    })
+    .await?;
+    let inst = b.get(&format!("/v1/instances/{name}")).await?;
+    assert!(
+        inst["status_detail"].as_str().is_some(),
+        "no reason given: {inst}"
+    );
+    docker(&["unpause", &container])?;
+    b.eventually(
+        "status available again",
+        Duration::from_secs(30),
+        || async {
+            b.get(&format!("/v1/instances/{name}"))
+                .await
+                .map(|v| v["status"] == "available")
+                .unwrap_or(false)
+        },
+    )
+    .await?;
+
+    // Objects labelled for this site that no instance owns are removed; an unknown
+    // volume is kept (it may hold data) and reported.
+    let ghost = "00000000-0000-4000-8000-000000000001";
+    let net = format!("{}-ghost-net", unique("e2e"));
+    let vol = format!("{}-ghost-vol", unique("e2e"));
+    let labels = [
+        format!("io.berth.site={}", b.site),
+        format!("io.berth.instance={ghost}"),
+    ];
+    docker(&[
+        "network", "create", "--label", &labels[0], "--label", &labels[1], &net,
+    ])?;
+    docker(&[
+        "volume", "create", "--label", &labels[0], "--label", &labels[1], &vol,
+    ])?;
+    b.eventually(
+        "the orphan network to be removed",
+        Duration::from_secs(30),
+        || async { b.docker_objects("network", Some(ghost)).is_empty() },
+    )
+    .await?;
+    assert_eq!(
+        b.docker_objects("volume", Some(ghost)),
+        vec![vol.clone()],
+        "an unknown volume must be kept"
+    );
+    b.eventually(
+        "the kept volume to be reported",
+        Duration::from_secs(10),
+        || async { b.log().contains(&vol) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(b.log().matches(&vol).count(), 1, "reported more than once");
+    assert_eq!(
+        b.docker_objects("volume", Some(ghost)),
+        vec![vol.clone()],
+        "an unknown volume must be kept"
+    );
+    Ok(())
+}
