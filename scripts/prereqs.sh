@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Berth needs on a Debian machine (idempotent; quiet when all is there):
+# mmdebstrap builds engine images without a registry, psql backs `berth connect`.
+set -euo pipefail
+
+missing=()
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v cc >/dev/null || missing+=(gcc)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  echo "error: the Docker engine does not answer \`docker info\`; start dockerd (and make its socket readable) first" >&2
+  exit 1
+fi

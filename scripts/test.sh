@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests, end-to-end suites against the
+# real Docker engine and PostgreSQL, and the provisioning benchmark (figures only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/prereqs.sh
+
+# Expensive things are cached outside the checkout, keyed by their inputs: Cargo's
+# build directory (Cargo tracks its own inputs) and, inside Berth, the Debian root
+# file system and the Docker image (keyed by a hash of the image recipe).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/target}"
+export CARGO_TERM_COLOR=never
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy -q --all-targets -- -D warnings
+
+echo "== build"
+cargo build -q -p berth
+berth="$CARGO_TARGET_DIR/debug/berth"
+
+echo "== engine images (built once from Debian packages, then cached)"
+"$berth" image build postgres
+
+echo "== unit and end-to-end tests"
+cargo test -q --workspace --no-fail-fast
+
+echo "== provisioning benchmark (release build; figures in target/bench/provision.json, not asserted)"
+cargo build -q --release -p berth
+BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_N="${BERTH_BENCH_N:-3}" \
+  cargo bench -q -p berth-e2e --bench provision
