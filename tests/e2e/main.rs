@@ -7,3 +7,4 @@ mod lifecycle;
 mod many;
 mod repair;
 mod resume;
+mod setup;

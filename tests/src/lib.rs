@@ -73,11 +73,17 @@ pub struct Berth {
     port: u16,
     child: Option<Child>,
     http: reqwest::Client,
+    extra_args: Vec<String>,
 }
 
 impl Berth {
     /// Starts a fresh installation and waits until its API answers.
     pub async fn start() -> Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts a fresh installation with extra `berth serve` arguments.
+    pub async fn start_with(extra_args: &[&str]) -> Result<Self> {
         require_docker();
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
         let port = free_port();
@@ -91,6 +97,7 @@ impl Berth {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
         };
         b.spawn().await?;
         let cfg: Value = serde_json::from_str(&std::fs::read_to_string(b.cli_config())?)?;
@@ -120,6 +127,7 @@ impl Berth {
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--reconcile-interval", "1s"])
+            .args(&self.extra_args)
             .env("BERTH_CONFIG", self.cli_config())
             .env("BERTH_LOG", "info")
             .stdout(Stdio::null())

@@ -172,6 +172,10 @@ struct ServeArgs {
     /// Root file system cache for image builds.
     #[arg(long, env = "BERTH_IMAGE_CACHE")]
     image_cache: Option<PathBuf>,
+    /// Use a registry image for an engine version instead of building one, as
+    /// ENGINE:VERSION=IMAGE (repeatable), like postgres:15=postgres:15-bookworm.
+    #[arg(long = "image", env = "BERTH_IMAGES", value_delimiter = ',')]
+    images: Vec<berth_server::UpstreamImage>,
 }
 
 fn default_image_cache() -> PathBuf {
@@ -239,6 +243,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 image_cache: args.image_cache.unwrap_or_else(default_image_cache),
                 reconcile_interval: args.reconcile_interval,
                 agent_binary: std::env::current_exe().context("finding the berth binary")?,
+                upstream_images: args.images,
             };
             berth_server::serve(config).await?;
             Ok(0)

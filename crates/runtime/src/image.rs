@@ -194,6 +194,36 @@ impl ImageBuilder {
     }
 }
 
+impl ImageBuilder {
+    /// Makes sure an upstream image is present, pulling it from its registry if not.
+    /// Returns the reference and whether it had to be pulled.
+    pub async fn ensure_pulled(
+        &self,
+        runtime: &Runtime,
+        reference: &str,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(String, bool)> {
+        if self.exists(runtime, reference).await? {
+            return Ok((reference.to_owned(), false));
+        }
+        progress(&format!("pulling {reference}"));
+        let opts = CreateImageOptionsBuilder::new()
+            .from_image(reference)
+            .build();
+        let mut stream = runtime.docker().create_image(Some(opts), None, None);
+        while let Some(info) = stream.next().await {
+            let info = info.map_err(|e| RuntimeError::ImageBuild {
+                tag: reference.to_owned(),
+                reason: format!("pull failed ({e}); is the registry reachable? Without one, drop the image override and let Berth build the image"),
+            })?;
+            if let Some(status) = info.status {
+                progress(&status);
+            }
+        }
+        Ok((reference.to_owned(), true))
+    }
+}
+
 async fn build_rootfs(
     recipe: &ImageRecipe,
     mirror: &str,

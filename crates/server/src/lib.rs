@@ -69,6 +69,55 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// The `berth` binary members run as their agent.
     pub agent_binary: PathBuf,
+    /// Upstream images to use instead of building, per engine version (where a
+    /// registry is reachable).
+    pub upstream_images: Vec<UpstreamImage>,
+}
+
+/// An operator's choice of a registry image for one engine version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamImage {
+    /// The engine.
+    pub engine: berth_model::EngineKind,
+    /// The version.
+    pub version: berth_model::EngineVersion,
+    /// Image reference, like `registry.example/postgres:15`.
+    pub reference: String,
+}
+
+impl std::str::FromStr for UpstreamImage {
+    type Err = String;
+    /// Parses `ENGINE:VERSION=REFERENCE`, like `postgres:15=postgres:15-bookworm`.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let usage =
+            || format!("{s:?} is not ENGINE:VERSION=IMAGE (like postgres:15=postgres:15-bookworm)");
+        let (key, reference) = s.split_once('=').ok_or_else(usage)?;
+        let (engine, version) = key.split_once(':').ok_or_else(usage)?;
+        let engine: berth_model::EngineKind = engine.parse().map_err(|e| format!("{e}"))?;
+        let version = engine.version(version).map_err(|e| e.to_string())?;
+        if reference.trim().is_empty() {
+            return Err(usage());
+        }
+        Ok(Self {
+            engine,
+            version,
+            reference: reference.trim().to_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// The upstream image configured for an engine version, if any.
+    pub fn upstream_image(
+        &self,
+        engine: berth_model::EngineKind,
+        version: &berth_model::EngineVersion,
+    ) -> Option<&str> {
+        self.upstream_images
+            .iter()
+            .find(|u| u.engine == engine && &u.version == version)
+            .map(|u| u.reference.as_str())
+    }
 }
 
 /// The agent binary: where it is and its hash (which names its volume).
@@ -182,6 +231,9 @@ async fn prebuild_images(ctx: Ctx) {
     for &kind in berth_model::EngineKind::ALL {
         let engine = berth_engine::engine(kind);
         let version = kind.default_version();
+        if ctx.config.upstream_image(kind, &version).is_some() {
+            continue;
+        }
         let log = |line: &str| info!(engine = %kind, "image build: {line}");
         match ctx
             .images
@@ -206,5 +258,28 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_images_parse() {
+        let u: UpstreamImage = "postgres:15=registry.local:5000/postgres:15"
+            .parse()
+            .expect("valid");
+        assert_eq!(u.reference, "registry.local:5000/postgres:15");
+        assert_eq!(u.version.as_str(), "15");
+        for bad in [
+            "postgres=x",
+            "postgres:15",
+            "postgres:15=",
+            "oracle:1=x",
+            "postgres:9=x",
+        ] {
+            assert!(bad.parse::<UpstreamImage>().is_err(), "{bad}");
+        }
     }
 }

@@ -60,7 +60,7 @@ pub(crate) async fn run(
                 }
             }),
         StepName::EnsureAgent => {
-            let tag = image_tag(&inst);
+            let tag = image_tag(ctx, &inst);
             let (name, outcome) = ctx
                 .runtime
                 .ensure_agent_volume(&ctx.agent.path, &ctx.agent.sha256, &tag)
@@ -93,7 +93,7 @@ pub(crate) async fn run(
             ))
         }
         StepName::EnsureContainer => {
-            let tag = image_tag(&inst);
+            let tag = image_tag(ctx, &inst);
             let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
             let spec = members::member_container(ctx, &inst, &tag, &agent_volume);
             if task.kind == TaskKind::Repair
@@ -162,8 +162,13 @@ pub(crate) async fn run(
     }
 }
 
-fn image_tag(inst: &InstanceRecord) -> String {
-    image::image_tag(engine(inst.spec.engine), &inst.spec.version)
+/// The image members of this instance run: an operator's upstream image for the
+/// engine version when configured, else the one Berth builds from Debian packages.
+fn image_tag(ctx: &Ctx, inst: &InstanceRecord) -> String {
+    ctx.config
+        .upstream_image(inst.spec.engine, &inst.spec.version)
+        .map(str::to_owned)
+        .unwrap_or_else(|| image::image_tag(engine(inst.spec.engine), &inst.spec.version))
 }
 
 async fn ensure_image(
@@ -171,6 +176,15 @@ async fn ensure_image(
     inst: &InstanceRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(String, bool), StepError> {
+    if let Some(reference) = ctx
+        .config
+        .upstream_image(inst.spec.engine, &inst.spec.version)
+    {
+        return Ok(ctx
+            .images
+            .ensure_pulled(&ctx.runtime, reference, progress)
+            .await?);
+    }
     Ok(ctx
         .images
         .ensure(
