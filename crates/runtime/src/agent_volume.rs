@@ -86,6 +86,67 @@ impl Runtime {
         Ok((name, outcome))
     }
 
+    /// Removes agent volumes of other Berth builds that no container uses (Docker
+    /// refuses to remove a volume any container, even a stopped one, mounts), and
+    /// helper containers a crash left behind. Volumes younger than an hour are kept. Returns the names removed.
+    pub async fn prune_agent_volumes(&self, current_sha256: &str) -> Result<Vec<String>> {
+        let filter = HashMap::from([("label".to_owned(), vec![labels::AGENT.to_owned()])]);
+        let helpers = self
+            .docker()
+            .list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await?;
+        for h in helpers {
+            let running = h.state.map(|s| s.to_string() == "running").unwrap_or(false);
+            if let (false, Some(id)) = (running, h.id) {
+                let _ = self
+                    .docker()
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptionsBuilder::new().force(true).build()),
+                    )
+                    .await;
+            }
+        }
+        let volumes = self
+            .docker()
+            .list_volumes(Some(
+                bollard::query_parameters::ListVolumesOptionsBuilder::new()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await?
+            .volumes
+            .unwrap_or_default();
+        let mut removed = vec![];
+        for v in volumes {
+            if v.labels.get(labels::AGENT).map(String::as_str) == Some(current_sha256) {
+                continue;
+            }
+            // Another Berth build may be creating a member with a volume it just
+            // made: only volumes over an hour old are candidates.
+            let old_enough = v
+                .created_at
+                .as_deref()
+                .and_then(|c| {
+                    time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .is_some_and(|c| time::OffsetDateTime::now_utc() - c > time::Duration::hours(1));
+            if !old_enough {
+                continue;
+            }
+            if self.remove_volume(&v.name).await.is_ok() {
+                removed.push(v.name);
+            }
+        }
+        Ok(removed)
+    }
+
     async fn fill(&self, helper: &str, binary: &Path, sha256: &str) -> Result<Outcome> {
         let mark = format!("{AGENT_MOUNT}/{}", marker(sha256));
         let probe = self

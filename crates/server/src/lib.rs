@@ -213,6 +213,13 @@ pub async fn serve(config: Config) -> Result<()> {
     if resumed > 0 {
         info!(resumed, "resuming unfinished tasks");
     }
+    match ctx.runtime.prune_agent_volumes(&ctx.agent.sha256).await {
+        Ok(removed) if !removed.is_empty() => {
+            info!(?removed, "removed agent volumes of older Berth builds")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not prune old agent volumes"),
+    }
     tokio::spawn(prebuild_images(ctx.clone()));
     tokio::spawn(reconcile::run_forever(ctx.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
