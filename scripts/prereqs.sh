@@ -6,6 +6,7 @@ set -euo pipefail
 missing=()
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v psql >/dev/null || missing+=(postgresql-client)
+command -v mariadb >/dev/null || missing+=(mariadb-client)
 command -v cc >/dev/null || missing+=(gcc)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2

@@ -21,6 +21,7 @@ berth="$CARGO_TARGET_DIR/debug/berth"
 
 echo "== engine images (built once from Debian packages, then cached)"
 "$berth" image build postgres
+"$berth" image build mariadb
 
 echo "== unit and end-to-end tests"
 cargo test -q --workspace --no-fail-fast

@@ -1,19 +1,64 @@
 //! The whole life of an instance, with a control-plane crash in the middle.
 
-use berth_e2e::{docker, unique, Berth};
+use berth_e2e::{docker, unique, Berth, Db};
 use serde_json::json;
 
+/// What differs between engines, for these tests only.
+struct Case {
+    engine: &'static str,
+    version: &'static str,
+    superuser: &'static str,
+    client_port: &'static str,
+    /// Arguments that make the engine's client run one query and print bare values.
+    query_args: &'static [&'static str],
+    /// What the engine logs when it shut down cleanly.
+    shutdown_line: &'static str,
+    /// How the engine's server process shows in `docker top`.
+    server_process: &'static str,
+}
+
+const POSTGRES: Case = Case {
+    engine: "postgres",
+    version: "15",
+    superuser: "postgres",
+    client_port: "5432/tcp",
+    query_args: &["-tAc"],
+    shutdown_line: "database system is shut down",
+    server_process: "/bin/postgres -D",
+};
+
+const MARIADB: Case = Case {
+    engine: "mariadb",
+    version: "10.11",
+    superuser: "root",
+    client_port: "3306/tcp",
+    query_args: &["-N", "-B", "-e"],
+    shutdown_line: "Shutdown complete",
+    server_process: "/usr/sbin/mariadbd",
+};
+
 #[tokio::test(flavor = "multi_thread")]
-async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Result<()> {
+async fn postgres_lifecycle() -> anyhow::Result<()> {
+    lifecycle(&POSTGRES).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_lifecycle() -> anyhow::Result<()> {
+    lifecycle(&MARIADB).await
+}
+
+/// Create → write → SIGKILL the control plane → restart it → data and instance intact
+/// → stop, start, restart → delete --purge leaves nothing behind.
+async fn lifecycle(case: &Case) -> anyhow::Result<()> {
     let mut b = Berth::start().await?;
-    let name = unique("life");
+    let name = unique(&format!("life-{}", case.engine));
 
     // Create through the CLI: it waits with progress and prints the instance.
     let out = b.cli(&[
         "create",
         &name,
         "--engine",
-        "postgres",
+        case.engine,
         "--memory",
         "256MiB",
         "--cpus",
@@ -34,8 +79,8 @@ async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Resul
 
     let inst = b.cli_json(&["show", &name])?;
     assert_eq!(inst["status"], "available");
-    assert_eq!(inst["engine"], "postgres");
-    assert_eq!(inst["version"], "15");
+    assert_eq!(inst["engine"], case.engine);
+    assert_eq!(inst["version"], case.version);
     assert_eq!(inst["memory"], "256MiB");
     assert_eq!(inst["cpus"], "0.5");
     let id = inst["id"].as_str().expect("id").to_owned();
@@ -52,11 +97,9 @@ async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Resul
         ])?,
         "268435456 500000000"
     );
+    let published = docker(&["port", &container, case.client_port])?;
     assert_eq!(
-        docker(&["port", &container, "5432/tcp"])?
-            .lines()
-            .next()
-            .map(|l| l.rsplit(':').next().unwrap_or("")),
+        published.lines().next().and_then(|l| l.rsplit(':').next()),
         Some(port.to_string().as_str())
     );
     assert_eq!(b.docker_objects("volume", Some(&id)).len(), 1);
@@ -64,22 +107,39 @@ async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Resul
 
     // The superuser's password works over the published port; write something.
     let creds = b.cli_json(&["credentials", &name])?;
-    assert_eq!(creds["user"], "postgres");
+    assert_eq!(creds["user"], case.superuser);
     assert_eq!(creds["port"].as_u64(), Some(port));
-    let pg = b.pg(&name).await?;
-    pg.batch_execute("CREATE TABLE orders (id int primary key, note text); INSERT INTO orders VALUES (1, 'first')").await?;
-    drop(pg);
-    // A wrong password is refused by the engine (SCRAM, not trust).
-    let bad = creds["uri"]
-        .as_str()
-        .expect("uri")
-        .replace(creds["password"].as_str().expect("pw"), "wrong");
-    assert!(tokio_postgres::connect(&bad, tokio_postgres::NoTls)
-        .await
-        .is_err());
+    let uri = creds["uri"].as_str().expect("uri").to_owned();
+    let mut db = b.db(&name).await?;
+    db.exec("CREATE SCHEMA app").await?;
+    db.exec("CREATE TABLE app.orders (id int primary key, note text)")
+        .await?;
+    db.exec("INSERT INTO app.orders VALUES (1, 'first')")
+        .await?;
+    drop(db);
+    // A wrong password is refused by the engine itself.
+    let bad = uri.replace(creds["password"].as_str().expect("pw"), "wrong");
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        if bad.starts_with("mysql://") {
+            mysql_async::Conn::new(mysql_async::Opts::from_url(&bad)?)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        } else {
+            tokio_postgres::connect(&bad, tokio_postgres::NoTls)
+                .await
+                .map(drop)
+                .map_err(anyhow::Error::from)
+        }
+    })
+    .await?;
+    assert!(refused.is_err(), "a wrong password was accepted");
 
-    // `berth connect` runs psql with the credentials.
-    let out = b.cli(&["connect", &name, "--", "-tAc", "SELECT note FROM orders"]);
+    // `berth connect` runs the engine's client with the credentials.
+    let mut args = vec!["connect", name.as_str(), "--"];
+    args.extend_from_slice(case.query_args);
+    args.push("SELECT note FROM app.orders");
+    let out = b.cli(&args);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "first",
@@ -89,18 +149,19 @@ async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Resul
 
     // The control plane dies hard; the database keeps serving meanwhile.
     b.kill9();
-    let pg = berth_e2e::connect_uri(creds["uri"].as_str().expect("uri")).await?;
-    let row = pg
-        .query_one("SELECT note FROM orders WHERE id = 1", &[])
-        .await?;
-    assert_eq!(row.get::<_, String>(0), "first");
-    drop(pg);
+    let mut db = Db::connect(&uri).await?;
+    assert_eq!(
+        db.strings("SELECT note FROM app.orders WHERE id = 1")
+            .await?,
+        vec!["first"]
+    );
+    drop(db);
     b.restart().await?;
     let inst = b.cli_json(&["show", &name])?;
     assert_eq!(inst["id"], json!(id));
     assert_eq!(inst["status"], "available");
 
-    // Stop: the engine shuts down cleanly (exit 0 after a checkpoint), data stays.
+    // Stop: the engine shuts down cleanly (exit 0), data stays.
     b.cli_json(&["stop", &name])?;
     assert_eq!(b.cli_json(&["show", &name])?["status"], "stopped");
     assert_eq!(
@@ -115,17 +176,23 @@ async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Resul
     let logs = std::process::Command::new("docker")
         .args(["logs", &container])
         .output()?;
-    assert!(String::from_utf8_lossy(&logs.stderr).contains("database system is shut down"));
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        logs.contains(case.shutdown_line),
+        "no clean shutdown in the log"
+    );
 
     b.cli_json(&["start", &name])?;
-    let pg = b.pg(&name).await?;
+    let mut db = b.db(&name).await?;
     assert_eq!(
-        pg.query_one("SELECT count(*) FROM orders", &[])
-            .await?
-            .get::<_, i64>(0),
-        1
+        db.strings("SELECT count(*) FROM app.orders").await?,
+        vec!["1"]
     );
-    drop(pg);
+    drop(db);
 
     let before = docker(&["inspect", "-f", "{{.State.StartedAt}}", &container])?;
     b.cli_json(&["restart", &name])?;
@@ -134,10 +201,10 @@ async fn create_write_crash_restart_stop_start_restart_delete() -> anyhow::Resul
         before,
         "restart did not restart"
     );
-    let pg = b.pg(&name).await?;
-    pg.batch_execute("INSERT INTO orders VALUES (2, 'second')")
+    let mut db = b.db(&name).await?;
+    db.exec("INSERT INTO app.orders VALUES (2, 'second')")
         .await?;
-    drop(pg);
+    drop(db);
 
     // The task log tells the story.
     let tasks = b.cli_json(&["tasks", "--instance", &name])?;
@@ -206,41 +273,45 @@ async fn delete_without_purge_keeps_the_data_volume() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_agent_restarts_a_crashed_engine() -> anyhow::Result<()> {
+async fn the_agent_restarts_a_crashed_postgres() -> anyhow::Result<()> {
+    agent_restarts_crashed_engine(&POSTGRES).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_restarts_a_crashed_mariadb() -> anyhow::Result<()> {
+    agent_restarts_crashed_engine(&MARIADB).await
+}
+
+async fn agent_restarts_crashed_engine(case: &Case) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("crash");
-    b.create(&name, json!({})).await?;
-    let pg = b.pg(&name).await?;
-    pg.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
-        .await?;
-    drop(pg);
+    let name = unique(&format!("crash-{}", case.engine));
+    b.create(&name, json!({"engine": case.engine})).await?;
+    let mut db = b.db(&name).await?;
+    db.exec("CREATE SCHEMA app").await?;
+    db.exec("CREATE TABLE app.t (x int)").await?;
+    db.exec("INSERT INTO app.t VALUES (42)").await?;
+    drop(db);
     let container = format!("berth-{name}-0");
-    // Kill the postmaster (not the agent, PID 1) from the host.
+    // Kill the engine's server (not the agent, PID 1) from the host.
     let top = docker(&["top", &container, "-eo", "pid,args"])?;
     let pid = top
         .lines()
-        .find(|l| l.contains("/bin/postgres -D"))
+        .find(|l| l.contains(case.server_process))
         .and_then(|l| l.split_whitespace().next())
-        .expect("postmaster in docker top")
+        .expect("server process in docker top")
         .to_owned();
     std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()?;
     // The agent brings it back in the same container; committed data is there.
-    let pg = berth_e2e::connect_uri(
-        b.get(&format!("/v1/instances/{name}/credentials")).await?["uri"]
-            .as_str()
-            .expect("uri"),
-    )
-    .await?;
-    let x: i32 = pg.query_one("SELECT x FROM t", &[]).await?.get(0);
-    assert_eq!(x, 42);
+    let mut db = b.db(&name).await?;
+    assert_eq!(db.strings("SELECT x FROM app.t").await?, vec!["42"]);
     assert_eq!(
         docker(&["inspect", "-f", "{{.RestartCount}}", &container])?,
         "0",
         "the container itself must not restart"
     );
-    // No zombies left behind by the dead postmaster's children: PID 1 reaps them.
+    // No zombies left behind by the dead server's children: PID 1 reaps them.
     let top = docker(&["top", &container, "-eo", "pid,stat,args"])?;
     assert!(
         !top.lines().any(|l| l

@@ -281,6 +281,14 @@ impl Berth {
         connect_uri(creds["uri"].as_str().context("uri")?).await
     }
 
+    /// Connects to an instance of any engine as its superuser through the published port.
+    pub async fn db(&self, name: &str) -> Result<Db> {
+        let creds = self
+            .get(&format!("/v1/instances/{name}/credentials"))
+            .await?;
+        Db::connect(creds["uri"].as_str().context("uri")?).await
+    }
+
     /// Names of this site's Docker objects of a kind (`container`, `volume`, `network`),
     /// optionally only those of one instance id.
     pub fn docker_objects(&self, kind: &str, instance: Option<&str>) -> Vec<String> {
@@ -406,6 +414,62 @@ impl Drop for Berth {
                 self.url,
                 tail(&self.log(), 80)
             );
+        }
+    }
+}
+
+/// A client for either engine, enough for tests: run statements, read text.
+pub enum Db {
+    /// PostgreSQL.
+    Pg(tokio_postgres::Client),
+    /// MariaDB.
+    My(mysql_async::Conn),
+}
+
+impl Db {
+    /// Connects with a `postgresql://` or `mysql://` URI, retrying briefly.
+    pub async fn connect(uri: &str) -> Result<Self> {
+        if uri.starts_with("mysql://") {
+            let opts = mysql_async::Opts::from_url(uri)?;
+            let mut last = None;
+            for _ in 0..50 {
+                match mysql_async::Conn::new(opts.clone()).await {
+                    Ok(c) => return Ok(Db::My(c)),
+                    Err(e) => last = Some(e),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return Err(last
+                .map(anyhow::Error::from)
+                .unwrap_or_else(|| anyhow::anyhow!("no attempt")));
+        }
+        Ok(Db::Pg(connect_uri(uri).await?))
+    }
+
+    /// Runs statements.
+    pub async fn exec(&mut self, sql: &str) -> Result<()> {
+        use mysql_async::prelude::Queryable;
+        match self {
+            Db::Pg(c) => c.batch_execute(sql).await?,
+            Db::My(c) => c.query_drop(sql).await?,
+        }
+        Ok(())
+    }
+
+    /// The first column of every row, as text.
+    pub async fn strings(&mut self, sql: &str) -> Result<Vec<String>> {
+        use mysql_async::prelude::Queryable;
+        match self {
+            Db::Pg(c) => Ok(c
+                .simple_query(sql)
+                .await?
+                .into_iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect()),
+            Db::My(c) => Ok(c.query::<String, _>(sql).await?),
         }
     }
 }

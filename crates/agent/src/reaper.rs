@@ -95,11 +95,25 @@ impl Reaper {
 
     /// Spawns `cmd`; the receiver yields its exit.
     pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<(u32, oneshot::Receiver<Exit>)> {
-        // Hold the lock across spawn so the reaper cannot deliver before we register.
+        let (pid, rx, _) = self.spawn_registered(cmd)?;
+        Ok((pid, rx))
+    }
+
+    /// Spawns and registers the child under the lock, so the reaper cannot deliver
+    /// its exit before it is registered. Returns its stdin if one was piped.
+    fn spawn_registered(
+        &self,
+        cmd: &mut Command,
+    ) -> std::io::Result<(
+        u32,
+        oneshot::Receiver<Exit>,
+        Option<std::process::ChildStdin>,
+    )> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
+        let stdin = child.stdin.take();
         let pid = child.id();
-        // `Child` would wait on drop only if asked; forgetting it leaves reaping to us.
+        // Dropping `Child` neither waits nor kills: reaping is the loop's job.
         drop(child);
         let (tx, rx) = oneshot::channel();
         let raw = i32::try_from(pid).unwrap_or(i32::MAX);
@@ -111,12 +125,23 @@ impl Reaper {
                 slots.insert(raw, Slot::Waiting(tx));
             }
         }
-        Ok((pid, rx))
+        Ok((pid, rx, stdin))
     }
 
-    /// Runs `cmd` to completion.
-    pub async fn run(&self, cmd: &mut Command) -> std::io::Result<Exit> {
-        let (_, rx) = self.spawn(cmd)?;
+    /// Runs `cmd` to completion, feeding it `input` on standard input when given.
+    pub async fn run(&self, cmd: &mut Command, input: Option<&str>) -> std::io::Result<Exit> {
+        if input.is_some() {
+            cmd.stdin(std::process::Stdio::piped());
+        }
+        let (_, rx, stdin) = self.spawn_registered(cmd)?;
+        if let (Some(mut stdin), Some(text)) = (stdin, input) {
+            use std::io::Write;
+            let text = text.to_owned();
+            // Blocking write off the runtime; closing stdin ends the program's input.
+            tokio::task::spawn_blocking(move || stdin.write_all(text.as_bytes()))
+                .await
+                .map_err(std::io::Error::other)??;
+        }
         rx.await
             .map_err(|_| std::io::Error::other("reaper stopped before the child exited"))
     }

@@ -111,7 +111,7 @@ pub(crate) async fn prepare(config: &AgentConfig, reaper: &Reaper) -> Result<()>
         let secret =
             std::env::var(var).map_err(|_| AgentError::Config(format!("{var} is not set")))?;
         let secret_file = layout.run_dir.join("bootstrap-secret");
-        std::fs::write(&secret_file, secret).map_err(io("bootstrap secret file"))?;
+        std::fs::write(&secret_file, &secret).map_err(io("bootstrap secret file"))?;
         chown(&secret_file, Some(user.uid), Some(user.gid)).map_err(|e| AgentError::Io {
             what: "bootstrap secret file".into(),
             source: e.into(),
@@ -119,9 +119,9 @@ pub(crate) async fn prepare(config: &AgentConfig, reaper: &Reaper) -> Result<()>
         std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
             .map_err(io("bootstrap secret file"))?;
         let mut result = Ok(());
-        for spec in engine.initialize_commands(&config.version, layout, &secret_file) {
+        for spec in engine.initialize_commands(&config.version, layout, &secret_file, &secret) {
             let exit = reaper
-                .run(&mut engine_command(&spec, &user))
+                .run(&mut engine_command(&spec, &user), spec.stdin.as_deref())
                 .await
                 .map_err(io(format!("running {}", spec.program)))?;
             if !exit.success() {

@@ -5,11 +5,13 @@
 //! Architecture invariant: no other crate matches on [`EngineKind`] to decide
 //! behaviour — adding an engine touches this crate (and the catalog in `model`) only.
 
+mod mariadb;
 mod postgres;
 
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
 
+pub use mariadb::Mariadb;
 pub use postgres::Postgres;
 
 /// Errors an engine hook can give.
@@ -57,6 +59,8 @@ pub struct CommandSpec {
     pub args: Vec<String>,
     /// Extra environment. Secrets go here, never into `args` (visible in `ps`).
     pub env: Vec<(String, String)>,
+    /// Text fed to the program's standard input, if any.
+    pub stdin: Option<String>,
 }
 
 /// Where the agent keeps things inside a member container.
@@ -122,12 +126,14 @@ pub trait Engine: Send + Sync {
     fn is_initialized(&self, layout: &Layout) -> bool;
 
     /// Commands (run as [`Engine::os_user`]) that create a fresh database in the data
-    /// directory; `secret_file` holds what [`Engine::bootstrap_env`] passed.
+    /// directory. `secret` is the value [`Engine::bootstrap_env`] passed (a verifier,
+    /// not a password), also written to `secret_file` (0600, removed afterwards).
     fn initialize_commands(
         &self,
         version: &EngineVersion,
         layout: &Layout,
         secret_file: &Path,
+        secret: &str,
     ) -> Vec<CommandSpec>;
 
     /// The name of the bootstrap variable whose value goes into `secret_file`.
@@ -150,6 +156,7 @@ pub trait Engine: Send + Sync {
 pub fn engine(kind: EngineKind) -> &'static dyn Engine {
     match kind {
         EngineKind::Postgres => &Postgres,
+        EngineKind::Mariadb => &Mariadb,
     }
 }
 

@@ -12,16 +12,19 @@ use std::fmt;
 pub enum EngineKind {
     /// PostgreSQL.
     Postgres,
+    /// MariaDB (MySQL-compatible).
+    Mariadb,
 }
 
 impl EngineKind {
     /// Every engine, in the order they are listed to users.
-    pub const ALL: &'static [EngineKind] = &[EngineKind::Postgres];
+    pub const ALL: &'static [EngineKind] = &[EngineKind::Postgres, EngineKind::Mariadb];
 
     /// The engine's name as users type it.
     pub fn as_str(self) -> &'static str {
         match self {
             EngineKind::Postgres => "postgres",
+            EngineKind::Mariadb => "mariadb",
         }
     }
 
@@ -29,6 +32,7 @@ impl EngineKind {
     pub fn versions(self) -> &'static [&'static str] {
         match self {
             EngineKind::Postgres => &["15"],
+            EngineKind::Mariadb => &["10.11"],
         }
     }
 
@@ -110,8 +114,10 @@ mod tests {
         let err = "oracle".parse::<EngineKind>().expect_err("unknown");
         assert_eq!(
             err.to_string(),
-            "unknown engine \"oracle\"; choose one of: postgres"
+            "unknown engine \"oracle\"; choose one of: postgres, mariadb"
         );
+        assert_eq!("mariadb".parse::<EngineKind>(), Ok(EngineKind::Mariadb));
+        assert_eq!(EngineKind::Mariadb.default_version().as_str(), "10.11");
         assert!(EngineKind::Postgres.version("15").is_ok());
         let err = EngineKind::Postgres.version("9.6").expect_err("unknown");
         assert!(err.to_string().contains("choose one of: 15"), "{err}");

@@ -100,9 +100,12 @@ impl Runtime {
                     .build(),
             ))
             .await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
         for h in helpers {
-            let running = h.state.map(|s| s.to_string() == "running").unwrap_or(false);
-            if let (false, Some(id)) = (running, h.id) {
+            // A helper lives for a second; one older than ten minutes was left by a
+            // crash. Younger ones may be another process's copy in progress.
+            let stale = h.created.is_some_and(|c| now - c > 600);
+            if let (true, Some(id)) = (stale, h.id) {
                 let _ = self
                     .docker()
                     .remove_container(

@@ -139,6 +139,7 @@ impl Engine for Postgres {
                 "postgres".into(),
             ],
             env: vec![("PGPASSWORD".into(), password.expose().to_owned())],
+            stdin: None,
         }
     }
 
@@ -155,6 +156,7 @@ impl Engine for Postgres {
         version: &EngineVersion,
         layout: &Layout,
         secret_file: &Path,
+        _secret: &str,
     ) -> Vec<CommandSpec> {
         let data = self.data_dir(layout);
         vec![
@@ -173,11 +175,13 @@ impl Engine for Postgres {
                     "--no-sync".into(),
                 ],
                 env: vec![],
+                stdin: None,
             },
             CommandSpec {
                 program: "sync".into(),
                 args: vec!["-f".into(), data.display().to_string()],
                 env: vec![],
+                stdin: None,
             },
         ]
     }
@@ -196,6 +200,7 @@ impl Engine for Postgres {
             program: bin(version, "postgres"),
             args: vec!["-D".into(), self.data_dir(layout).display().to_string()],
             env: vec![],
+            stdin: None,
         }
     }
 
