@@ -2,6 +2,7 @@
 //! PostgreSQL. One test binary so the suites run in parallel, each with its own
 //! installation (see `berth_e2e::Berth`).
 
+mod accounts;
 mod bad_input;
 mod lifecycle;
 mod many;

@@ -109,6 +109,16 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Databases in an instance.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// Users in an instance.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// List recent tasks.
     Tasks {
         /// Only this instance's.
@@ -135,6 +145,65 @@ struct ActionArgs {
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create a database.
+    Create {
+        /// Instance name.
+        instance: String,
+        /// Database name.
+        db: String,
+    },
+    /// List databases.
+    List {
+        /// Instance name.
+        instance: String,
+    },
+    /// Drop a database and everything in it.
+    Drop {
+        /// Instance name.
+        instance: String,
+        /// Database name.
+        db: String,
+        /// Confirm: the data is deleted.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; its password is printed once.
+    Create {
+        /// Instance name.
+        instance: String,
+        /// User name.
+        user: String,
+        /// Access, as DB:readonly, DB:readwrite or DB:owner (repeatable).
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+    },
+    /// List users and their access.
+    List {
+        /// Instance name.
+        instance: String,
+    },
+    /// Drop a user.
+    Drop {
+        /// Instance name.
+        instance: String,
+        /// User name.
+        user: String,
+    },
+    /// Give a user a new password (printed once).
+    Password {
+        /// Instance name.
+        instance: String,
+        /// User name.
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -339,6 +408,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Connect { name, args } => {
             let code = berth_cli::connect(&client()?, &name, &args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Db { command } => {
+            let c = client()?;
+            match command {
+                DbCommand::Create { instance, db } => {
+                    berth_cli::db_create(&c, &instance, &db, fmt).await?
+                }
+                DbCommand::List { instance } => berth_cli::db_list(&c, &instance, fmt).await?,
+                DbCommand::Drop { instance, db, yes } => {
+                    berth_cli::db_drop(&c, &instance, &db, yes, fmt).await?
+                }
+            }
+            Ok(0)
+        }
+        Command::User { command } => {
+            let c = client()?;
+            match command {
+                UserCommand::Create {
+                    instance,
+                    user,
+                    grants,
+                } => berth_cli::user_create(&c, &instance, &user, &grants, fmt).await?,
+                UserCommand::List { instance } => berth_cli::user_list(&c, &instance, fmt).await?,
+                UserCommand::Drop { instance, user } => {
+                    berth_cli::user_drop(&c, &instance, &user, fmt).await?
+                }
+                UserCommand::Password { instance, user } => {
+                    berth_cli::user_password(&c, &instance, &user, fmt).await?
+                }
+            }
+            Ok(0)
         }
         Command::Tasks { instance, limit } => {
             berth_cli::tasks(&client()?, instance.as_deref(), limit, fmt).await?;

@@ -57,6 +57,13 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let bytes = self.send_raw(req).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::Other(format!("unexpected answer from the API: {e}")))
+    }
+
+    /// Sends a request; the body of a success, or the problem as an error.
+    async fn send_raw(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>> {
         let resp =
             req.bearer_auth(&self.token)
                 .send()
@@ -81,8 +88,14 @@ impl Client {
                     .unwrap_or_else(|| format!("the API answered {status}")),
             });
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| CliError::Other(format!("unexpected answer from the API: {e}")))
+        Ok(bytes.to_vec())
+    }
+
+    /// DELETE that answers with no body.
+    pub async fn delete_empty(&self, path: &str) -> Result<()> {
+        self.send_raw(self.http.delete(format!("{}{path}", self.url)))
+            .await
+            .map(drop)
     }
 
     /// GET a path under the API URL.

@@ -1,10 +1,12 @@
 //! The CLI's work: a client of the REST API, and how results are shown.
 //! Argument parsing lives in the `berth` binary (only it knows clap).
 
+mod accounts;
 mod client;
 mod output;
 mod wait;
 
+pub use accounts::{db_create, db_drop, db_list, user_create, user_drop, user_list, user_password};
 pub use client::{default_config_path, Client, ClientConfig};
 pub use output::Format;
 

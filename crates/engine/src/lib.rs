@@ -5,8 +5,8 @@
 //! Architecture invariant: no other crate matches on [`EngineKind`] to decide
 //! behaviour — adding an engine touches this crate (and the catalog in `model`) only.
 
-mod mariadb;
-mod postgres;
+pub(crate) mod mariadb;
+pub(crate) mod postgres;
 
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,22 @@ pub enum EngineError {
         /// What the client said.
         reason: String,
     },
+    /// What was to be created exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// What was to be changed does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// The engine refused the statement.
+    #[error("{engine} refused: {reason}")]
+    Refused {
+        /// Which engine.
+        engine: EngineKind,
+        /// What it said.
+        reason: String,
+    },
     /// Writing the engine's files failed.
+
     #[error("writing {path}: {source}")]
     Io {
         /// The file.
@@ -150,6 +165,9 @@ pub trait Engine: Send + Sync {
 
     /// Succeeds once the engine answers a trivial query over its local socket.
     async fn check_ready(&self, layout: &Layout) -> Result<()>;
+
+    /// Connects to the engine for administration of databases and users.
+    async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>>;
 }
 
 /// The engine module for a kind.
@@ -165,4 +183,55 @@ pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// Where and as whom the control plane reaches an engine for administration.
+#[derive(Clone, Debug)]
+pub struct AdminTarget {
+    /// Host (the member's address on its network).
+    pub host: String,
+    /// The engine's port.
+    pub port: u16,
+    /// Superuser.
+    pub user: String,
+    /// Superuser's password.
+    pub password: Secret,
+}
+
+/// A user and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UserInfo {
+    /// Name.
+    #[schema(value_type = String)]
+    pub name: berth_model::account::UserName,
+    /// Access, per database.
+    pub grants: Vec<berth_model::account::Grant>,
+}
+
+/// Databases and users of one instance, as the engine has them.
+#[async_trait::async_trait]
+pub trait Admin: Send {
+    /// User databases, by name.
+    async fn list_databases(&mut self) -> Result<Vec<String>>;
+    /// Creates a database.
+    async fn create_database(&mut self, name: &berth_model::account::DbName) -> Result<()>;
+    /// Drops a database, disconnecting its sessions.
+    async fn drop_database(&mut self, name: &berth_model::account::DbName) -> Result<()>;
+    /// Login users (not the superuser), by name, with their grants.
+    async fn list_users(&mut self) -> Result<Vec<UserInfo>>;
+    /// Creates a user with a password and grants.
+    async fn create_user(
+        &mut self,
+        name: &berth_model::account::UserName,
+        password: &Secret,
+        grants: &[berth_model::account::Grant],
+    ) -> Result<()>;
+    /// Drops a user.
+    async fn drop_user(&mut self, name: &berth_model::account::UserName) -> Result<()>;
+    /// Sets a user's password.
+    async fn set_password(
+        &mut self,
+        name: &berth_model::account::UserName,
+        password: &Secret,
+    ) -> Result<()>;
 }

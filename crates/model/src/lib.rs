@@ -3,6 +3,7 @@
 //! Architecture invariant: this crate does no I/O. It depends on no async runtime,
 //! no Docker client and no SQL driver, so everything here is unit-tested in memory.
 
+pub mod account;
 pub mod agent;
 pub mod engine;
 pub mod ids;

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The instance's status does not allow the action.
     #[error("{0}")]
     InvalidState(String),
+    /// The engine refused a statement.
+    #[error("{0}")]
+    EngineRefused(String),
     /// Docker cannot be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -72,6 +75,9 @@ impl ApiError {
                 "invalid-state",
                 "Not possible in the current state",
             ),
+            ApiError::EngineRefused(_) => {
+                (StatusCode::CONFLICT, "engine-refused", "The engine refused")
+            }
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

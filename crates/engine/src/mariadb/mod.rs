@@ -1,6 +1,11 @@
 //! MariaDB, from Debian's `mariadb-server` and `mariadb-backup` packages.
 
-use crate::{write_file, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Resources, Result};
+pub(crate) mod admin;
+
+use crate::{
+    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout,
+    Resources, Result,
+};
 use berth_model::{EngineKind, EngineVersion, Secret};
 use sha1::{Digest, Sha1};
 use std::path::{Path, PathBuf};
@@ -212,6 +217,10 @@ impl Engine for Mariadb {
     fn stop_signal(&self) -> i32 {
         // SIGTERM: MariaDB's normal shutdown (flushes InnoDB, closes connections).
         15
+    }
+
+    async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
+        Ok(Box::new(admin::MyAdmin::connect(target).await?))
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

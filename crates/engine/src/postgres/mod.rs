@@ -1,6 +1,11 @@
 //! PostgreSQL, from Debian's `postgresql-<major>` packages.
 
-use crate::{write_file, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Resources, Result};
+pub(crate) mod admin;
+
+use crate::{
+    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout,
+    Resources, Result,
+};
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -208,6 +213,10 @@ impl Engine for Postgres {
         // SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected and a
         // checkpoint is written, so the next start needs no recovery.
         2
+    }
+
+    async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
+        Ok(Box::new(admin::PgAdmin::connect(target).await?))
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

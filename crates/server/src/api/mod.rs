@@ -1,5 +1,6 @@
 //! The REST API under `/v1`, its OpenAPI document, and `/healthz`.
 
+mod accounts;
 mod instances;
 mod tasks;
 
@@ -52,6 +53,11 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(instances::show, instances::delete))
         .routes(routes!(instances::action))
         .routes(routes!(instances::credentials))
+        .routes(routes!(accounts::list_databases, accounts::create_database))
+        .routes(routes!(accounts::drop_database))
+        .routes(routes!(accounts::list_users, accounts::create_user))
+        .routes(routes!(accounts::drop_user))
+        .routes(routes!(accounts::rotate_password))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(info))
