@@ -47,6 +47,7 @@ async fn floor_once(image: &str) -> Result<f64> {
     let started = Instant::now();
     let script = "mkdir -p /var/lib/floor/data /run/floor && chown postgres /var/lib/floor/data /run/floor && \
         su postgres -s /bin/sh -c '/usr/lib/postgresql/15/bin/initdb -D /var/lib/floor/data -U postgres --auth=trust >/dev/null && \
+        echo \"host all all 0.0.0.0/0 trust\" >> /var/lib/floor/data/pg_hba.conf && \
         exec /usr/lib/postgresql/15/bin/postgres -D /var/lib/floor/data -c listen_addresses=* -c unix_socket_directories=/run/floor'";
     docker(&[
         "run",
@@ -55,6 +56,11 @@ async fn floor_once(image: &str) -> Result<f64> {
         &name,
         "--label",
         "io.berth.bench=floor",
+        // The same limits Berth gives the instances below: like for like.
+        "--cpus",
+        "1",
+        "--memory",
+        "512m",
         "-v",
         &format!("{name}:/var/lib/floor"),
         "-p",

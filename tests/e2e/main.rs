@@ -7,5 +7,6 @@ mod bad_input;
 mod lifecycle;
 mod many;
 mod repair;
+mod resize;
 mod resume;
 mod setup;

@@ -6,7 +6,7 @@ use crate::{AgentConfig, Health};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -68,9 +68,71 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
+/// `POST /settings`: new parameters (when given) and the container's current limits
+/// become the engine's configuration; what can change live does.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsRequest {
+    #[serde(default)]
+    params: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(serde::Serialize)]
+struct SettingsApplied {
+    memory_mib: u64,
+    cpu_millis: u32,
+    /// Settings that take effect only after a restart.
+    pending_restart: Vec<String>,
+}
+
+async fn settings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<SettingsRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Ok(Json(req)) = body else {
+        return (StatusCode::BAD_REQUEST, "malformed settings request").into_response();
+    };
+    if let Some(params) = &req.params {
+        if let Err(e) = crate::store_params(&state.config, params) {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("keeping parameters: {e}"),
+            )
+                .into_response();
+        }
+    }
+    let settings = crate::current_settings(&state.config);
+    match state
+        .config
+        .engine()
+        .apply_live(&state.config.layout, &settings)
+        .await
+    {
+        Ok(pending_restart) => {
+            tracing::info!(
+                memory_mib = settings.resources.memory_mib,
+                ?pending_restart,
+                "settings applied"
+            );
+            Json(SettingsApplied {
+                memory_mib: settings.resources.memory_mib,
+                cpu_millis: settings.resources.cpu_millis,
+                pending_restart,
+            })
+            .into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/settings", post(settings))
         .with_state(state)
 }
 

@@ -6,12 +6,14 @@
 //! 3. make the runtime and data directories, owned by the engine's user;
 //! 4. bootstrap the data directory if it holds no database (superuser password from
 //!    a verifier, never the password itself);
-//! 5. render the engine's configuration for the member's resources;
+//! 5. render the engine's configuration for the member's real limits (its cgroup)
+//!    and the parameters the control plane last sent (kept on the data volume);
 //! 6. serve the agent API (health, for now) on the instance's private network;
 //! 7. start the engine and supervise it: restart it with backoff if it dies; on
 //!    SIGTERM or SIGINT ask it for a fast, clean shutdown and exit when it has.
 
 mod api;
+mod cgroup;
 mod reaper;
 mod supervisor;
 
@@ -100,6 +102,42 @@ impl AgentConfig {
     pub fn engine(&self) -> &'static dyn Engine {
         engine(self.engine)
     }
+}
+
+/// Where the parameters the control plane sent are kept, so a restart keeps them.
+fn params_path(config: &AgentConfig) -> std::path::PathBuf {
+    config.layout.volume.join("berth-params.json")
+}
+
+/// What the engine's configuration is rendered from now: the container's limits
+/// and the stored parameters.
+pub fn current_settings(config: &AgentConfig) -> berth_engine::Settings {
+    let params = std::fs::read_to_string(params_path(config))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    berth_engine::Settings {
+        resources: cgroup::resources(config.resources),
+        params,
+    }
+}
+
+/// Keeps new parameters on the data volume (write, sync, rename).
+fn store_params(
+    config: &AgentConfig,
+    params: &std::collections::BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = params_path(config);
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(
+        serde_json::to_string_pretty(params)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
 }
 
 /// Runs the agent until it is told to stop; returns the process exit code.

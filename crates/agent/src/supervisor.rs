@@ -139,7 +139,7 @@ pub(crate) async fn prepare(config: &AgentConfig, reaper: &Reaper) -> Result<()>
             "database bootstrapped"
         );
     }
-    engine.render_config(layout, config.resources)?;
+    engine.render_config(layout, &crate::current_settings(config))?;
     Ok(())
 }
 

@@ -85,6 +85,23 @@ enum Command {
     Stop(ActionArgs),
     /// Restart an instance.
     Restart(ActionArgs),
+    /// Change CPU and memory of a running instance, without a restart.
+    Resize {
+        /// Instance name.
+        name: String,
+        /// CPU cores, like 0.5 or 2.
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Memory, like 512MiB or 2GiB.
+        #[arg(long)]
+        memory: Option<String>,
+        /// Storage (only where the volume driver can grow it).
+        #[arg(long)]
+        storage: Option<String>,
+        /// Return as soon as the task is accepted.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Delete an instance; its data volume is kept unless --purge.
     Delete {
         /// Instance name.
@@ -391,6 +408,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Restart(a) => {
             berth_cli::action(&client()?, &a.name, "restart", follow(a.no_wait), fmt).await?;
+            Ok(0)
+        }
+        Command::Resize {
+            name,
+            cpus,
+            memory,
+            storage,
+            no_wait,
+        } => {
+            berth_cli::resize(
+                &client()?,
+                &name,
+                cpus,
+                memory,
+                storage,
+                follow(no_wait),
+                fmt,
+            )
+            .await?;
             Ok(0)
         }
         Command::Delete {

@@ -91,6 +91,16 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// PATCH JSON.
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
+        self.send(self.http.patch(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
     /// DELETE that answers with no body.
     pub async fn delete_empty(&self, path: &str) -> Result<()> {
         self.send_raw(self.http.delete(format!("{}{path}", self.url)))

@@ -142,6 +142,36 @@ pub async fn action(
     finish_accepted(client, v, follow, fmt).await
 }
 
+/// `berth resize`.
+pub async fn resize(
+    client: &Client,
+    name: &str,
+    cpus: Option<String>,
+    memory: Option<String>,
+    storage: Option<String>,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
+    let mut body = serde_json::json!({});
+    for (k, v) in [("cpus", cpus), ("memory", memory), ("storage", storage)] {
+        if let Some(v) = v {
+            body[k] = Value::String(v);
+        }
+    }
+    let v: Value = client
+        .patch(&format!("/v1/instances/{name}"), &body)
+        .await?;
+    let task = accepted_task(&v)?;
+    finish_accepted(client, v, follow, fmt).await?;
+    if fmt == Format::Table && follow == Follow::Wait {
+        let inst: InstanceView = client
+            .get(&format!("/v1/instances/{}", task.instance))
+            .await?;
+        output::instance(&inst, fmt)?;
+    }
+    Ok(())
+}
+
 /// `berth delete`.
 pub async fn delete(
     client: &Client,

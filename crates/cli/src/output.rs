@@ -85,6 +85,26 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
             "endpoint",
             format!("{}:{}", i.endpoint.host, i.endpoint.port),
         ),
+        (
+            "follows memory",
+            i.memory_settings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        (
+            "pending restart",
+            if i.pending_restart.is_empty() {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{} (apply with `berth restart {}`)",
+                    i.pending_restart.join(", "),
+                    i.name
+                )
+            },
+        ),
         ("created", i.created_at.clone()),
     ]);
     Ok(())

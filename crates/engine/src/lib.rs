@@ -98,12 +98,21 @@ impl Layout {
 }
 
 /// Settings the agent derives from the member's resources.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Resources {
     /// Memory limit in MiB.
     pub memory_mib: u64,
     /// CPU limit in thousandths of a core.
     pub cpu_millis: u32,
+}
+
+/// Everything an engine's configuration is rendered from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// The member's resources (memory-derived settings follow them).
+    pub resources: Resources,
+    /// Settings the user chose (a parameter group). They win over derived ones.
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// One database engine: what the control plane, the agent and the CLI must know.
@@ -155,7 +164,14 @@ pub trait Engine: Send + Sync {
     fn bootstrap_secret_var(&self) -> &'static str;
 
     /// Writes the engine's configuration files for these resources.
-    fn render_config(&self, layout: &Layout, resources: Resources) -> Result<()>;
+    fn render_config(&self, layout: &Layout, settings: &Settings) -> Result<()>;
+
+    /// The settings Berth derives from memory, as the engine spells them.
+    fn memory_settings(&self, memory_mib: u64) -> Vec<(String, String)>;
+
+    /// Renders the configuration and applies to the running engine whatever can
+    /// change without a restart. Returns the names of settings that wait for one.
+    async fn apply_live(&self, layout: &Layout, settings: &Settings) -> Result<Vec<String>>;
 
     /// The engine server process (run as [`Engine::os_user`], supervised by the agent).
     fn server_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec;

@@ -23,6 +23,8 @@ pub struct InstanceRecord {
     pub status_detail: Option<String>,
     /// Host port published for clients; fixed for the instance's life.
     pub port: u16,
+    /// Engine settings changed live that take effect only after a restart.
+    pub pending_restart: Vec<String>,
     /// The engine superuser's password.
     pub superuser_password: Secret,
     /// The token the control plane presents to this instance's agents.

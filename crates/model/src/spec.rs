@@ -40,7 +40,8 @@ pub enum Quantity {
 }
 
 impl Quantity {
-    fn text(&self) -> String {
+    /// The quantity as text, whichever way it was sent.
+    pub fn text(&self) -> String {
         match self {
             Quantity::Number(n) => n.to_string(),
             Quantity::Text(s) => s.clone(),
@@ -166,6 +167,53 @@ impl CreateRequest {
     }
 }
 
+/// A resize, as sent: each field optional, each validated like at creation.
+#[derive(Clone, Debug, Default)]
+pub struct ResizeRequest {
+    /// New CPU limit.
+    pub cpus: Option<String>,
+    /// New memory limit.
+    pub memory: Option<String>,
+    /// New storage size.
+    pub storage: Option<String>,
+}
+
+impl ResizeRequest {
+    /// The spec after the resize, validated against the host; fields not given keep
+    /// their current values.
+    pub fn apply(
+        &self,
+        current: &InstanceSpec,
+        host: &HostCapacity,
+    ) -> Result<InstanceSpec, SpecError> {
+        let mut next = current.clone();
+        if let Some(c) = &self.cpus {
+            next.cpus = c.parse()?;
+            if next.cpus > host.cpus {
+                return Err(SpecError::BeyondHost {
+                    what: "cpus",
+                    asked: next.cpus.to_string(),
+                    host: host.cpus.to_string(),
+                });
+            }
+        }
+        if let Some(m) = &self.memory {
+            next.memory = m.parse()?;
+            if next.memory.mib() > host.memory_mib {
+                return Err(SpecError::BeyondHost {
+                    what: "memory",
+                    asked: next.memory.to_string(),
+                    host: format!("{}MiB", host.memory_mib),
+                });
+            }
+        }
+        if let Some(s) = &self.storage {
+            next.storage = s.parse()?;
+        }
+        Ok(next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,6 +288,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn resize_keeps_what_is_not_given_and_checks_the_rest() {
+        let (_, spec) = req("db1").validate(&host()).expect("valid");
+        let r = ResizeRequest {
+            memory: Some("2GiB".into()),
+            ..Default::default()
+        };
+        let next = r.apply(&spec, &host()).expect("valid");
+        assert_eq!(next.memory.mib(), 2048);
+        assert_eq!(next.cpus, spec.cpus);
+        let r = ResizeRequest {
+            cpus: Some("8".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            r.apply(&spec, &host()),
+            Err(SpecError::BeyondHost { what: "cpus", .. })
+        ));
+        let r = ResizeRequest {
+            memory: Some("lots".into()),
+            ..Default::default()
+        };
+        assert!(matches!(r.apply(&spec, &host()), Err(SpecError::Size(_))));
     }
 
     #[test]

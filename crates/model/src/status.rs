@@ -28,6 +28,8 @@ pub enum InstanceStatus {
     Restarting,
     /// Reconcile is bringing back a member that went missing.
     Repairing,
+    /// A live change is being applied (resize, settings); the instance keeps serving.
+    Modifying,
     /// The delete task is running.
     Deleting,
     /// Gone.
@@ -38,7 +40,7 @@ pub enum InstanceStatus {
 
 impl InstanceStatus {
     /// Every status, for exhaustive tests.
-    pub const ALL: [InstanceStatus; 11] = [
+    pub const ALL: [InstanceStatus; 12] = [
         Self::Creating,
         Self::Available,
         Self::Unavailable,
@@ -47,6 +49,7 @@ impl InstanceStatus {
         Self::Starting,
         Self::Restarting,
         Self::Repairing,
+        Self::Modifying,
         Self::Deleting,
         Self::Deleted,
         Self::Failed,
@@ -63,6 +66,7 @@ impl InstanceStatus {
             Self::Starting => "starting",
             Self::Restarting => "restarting",
             Self::Repairing => "repairing",
+            Self::Modifying => "modifying",
             Self::Deleting => "deleting",
             Self::Deleted => "deleted",
             Self::Failed => "failed",
@@ -78,6 +82,7 @@ impl InstanceStatus {
                 | Self::Starting
                 | Self::Restarting
                 | Self::Repairing
+                | Self::Modifying
                 | Self::Deleting
         )
     }
@@ -102,6 +107,7 @@ impl InstanceStatus {
                 | S::Starting
                 | S::Restarting
                 | S::Repairing
+                | S::Modifying
                 | S::Deleting,
                 E::Began(_),
             ) => invalid,
@@ -117,6 +123,9 @@ impl InstanceStatus {
             (S::Available | S::Unavailable | S::Stopped | S::Failed, E::Began(K::Delete)) => {
                 Ok(S::Deleting)
             }
+            // Live changes need a running instance: they are applied to the engine.
+            (S::Available, E::Began(K::Resize)) => Ok(S::Modifying),
+            (S::Unavailable | S::Stopped | S::Failed, E::Began(K::Resize)) => invalid,
             // Finishing: only the task that is running can finish.
             (S::Creating, E::Succeeded(K::Create))
             | (S::Starting, E::Succeeded(K::Start))
@@ -130,6 +139,8 @@ impl InstanceStatus {
             | (S::Stopping, E::Failed(K::Stop))
             | (S::Deleting, E::Failed(K::Delete)) => Ok(S::Failed),
             (S::Repairing, E::Failed(K::Repair)) => Ok(S::Unavailable),
+            // A live change that failed left the instance running as it was.
+            (S::Modifying, E::Succeeded(K::Resize) | E::Failed(K::Resize)) => Ok(S::Available),
             (_, E::Succeeded(_) | E::Failed(_)) => invalid,
             // Observations never override a task or the user's choice to stop.
             (S::Available | S::Unavailable | S::Failed, E::ObservedHealthy) => Ok(S::Available),
@@ -142,6 +153,7 @@ impl InstanceStatus {
                 | S::Starting
                 | S::Restarting
                 | S::Repairing
+                | S::Modifying
                 | S::Deleting,
                 E::ObservedHealthy | E::ObservedDown,
             ) => Ok(self),
@@ -200,6 +212,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Restart => "be restarted",
             TaskKind::Delete => "be deleted now",
             TaskKind::Repair => "be repaired",
+            TaskKind::Resize => "be resized (it must be available)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -243,6 +256,7 @@ mod tests {
                 matches!(s, S::Available | S::Unavailable).then_some(S::Repairing)
             }
             E::Began(K::Delete) => Some(S::Deleting),
+            E::Began(K::Resize) => (s == S::Available).then_some(S::Modifying),
             E::Succeeded(k) => match (s, k) {
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
@@ -250,10 +264,12 @@ mod tests {
                 | (S::Repairing, K::Repair) => Some(S::Available),
                 (S::Stopping, K::Stop) => Some(S::Stopped),
                 (S::Deleting, K::Delete) => Some(S::Deleted),
+                (S::Modifying, K::Resize) => Some(S::Available),
                 _ => None,
             },
             E::Failed(k) => match (s, k) {
                 (S::Repairing, K::Repair) => Some(S::Unavailable),
+                (S::Modifying, K::Resize) => Some(S::Available),
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)
@@ -279,7 +295,7 @@ mod tests {
                 checked += 1;
             }
         }
-        assert_eq!(checked, 11 * (2 + 3 * TaskKind::ALL.len()));
+        assert_eq!(checked, 12 * (2 + 3 * TaskKind::ALL.len()));
     }
 
     #[test]

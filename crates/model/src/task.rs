@@ -23,17 +23,20 @@ pub enum TaskKind {
     Delete,
     /// Bring back a member that went missing or down, on its existing volume.
     Repair,
+    /// Change CPU and memory limits live, then the settings that follow memory.
+    Resize,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 6] = [
+    pub const ALL: [TaskKind; 7] = [
         Self::Create,
         Self::Start,
         Self::Stop,
         Self::Restart,
         Self::Delete,
         Self::Repair,
+        Self::Resize,
     ];
 
     /// The kind as the API spells it.
@@ -45,6 +48,7 @@ impl TaskKind {
             Self::Restart => "restart",
             Self::Delete => "delete",
             Self::Repair => "repair",
+            Self::Resize => "resize",
         }
     }
 
@@ -71,6 +75,7 @@ impl TaskKind {
                 S::WaitReady,
             ],
             Self::Start => vec![S::EnsureRunning, S::WaitReady],
+            Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
             Self::Restart => vec![S::EnsureStopped, S::EnsureRunning, S::WaitReady],
             Self::Delete => {
@@ -138,6 +143,11 @@ pub enum StepName {
     RemoveVolume,
     /// The store no longer lists the instance.
     Forget,
+    /// Docker's CPU and memory limits match the spec (changed live, no restart).
+    UpdateLimits,
+    /// The engine's settings match the spec and parameters: live ones applied, the
+    /// others recorded as pending restart.
+    ApplySettings,
 }
 
 impl StepName {
@@ -156,6 +166,8 @@ impl StepName {
             Self::RemoveNetwork => "remove_network",
             Self::RemoveVolume => "remove_volume",
             Self::Forget => "forget",
+            Self::UpdateLimits => "update_limits",
+            Self::ApplySettings => "apply_settings",
         }
     }
 }

@@ -203,3 +203,78 @@ impl Runtime {
         }
     }
 }
+
+/// Memory a container really uses: Docker's usage less the page cache the kernel can
+/// drop at will (`inactive_file`, v2; `total_inactive_file`, v1). Shared memory, like
+/// PostgreSQL's shared buffers, stays counted.
+pub fn working_set(usage: u64, stats: &HashMap<String, u64>) -> u64 {
+    let reclaimable = stats
+        .get("inactive_file")
+        .or_else(|| stats.get("total_inactive_file"))
+        .copied()
+        .unwrap_or(0);
+    usage.saturating_sub(reclaimable)
+}
+
+impl Runtime {
+    /// Changes a container's CPU and memory limits in place (no restart).
+    pub async fn update_limits(&self, name: &str, nano_cpus: i64, memory_bytes: i64) -> Result<()> {
+        let body = bollard::models::ContainerUpdateBody {
+            nano_cpus: Some(nano_cpus),
+            memory: Some(memory_bytes),
+            memory_swap: Some(memory_bytes),
+            ..Default::default()
+        };
+        self.docker().update_container(name, body).await?;
+        Ok(())
+    }
+
+    /// The container's limits as Docker has them now: (nano-CPUs, memory bytes).
+    pub async fn limits(&self, name: &str) -> Result<Option<(i64, i64)>> {
+        match self
+            .docker()
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => {
+                let hc = i.host_config.unwrap_or_default();
+                Ok(Some((hc.nano_cpus.unwrap_or(0), hc.memory.unwrap_or(0))))
+            }
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The memory a running container uses now, in bytes (see [`working_set`]).
+    pub async fn memory_in_use(&self, name: &str) -> Result<Option<u64>> {
+        use futures_util::StreamExt;
+        let opts = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker().stats(name, Some(opts));
+        match stream.next().await {
+            Some(Ok(s)) => Ok(s
+                .memory_stats
+                .and_then(|m| Some(working_set(m.usage?, &m.stats.unwrap_or_default())))),
+            Some(Err(e)) if status(&e) == Some(404) => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_set_leaves_out_reclaimable_cache_only() {
+        let v2 = HashMap::from([("inactive_file".to_owned(), 100), ("shmem".to_owned(), 300)]);
+        assert_eq!(working_set(1000, &v2), 900);
+        let v1 = HashMap::from([("total_inactive_file".to_owned(), 250)]);
+        assert_eq!(working_set(1000, &v1), 750);
+        assert_eq!(working_set(10, &v1), 0);
+        assert_eq!(working_set(10, &HashMap::new()), 10);
+    }
+}

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// The instance's status does not allow the action.
     #[error("{0}")]
     InvalidState(String),
+    /// The change is not possible with this setup.
+    #[error("{0}")]
+    NotSupported(String),
     /// The engine refused a statement.
     #[error("{0}")]
     EngineRefused(String),
@@ -74,6 +77,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "invalid-state",
                 "Not possible in the current state",
+            ),
+            ApiError::NotSupported(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not-supported",
+                "Not supported here",
             ),
             ApiError::EngineRefused(_) => {
                 (StatusCode::CONFLICT, "engine-refused", "The engine refused")

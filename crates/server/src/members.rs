@@ -129,6 +129,49 @@ pub(crate) async fn agent_health(
     })
 }
 
+/// What the agent reports after applying settings.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub(crate) struct SettingsApplied {
+    pub pending_restart: Vec<String>,
+}
+
+/// Asks the member's agent to apply its settings: the container's current limits and,
+/// when given, new parameters.
+pub(crate) async fn apply_settings(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    ip: IpAddr,
+    params: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<SettingsApplied, String> {
+    let url = format!(
+        "http://{}/settings",
+        std::net::SocketAddr::new(ip, AGENT_PORT)
+    );
+    let body = match params {
+        Some(p) => serde_json::json!({ "params": p }),
+        None => serde_json::json!({}),
+    };
+    let resp = ctx
+        .http
+        .post(url)
+        .bearer_auth(inst.agent_token.expose())
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("agent does not answer: {}", without_url(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!(
+            "agent could not apply the settings ({status}): {text}"
+        ));
+    }
+    resp.json::<SettingsApplied>()
+        .await
+        .map_err(|e| format!("agent sent an unreadable answer: {}", without_url(&e)))
+}
+
 fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(url) = e.url() {

@@ -22,6 +22,7 @@ fn inst(name: &str, status: InstanceStatus) -> InstanceRecord {
         status,
         status_detail: None,
         port: 40000,
+        pending_restart: vec![],
         superuser_password: Secret::new("pw"),
         agent_token: Secret::new("tok"),
         created_at: String::new(),

@@ -151,6 +151,41 @@ pub(crate) async fn run(
                 format!("volume {name} is gone"),
             ))
         }
+        StepName::UpdateLimits => {
+            let name = container_name(&inst);
+            let memory = i64::try_from(inst.spec.memory.bytes()).unwrap_or(i64::MAX);
+            ctx.runtime
+                .update_limits(&name, inst.spec.cpus.nano_cpus(), memory)
+                .await?;
+            Ok(format!(
+                "container {name} now has {} cpus and {} memory, without a restart",
+                inst.spec.cpus, inst.spec.memory
+            ))
+        }
+        StepName::ApplySettings => {
+            let name = container_name(&inst);
+            let ip = ctx
+                .runtime
+                .inspect_container(&name)
+                .await?
+                .filter(|o| o.running)
+                .and_then(|o| o.ip)
+                .ok_or_else(|| StepError::Fatal(format!("container {name} is not running")))?;
+            let applied = members::apply_settings(ctx, &inst, ip, None)
+                .await
+                .map_err(StepError::Fatal)?;
+            ctx.store
+                .set_pending_restart(inst.id, &applied.pending_restart)
+                .await?;
+            Ok(if applied.pending_restart.is_empty() {
+                "every setting applied live".to_owned()
+            } else {
+                format!(
+                    "applied live; waiting for a restart: {}",
+                    applied.pending_restart.join(", ")
+                )
+            })
+        }
         StepName::Forget => {
             if inst.status != berth_model::InstanceStatus::Deleted {
                 ctx.store

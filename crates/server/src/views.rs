@@ -49,6 +49,10 @@ pub struct InstanceView {
     pub storage_mib: u64,
     /// Where clients connect.
     pub endpoint: EndpointView,
+    /// Engine settings changed live that take effect at the next `berth restart`.
+    pub pending_restart: Vec<String>,
+    /// The engine settings Berth derives from memory, with their current values.
+    pub memory_settings: std::collections::BTreeMap<String, String>,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last change (RFC 3339).
@@ -76,6 +80,11 @@ impl InstanceView {
                 host: endpoint_host.to_owned(),
                 port: r.port,
             },
+            pending_restart: r.pending_restart.clone(),
+            memory_settings: berth_engine::engine(r.spec.engine)
+                .memory_settings(r.spec.memory.mib())
+                .into_iter()
+                .collect(),
             created_at: r.created_at.clone(),
             updated_at: r.updated_at.clone(),
         }

@@ -10,8 +10,8 @@
 mod rows;
 
 use berth_model::{
-    InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceStatus, InvalidTransition,
-    ProjectId, SiteId, TaskId, TaskRecord, TaskState,
+    InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceSpec, InstanceStatus,
+    InvalidTransition, ProjectId, SiteId, TaskId, TaskKind, TaskRecord, TaskState,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
@@ -214,6 +214,17 @@ impl Store {
         if to != inst.status || detail != inst.status_detail.as_deref() {
             rows::set_status(&mut tx, id, to, detail).await?;
         }
+        // A restart (or a fresh start) applies every pending setting.
+        if matches!(
+            event,
+            InstanceEvent::Succeeded(TaskKind::Restart | TaskKind::Start | TaskKind::Repair)
+        ) && !inst.pending_restart.is_empty()
+        {
+            sqlx::query("UPDATE instances SET pending_restart = '[]' WHERE id = ?")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         if to == InstanceStatus::Deleted {
             sqlx::query("UPDATE instances SET deleted_at = ? WHERE id = ?")
                 .bind(now())
@@ -223,6 +234,55 @@ impl Store {
         }
         tx.commit().await?;
         Ok(to)
+    }
+
+    /// Stores a new spec (resources) and begins the task that applies it, in one
+    /// transaction; refused like [`Store::begin_task`] when the status does not allow it.
+    pub async fn begin_spec_change(
+        &self,
+        id: InstanceId,
+        spec: &InstanceSpec,
+        event: InstanceEvent,
+        task: &TaskRecord,
+    ) -> Result<InstanceRecord> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inst = rows::instance_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+        let to = inst
+            .status
+            .transition(event)
+            .map_err(|source| StoreError::InvalidTransition {
+                name: inst.name.clone(),
+                source,
+            })?;
+        sqlx::query(
+            "UPDATE instances SET cpus_millis = ?, memory_mib = ?, storage_mib = ? WHERE id = ?",
+        )
+        .bind(i64::from(spec.cpus.millis()))
+        .bind(spec.memory.mib() as i64)
+        .bind(spec.storage.mib() as i64)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        rows::set_status(&mut tx, id, to, None).await?;
+        rows::insert_task(&mut tx, task).await?;
+        tx.commit().await?;
+        Ok(InstanceRecord {
+            status: to,
+            spec: spec.clone(),
+            ..inst
+        })
+    }
+
+    /// Records the settings that wait for a restart (what the engine reported).
+    pub async fn set_pending_restart(&self, id: InstanceId, settings: &[String]) -> Result<()> {
+        sqlx::query("UPDATE instances SET pending_restart = ? WHERE id = ?")
+            .bind(serde_json::to_string(settings).unwrap_or_else(|_| "[]".into()))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records that the instance's data volume was removed.

@@ -52,6 +52,10 @@ pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         status: parse(row, "status")?,
         status_detail: row.try_get("status_detail")?,
         port: u16::try_from(port).map_err(|_| corrupt("port", port))?,
+        pending_restart: {
+            let p: String = row.try_get("pending_restart")?;
+            serde_json::from_str(&p).map_err(|_| corrupt("pending_restart", &p))?
+        },
         superuser_password: Secret::new(row.try_get::<String, _>("superuser_password")?),
         agent_token: Secret::new(row.try_get::<String, _>("agent_token")?),
         created_at: row.try_get("created_at")?,

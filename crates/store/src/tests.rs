@@ -24,6 +24,7 @@ fn record(name: &str, port: u16) -> InstanceRecord {
         status: InstanceStatus::Creating,
         status_detail: None,
         port,
+        pending_restart: vec![],
         superuser_password: Secret::new("pw"),
         agent_token: Secret::new("tok"),
         created_at: now(),

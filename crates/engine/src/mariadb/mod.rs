@@ -3,8 +3,8 @@
 pub(crate) mod admin;
 
 use crate::{
-    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout,
-    Resources, Result,
+    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Result,
+    Settings,
 };
 use berth_model::{EngineKind, EngineVersion, Secret};
 use sha1::{Digest, Sha1};
@@ -25,9 +25,10 @@ pub(crate) fn native_password_hash(password: &str) -> String {
 /// Memory-derived settings: half the memory for the InnoDB buffer pool, the rest for
 /// connections, sorts and the operating system.
 pub(crate) fn memory_settings(memory_mib: u64) -> Vec<(&'static str, String)> {
+    // In bytes: the form both the option file and `SET GLOBAL` accept.
     vec![(
         "innodb_buffer_pool_size",
-        format!("{}M", (memory_mib / 2).max(64)),
+        ((memory_mib / 2).max(64) * 1024 * 1024).to_string(),
     )]
 }
 
@@ -39,7 +40,42 @@ fn socket(layout: &Layout) -> PathBuf {
     layout.run_dir.join("mysqld.sock")
 }
 
-fn berth_cnf(layout: &Layout, data: &Path, resources: Resources) -> String {
+/// Memory-derived settings the parameters do not pin, then the parameters.
+fn desired(settings: &Settings) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = memory_settings(settings.resources.memory_mib)
+        .into_iter()
+        .filter(|(k, _)| !settings.params.contains_key(*k))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    out.extend(settings.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
+/// Whether the engine's current value already is the wanted one.
+fn same_value(current: &str, wanted: &str) -> bool {
+    let norm = |s: &str| match s.to_ascii_uppercase().as_str() {
+        "1" | "ON" | "TRUE" => "ON".to_owned(),
+        "0" | "OFF" | "FALSE" => "OFF".to_owned(),
+        other => other.to_owned(),
+    };
+    norm(current) == norm(wanted)
+}
+
+async fn local_conn(layout: &Layout) -> Result<mysql_async::Conn> {
+    // The agent runs as the OS user root, which `unix_socket` maps to root@localhost.
+    let opts = mysql_async::OptsBuilder::default()
+        .socket(Some(socket(layout).display().to_string()))
+        .user(Some("root"))
+        .prefer_socket(true);
+    mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| EngineError::NotReady {
+            engine: EngineKind::Mariadb,
+            reason: e.to_string(),
+        })
+}
+
+fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
     let mut lines = vec![
         "# Written by the Berth agent at every start; edits here are overwritten.".to_owned(),
         "[mariadbd]".to_owned(),
@@ -55,7 +91,7 @@ fn berth_cnf(layout: &Layout, data: &Path, resources: Resources) -> String {
         // Errors to stderr, which Docker keeps: `docker logs` tells the story.
         "log_error = /dev/stderr".to_owned(),
     ];
-    for (k, v) in memory_settings(resources.memory_mib) {
+    for (k, v) in desired(settings) {
         lines.push(format!("{k} = {v}"));
     }
     lines.push(String::new());
@@ -198,10 +234,60 @@ impl Engine for Mariadb {
         ]
     }
 
-    fn render_config(&self, layout: &Layout, resources: Resources) -> Result<()> {
+    fn memory_settings(&self, memory_mib: u64) -> Vec<(String, String)> {
+        memory_settings(memory_mib)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    async fn apply_live(&self, layout: &Layout, settings: &Settings) -> Result<Vec<String>> {
+        use mysql_async::prelude::Queryable;
+        self.render_config(layout, settings)?;
+        let refused = |e: mysql_async::Error| EngineError::Refused {
+            engine: EngineKind::Mariadb,
+            reason: e.to_string(),
+        };
+        let mut conn = local_conn(layout).await?;
+        let mut pending = vec![];
+        for (name, value) in desired(settings) {
+            let row: Option<(String, Option<String>)> = conn
+                .exec_first(
+                    "SELECT READ_ONLY, GLOBAL_VALUE FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = UPPER(?)",
+                    (name.as_str(),),
+                )
+                .await
+                .map_err(refused)?;
+            let Some((read_only, current)) = row else {
+                continue;
+            };
+            if same_value(current.as_deref().unwrap_or(""), &value) {
+                continue;
+            }
+            if read_only == "YES" {
+                pending.push(name);
+                continue;
+            }
+            // Names come from the catalog check (letters, digits, underscores);
+            // numbers go bare, anything else as a string literal.
+            let literal = if value.parse::<f64>().is_ok() {
+                value.clone()
+            } else {
+                berth_model::account::quote_literal(&value)
+            };
+            conn.query_drop(format!("SET GLOBAL {name} = {literal}"))
+                .await
+                .map_err(refused)?;
+        }
+        let _ = conn.disconnect().await;
+        pending.sort();
+        Ok(pending)
+    }
+
+    fn render_config(&self, layout: &Layout, settings: &Settings) -> Result<()> {
         write_file(
             &config_path(layout),
-            &berth_cnf(layout, &self.data_dir(layout), resources),
+            &berth_cnf(layout, &self.data_dir(layout), settings),
         )
     }
 
@@ -229,14 +315,7 @@ impl Engine for Mariadb {
             engine: EngineKind::Mariadb,
             reason,
         };
-        // The agent runs as the OS user root, which `unix_socket` maps to root@localhost.
-        let opts = mysql_async::OptsBuilder::default()
-            .socket(Some(socket(layout).display().to_string()))
-            .user(Some("root"))
-            .prefer_socket(true);
-        let mut conn = mysql_async::Conn::new(opts)
-            .await
-            .map_err(|e| not_ready(e.to_string()))?;
+        let mut conn = local_conn(layout).await?;
         let r: std::result::Result<Option<i64>, _> = conn.query_first("SELECT 1").await;
         let _ = conn.disconnect().await;
         r.map(|_| ()).map_err(|e| not_ready(e.to_string()))
@@ -258,8 +337,9 @@ mod tests {
 
     #[test]
     fn buffer_pool_follows_memory() {
-        assert_eq!(memory_settings(1024)[0].1, "512M");
-        assert_eq!(memory_settings(128)[0].1, "64M");
+        assert_eq!(memory_settings(1024)[0].1, "536870912");
+        assert_eq!(memory_settings(128)[0].1, "67108864");
+        assert!(same_value("1", "ON") && same_value("off", "0") && !same_value("10", "11"));
     }
 
     #[test]

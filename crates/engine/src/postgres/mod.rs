@@ -3,8 +3,8 @@
 pub(crate) mod admin;
 
 use crate::{
-    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout,
-    Resources, Result,
+    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Result,
+    Settings,
 };
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
@@ -43,7 +43,8 @@ pub(crate) fn memory_settings(memory_mib: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn postgresql_conf(layout: &Layout, resources: Resources) -> String {
+fn postgresql_conf(layout: &Layout, settings: &Settings) -> String {
+    let resources = settings.resources;
     let mut lines = vec![
         "# Written by the Berth agent at every start; edits here are overwritten.".to_owned(),
         "listen_addresses = '*'".to_owned(),
@@ -65,7 +66,15 @@ fn postgresql_conf(layout: &Layout, resources: Resources) -> String {
     lines.push(format!("max_worker_processes = {}", workers.max(8)));
     lines.push(format!("max_parallel_workers = {workers}"));
     for (k, v) in memory_settings(resources.memory_mib) {
-        lines.push(format!("{k} = '{v}'"));
+        if !settings.params.contains_key(k) {
+            lines.push(format!("{k} = '{v}'"));
+        }
+    }
+    if !settings.params.is_empty() {
+        lines.push("# From the instance's parameter group.".to_owned());
+    }
+    for (k, v) in &settings.params {
+        lines.push(format!("{k} = '{}'", v.replace('\'', "''")));
     }
     lines.push(String::new());
     lines.join("\n")
@@ -191,13 +200,61 @@ impl Engine for Postgres {
         ]
     }
 
-    fn render_config(&self, layout: &Layout, resources: Resources) -> Result<()> {
+    fn render_config(&self, layout: &Layout, settings: &Settings) -> Result<()> {
         let data = self.data_dir(layout);
         write_file(
             &data.join("postgresql.conf"),
-            &postgresql_conf(layout, resources),
+            &postgresql_conf(layout, settings),
         )?;
         write_file(&data.join("pg_hba.conf"), PG_HBA)
+    }
+
+    fn memory_settings(&self, memory_mib: u64) -> Vec<(String, String)> {
+        memory_settings(memory_mib)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    async fn apply_live(&self, layout: &Layout, settings: &Settings) -> Result<Vec<String>> {
+        self.render_config(layout, settings)?;
+        let refused = |e: tokio_postgres::Error| EngineError::Refused {
+            engine: EngineKind::Postgres,
+            reason: e.to_string(),
+        };
+        let client = local_client(layout).await?;
+        let load_time = |c: tokio_postgres::Client| async move {
+            c.query_one("SELECT pg_conf_load_time()::text", &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+        };
+        let before = load_time(client).await.map_err(refused)?;
+        local_client(layout)
+            .await?
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(refused)?;
+        // The postmaster rereads its files asynchronously; sessions forked after it did
+        // report a newer load time.
+        let started = std::time::Instant::now();
+        loop {
+            let now = load_time(local_client(layout).await?)
+                .await
+                .map_err(refused)?;
+            if now != before || started.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rows = local_client(layout)
+            .await?
+            .query(
+                "SELECT name FROM pg_settings WHERE pending_restart ORDER BY 1",
+                &[],
+            )
+            .await
+            .map_err(refused)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     fn server_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec {
@@ -220,31 +277,44 @@ impl Engine for Postgres {
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
-        let not_ready = |reason: String| EngineError::NotReady {
-            engine: EngineKind::Postgres,
-            reason,
-        };
-        let mut config = tokio_postgres::Config::new();
+        let client = local_client(layout).await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::NotReady {
+                engine: EngineKind::Postgres,
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// A session over the local socket as the superuser (trusted: the socket directory
+/// is private to the container).
+async fn local_client(layout: &Layout) -> Result<tokio_postgres::Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(&layout.run_dir)
+        .user("postgres")
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2));
+    let (client, connection) =
         config
-            .host_path(&layout.run_dir)
-            .user("postgres")
-            .dbname("postgres")
-            .connect_timeout(Duration::from_secs(2));
-        let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| not_ready(e.to_string()))?;
-        let conn = tokio::spawn(connection);
-        let result = client.simple_query("SELECT 1").await;
-        drop(client);
-        conn.abort();
-        result.map(|_| ()).map_err(|e| not_ready(e.to_string()))
-    }
+            .map_err(|e| EngineError::NotReady {
+                engine: EngineKind::Postgres,
+                reason: e.to_string(),
+            })?;
+    // The connection task ends by itself when the client is dropped.
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Resources;
 
     #[test]
     fn memory_settings_follow_memory() {
@@ -259,14 +329,23 @@ mod tests {
     fn config_names_the_socket_dir_and_listens_everywhere() {
         let conf = postgresql_conf(
             &Layout::standard(),
-            Resources {
-                memory_mib: 2048,
-                cpu_millis: 2000,
+            &Settings {
+                resources: Resources {
+                    memory_mib: 2048,
+                    cpu_millis: 2000,
+                },
+                params: [("work_mem".to_owned(), "64MB".to_owned())].into(),
             },
         );
         assert!(conf.contains("unix_socket_directories = '/run/berth'"));
         assert!(conf.contains("listen_addresses = '*'"));
         assert!(conf.contains("shared_buffers = '512MB'"));
+        // A parameter pins a memory-derived setting: it appears once, with its value.
+        assert_eq!(
+            conf.lines().filter(|l| l.starts_with("work_mem =")).count(),
+            1
+        );
+        assert!(conf.contains("work_mem = '64MB'"));
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub(crate) async fn create(
         status: InstanceStatus::Creating,
         status_detail: None,
         port: allocate_port(&ctx).await?,
+        pending_restart: vec![],
         superuser_password: random_secret(),
         agent_token: random_secret(),
         created_at: now.clone(),
@@ -217,4 +218,111 @@ pub(crate) async fn credentials(
         host,
         port: inst.port,
     }))
+}
+
+/// `PATCH /v1/instances/{name}`: new resources, applied live.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResizeRequest {
+    /// CPU cores, like `0.5`, `2` or `1500m`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    cpus: Option<berth_model::spec::Quantity>,
+    /// Memory, like `512MiB` or `2GiB`.
+    #[serde(default)]
+    memory: Option<String>,
+    /// Storage, like `20GiB`.
+    #[serde(default)]
+    storage: Option<String>,
+}
+
+/// Headroom kept above what the engine uses when memory shrinks.
+const SHRINK_HEADROOM_PERCENT: u64 = 10;
+
+/// Change CPU and memory of a running instance without restarting it; settings that
+/// follow memory are applied live where the engine can, else marked pending restart.
+#[utoipa::path(patch, path = "/v1/instances/{name}", params(("name" = String, Path)), request_body = ResizeRequest, responses(
+    (status = 202, body = Accepted),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+pub(crate) async fn resize(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    body: Result<Json<ResizeRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Json(req) = body?;
+    let inst = ctx.store.instance_by_name(&project(), &name).await?;
+    let host = ctx.runtime.host_capacity().await?;
+    let current = inst.spec.clone();
+    let wanted = berth_model::spec::ResizeRequest {
+        cpus: req.cpus.as_ref().map(|q| q.text()),
+        memory: req.memory.clone(),
+        storage: req.storage.clone(),
+    }
+    .apply(&current, &host)?;
+    if wanted.storage != current.storage {
+        return Err(ApiError::NotSupported(format!(
+            "storage cannot be changed: the local volume driver has no size quota to grow, so instance {name} can \
+             already use all free disk ({} MiB free); resize cpus and memory only",
+            host.disk_free_mib
+        )));
+    }
+    if wanted == current {
+        return Err(ApiError::InvalidRequest(format!(
+            "instance {name} already has cpus {} and memory {}; nothing to change",
+            current.cpus, current.memory
+        )));
+    }
+    if inst.status != InstanceStatus::Available {
+        // The state machine refuses too; this says why in the user's terms.
+        return Err(ApiError::InvalidState(format!(
+            "instance {name} is {}; resize needs it available{}",
+            inst.status,
+            if inst.status == InstanceStatus::Stopped {
+                format!(" (run `berth start {name}` first)")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    if wanted.memory < current.memory {
+        let container = crate::members::container_name(&inst);
+        if let Some(used) = ctx.runtime.memory_in_use(&container).await? {
+            let used_mib = used / (1024 * 1024);
+            let floor = used_mib + used_mib * SHRINK_HEADROOM_PERCENT / 100;
+            if wanted.memory.mib() < floor {
+                return Err(ApiError::InvalidState(format!(
+                    "instance {name} uses {used_mib}MiB of memory right now, so {} is too small; \
+                     ask for at least {floor}MiB (use plus {SHRINK_HEADROOM_PERCENT}% headroom)",
+                    wanted.memory
+                )));
+            }
+        }
+    }
+    let task = TaskRecord::new(
+        inst.id,
+        inst.name.clone(),
+        TaskKind::Resize,
+        TaskOptions::default(),
+        &berth_store::now(),
+    );
+    let inst = ctx
+        .store
+        .begin_spec_change(
+            inst.id,
+            &wanted,
+            InstanceEvent::Began(TaskKind::Resize),
+            &task,
+        )
+        .await?;
+    ctx.tasks.submit(&ctx, task.id);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            task: TaskView::from(&task),
+            instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
+        }),
+    ))
 }

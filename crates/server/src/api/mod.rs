@@ -50,7 +50,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn api_routes() -> OpenApiRouter<Ctx> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(instances::list, instances::create))
-        .routes(routes!(instances::show, instances::delete))
+        .routes(routes!(
+            instances::show,
+            instances::delete,
+            instances::resize
+        ))
         .routes(routes!(instances::action))
         .routes(routes!(instances::credentials))
         .routes(routes!(accounts::list_databases, accounts::create_database))
