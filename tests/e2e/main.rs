@@ -6,6 +6,7 @@ mod accounts;
 mod bad_input;
 mod lifecycle;
 mod many;
+mod params;
 mod repair;
 mod resize;
 mod resume;

@@ -96,7 +96,14 @@ async fn settings(
     let Ok(Json(req)) = body else {
         return (StatusCode::BAD_REQUEST, "malformed settings request").into_response();
     };
+    let before = crate::current_settings(&state.config).params;
+    let mut reset: Vec<String> = vec![];
     if let Some(params) = &req.params {
+        reset = before
+            .keys()
+            .filter(|k| !params.contains_key(*k))
+            .cloned()
+            .collect();
         if let Err(e) = crate::store_params(&state.config, params) {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,7 +116,7 @@ async fn settings(
     match state
         .config
         .engine()
-        .apply_live(&state.config.layout, &settings)
+        .apply_live(&state.config.layout, &settings, &reset)
         .await
     {
         Ok(pending_restart) => {

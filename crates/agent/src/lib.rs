@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// Paths inside the container.
     pub layout: Layout,
+    /// The bootstrap secret, when not read from the environment (catalog mode).
+    pub bootstrap_secret: Option<String>,
 }
 
 impl AgentConfig {
@@ -95,6 +97,7 @@ impl AgentConfig {
             token_sha256: var(env::TOKEN_SHA256)?,
             listen: SocketAddr::from(([0, 0, 0, 0], AGENT_PORT)),
             layout: Layout::standard(),
+            bootstrap_secret: None,
         })
     }
 
@@ -138,6 +141,58 @@ fn store_params(
     )?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)
+}
+
+/// Catalog mode (`berth agent catalog`): prints the engine's settings catalog as JSON
+/// on stdout. Needs only `BERTH_ENGINE` and `BERTH_ENGINE_VERSION`; works in a
+/// scratch directory and leaves nothing behind worth keeping.
+pub async fn catalog() -> Result<berth_model::params::Catalog> {
+    let var = |k: &str| std::env::var(k).map_err(|_| AgentError::Config(format!("{k} is not set")));
+    let engine: EngineKind = var(env::ENGINE)?
+        .parse()
+        .map_err(|e| AgentError::Config(format!("{e}")))?;
+    let version = engine
+        .version(&var(env::VERSION)?)
+        .map_err(|e| AgentError::Config(e.to_string()))?;
+    // A throwaway password: the scratch database never leaves this container.
+    let throwaway = berth_model::Secret::new(format!("catalog-{}", std::process::id()));
+    let secret = berth_engine::engine(engine)
+        .bootstrap_env(&throwaway)
+        .into_iter()
+        .next()
+        .map(|(_, v)| v);
+    let config = AgentConfig {
+        engine,
+        version: version.clone(),
+        resources: Resources {
+            memory_mib: 512,
+            cpu_millis: 1000,
+        },
+        token_sha256: String::new(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        layout: Layout {
+            volume: std::path::PathBuf::from("/tmp/berth-catalog"),
+            run_dir: std::path::PathBuf::from("/tmp/berth-catalog-run"),
+        },
+        bootstrap_secret: secret,
+    };
+    std::fs::create_dir_all(&config.layout.volume).map_err(|source| AgentError::Io {
+        what: "the scratch directory".into(),
+        source,
+    })?;
+    if nix::unistd::Uid::effective().is_root() {
+        let _ = nix::unistd::setgroups(&[]);
+    }
+    let reaper = Reaper::start().map_err(|source| AgentError::Io {
+        what: "the child reaper".into(),
+        source,
+    })?;
+    let params = supervisor::dump_catalog(&config, &reaper).await?;
+    Ok(berth_model::params::Catalog {
+        engine: engine.to_string(),
+        version: version.to_string(),
+        params: params.into_iter().map(|p| (p.name.clone(), p)).collect(),
+    })
 }
 
 /// Runs the agent until it is told to stop; returns the process exit code.

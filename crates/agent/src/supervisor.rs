@@ -64,6 +64,9 @@ fn engine_command(spec: &CommandSpec, user: &User) -> Command {
         .envs(spec.env.iter().cloned())
         .env("HOME", &user.dir)
         .env("USER", &user.name)
+        // Everything the engine prints goes to the agent's stderr, which Docker keeps
+        // (`docker logs`); stdout stays the agent's own (catalog mode prints JSON there).
+        .stdout(std::io::stderr())
         .uid(user.uid.as_raw())
         .gid(user.gid.as_raw());
     cmd
@@ -108,8 +111,12 @@ pub(crate) async fn prepare(config: &AgentConfig, reaper: &Reaper) -> Result<()>
         }
         owned_dir(&data, &user)?;
         let var = engine.bootstrap_secret_var();
-        let secret =
-            std::env::var(var).map_err(|_| AgentError::Config(format!("{var} is not set")))?;
+        let secret = match &config.bootstrap_secret {
+            Some(s) => s.clone(),
+            None => {
+                std::env::var(var).map_err(|_| AgentError::Config(format!("{var} is not set")))?
+            }
+        };
         let secret_file = layout.run_dir.join("bootstrap-secret");
         std::fs::write(&secret_file, &secret).map_err(io("bootstrap secret file"))?;
         chown(&secret_file, Some(user.uid), Some(user.gid)).map_err(|e| AgentError::Io {
@@ -203,6 +210,42 @@ pub(crate) async fn supervise(config: &AgentConfig, reaper: &Reaper, health: &He
             _ = int.recv() => return shutdown(engine.stop_signal(), pid, exited, health, probe).await,
         }
     }
+}
+
+/// Catalog mode: bootstraps a scratch database, starts the engine, reads every
+/// setting it has, and stops it again. Used once per image, when it is built.
+pub(crate) async fn dump_catalog(
+    config: &AgentConfig,
+    reaper: &Reaper,
+) -> Result<Vec<berth_model::params::ParamSpec>> {
+    let engine = config.engine();
+    prepare(config, reaper).await?;
+    let user = engine_user(config)?;
+    let spec = engine.server_command(&config.version, &config.layout);
+    let (pid, exited) = reaper
+        .spawn(&mut engine_command(&spec, &user))
+        .map_err(io(format!("starting {}", spec.program)))?;
+    let started = Instant::now();
+    let mut result = Err(AgentError::Bootstrap(
+        "the engine did not become ready within 120s".into(),
+    ));
+    while started.elapsed() < Duration::from_secs(120) {
+        if engine.check_ready(&config.layout).await.is_ok() {
+            result = engine
+                .read_catalog(&config.layout)
+                .await
+                .map_err(AgentError::from);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+    let _ = kill(
+        pid,
+        Signal::try_from(engine.stop_signal()).unwrap_or(Signal::SIGTERM),
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(60), exited).await;
+    result
 }
 
 async fn wait_ready(config: AgentConfig, health: Health, pid: u32) {

@@ -43,7 +43,10 @@ enum Command {
     /// Run the control plane.
     Serve(ServeArgs),
     /// Run as a member container's agent (PID 1). Not for interactive use.
-    Agent,
+    Agent {
+        /// `catalog`: print the engine's settings catalog as JSON and exit.
+        mode: Option<String>,
+    },
     /// Build engine images from Debian packages (no registry needed).
     Image {
         #[command(subcommand)]
@@ -68,6 +71,9 @@ enum Command {
         /// Storage, like 10GiB.
         #[arg(long)]
         storage: Option<String>,
+        /// Parameter group to attach.
+        #[arg(long)]
+        params: Option<String>,
         /// Return as soon as the task is accepted.
         #[arg(long)]
         no_wait: bool,
@@ -126,6 +132,11 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Parameter groups: named engine settings, validated against the engine's catalog.
+    Params {
+        #[command(subcommand)]
+        command: ParamsCommand,
+    },
     /// Databases in an instance.
     Db {
         #[command(subcommand)]
@@ -162,6 +173,82 @@ struct ActionArgs {
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
+}
+
+#[derive(Subcommand)]
+enum ParamsCommand {
+    /// List parameter groups.
+    List,
+    /// Create an empty parameter group for an engine version.
+    Create {
+        /// Group name.
+        group: String,
+        /// Engine.
+        #[arg(long)]
+        engine: String,
+        /// Engine major version (default: newest).
+        #[arg(long)]
+        version: Option<String>,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Show a group's settings and where it is attached.
+    Show {
+        /// Group name.
+        group: String,
+    },
+    /// Set settings (NAME=VALUE …); attached instances get them live or pending restart.
+    Set {
+        /// Group name.
+        group: String,
+        /// NAME=VALUE pairs.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+        /// Return without waiting for the instances.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Remove settings from a group.
+    Unset {
+        /// Group name.
+        group: String,
+        /// Setting names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Return without waiting for the instances.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete a group no instance uses.
+    Delete {
+        /// Group name.
+        group: String,
+    },
+    /// Attach a group to an instance (`--none` detaches).
+    Attach {
+        /// Instance name.
+        instance: String,
+        /// Group name.
+        group: Option<String>,
+        /// Detach the current group.
+        #[arg(long, conflicts_with = "group")]
+        none: bool,
+        /// Return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The engine's settings catalog: types, ranges, and which need a restart.
+    Catalog {
+        /// Engine.
+        engine: String,
+        /// Version (default: newest).
+        #[arg(long)]
+        version: Option<String>,
+        /// Only settings whose name contains this.
+        #[arg(long)]
+        search: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -334,7 +421,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             berth_server::serve(config).await?;
             Ok(0)
         }
-        Command::Agent => {
+        Command::Agent { mode: Some(mode) } if mode == "catalog" => {
+            init_tracing();
+            let catalog = berth_agent::catalog().await?;
+            println!("{}", serde_json::to_string(&catalog)?);
+            Ok(0)
+        }
+        Command::Agent { mode: Some(mode) } => {
+            anyhow::bail!("unknown agent mode {mode:?}; the only one is `catalog`")
+        }
+        Command::Agent { mode: None } => {
             init_tracing();
             let config = berth_agent::AgentConfig::from_env()?;
             let code = berth_agent::run(config).await?;
@@ -366,8 +462,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     &|line: &str| eprintln!("  {line}"),
                 )
                 .await?;
+            // The settings catalog is read from the engine in the image, once.
+            let exe = std::env::current_exe().context("finding the berth binary")?;
+            let sha = berth_server::hash_binary(&exe).context("hashing the berth binary")?;
+            let (agent_volume, _) = runtime.ensure_agent_volume(&exe, &sha, &tag).await?;
+            let catalog = builder
+                .ensure_catalog(&runtime, &tag, &agent_volume, kind, &version)
+                .await?;
             let verb = if built { "built" } else { "cached" };
-            println!("{tag} ({verb}, {:.1}s)", started.elapsed().as_secs_f64());
+            println!(
+                "{tag} ({verb}, {:.1}s; catalog of {} settings)",
+                started.elapsed().as_secs_f64(),
+                catalog.params.len()
+            );
             Ok(0)
         }
         Command::Create {
@@ -377,6 +484,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             cpus,
             memory,
             storage,
+            params,
             no_wait,
         } => {
             let args = CreateArgs {
@@ -386,6 +494,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 cpus,
                 memory,
                 storage,
+                params,
             };
             berth_cli::create(&client()?, args, follow(no_wait), fmt).await?;
             Ok(0)
@@ -444,6 +553,58 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Connect { name, args } => {
             let code = berth_cli::connect(&client()?, &name, &args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
+        }
+        Command::Params { command } => {
+            use berth_cli::params as p;
+            let c = client()?;
+            match command {
+                ParamsCommand::List => p::list(&c, fmt).await?,
+                ParamsCommand::Create {
+                    group,
+                    engine,
+                    version,
+                    description,
+                } => {
+                    p::create(
+                        &c,
+                        &group,
+                        &engine,
+                        version.as_deref(),
+                        description.as_deref(),
+                        fmt,
+                    )
+                    .await?
+                }
+                ParamsCommand::Show { group } => p::show(&c, &group, fmt).await?,
+                ParamsCommand::Set {
+                    group,
+                    pairs,
+                    no_wait,
+                } => p::set(&c, &group, &pairs, follow(no_wait), fmt).await?,
+                ParamsCommand::Unset {
+                    group,
+                    names,
+                    no_wait,
+                } => p::unset(&c, &group, &names, follow(no_wait), fmt).await?,
+                ParamsCommand::Delete { group } => p::delete(&c, &group, fmt).await?,
+                ParamsCommand::Attach {
+                    instance,
+                    group,
+                    none,
+                    no_wait,
+                } => {
+                    if group.is_none() && !none {
+                        anyhow::bail!("name a group to attach, or pass --none to detach");
+                    }
+                    p::attach(&c, &instance, group.as_deref(), follow(no_wait), fmt).await?
+                }
+                ParamsCommand::Catalog {
+                    engine,
+                    version,
+                    search,
+                } => p::catalog(&c, &engine, version.as_deref(), search.as_deref(), fmt).await?,
+            }
+            Ok(0)
         }
         Command::Db { command } => {
             let c = client()?;

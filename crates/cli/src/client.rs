@@ -91,6 +91,16 @@ impl Client {
         Ok(bytes.to_vec())
     }
 
+    /// PUT JSON.
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T> {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
     /// PATCH JSON.
     pub async fn patch<T: DeserializeOwned>(
         &self,

@@ -4,6 +4,7 @@
 mod accounts;
 mod client;
 mod output;
+pub mod params;
 mod wait;
 
 pub use accounts::{db_create, db_drop, db_list, user_create, user_drop, user_list, user_password};
@@ -68,6 +69,8 @@ pub struct CreateArgs {
     pub memory: Option<String>,
     /// Storage.
     pub storage: Option<String>,
+    /// Parameter group.
+    pub params: Option<String>,
 }
 
 /// Whether to follow a task to its end.
@@ -116,6 +119,7 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
         ("cpus", args.cpus),
         ("memory", args.memory),
         ("storage", args.storage),
+        ("params", args.params),
     ] {
         if let Some(v) = v {
             body[k] = Value::String(v);

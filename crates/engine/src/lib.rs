@@ -170,8 +170,14 @@ pub trait Engine: Send + Sync {
     fn memory_settings(&self, memory_mib: u64) -> Vec<(String, String)>;
 
     /// Renders the configuration and applies to the running engine whatever can
-    /// change without a restart. Returns the names of settings that wait for one.
-    async fn apply_live(&self, layout: &Layout, settings: &Settings) -> Result<Vec<String>>;
+    /// change without a restart; `reset` names settings a group no longer sets, which
+    /// go back to their defaults. Returns the names of settings that wait for a restart.
+    async fn apply_live(
+        &self,
+        layout: &Layout,
+        settings: &Settings,
+        reset: &[String],
+    ) -> Result<Vec<String>>;
 
     /// The engine server process (run as [`Engine::os_user`], supervised by the agent).
     fn server_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec;
@@ -181,6 +187,21 @@ pub trait Engine: Send + Sync {
 
     /// Succeeds once the engine answers a trivial query over its local socket.
     async fn check_ready(&self, layout: &Layout) -> Result<()>;
+
+    /// Every setting the engine has, read from the running engine (over the layout's
+    /// local socket): type, unit, range, allowed values, default, restart flag.
+    async fn read_catalog(&self, layout: &Layout) -> Result<Vec<berth_model::params::ParamSpec>>;
+
+    /// Settings Berth sets itself (addresses, paths, logging it relies on, libraries
+    /// whose absence would stop the engine from starting).
+    fn managed_settings(&self) -> &'static [&'static str];
+
+    /// Refuses parameters with which an instance of this memory would not start.
+    fn check_fits(
+        &self,
+        params: &std::collections::BTreeMap<String, String>,
+        memory_mib: u64,
+    ) -> std::result::Result<(), String>;
 
     /// Connects to the engine for administration of databases and users.
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>>;

@@ -25,10 +25,35 @@ pub struct InstanceRecord {
     pub port: u16,
     /// Engine settings changed live that take effect only after a restart.
     pub pending_restart: Vec<String>,
+    /// The parameter group attached, if any.
+    pub param_group: Option<String>,
+    /// The group revision the member last received.
+    pub params_revision: i64,
     /// The engine superuser's password.
     pub superuser_password: Secret,
     /// The token the control plane presents to this instance's agents.
     pub agent_token: Secret,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+}
+
+/// A parameter group as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamGroup {
+    /// Name (the rules of instance names).
+    pub name: InstanceName,
+    /// Engine.
+    pub engine: crate::EngineKind,
+    /// Engine version.
+    pub version: crate::EngineVersion,
+    /// What it is for.
+    pub description: String,
+    /// Bumped on every change.
+    pub revision: i64,
+    /// Settings, by name, as validated against the catalog.
+    pub params: std::collections::BTreeMap<String, String>,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// RFC 3339 time of the last change.

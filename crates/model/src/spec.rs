@@ -27,6 +27,9 @@ pub struct CreateRequest {
     /// Storage, like `10GiB`. Default 10GiB.
     #[serde(default)]
     pub storage: Option<String>,
+    /// Parameter group to attach (same engine and version).
+    #[serde(default)]
+    pub params: Option<String>,
 }
 
 /// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.

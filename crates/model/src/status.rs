@@ -124,8 +124,10 @@ impl InstanceStatus {
                 Ok(S::Deleting)
             }
             // Live changes need a running instance: they are applied to the engine.
-            (S::Available, E::Began(K::Resize)) => Ok(S::Modifying),
-            (S::Unavailable | S::Stopped | S::Failed, E::Began(K::Resize)) => invalid,
+            (S::Available, E::Began(K::Resize | K::Reconfigure)) => Ok(S::Modifying),
+            (S::Unavailable | S::Stopped | S::Failed, E::Began(K::Resize | K::Reconfigure)) => {
+                invalid
+            }
             // Finishing: only the task that is running can finish.
             (S::Creating, E::Succeeded(K::Create))
             | (S::Starting, E::Succeeded(K::Start))
@@ -140,7 +142,10 @@ impl InstanceStatus {
             | (S::Deleting, E::Failed(K::Delete)) => Ok(S::Failed),
             (S::Repairing, E::Failed(K::Repair)) => Ok(S::Unavailable),
             // A live change that failed left the instance running as it was.
-            (S::Modifying, E::Succeeded(K::Resize) | E::Failed(K::Resize)) => Ok(S::Available),
+            (
+                S::Modifying,
+                E::Succeeded(K::Resize | K::Reconfigure) | E::Failed(K::Resize | K::Reconfigure),
+            ) => Ok(S::Available),
             (_, E::Succeeded(_) | E::Failed(_)) => invalid,
             // Observations never override a task or the user's choice to stop.
             (S::Available | S::Unavailable | S::Failed, E::ObservedHealthy) => Ok(S::Available),
@@ -213,6 +218,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Delete => "be deleted now",
             TaskKind::Repair => "be repaired",
             TaskKind::Resize => "be resized (it must be available)",
+            TaskKind::Reconfigure => "take new settings live (it must be available)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -256,7 +262,7 @@ mod tests {
                 matches!(s, S::Available | S::Unavailable).then_some(S::Repairing)
             }
             E::Began(K::Delete) => Some(S::Deleting),
-            E::Began(K::Resize) => (s == S::Available).then_some(S::Modifying),
+            E::Began(K::Resize | K::Reconfigure) => (s == S::Available).then_some(S::Modifying),
             E::Succeeded(k) => match (s, k) {
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
@@ -264,12 +270,12 @@ mod tests {
                 | (S::Repairing, K::Repair) => Some(S::Available),
                 (S::Stopping, K::Stop) => Some(S::Stopped),
                 (S::Deleting, K::Delete) => Some(S::Deleted),
-                (S::Modifying, K::Resize) => Some(S::Available),
+                (S::Modifying, K::Resize | K::Reconfigure) => Some(S::Available),
                 _ => None,
             },
             E::Failed(k) => match (s, k) {
                 (S::Repairing, K::Repair) => Some(S::Unavailable),
-                (S::Modifying, K::Resize) => Some(S::Available),
+                (S::Modifying, K::Resize | K::Reconfigure) => Some(S::Available),
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)

@@ -25,11 +25,13 @@ pub enum TaskKind {
     Repair,
     /// Change CPU and memory limits live, then the settings that follow memory.
     Resize,
+    /// Apply the instance's parameter group to the running engine.
+    Reconfigure,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 7] = [
+    pub const ALL: [TaskKind; 8] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -37,6 +39,7 @@ impl TaskKind {
         Self::Delete,
         Self::Repair,
         Self::Resize,
+        Self::Reconfigure,
     ];
 
     /// The kind as the API spells it.
@@ -49,6 +52,7 @@ impl TaskKind {
             Self::Delete => "delete",
             Self::Repair => "repair",
             Self::Resize => "resize",
+            Self::Reconfigure => "reconfigure",
         }
     }
 
@@ -56,28 +60,26 @@ impl TaskKind {
     pub fn plan(self, options: TaskOptions) -> Vec<StepName> {
         use StepName as S;
         match self {
-            Self::Create => vec![
+            Self::Create | Self::Repair => vec![
                 S::EnsureImage,
                 S::EnsureAgent,
                 S::EnsureNetwork,
                 S::EnsureVolume,
                 S::EnsureContainer,
+                S::EnsureParams,
                 S::EnsureRunning,
                 S::WaitReady,
             ],
-            Self::Repair => vec![
-                S::EnsureImage,
-                S::EnsureAgent,
-                S::EnsureNetwork,
-                S::EnsureVolume,
-                S::EnsureContainer,
-                S::EnsureRunning,
-                S::WaitReady,
-            ],
-            Self::Start => vec![S::EnsureRunning, S::WaitReady],
+            Self::Start => vec![S::EnsureParams, S::EnsureRunning, S::WaitReady],
+            Self::Reconfigure => vec![S::ApplySettings],
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
-            Self::Restart => vec![S::EnsureStopped, S::EnsureRunning, S::WaitReady],
+            Self::Restart => vec![
+                S::EnsureStopped,
+                S::EnsureParams,
+                S::EnsureRunning,
+                S::WaitReady,
+            ],
             Self::Delete => {
                 let mut steps = vec![S::EnsureStopped, S::RemoveContainer, S::RemoveNetwork];
                 if options.purge {
@@ -129,6 +131,8 @@ pub enum StepName {
     EnsureVolume,
     /// The member's container exists with the right spec.
     EnsureContainer,
+    /// The member's data volume holds the parameters of its group, read at start.
+    EnsureParams,
     /// The member's container is running.
     EnsureRunning,
     /// The engine answers queries.
@@ -159,6 +163,7 @@ impl StepName {
             Self::EnsureNetwork => "ensure_network",
             Self::EnsureVolume => "ensure_volume",
             Self::EnsureContainer => "ensure_container",
+            Self::EnsureParams => "ensure_params",
             Self::EnsureRunning => "ensure_running",
             Self::WaitReady => "wait_ready",
             Self::EnsureStopped => "ensure_stopped",
@@ -301,6 +306,7 @@ mod tests {
             TaskKind::Restart.plan(TaskOptions::default()),
             vec![
                 StepName::EnsureStopped,
+                StepName::EnsureParams,
                 StepName::EnsureRunning,
                 StepName::WaitReady
             ]
@@ -319,7 +325,7 @@ mod tests {
             Some(1),
             "a step seen running is run again"
         );
-        assert_eq!(progress(&steps), 33);
+        assert_eq!(progress(&steps), 25);
         for s in &mut steps {
             s.state = StepState::Done;
         }

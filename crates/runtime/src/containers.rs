@@ -264,6 +264,48 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Writes a file into a container's file system (a mounted volume included),
+    /// whether the container runs or not.
+    pub async fn put_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<()> {
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        archive
+            .append_data(&mut header, name, contents)
+            .map_err(|source| crate::RuntimeError::Io {
+                what: format!("packing {name}"),
+                source,
+            })?;
+        let tar = archive
+            .into_inner()
+            .map_err(|source| crate::RuntimeError::Io {
+                what: format!("packing {name}"),
+                source,
+            })?;
+        self.docker()
+            .upload_to_container(
+                container,
+                Some(
+                    bollard::query_parameters::UploadToContainerOptionsBuilder::new()
+                        .path(dir)
+                        .build(),
+                ),
+                bollard::body_full(tar.into()),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

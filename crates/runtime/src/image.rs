@@ -102,6 +102,11 @@ impl ImageBuilder {
         }
     }
 
+    /// Where root file systems and catalogs are cached.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
     /// Whether the image exists locally.
     pub async fn exists(&self, runtime: &Runtime, tag: &str) -> Result<bool> {
         match runtime.docker().inspect_image(tag).await {

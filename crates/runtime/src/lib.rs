@@ -9,10 +9,12 @@
 //! Docker engine never see, let alone remove, each other's objects.
 
 mod agent_volume;
+mod catalog;
 mod containers;
 pub mod image;
 
-pub use containers::{ContainerObservation, MemberContainer};
+pub use agent_volume::AGENT_MOUNT;
+pub use containers::{working_set, ContainerObservation, MemberContainer};
 
 use berth_model::{labels, CpuMillis, HostCapacity, SiteId};
 use bollard::Docker;

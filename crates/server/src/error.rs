@@ -140,9 +140,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NameTaken(_) => ApiError::NameTaken(e.to_string()),
-            StoreError::NoSuchInstance(_) | StoreError::NoSuchTask(_) => {
-                ApiError::NotFound(e.to_string())
-            }
+            StoreError::NoSuchInstance(_)
+            | StoreError::NoSuchTask(_)
+            | StoreError::NoSuchGroup(_) => ApiError::NotFound(e.to_string()),
+            StoreError::GroupTaken(_) => ApiError::NameTaken(e.to_string()),
+            StoreError::GroupInUse { .. } => ApiError::InvalidState(e.to_string()),
             StoreError::InvalidTransition { ref name, source } => {
                 ApiError::InvalidState(format!("{e}{}", crate::views::hint(name, source)))
             }

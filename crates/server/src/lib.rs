@@ -18,6 +18,7 @@ mod views;
 pub use error::ApiError;
 pub use views::{CredentialsView, EndpointView, InstanceView, TaskView};
 
+use berth_model::params::Catalog;
 use berth_model::SiteId;
 use berth_runtime::image::ImageBuilder;
 use berth_runtime::Runtime;
@@ -129,6 +130,9 @@ pub struct AgentBinary {
     pub sha256: String,
 }
 
+/// Settings catalogs by engine and version.
+pub type CatalogCache = std::collections::HashMap<(berth_model::EngineKind, String), Arc<Catalog>>;
+
 /// Everything handlers, tasks and reconcile share.
 #[derive(Clone)]
 pub struct Ctx {
@@ -150,6 +154,57 @@ pub struct Ctx {
     pub site: SiteId,
     /// Findings reconcile already reported (reported once per process).
     pub reported: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Settings catalogs, loaded once per engine version.
+    pub catalogs: Arc<tokio::sync::Mutex<CatalogCache>>,
+}
+
+impl Ctx {
+    /// The image members of an engine version run, ensured present: an operator's
+    /// upstream image when configured, else the one built from Debian packages.
+    pub async fn ensure_image(
+        &self,
+        kind: berth_model::EngineKind,
+        version: &berth_model::EngineVersion,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> std::result::Result<(String, bool), berth_runtime::RuntimeError> {
+        match self.config.upstream_image(kind, version) {
+            Some(reference) => {
+                self.images
+                    .ensure_pulled(&self.runtime, reference, progress)
+                    .await
+            }
+            None => {
+                self.images
+                    .ensure(&self.runtime, berth_engine::engine(kind), version, progress)
+                    .await
+            }
+        }
+    }
+
+    /// The settings catalog of an engine version, read from the engine in its image
+    /// (once per image; cached on disk and here).
+    pub async fn catalog(
+        &self,
+        kind: berth_model::EngineKind,
+        version: &berth_model::EngineVersion,
+    ) -> std::result::Result<Arc<Catalog>, berth_runtime::RuntimeError> {
+        let mut cache = self.catalogs.lock().await;
+        if let Some(c) = cache.get(&(kind, version.to_string())) {
+            return Ok(c.clone());
+        }
+        let (tag, _) = self.ensure_image(kind, version, &|_| {}).await?;
+        let (agent_volume, _) = self
+            .runtime
+            .ensure_agent_volume(&self.agent.path, &self.agent.sha256, &tag)
+            .await?;
+        let catalog = Arc::new(
+            self.images
+                .ensure_catalog(&self.runtime, &tag, &agent_volume, kind, version)
+                .await?,
+        );
+        cache.insert((kind, version.to_string()), catalog.clone());
+        Ok(catalog)
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -199,6 +254,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         tasks: tasks::TaskRunner::default(),
         site,
         reported: Default::default(),
+        catalogs: Default::default(),
     };
     Ok(ctx)
 }
@@ -236,20 +292,20 @@ pub async fn serve(config: Config) -> Result<()> {
 
 async fn prebuild_images(ctx: Ctx) {
     for &kind in berth_model::EngineKind::ALL {
-        let engine = berth_engine::engine(kind);
         let version = kind.default_version();
-        if ctx.config.upstream_image(kind, &version).is_some() {
-            continue;
-        }
-        let log = |line: &str| info!(engine = %kind, "image build: {line}");
-        match ctx
-            .images
-            .ensure(&ctx.runtime, engine, &version, &log)
-            .await
-        {
-            Ok((tag, true)) => info!(%tag, "image built"),
+        let log = |line: &str| info!(engine = %kind, "image: {line}");
+        match ctx.ensure_image(kind, &version, &log).await {
+            Ok((tag, true)) => info!(%tag, "image ready"),
             Ok((_, false)) => {}
-            Err(e) => warn!(error = %e, "could not build the {kind} image now; creates will retry"),
+            Err(e) => {
+                warn!(error = %e, "could not prepare the {kind} image now; creates will retry")
+            }
+        }
+        match ctx.catalog(kind, &version).await {
+            Ok(c) => info!(engine = %kind, settings = c.params.len(), "settings catalog loaded"),
+            Err(e) => {
+                warn!(error = %e, "could not read the {kind} settings catalog now; will retry when needed")
+            }
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct Observed {
     pub volumes: Vec<Labelled>,
     /// What the store knows of instance ids found on objects that no live instance owns.
     pub tombstones: HashMap<InstanceId, Tombstone>,
+    /// Current revision of every parameter group.
+    pub group_revisions: HashMap<String, i64>,
 }
 
 /// One thing to do.
@@ -57,6 +59,8 @@ pub struct Observed {
 pub enum Action {
     /// Start a repair task for the instance.
     Repair(InstanceId, String),
+    /// Apply a newer revision of the instance's parameter group.
+    Reconfigure(InstanceId, i64),
     /// Record an observation.
     Observe(InstanceId, InstanceEvent, Option<String>),
     /// Remove a container no live instance owns.
@@ -135,6 +139,13 @@ pub fn plan(instances: &[InstanceRecord], observed: &Observed) -> Vec<Action> {
                         InstanceEvent::ObservedHealthy,
                         None,
                     ));
+                } else if let Some(rev) = inst
+                    .param_group
+                    .as_ref()
+                    .and_then(|g| observed.group_revisions.get(g))
+                    .filter(|rev| **rev != inst.params_revision)
+                {
+                    actions.push(Action::Reconfigure(inst.id, *rev));
                 }
             }
             MemberSeen::NotAnswering(why) => {
@@ -250,6 +261,15 @@ pub async fn run_once(ctx: &Ctx) -> Result<Vec<Action>, String> {
         .list_instances(None)
         .await
         .map_err(|e| e.to_string())?;
+    let mut listed = listed;
+    listed.group_revisions = ctx
+        .store
+        .list_groups()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|g| (g.name.to_string(), g.revision))
+        .collect();
     let observed = observe(ctx, &instances, listed).await?;
     let actions = plan(&instances, &observed);
     for action in &actions {
@@ -282,6 +302,29 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
                 }
                 // A user's task got there first: it decides.
                 Err(e) => info!(instance = %inst.name, "not repairing now: {e}"),
+            }
+        }
+        Action::Reconfigure(id, revision) => {
+            let Some(inst) = instances.iter().find(|i| i.id == *id) else {
+                return;
+            };
+            let task = TaskRecord::new(
+                inst.id,
+                inst.name.clone(),
+                TaskKind::Reconfigure,
+                TaskOptions::default(),
+                &berth_store::now(),
+            );
+            match ctx
+                .store
+                .begin_task(inst.id, InstanceEvent::Began(TaskKind::Reconfigure), &task)
+                .await
+            {
+                Ok(_) => {
+                    info!(instance = %inst.name, task = %task.id, revision, "applying a newer parameter group revision");
+                    ctx.tasks.submit(ctx, task.id);
+                }
+                Err(e) => info!(instance = %inst.name, "not reconfiguring now: {e}"),
             }
         }
         Action::Observe(id, event, detail) => {

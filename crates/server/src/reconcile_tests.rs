@@ -23,6 +23,8 @@ fn inst(name: &str, status: InstanceStatus) -> InstanceRecord {
         status_detail: None,
         port: 40000,
         pending_restart: vec![],
+        param_group: None,
+        params_revision: 0,
         superuser_password: Secret::new("pw"),
         agent_token: Secret::new("tok"),
         created_at: String::new(),
@@ -103,6 +105,32 @@ fn status_follows_health() {
                 Some("engine is restarting".into())
             ),
             Action::Observe(b.id, InstanceEvent::ObservedHealthy, None),
+        ]
+    );
+}
+
+#[test]
+fn a_newer_group_revision_is_applied_to_healthy_instances_only() {
+    let mut a = inst("a", InstanceStatus::Available);
+    a.param_group = Some("g".into());
+    a.params_revision = 1;
+    let mut current = inst("b", InstanceStatus::Available);
+    current.param_group = Some("g".into());
+    current.params_revision = 2;
+    let mut down = inst("c", InstanceStatus::Available);
+    down.param_group = Some("g".into());
+    let mut o = Observed::default();
+    o.group_revisions.insert("g".into(), 2);
+    o.members.insert(a.id, MemberSeen::Healthy);
+    o.members.insert(current.id, MemberSeen::Healthy);
+    o.members
+        .insert(down.id, MemberSeen::NotAnswering("x".into()));
+    let actions = plan(&[a.clone(), current, down.clone()], &o);
+    assert_eq!(
+        actions,
+        vec![
+            Action::Reconfigure(a.id, 2),
+            Action::Observe(down.id, InstanceEvent::ObservedDown, Some("x".into())),
         ]
     );
 }

@@ -171,12 +171,14 @@ pub(crate) async fn run(
                 .filter(|o| o.running)
                 .and_then(|o| o.ip)
                 .ok_or_else(|| StepError::Fatal(format!("container {name} is not running")))?;
-            let applied = members::apply_settings(ctx, &inst, ip, None)
+            let (params, revision) = group_params(ctx, &inst).await?;
+            let applied = members::apply_settings(ctx, &inst, ip, Some(&params))
                 .await
                 .map_err(StepError::Fatal)?;
             ctx.store
                 .set_pending_restart(inst.id, &applied.pending_restart)
                 .await?;
+            ctx.store.mark_params_applied(inst.id, revision).await?;
             Ok(if applied.pending_restart.is_empty() {
                 "every setting applied live".to_owned()
             } else {
@@ -184,6 +186,29 @@ pub(crate) async fn run(
                     "applied live; waiting for a restart: {}",
                     applied.pending_restart.join(", ")
                 )
+            })
+        }
+        StepName::EnsureParams => {
+            let name = container_name(&inst);
+            let (params, revision) = group_params(ctx, &inst).await?;
+            let body = serde_json::to_vec_pretty(&params).unwrap_or_default();
+            ctx.runtime
+                .put_file(
+                    &name,
+                    berth_model::agent::DATA_DIR,
+                    "berth-params.json",
+                    &body,
+                )
+                .await?;
+            ctx.store.mark_params_applied(inst.id, revision).await?;
+            Ok(match &inst.param_group {
+                Some(g) => format!(
+                    "member has the {} settings of group {g} (revision {revision})",
+                    params.len()
+                ),
+                None => {
+                    "no parameter group; engine defaults and Berth's derived settings".to_owned()
+                }
             })
         }
         StepName::Forget => {
@@ -199,6 +224,23 @@ pub(crate) async fn run(
 
 /// The image members of this instance run: an operator's upstream image for the
 /// engine version when configured, else the one Berth builds from Debian packages.
+/// The settings of the instance's group and its revision (none: empty, revision 0).
+async fn group_params(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Result<(std::collections::BTreeMap<String, String>, i64), StepError> {
+    match &inst.param_group {
+        None => Ok((Default::default(), 0)),
+        Some(g) => {
+            let group = ctx.store.group(g).await.map_err(|e| match e {
+                berth_store::StoreError::NoSuchGroup(_) => StepError::Fatal(e.to_string()),
+                other => StepError::from(other),
+            })?;
+            Ok((group.params, group.revision))
+        }
+    }
+}
+
 fn image_tag(ctx: &Ctx, inst: &InstanceRecord) -> String {
     ctx.config
         .upstream_image(inst.spec.engine, &inst.spec.version)
@@ -211,23 +253,8 @@ async fn ensure_image(
     inst: &InstanceRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(String, bool), StepError> {
-    if let Some(reference) = ctx
-        .config
-        .upstream_image(inst.spec.engine, &inst.spec.version)
-    {
-        return Ok(ctx
-            .images
-            .ensure_pulled(&ctx.runtime, reference, progress)
-            .await?);
-    }
     Ok(ctx
-        .images
-        .ensure(
-            &ctx.runtime,
-            engine(inst.spec.engine),
-            &inst.spec.version,
-            progress,
-        )
+        .ensure_image(inst.spec.engine, &inst.spec.version, progress)
         .await?)
 }
 

@@ -49,6 +49,9 @@ pub struct InstanceView {
     pub storage_mib: u64,
     /// Where clients connect.
     pub endpoint: EndpointView,
+    /// The attached parameter group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param_group: Option<String>,
     /// Engine settings changed live that take effect at the next `berth restart`.
     pub pending_restart: Vec<String>,
     /// The engine settings Berth derives from memory, with their current values.
@@ -81,6 +84,7 @@ impl InstanceView {
                 port: r.port,
             },
             pending_restart: r.pending_restart.clone(),
+            param_group: r.param_group.clone(),
             memory_settings: berth_engine::engine(r.spec.engine)
                 .memory_settings(r.spec.memory.mib())
                 .into_iter()

@@ -7,6 +7,7 @@
 //! SQLite is the embedded default. The PostgreSQL backend is not written yet; the
 //! schema and queries keep to the SQL both understand.
 
+mod groups;
 mod rows;
 
 use berth_model::{
@@ -34,6 +35,22 @@ pub enum StoreError {
     /// No live instance has the name.
     #[error("no instance named {0}; `berth list` shows the instances there are")]
     NoSuchInstance(String),
+    /// No parameter group has the name.
+    #[error("no parameter group named {0}; `berth params list` shows them")]
+    NoSuchGroup(String),
+    /// A group already has the name.
+    #[error("a parameter group named {0} already exists; pick another name")]
+    GroupTaken(String),
+    /// The group is attached to instances.
+    #[error(
+        "parameter group {group} is attached to {instances}; attach them to another group first"
+    )]
+    GroupInUse {
+        /// The group.
+        group: String,
+        /// The instances, comma-separated.
+        instances: String,
+    },
     /// No task has the id.
     #[error("no task {0}; `berth tasks` lists recent tasks")]
     NoSuchTask(String),

@@ -15,7 +15,7 @@ fn corrupt(column: &'static str, value: impl ToString) -> StoreError {
     }
 }
 
-fn parse<T: std::str::FromStr>(row: &SqliteRow, column: &'static str) -> Result<T> {
+pub(crate) fn parse<T: std::str::FromStr>(row: &SqliteRow, column: &'static str) -> Result<T> {
     let s: String = row.try_get(column)?;
     s.parse().map_err(|_| corrupt(column, s))
 }
@@ -52,6 +52,8 @@ pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         status: parse(row, "status")?,
         status_detail: row.try_get("status_detail")?,
         port: u16::try_from(port).map_err(|_| corrupt("port", port))?,
+        param_group: row.try_get("param_group")?,
+        params_revision: row.try_get("params_revision")?,
         pending_restart: {
             let p: String = row.try_get("pending_restart")?;
             serde_json::from_str(&p).map_err(|_| corrupt("pending_restart", &p))?
@@ -83,8 +85,8 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
 pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO instances (id, name, project, engine, version, cpus_millis, memory_mib, storage_mib,
-            status, status_detail, port, superuser_password, agent_token, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            status, status_detail, port, superuser_password, agent_token, created_at, updated_at, param_group)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(i.id.to_string())
     .bind(i.name.as_str())
@@ -101,6 +103,7 @@ pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRec
     .bind(i.agent_token.expose())
     .bind(&i.created_at)
     .bind(&i.updated_at)
+    .bind(i.param_group.as_deref())
     .execute(conn)
     .await?;
     Ok(())

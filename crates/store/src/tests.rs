@@ -25,6 +25,8 @@ fn record(name: &str, port: u16) -> InstanceRecord {
         status_detail: None,
         port,
         pending_restart: vec![],
+        param_group: None,
+        params_revision: 0,
         superuser_password: Secret::new("pw"),
         agent_token: Secret::new("tok"),
         created_at: now(),

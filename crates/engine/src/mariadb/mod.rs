@@ -88,8 +88,6 @@ fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
         "character-set-server = utf8mb4".to_owned(),
         "collation-server = utf8mb4_unicode_ci".to_owned(),
         "max_connections = 151".to_owned(),
-        // Errors to stderr, which Docker keeps: `docker logs` tells the story.
-        "log_error = /dev/stderr".to_owned(),
     ];
     for (k, v) in desired(settings) {
         lines.push(format!("{k} = {v}"));
@@ -214,7 +212,6 @@ impl Engine for Mariadb {
                     format!("--datadir={data}"),
                     "--bootstrap".into(),
                     "--skip-networking".into(),
-                    "--log-error=/dev/stderr".into(),
                 ],
                 env: vec![],
                 stdin: Some(sql),
@@ -241,7 +238,12 @@ impl Engine for Mariadb {
             .collect()
     }
 
-    async fn apply_live(&self, layout: &Layout, settings: &Settings) -> Result<Vec<String>> {
+    async fn apply_live(
+        &self,
+        layout: &Layout,
+        settings: &Settings,
+        reset: &[String],
+    ) -> Result<Vec<String>> {
         use mysql_async::prelude::Queryable;
         self.render_config(layout, settings)?;
         let refused = |e: mysql_async::Error| EngineError::Refused {
@@ -279,6 +281,31 @@ impl Engine for Mariadb {
                 .await
                 .map_err(refused)?;
         }
+        let wanted: Vec<String> = desired(settings).into_iter().map(|(k, _)| k).collect();
+        for name in reset.iter().filter(|n| !wanted.contains(n)) {
+            // Only catalog names reach here (letters, digits, underscores).
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                continue;
+            }
+            let read_only: Option<String> = conn
+                .exec_first(
+                    "SELECT READ_ONLY FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = UPPER(?)",
+                    (name.as_str(),),
+                )
+                .await
+                .map_err(refused)?;
+            match read_only.as_deref() {
+                Some("NO") => conn
+                    .query_drop(format!("SET GLOBAL {name} = DEFAULT"))
+                    .await
+                    .map_err(refused)?,
+                Some(_) => pending.push(name.clone()),
+                None => {}
+            }
+        }
         let _ = conn.disconnect().await;
         pending.sort();
         Ok(pending)
@@ -303,6 +330,118 @@ impl Engine for Mariadb {
     fn stop_signal(&self) -> i32 {
         // SIGTERM: MariaDB's normal shutdown (flushes InnoDB, closes connections).
         15
+    }
+
+    async fn read_catalog(&self, layout: &Layout) -> Result<Vec<berth_model::params::ParamSpec>> {
+        use berth_model::params::{ParamKind, ParamSpec};
+        use mysql_async::prelude::Queryable;
+        let mut conn = local_conn(layout).await?;
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = conn
+            .query(
+                "SELECT LOWER(VARIABLE_NAME), VARIABLE_TYPE, NUMERIC_MIN_VALUE, NUMERIC_MAX_VALUE, ENUM_VALUE_LIST,
+                        DEFAULT_VALUE, READ_ONLY, COMMAND_LINE_ARGUMENT, VARIABLE_COMMENT
+                 FROM information_schema.SYSTEM_VARIABLES ORDER BY 1",
+            )
+            .await
+            .map_err(|e| EngineError::Refused {
+                engine: EngineKind::Mariadb,
+                reason: e.to_string(),
+            })?;
+        let _ = conn.disconnect().await;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, vtype, min, max, list, default, read_only, cmdline, comment)| {
+                    let kind = match vtype.as_str() {
+                        "BOOLEAN" => ParamKind::Bool,
+                        t if t.contains("INT") => ParamKind::Integer,
+                        "DOUBLE" => ParamKind::Real,
+                        "ENUM" => ParamKind::Enum,
+                        "SET" => ParamKind::Set,
+                        _ => ParamKind::String,
+                    };
+                    ParamSpec {
+                        name,
+                        kind,
+                        unit: None,
+                        min: min.and_then(|v| v.parse().ok()),
+                        max: max.and_then(|v| v.parse().ok()),
+                        allowed: list
+                            .map(|l| {
+                                l.split(',')
+                                    .map(str::to_owned)
+                                    .filter(|s| !s.is_empty())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        default,
+                        restart: read_only == "YES",
+                        // Without a command-line form it cannot go in an option file either.
+                        settable: cmdline.is_some(),
+                        description: comment.unwrap_or_default(),
+                    }
+                },
+            )
+            .collect())
+    }
+
+    fn managed_settings(&self) -> &'static [&'static str] {
+        &[
+            "datadir",
+            "socket",
+            "port",
+            "bind_address",
+            "pid_file",
+            "log_error",
+            "skip_networking",
+            "basedir",
+            "plugin_dir",
+            "plugin_maturity",
+            "tmpdir",
+            "character_sets_dir",
+            "general_log_file",
+            "slow_query_log_file",
+            "init_file",
+            "secure_file_priv",
+            "log_bin_basename",
+            "log_bin_index",
+            "lc_messages_dir",
+        ]
+    }
+
+    fn check_fits(
+        &self,
+        params: &std::collections::BTreeMap<String, String>,
+        memory_mib: u64,
+    ) -> std::result::Result<(), String> {
+        if let Some(v) = params.get("innodb_buffer_pool_size") {
+            let bytes = berth_model::params::bytes_value(v, "B").unwrap_or(0.0);
+            let limit = memory_mib as f64 * 1024.0 * 1024.0 * 0.8;
+            if bytes > limit {
+                return Err(format!(
+                    "innodb_buffer_pool_size = {v} would not fit an instance with {memory_mib}MiB of memory (at most 80%, {}M)",
+                    (limit / (1024.0 * 1024.0)) as u64
+                ));
+            }
+        }
+        if params.get("large_pages").is_some_and(|v| v == "ON") {
+            return Err(
+                "large_pages = ON needs huge pages the container does not have; leave it OFF"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {

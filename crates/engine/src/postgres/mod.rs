@@ -216,7 +216,13 @@ impl Engine for Postgres {
             .collect()
     }
 
-    async fn apply_live(&self, layout: &Layout, settings: &Settings) -> Result<Vec<String>> {
+    async fn apply_live(
+        &self,
+        layout: &Layout,
+        settings: &Settings,
+        _reset: &[String],
+    ) -> Result<Vec<String>> {
+        // A setting gone from postgresql.conf returns to its default on reload.
         self.render_config(layout, settings)?;
         let refused = |e: tokio_postgres::Error| EngineError::Refused {
             engine: EngineKind::Postgres,
@@ -270,6 +276,102 @@ impl Engine for Postgres {
         // SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected and a
         // checkpoint is written, so the next start needs no recovery.
         2
+    }
+
+    async fn read_catalog(&self, layout: &Layout) -> Result<Vec<berth_model::params::ParamSpec>> {
+        use berth_model::params::{ParamKind, ParamSpec};
+        let rows = local_client(layout)
+            .await?
+            .query(
+                "SELECT name, vartype, unit, min_val, max_val, enumvals, boot_val, context, short_desc
+                 FROM pg_settings ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(|e| EngineError::Refused {
+                engine: EngineKind::Postgres,
+                reason: e.to_string(),
+            })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let vartype: String = r.get(1);
+                let context: String = r.get(7);
+                let num = |i: usize| {
+                    r.get::<_, Option<String>>(i)
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                ParamSpec {
+                    name: r.get(0),
+                    kind: match vartype.as_str() {
+                        "bool" => ParamKind::Bool,
+                        "integer" => ParamKind::Integer,
+                        "real" => ParamKind::Real,
+                        "enum" => ParamKind::Enum,
+                        _ => ParamKind::String,
+                    },
+                    unit: r.get(2),
+                    min: num(3),
+                    max: num(4),
+                    allowed: r.get::<_, Option<Vec<String>>>(5).unwrap_or_default(),
+                    default: r.get(6),
+                    restart: context == "postmaster",
+                    settable: context != "internal",
+                    description: r.get::<_, Option<String>>(8).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
+    fn managed_settings(&self) -> &'static [&'static str] {
+        &[
+            "listen_addresses",
+            "port",
+            "unix_socket_directories",
+            "unix_socket_group",
+            "unix_socket_permissions",
+            "data_directory",
+            "config_file",
+            "hba_file",
+            "ident_file",
+            "external_pid_file",
+            "logging_collector",
+            "log_destination",
+            "log_directory",
+            "password_encryption",
+            "shared_preload_libraries",
+            "local_preload_libraries",
+            "session_preload_libraries",
+            "dynamic_library_path",
+            "ssl",
+            "ssl_cert_file",
+            "ssl_key_file",
+            "ssl_ca_file",
+            "archive_mode",
+            "archive_command",
+            "restore_command",
+        ]
+    }
+
+    fn check_fits(
+        &self,
+        params: &std::collections::BTreeMap<String, String>,
+        memory_mib: u64,
+    ) -> std::result::Result<(), String> {
+        if let Some(v) = params.get("shared_buffers") {
+            let bytes = berth_model::params::bytes_value(v, "8kB").unwrap_or(0.0);
+            let limit = memory_mib as f64 * 1024.0 * 1024.0 * 0.6;
+            if bytes > limit {
+                return Err(format!(
+                    "shared_buffers = {v} would not fit an instance with {memory_mib}MiB of memory (at most 60%, {}MB)",
+                    (limit / (1024.0 * 1024.0)) as u64
+                ));
+            }
+        }
+        if params.get("huge_pages").is_some_and(|v| v == "on") {
+            return Err("huge_pages = on would stop PostgreSQL from starting: containers have no huge pages reserved; use try or off".into());
+        }
+        Ok(())
     }
 
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {

@@ -44,11 +44,23 @@ async fn allocate_port(ctx: &Ctx) -> Result<u16, ApiError> {
 #[utoipa::path(get, path = "/v1/instances", responses((status = 200, body = [InstanceView])))]
 pub(crate) async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let all = ctx.store.list_instances(Some(&project())).await?;
-    Ok(Json(
-        all.iter()
-            .map(|i| InstanceView::new(i, &ctx.config.endpoint_host))
-            .collect(),
-    ))
+    let mut out = vec![];
+    for i in &all {
+        out.push(view_of(&ctx, i).await?);
+    }
+    Ok(Json(out))
+}
+
+/// The view of an instance, its memory-derived settings less those its group pins.
+async fn view_of(ctx: &Ctx, inst: &InstanceRecord) -> Result<InstanceView, ApiError> {
+    let mut view = InstanceView::new(inst, &ctx.config.endpoint_host);
+    if let Some(g) = &inst.param_group {
+        if let Ok(group) = ctx.store.group(g).await {
+            view.memory_settings
+                .retain(|k, _| !group.params.contains_key(k));
+        }
+    }
+    Ok(view)
 }
 
 /// Create an instance. Answers at once with the create task to follow.
@@ -65,6 +77,10 @@ pub(crate) async fn create(
     let Json(req) = body?;
     let host = ctx.runtime.host_capacity().await?;
     let (name, spec) = req.validate(&host)?;
+    if let Some(g) = &req.params {
+        super::params::check_attachable(&ctx, g, spec.engine, &spec.version, spec.memory.mib())
+            .await?;
+    }
     let now = berth_store::now();
     let inst = InstanceRecord {
         id: berth_model::InstanceId::new_random(),
@@ -75,6 +91,8 @@ pub(crate) async fn create(
         status_detail: None,
         port: allocate_port(&ctx).await?,
         pending_restart: vec![],
+        param_group: req.params.clone(),
+        params_revision: 0,
         superuser_password: random_secret(),
         agent_token: random_secret(),
         created_at: now.clone(),
@@ -108,7 +126,7 @@ pub(crate) async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<InstanceView>, ApiError> {
     let inst = ctx.store.instance_by_name(&project(), &name).await?;
-    Ok(Json(InstanceView::new(&inst, &ctx.config.endpoint_host)))
+    Ok(Json(view_of(&ctx, &inst).await?))
 }
 
 async fn begin(
@@ -286,6 +304,16 @@ pub(crate) async fn resize(
                 String::new()
             }
         )));
+    }
+    if let Some(g) = &inst.param_group {
+        let group = ctx.store.group(g).await?;
+        berth_engine::engine(inst.spec.engine)
+            .check_fits(&group.params, wanted.memory.mib())
+            .map_err(|why| {
+                ApiError::InvalidRequest(format!(
+                    "parameter group {g}: {why}; change the group first"
+                ))
+            })?;
     }
     if wanted.memory < current.memory {
         let container = crate::members::container_name(&inst);

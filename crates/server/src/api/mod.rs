@@ -2,6 +2,7 @@
 
 mod accounts;
 mod instances;
+mod params;
 mod tasks;
 
 use crate::error::{ApiError, Problem};
@@ -62,6 +63,10 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(accounts::list_users, accounts::create_user))
         .routes(routes!(accounts::drop_user))
         .routes(routes!(accounts::rotate_password))
+        .routes(routes!(params::list, params::create))
+        .routes(routes!(params::show, params::update, params::delete))
+        .routes(routes!(params::attach))
+        .routes(routes!(params::catalog))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(info))

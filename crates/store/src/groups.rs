@@ -1,0 +1,198 @@
+//! Parameter groups.
+
+use crate::{now, rows, Result, Store, StoreError};
+use berth_model::{InstanceEvent, InstanceId, InstanceRecord, ParamGroup, TaskRecord};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+impl Store {
+    /// Stores a new, empty group.
+    pub async fn create_group(&self, g: &ParamGroup) -> Result<()> {
+        let r = sqlx::query(
+            "INSERT INTO param_groups (name, engine, version, description, revision, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(g.name.as_str())
+        .bind(g.engine.as_str())
+        .bind(g.version.as_str())
+        .bind(&g.description)
+        .bind(g.revision)
+        .bind(&g.created_at)
+        .bind(&g.updated_at)
+        .execute(&self.pool)
+        .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::GroupTaken(g.name.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A group with its settings.
+    pub async fn group(&self, name: &str) -> Result<ParamGroup> {
+        let row = sqlx::query("SELECT * FROM param_groups WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchGroup(name.to_owned()))?;
+        let values: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, value FROM param_values WHERE group_name = ? ORDER BY name",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let engine: berth_model::EngineKind = rows::parse(&row, "engine")?;
+        let version: String = row.try_get("version")?;
+        Ok(ParamGroup {
+            name: rows::parse(&row, "name")?,
+            engine,
+            version: engine.version(&version).map_err(|_| StoreError::Corrupt {
+                column: "param_groups.version",
+                value: version.clone(),
+            })?,
+            description: row.try_get("description")?,
+            revision: row.try_get("revision")?,
+            params: values.into_iter().collect(),
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+
+    /// Every group, by name.
+    pub async fn list_groups(&self) -> Result<Vec<ParamGroup>> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM param_groups ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = vec![];
+        for n in names {
+            out.push(self.group(&n).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sets and unsets settings in one transaction and bumps the revision.
+    pub async fn update_group(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        unset: &[String],
+    ) -> Result<ParamGroup> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let found = sqlx::query(
+            "UPDATE param_groups SET revision = revision + 1, updated_at = ? WHERE name = ?",
+        )
+        .bind(now())
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if found.rows_affected() == 0 {
+            return Err(StoreError::NoSuchGroup(name.to_owned()));
+        }
+        for (k, v) in set {
+            sqlx::query(
+                "INSERT INTO param_values (group_name, name, value) VALUES (?, ?, ?)
+                 ON CONFLICT (group_name, name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(name)
+            .bind(k)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for k in unset {
+            sqlx::query("DELETE FROM param_values WHERE group_name = ? AND name = ?")
+                .bind(name)
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.group(name).await
+    }
+
+    /// Deletes a group no live instance uses.
+    pub async fn delete_group(&self, name: &str) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM instances WHERE param_group = ? AND deleted_at IS NULL ORDER BY name",
+        )
+        .bind(name)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !users.is_empty() {
+            return Err(StoreError::GroupInUse {
+                group: name.to_owned(),
+                instances: users.join(", "),
+            });
+        }
+        let r = sqlx::query("DELETE FROM param_groups WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NoSuchGroup(name.to_owned()));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Live instances a group is attached to.
+    pub async fn instances_with_group(&self, name: &str) -> Result<Vec<InstanceRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM instances WHERE param_group = ? AND deleted_at IS NULL ORDER BY name",
+        )
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::instance_from_row).collect()
+    }
+
+    /// Attaches (or, with `None`, detaches) a group; with `task`, also moves the
+    /// instance along `event` and records the task, all in one transaction.
+    pub async fn attach_group(
+        &self,
+        id: InstanceId,
+        group: Option<&str>,
+        task: Option<(InstanceEvent, &TaskRecord)>,
+    ) -> Result<InstanceRecord> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inst = rows::instance_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+        let mut status = inst.status;
+        if let Some((event, task)) = task {
+            status =
+                inst.status
+                    .transition(event)
+                    .map_err(|source| StoreError::InvalidTransition {
+                        name: inst.name.clone(),
+                        source,
+                    })?;
+            rows::set_status(&mut tx, id, status, None).await?;
+            rows::insert_task(&mut tx, task).await?;
+        }
+        sqlx::query("UPDATE instances SET param_group = ? WHERE id = ?")
+            .bind(group)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(InstanceRecord {
+            status,
+            param_group: group.map(str::to_owned),
+            ..inst
+        })
+    }
+
+    /// Records the group revision a member now runs with.
+    pub async fn mark_params_applied(&self, id: InstanceId, revision: i64) -> Result<()> {
+        sqlx::query("UPDATE instances SET params_revision = ? WHERE id = ?")
+            .bind(revision)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
