@@ -293,13 +293,7 @@ async fn agent_restarts_crashed_engine(case: &Case) -> anyhow::Result<()> {
     drop(db);
     let container = format!("berth-{name}-0");
     // Kill the engine's server (not the agent, PID 1) from the host.
-    let top = docker(&["top", &container, "-eo", "pid,args"])?;
-    let pid = top
-        .lines()
-        .find(|l| l.contains(case.server_process))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("server process in docker top")
-        .to_owned();
+    let pid = berth_e2e::server_pid(&container, case.server_process)?;
     std::process::Command::new("kill")
         .args(["-9", &pid])
         .status()?;

@@ -2,7 +2,7 @@
 //! settings apply without a restart, restart-only ones wait for `berth restart`, and
 //! anything outside the catalog's rules is refused with nothing saved.
 
-use berth_e2e::{docker, unique, Berth};
+use berth_e2e::{server_pid, unique, Berth};
 use serde_json::{json, Value};
 
 struct Case {
@@ -54,15 +54,6 @@ async fn postgres_parameter_groups() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_parameter_groups() -> anyhow::Result<()> {
     groups(&MARIADB).await
-}
-
-fn server_pid(container: &str, process: &str) -> anyhow::Result<String> {
-    let top = docker(&["top", container, "-eo", "pid,args"])?;
-    top.lines()
-        .find(|l| l.contains(process))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no {process} in:\n{top}"))
 }
 
 async fn groups(case: &Case) -> anyhow::Result<()> {

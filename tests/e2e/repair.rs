@@ -5,15 +5,26 @@ use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_removed_member_comes_back_with_its_data() -> anyhow::Result<()> {
+async fn a_removed_postgres_member_comes_back_with_its_data() -> anyhow::Result<()> {
+    removed_member_comes_back("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_mariadb_member_comes_back_with_its_data() -> anyhow::Result<()> {
+    removed_member_comes_back("mariadb").await
+}
+
+async fn removed_member_comes_back(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("rm");
-    let inst = b.create(&name, json!({})).await?;
+    let name = unique(&format!("rm-{}", &engine[..2]));
+    let inst = b.create(&name, json!({"engine": engine})).await?;
     let port = inst["endpoint"]["port"].clone();
-    let pg = b.pg(&name).await?;
-    pg.batch_execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')")
+    let mut db = b.db(&name).await?;
+    db.exec("CREATE SCHEMA app").await?;
+    db.exec("CREATE TABLE app.kept (v text)").await?;
+    db.exec("INSERT INTO app.kept VALUES ('still here')")
         .await?;
-    drop(pg);
+    drop(db);
     let container = format!("berth-{name}-0");
     let old_id = docker(&["inspect", "-f", "{{.Id}}", &container])?;
     docker(&["rm", "-f", &container])?;
@@ -34,9 +45,11 @@ async fn a_removed_member_comes_back_with_its_data() -> anyhow::Result<()> {
     .await?;
     let inst = b.get(&format!("/v1/instances/{name}")).await?;
     assert_eq!(inst["endpoint"]["port"], port, "the endpoint must not move");
-    let pg = b.pg(&name).await?;
-    let v: String = pg.query_one("SELECT v FROM kept", &[]).await?.get(0);
-    assert_eq!(v, "still here");
+    let mut db = b.db(&name).await?;
+    assert_eq!(
+        db.strings("SELECT v FROM app.kept").await?,
+        vec!["still here"]
+    );
     let tasks = b.cli_json(&["tasks", "--instance", &name])?;
     assert_eq!(tasks[0]["kind"], "repair");
     assert_eq!(tasks[0]["state"], "succeeded");

@@ -1,18 +1,9 @@
 //! Live resize: Docker's limits change, the engine keeps running (same PID), and the
 //! settings that follow memory follow it, live or at the next restart.
 
-use berth_e2e::{docker, unique, Berth};
+use berth_e2e::{docker, server_pid, unique, Berth};
 use serde_json::json;
 use std::time::Duration;
-
-fn server_pid(container: &str, process: &str) -> anyhow::Result<String> {
-    let top = docker(&["top", container, "-eo", "pid,args"])?;
-    top.lines()
-        .find(|l| l.contains(process))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no {process} in:\n{top}"))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_resize_is_live_and_shared_buffers_waits_for_restart() -> anyhow::Result<()> {

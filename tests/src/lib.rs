@@ -473,3 +473,13 @@ impl Db {
         }
     }
 }
+
+/// The host PID of a container's process whose command line contains `process`.
+pub fn server_pid(container: &str, process: &str) -> Result<String> {
+    let top = docker(&["top", container, "-eo", "pid,args"])?;
+    top.lines()
+        .find(|l| l.contains(process))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no {process} in:\n{top}"))
+}

@@ -16,7 +16,6 @@ use crate::members::{self, container_name};
 use crate::Ctx;
 use berth_model::{
     labels, InstanceEvent, InstanceId, InstanceRecord, InstanceStatus, TaskKind, TaskOptions,
-    TaskRecord,
 };
 use berth_runtime::{ContainerObservation, Labelled};
 use berth_store::Tombstone;
@@ -284,22 +283,8 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
             let Some(inst) = instances.iter().find(|i| i.id == *id) else {
                 return;
             };
-            let task = TaskRecord::new(
-                inst.id,
-                inst.name.clone(),
-                TaskKind::Repair,
-                TaskOptions::default(),
-                &berth_store::now(),
-            );
-            match ctx
-                .store
-                .begin_task(inst.id, InstanceEvent::Began(TaskKind::Repair), &task)
-                .await
-            {
-                Ok(_) => {
-                    warn!(instance = %inst.name, task = %task.id, "repairing: {why}");
-                    ctx.tasks.submit(ctx, task.id);
-                }
+            match crate::tasks::begin(ctx, inst, TaskKind::Repair, TaskOptions::default()).await {
+                Ok((_, task)) => warn!(instance = %inst.name, task = %task.id, "repairing: {why}"),
                 // A user's task got there first: it decides.
                 Err(e) => info!(instance = %inst.name, "not repairing now: {e}"),
             }
@@ -308,21 +293,11 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
             let Some(inst) = instances.iter().find(|i| i.id == *id) else {
                 return;
             };
-            let task = TaskRecord::new(
-                inst.id,
-                inst.name.clone(),
-                TaskKind::Reconfigure,
-                TaskOptions::default(),
-                &berth_store::now(),
-            );
-            match ctx
-                .store
-                .begin_task(inst.id, InstanceEvent::Began(TaskKind::Reconfigure), &task)
+            match crate::tasks::begin(ctx, inst, TaskKind::Reconfigure, TaskOptions::default())
                 .await
             {
-                Ok(_) => {
-                    info!(instance = %inst.name, task = %task.id, revision, "applying a newer parameter group revision");
-                    ctx.tasks.submit(ctx, task.id);
+                Ok((_, task)) => {
+                    info!(instance = %inst.name, task = %task.id, revision, "applying a newer parameter group revision")
                 }
                 Err(e) => info!(instance = %inst.name, "not reconfiguring now: {e}"),
             }

@@ -51,6 +51,29 @@ impl TaskRunner {
     }
 }
 
+/// Begins a task of `kind` on an instance — the status check, the status change and
+/// the task are one store transaction — and starts running it.
+pub async fn begin(
+    ctx: &Ctx,
+    inst: &berth_model::InstanceRecord,
+    kind: TaskKind,
+    options: berth_model::TaskOptions,
+) -> Result<(berth_model::InstanceRecord, TaskRecord), StoreError> {
+    let task = TaskRecord::new(
+        inst.id,
+        inst.name.clone(),
+        kind,
+        options,
+        &berth_store::now(),
+    );
+    let inst = ctx
+        .store
+        .begin_task(inst.id, InstanceEvent::Began(kind), &task)
+        .await?;
+    ctx.tasks.submit(ctx, task.id);
+    Ok((inst, task))
+}
+
 async fn run(ctx: &Ctx, id: TaskId) {
     let mut task = match ctx.store.task(id).await {
         Ok(t) => t,

@@ -163,13 +163,7 @@ impl Store {
             .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
         let mut status = inst.status;
         if let Some((event, task)) = task {
-            status =
-                inst.status
-                    .transition(event)
-                    .map_err(|source| StoreError::InvalidTransition {
-                        name: inst.name.clone(),
-                        source,
-                    })?;
+            status = rows::transition(&mut tx, id, event).await?.1;
             rows::set_status(&mut tx, id, status, None).await?;
             rows::insert_task(&mut tx, task).await?;
         }

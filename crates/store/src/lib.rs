@@ -193,16 +193,7 @@ impl Store {
         task: &TaskRecord,
     ) -> Result<InstanceRecord> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let inst = rows::instance_by_id(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
-        let to = inst
-            .status
-            .transition(event)
-            .map_err(|source| StoreError::InvalidTransition {
-                name: inst.name.clone(),
-                source,
-            })?;
+        let (inst, to) = rows::transition(&mut tx, id, event).await?;
         rows::set_status(&mut tx, id, to, None).await?;
         rows::insert_task(&mut tx, task).await?;
         tx.commit().await?;
@@ -218,16 +209,7 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<InstanceStatus> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let inst = rows::instance_by_id(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
-        let to = inst
-            .status
-            .transition(event)
-            .map_err(|source| StoreError::InvalidTransition {
-                name: inst.name.clone(),
-                source,
-            })?;
+        let (inst, to) = rows::transition(&mut tx, id, event).await?;
         if to != inst.status || detail != inst.status_detail.as_deref() {
             rows::set_status(&mut tx, id, to, detail).await?;
         }
@@ -263,16 +245,7 @@ impl Store {
         task: &TaskRecord,
     ) -> Result<InstanceRecord> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let inst = rows::instance_by_id(&mut tx, id)
-            .await?
-            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
-        let to = inst
-            .status
-            .transition(event)
-            .map_err(|source| StoreError::InvalidTransition {
-                name: inst.name.clone(),
-                source,
-            })?;
+        let (inst, to) = rows::transition(&mut tx, id, event).await?;
         sqlx::query(
             "UPDATE instances SET cpus_millis = ?, memory_mib = ?, storage_mib = ? WHERE id = ?",
         )

@@ -172,3 +172,23 @@ pub(crate) async fn set_status(
         .await?;
     Ok(())
 }
+
+/// Reads the instance and checks that `event` applies to its status, inside the
+/// caller's transaction. Returns the instance and the status it moves to.
+pub(crate) async fn transition(
+    conn: &mut SqliteConnection,
+    id: InstanceId,
+    event: berth_model::InstanceEvent,
+) -> Result<(InstanceRecord, InstanceStatus)> {
+    let inst = instance_by_id(conn, id)
+        .await?
+        .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+    let to = inst
+        .status
+        .transition(event)
+        .map_err(|source| StoreError::InvalidTransition {
+            name: inst.name.clone(),
+            source,
+        })?;
+    Ok((inst, to))
+}

@@ -136,18 +136,7 @@ async fn begin(
     options: TaskOptions,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let inst = ctx.store.instance_by_name(&project(), name).await?;
-    let task = TaskRecord::new(
-        inst.id,
-        inst.name.clone(),
-        kind,
-        options,
-        &berth_store::now(),
-    );
-    let inst = ctx
-        .store
-        .begin_task(inst.id, InstanceEvent::Began(kind), &task)
-        .await?;
-    ctx.tasks.submit(ctx, task.id);
+    let (inst, task) = crate::tasks::begin(ctx, &inst, kind, options).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {

@@ -214,22 +214,8 @@ async fn reconfigure(ctx: &Ctx, inst: &InstanceRecord) -> Result<Option<TaskReco
     if inst.status != InstanceStatus::Available {
         return Ok(None);
     }
-    let task = TaskRecord::new(
-        inst.id,
-        inst.name.clone(),
-        TaskKind::Reconfigure,
-        TaskOptions::default(),
-        &berth_store::now(),
-    );
-    match ctx
-        .store
-        .begin_task(inst.id, InstanceEvent::Began(TaskKind::Reconfigure), &task)
-        .await
-    {
-        Ok(_) => {
-            ctx.tasks.submit(ctx, task.id);
-            Ok(Some(task))
-        }
+    match crate::tasks::begin(ctx, inst, TaskKind::Reconfigure, TaskOptions::default()).await {
+        Ok((_, task)) => Ok(Some(task)),
         // Busy now: reconcile applies the new revision when it is available again.
         Err(berth_store::StoreError::InvalidTransition { .. }) => Ok(None),
         Err(e) => Err(e.into()),
