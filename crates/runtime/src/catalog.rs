@@ -38,6 +38,14 @@ fn cache_file(builder: &ImageBuilder, tag: &str) -> PathBuf {
 }
 
 impl ImageBuilder {
+    /// The catalog of the engine in `tag` if it was read before.
+    pub async fn cached_catalog(&self, tag: &str) -> Option<Catalog> {
+        let text = tokio::fs::read_to_string(cache_file(self, tag))
+            .await
+            .ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The catalog of the engine in `tag`, from the cache or read from the engine.
     pub async fn ensure_catalog(
         &self,
@@ -48,10 +56,8 @@ impl ImageBuilder {
         version: &EngineVersion,
     ) -> Result<Catalog> {
         let path = cache_file(self, tag);
-        if let Ok(text) = tokio::fs::read_to_string(&path).await {
-            if let Ok(c) = serde_json::from_str::<Catalog>(&text) {
-                return Ok(c);
-            }
+        if let Some(c) = self.cached_catalog(tag).await {
+            return Ok(c);
         }
         let fail = |reason: String| RuntimeError::ImageBuild {
             tag: tag.to_owned(),

@@ -193,6 +193,11 @@ impl Ctx {
             return Ok(c.clone());
         }
         let (tag, _) = self.ensure_image(kind, version, &|_| {}).await?;
+        if let Some(c) = self.images.cached_catalog(&tag).await {
+            let c = Arc::new(c);
+            cache.insert((kind, version.to_string()), c.clone());
+            return Ok(c);
+        }
         let (agent_volume, _) = self
             .runtime
             .ensure_agent_volume(&self.agent.path, &self.agent.sha256, &tag)
