@@ -103,6 +103,7 @@ async fn an_upstream_image_can_replace_the_built_one() -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let _ = docker(&["rmi", &upstream]);
+    // -f: a helper container of a killed server may still reference the tag.
+    let _ = docker(&["rmi", "-f", &upstream]);
     result
 }

@@ -160,3 +160,146 @@ async fn site_id_is_stable_and_tokens_are_looked_up_by_hash() {
     assert!(store.token_known("abc123").await.expect("lookup"));
     assert!(!store.token_known("abc124").await.expect("lookup"));
 }
+
+#[tokio::test]
+async fn spec_changes_and_group_attachments_travel_with_their_task() {
+    use berth_model::{MemoryMib, ParamGroup};
+    let store = Store::in_memory().await.expect("store");
+    let a = record("db1", 40001);
+    store
+        .create_instance(&a, &create_task(&a))
+        .await
+        .expect("created");
+    store
+        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
+        .await
+        .expect("available");
+    // Resize: the new spec and the task are written together.
+    let mut spec = a.spec.clone();
+    spec.memory = MemoryMib::from_mib(2048).expect("valid");
+    let resize = TaskRecord::new(
+        a.id,
+        a.name.clone(),
+        TaskKind::Resize,
+        TaskOptions::default(),
+        &now(),
+    );
+    let after = store
+        .begin_spec_change(a.id, &spec, InstanceEvent::Began(TaskKind::Resize), &resize)
+        .await
+        .expect("resizing");
+    assert_eq!(after.status, InstanceStatus::Modifying);
+    assert_eq!(
+        store
+            .instance(a.id)
+            .await
+            .expect("read")
+            .expect("live")
+            .spec
+            .memory
+            .mib(),
+        2048
+    );
+    // A second change while the first runs is refused and writes nothing.
+    let again = TaskRecord::new(
+        a.id,
+        a.name.clone(),
+        TaskKind::Resize,
+        TaskOptions::default(),
+        &now(),
+    );
+    assert!(store
+        .begin_spec_change(
+            a.id,
+            &a.spec,
+            InstanceEvent::Began(TaskKind::Resize),
+            &again
+        )
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .instance(a.id)
+            .await
+            .expect("read")
+            .expect("live")
+            .spec
+            .memory
+            .mib(),
+        2048
+    );
+    assert!(store.task(again.id).await.is_err());
+    store
+        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Resize), None)
+        .await
+        .expect("available");
+
+    // Groups: revisions bump on change, attachments block deletion.
+    let g = ParamGroup {
+        name: "web".parse().expect("name"),
+        engine: berth_model::EngineKind::Postgres,
+        version: berth_model::EngineKind::Postgres.default_version(),
+        description: String::new(),
+        revision: 1,
+        params: Default::default(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    store.create_group(&g).await.expect("group");
+    assert!(matches!(
+        store.create_group(&g).await,
+        Err(StoreError::GroupTaken(_))
+    ));
+    let set = [("work_mem".to_owned(), "64MB".to_owned())].into();
+    let changed = store.update_group("web", &set, &[]).await.expect("set");
+    assert_eq!(changed.revision, 2);
+    assert_eq!(changed.params["work_mem"], "64MB");
+    store
+        .attach_group(a.id, Some("web"), None)
+        .await
+        .expect("attached");
+    assert!(matches!(
+        store.delete_group("web").await,
+        Err(StoreError::GroupInUse { .. })
+    ));
+    assert_eq!(
+        store.instances_with_group("web").await.expect("list").len(),
+        1
+    );
+    store
+        .set_pending_restart(a.id, &["shared_buffers".to_owned()])
+        .await
+        .expect("pending");
+    // A restart applies every pending setting.
+    let restart = TaskRecord::new(
+        a.id,
+        a.name.clone(),
+        TaskKind::Restart,
+        TaskOptions::default(),
+        &now(),
+    );
+    store
+        .begin_task(a.id, InstanceEvent::Began(TaskKind::Restart), &restart)
+        .await
+        .expect("restarting");
+    store
+        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Restart), None)
+        .await
+        .expect("restarted");
+    assert!(store
+        .instance(a.id)
+        .await
+        .expect("read")
+        .expect("live")
+        .pending_restart
+        .is_empty());
+    store
+        .attach_group(a.id, None, None)
+        .await
+        .expect("detached");
+    store.delete_group("web").await.expect("deleted");
+    assert!(matches!(
+        store.group("web").await,
+        Err(StoreError::NoSuchGroup(_))
+    ));
+}
