@@ -371,6 +371,17 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent { .. }) {
+        // A CLI whose output is piped into `head` should end quietly, as Unix tools
+        // do, instead of panicking on a closed pipe: restore the default SIGPIPE.
+        // SAFETY: called before any thread exists; SIG_DFL is always valid.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -289,7 +289,10 @@ pub async fn catalog(
     }
     for p in v.as_array().into_iter().flatten() {
         let range = match (p["min"].as_f64(), p["max"].as_f64()) {
-            (Some(a), Some(b)) => format!(" [{a}..{b}{}]", p["unit"].as_str().unwrap_or("")),
+            (Some(a), Some(b)) => match p["unit"].as_str() {
+                Some(u) => format!(" [{a}..{b}, in {u}]"),
+                None => format!(" [{a}..{b}]"),
+            },
             _ => String::new(),
         };
         let allowed = p["allowed"]

@@ -164,7 +164,12 @@ fn fmt_bound(n: f64, unit: Option<&str>) -> String {
     } else {
         format!("{n}")
     };
-    format!("{n}{}", unit.unwrap_or(""))
+    match unit {
+        // "16×8kB": a count of 8kB pages, not 168kB.
+        Some(u) if u.starts_with(|c: char| c.is_ascii_digit()) => format!("{n}×{u}"),
+        Some(u) => format!("{n}{u}"),
+        None => n,
+    }
 }
 
 impl Catalog {
@@ -395,6 +400,11 @@ mod tests {
         assert_eq!(c.check("WORK_MEM", "4096", &[]), Ok("4096".into()));
         assert_eq!(c.check("shared_buffers", "256MB", &[]), Ok("256MB".into()));
         assert_eq!(c.check("statement_timeout", "30s", &[]), Ok("30s".into()));
+        let err = c.check("shared_buffers", "1", &[]).expect_err("below min");
+        assert!(
+            err.to_string().contains("allowed 16×8kB to 1073741823×8kB"),
+            "{err}"
+        );
         let err = c.check("work_mem", "1kB", &[]).expect_err("below min");
         assert_eq!(
             err.to_string(),
