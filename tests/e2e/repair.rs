@@ -131,3 +131,45 @@ async fn status_shows_reality_and_orphans_are_removed() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_brings_back_a_missing_container_but_never_an_empty_database() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("gone");
+    let inst = b.create(&name, json!({})).await?;
+    let id = inst["id"].as_str().expect("id").to_owned();
+    let mut db = b.db(&name).await?;
+    db.exec("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('here')")
+        .await?;
+    drop(db);
+    let container = format!("berth-{name}-0");
+
+    // Stopped, then its container removed behind Berth's back: start recreates it on
+    // the same volume.
+    b.cli_json(&["stop", &name])?;
+    docker(&["rm", &container])?;
+    b.cli_json(&["start", &name])?;
+    let mut db = b.db(&name).await?;
+    assert_eq!(db.strings("SELECT v FROM kept").await?, vec!["here"]);
+    drop(db);
+
+    // Its data volume removed too: start refuses, saying why, and creates nothing.
+    b.cli_json(&["stop", &name])?;
+    docker(&["rm", &container])?;
+    let volume = b.docker_objects("volume", Some(&id)).remove(0);
+    docker(&["volume", "rm", &volume])?;
+    let out = b.cli(&["start", &name]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("data volume") && err.contains("is missing"),
+        "{err}"
+    );
+    assert!(
+        b.docker_objects("volume", Some(&id)).is_empty(),
+        "an empty volume was made"
+    );
+    assert!(b.docker_objects("container", Some(&id)).is_empty());
+    assert_eq!(b.cli_json(&["show", &name])?["status"], "failed");
+    Ok(())
+}

@@ -60,7 +60,10 @@ impl TaskKind {
     pub fn plan(self, options: TaskOptions) -> Vec<StepName> {
         use StepName as S;
         match self {
-            Self::Create | Self::Repair => vec![
+            // Only a create makes a data volume. Everything else brings the member
+            // back on the volume it has — and fails, saying so, when that is gone —
+            // so a lost volume is never silently replaced by an empty database.
+            Self::Create => vec![
                 S::EnsureImage,
                 S::EnsureAgent,
                 S::EnsureNetwork,
@@ -70,16 +73,15 @@ impl TaskKind {
                 S::EnsureRunning,
                 S::WaitReady,
             ],
-            Self::Start => vec![S::EnsureParams, S::EnsureRunning, S::WaitReady],
+            Self::Repair | Self::Start => bring_back(),
             Self::Reconfigure => vec![S::ApplySettings],
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
-            Self::Restart => vec![
-                S::EnsureStopped,
-                S::EnsureParams,
-                S::EnsureRunning,
-                S::WaitReady,
-            ],
+            Self::Restart => {
+                let mut steps = vec![S::EnsureStopped];
+                steps.extend(bring_back());
+                steps
+            }
             Self::Delete => {
                 let mut steps = vec![S::EnsureStopped, S::RemoveContainer, S::RemoveNetwork];
                 if options.purge {
@@ -90,6 +92,21 @@ impl TaskKind {
             }
         }
     }
+}
+
+/// The steps that bring a member up on its existing data volume: the container is
+/// recreated if it went missing, with this Berth's agent and the group's settings.
+fn bring_back() -> Vec<StepName> {
+    use StepName as S;
+    vec![
+        S::EnsureImage,
+        S::EnsureAgent,
+        S::EnsureNetwork,
+        S::EnsureContainer,
+        S::EnsureParams,
+        S::EnsureRunning,
+        S::WaitReady,
+    ]
 }
 
 impl fmt::Display for TaskKind {
@@ -302,20 +319,29 @@ mod tests {
         let purge = TaskKind::Delete.plan(TaskOptions { purge: true });
         assert_eq!(purge.len(), delete.len() + 1);
         assert_eq!(purge.last(), Some(&StepName::Forget));
-        assert_eq!(
-            TaskKind::Restart.plan(TaskOptions::default()),
-            vec![
-                StepName::EnsureStopped,
-                StepName::EnsureParams,
-                StepName::EnsureRunning,
-                StepName::WaitReady
-            ]
-        );
+        let restart = TaskKind::Restart.plan(TaskOptions::default());
+        assert_eq!(restart.first(), Some(&StepName::EnsureStopped));
+        assert_eq!(restart.last(), Some(&StepName::WaitReady));
+        for kind in TaskKind::ALL {
+            let makes_volume = kind
+                .plan(TaskOptions::default())
+                .contains(&StepName::EnsureVolume);
+            assert_eq!(
+                makes_volume,
+                kind == TaskKind::Create,
+                "{kind} must not make a data volume"
+            );
+        }
     }
 
     #[test]
     fn resume_point_and_progress() {
-        let mut steps = initial_steps(TaskKind::Restart, TaskOptions::default());
+        let mut steps = initial_steps(TaskKind::Stop, TaskOptions::default());
+        steps.extend(
+            initial_steps(TaskKind::Start, TaskOptions::default())
+                .into_iter()
+                .take(2),
+        );
         assert_eq!(next_step(&steps), Some(0));
         assert_eq!(progress(&steps), 0);
         steps[0].state = StepState::Done;
@@ -325,7 +351,7 @@ mod tests {
             Some(1),
             "a step seen running is run again"
         );
-        assert_eq!(progress(&steps), 25);
+        assert_eq!(progress(&steps), 33);
         for s in &mut steps {
             s.state = StepState::Done;
         }

@@ -96,13 +96,14 @@ pub(crate) async fn run(
             let tag = image_tag(ctx, &inst);
             let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
             let spec = members::member_container(ctx, &inst, &tag, &agent_volume);
-            if task.kind == TaskKind::Repair
+            if task.kind != TaskKind::Create
                 && !ctx.runtime.volume_exists(&spec.data_volume.0).await?
             {
                 // Never bootstrap an empty database in place of lost data silently.
                 return Err(StepError::Fatal(format!(
-                    "the data volume {} is missing; the member cannot be repaired without its data",
-                    spec.data_volume.0
+                    "the data volume {} is missing, so instance {} cannot be brought back with its data; \
+                     restore it from a backup or delete the instance",
+                    spec.data_volume.0, inst.name
                 )));
             }
             let o = ctx.runtime.ensure_container(&spec).await?;
