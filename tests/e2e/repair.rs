@@ -105,6 +105,23 @@ async fn status_shows_reality_and_orphans_are_removed() -> anyhow::Result<()> {
     docker(&[
         "volume", "create", "--label", &labels[0], "--label", &labels[1], &vol,
     ])?;
+    let orphan = format!("{}-ghost", unique("e2e"));
+    let image = docker(&[
+        "images",
+        "berth/postgres",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ])?;
+    let image = image.lines().next().expect("image").to_owned();
+    docker(&[
+        "create", "--name", &orphan, "--label", &labels[0], "--label", &labels[1], &image, "true",
+    ])?;
+    b.eventually(
+        "the orphan container to be removed",
+        Duration::from_secs(30),
+        || async { b.docker_objects("container", Some(ghost)).is_empty() },
+    )
+    .await?;
     b.eventually(
         "the orphan network to be removed",
         Duration::from_secs(30),

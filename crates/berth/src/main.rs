@@ -481,11 +481,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .ensure_catalog(&runtime, &tag, &agent_volume, kind, &version)
                 .await?;
             let verb = if built { "built" } else { "cached" };
-            println!(
-                "{tag} ({verb}, {:.1}s; catalog of {} settings)",
-                started.elapsed().as_secs_f64(),
-                catalog.params.len()
-            );
+            let seconds = started.elapsed().as_secs_f64();
+            match fmt {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"image": tag, "built": built, "seconds": seconds, "catalog_settings": catalog.params.len()})
+                ),
+                Format::Table => println!(
+                    "{tag} ({verb}, {seconds:.1}s; catalog of {} settings)",
+                    catalog.params.len()
+                ),
+            }
             Ok(0)
         }
         Command::Create {
