@@ -6,6 +6,15 @@ use crate::{CliError, Client, Follow, Result};
 use berth_server::TaskView;
 use serde_json::{json, Value};
 
+/// The strings of a JSON array (nothing for anything else).
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str())
+        .collect()
+}
+
 fn show_group(v: &Value, fmt: Format) {
     if fmt == Format::Json {
         return print_json(v);
@@ -22,12 +31,7 @@ fn show_group(v: &Value, fmt: Format) {
             .map(|d| format!(": {d}"))
             .unwrap_or_default()
     );
-    let restart: Vec<&str> = v["restart_required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str())
-        .collect();
+    let restart: Vec<&str> = strs(&v["restart_required"]);
     for (k, val) in v["params"].as_object().into_iter().flatten() {
         let flag = if restart.contains(&k.as_str()) {
             "  (restart)"
@@ -36,12 +40,7 @@ fn show_group(v: &Value, fmt: Format) {
         };
         println!("  {k} = {}{flag}", val.as_str().unwrap_or(""));
     }
-    let instances: Vec<&str> = v["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str())
-        .collect();
+    let instances: Vec<&str> = strs(&v["instances"]);
     println!(
         "attached to: {}",
         if instances.is_empty() {
@@ -137,12 +136,7 @@ async fn change(
     } else {
         for t in &tasks {
             let i: Value = client.get(&format!("/v1/instances/{}", t.instance)).await?;
-            let pending: Vec<&str> = i["pending_restart"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str())
-                .collect();
+            let pending: Vec<&str> = strs(&i["pending_restart"]);
             if !pending.is_empty() {
                 println!(
                     "{}: pending restart for {} (run `berth restart {}`)",
@@ -245,12 +239,7 @@ pub async fn attach(
                 "{instance}: parameter group {}",
                 i["param_group"].as_str().unwrap_or("(none)")
             );
-            let pending: Vec<&str> = i["pending_restart"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str())
-                .collect();
+            let pending: Vec<&str> = strs(&i["pending_restart"]);
             if !pending.is_empty() {
                 println!(
                     "pending restart for {} (run `berth restart {instance}`)",

@@ -215,6 +215,29 @@ pub fn engine(kind: EngineKind) -> &'static dyn Engine {
     }
 }
 
+/// Refuses a memory setting above `fraction` of the instance's memory: the engine
+/// would fail to allocate it at start. `base` is the setting's unit (`8kB`, `B`).
+pub(crate) fn fits_in_memory(
+    params: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    base: &str,
+    fraction: f64,
+    memory_mib: u64,
+) -> std::result::Result<(), String> {
+    let Some(v) = params.get(key) else {
+        return Ok(());
+    };
+    let bytes = berth_model::params::bytes_value(v, base).unwrap_or(0.0);
+    let limit_mib = (memory_mib as f64 * fraction) as u64;
+    if bytes > limit_mib as f64 * 1024.0 * 1024.0 {
+        return Err(format!(
+            "{key} = {v} would not fit an instance with {memory_mib}MiB of memory (at most {}%, {limit_mib}MiB)",
+            (fraction * 100.0) as u64
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(|source| EngineError::Io {
         path: path.to_owned(),

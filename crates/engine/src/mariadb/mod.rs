@@ -425,16 +425,7 @@ impl Engine for Mariadb {
         params: &std::collections::BTreeMap<String, String>,
         memory_mib: u64,
     ) -> std::result::Result<(), String> {
-        if let Some(v) = params.get("innodb_buffer_pool_size") {
-            let bytes = berth_model::params::bytes_value(v, "B").unwrap_or(0.0);
-            let limit = memory_mib as f64 * 1024.0 * 1024.0 * 0.8;
-            if bytes > limit {
-                return Err(format!(
-                    "innodb_buffer_pool_size = {v} would not fit an instance with {memory_mib}MiB of memory (at most 80%, {}M)",
-                    (limit / (1024.0 * 1024.0)) as u64
-                ));
-            }
-        }
+        crate::fits_in_memory(params, "innodb_buffer_pool_size", "B", 0.8, memory_mib)?;
         if params.get("large_pages").is_some_and(|v| v == "ON") {
             return Err(
                 "large_pages = ON needs huge pages the container does not have; leave it OFF"

@@ -358,16 +358,7 @@ impl Engine for Postgres {
         params: &std::collections::BTreeMap<String, String>,
         memory_mib: u64,
     ) -> std::result::Result<(), String> {
-        if let Some(v) = params.get("shared_buffers") {
-            let bytes = berth_model::params::bytes_value(v, "8kB").unwrap_or(0.0);
-            let limit = memory_mib as f64 * 1024.0 * 1024.0 * 0.6;
-            if bytes > limit {
-                return Err(format!(
-                    "shared_buffers = {v} would not fit an instance with {memory_mib}MiB of memory (at most 60%, {}MB)",
-                    (limit / (1024.0 * 1024.0)) as u64
-                ));
-            }
-        }
+        crate::fits_in_memory(params, "shared_buffers", "8kB", 0.6, memory_mib)?;
         if params.get("huge_pages").is_some_and(|v| v == "on") {
             return Err("huge_pages = on would stop PostgreSQL from starting: containers have no huge pages reserved; use try or off".into());
         }
