@@ -177,3 +177,73 @@ fn orphans_go_but_data_stays_unless_purged() {
         ]
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn status() -> impl Strategy<Value = InstanceStatus> {
+        proptest::sample::select(InstanceStatus::ALL.to_vec())
+    }
+
+    fn seen() -> impl Strategy<Value = MemberSeen> {
+        prop_oneof![
+            Just(MemberSeen::Missing),
+            Just(MemberSeen::Healthy),
+            Just(MemberSeen::NotAnswering("x".into())),
+            Just(MemberSeen::Down(exited())),
+        ]
+    }
+
+    fn tombstone() -> impl Strategy<Value = Tombstone> {
+        proptest::sample::select(vec![
+            Tombstone::Unknown,
+            Tombstone::Live,
+            Tombstone::DeletedKeptData,
+            Tombstone::DeletedPurged,
+        ])
+    }
+
+    proptest! {
+        /// Whatever it sees, reconcile never touches a busy instance, never repairs one
+        /// the user stopped, and removes a volume only when its instance was purged.
+        #[test]
+        fn plan_is_safe(
+            members in proptest::collection::vec((status(), seen()), 0..6),
+            orphans in proptest::collection::vec(tombstone(), 0..6),
+        ) {
+            let mut instances = vec![];
+            let mut o = Observed::default();
+            for (i, (st, seen)) in members.into_iter().enumerate() {
+                let r = inst(&format!("i{i}"), st);
+                o.members.insert(r.id, seen);
+                o.volumes.push(labelled(&format!("vol-i{i}"), r.id));
+                instances.push(r);
+            }
+            let mut purged = HashSet::new();
+            for (i, t) in orphans.into_iter().enumerate() {
+                let id = InstanceId::new_random();
+                let name = format!("orphan-{i}");
+                if t == Tombstone::DeletedPurged {
+                    purged.insert(name.clone());
+                }
+                o.volumes.push(labelled(&name, id));
+                o.tombstones.insert(id, t);
+            }
+            for action in plan(&instances, &o) {
+                match action {
+                    Action::Repair(id, _) | Action::Reconfigure(id, _) => {
+                        let i = instances.iter().find(|i| i.id == id).expect("known instance");
+                        prop_assert!(i.status.wants_running(), "repaired a {} instance", i.status);
+                    }
+                    Action::Observe(id, _, _) => {
+                        let i = instances.iter().find(|i| i.id == id).expect("known instance");
+                        prop_assert!(!i.status.is_busy(), "observed over a running task");
+                    }
+                    Action::RemoveVolume(name) => prop_assert!(purged.contains(&name), "removed {name}"),
+                    Action::RemoveContainer(_) | Action::RemoveNetwork(_) | Action::ReportVolume(..) => {}
+                }
+            }
+        }
+    }
+}
