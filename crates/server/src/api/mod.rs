@@ -136,3 +136,34 @@ async fn require_token(State(ctx): State<Ctx>, req: Request, next: Next) -> Resp
         Err(e) => ApiError::from(e).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API's contract: a change to any route, body or schema shows up here as a
+    /// snapshot diff to review (CI never rewrites snapshots).
+    #[test]
+    fn openapi_document_is_stable() {
+        let doc = serde_json::to_value(openapi()).expect("serialisable");
+        insta::assert_json_snapshot!("openapi", doc);
+    }
+
+    #[tokio::test]
+    async fn problems_are_problem_json_with_a_stable_type() {
+        use axum::response::IntoResponse;
+        let resp =
+            ApiError::InvalidState("instance db1 is stopped; run `berth start db1` first".into())
+                .into_response();
+        assert_eq!(resp.status(), axum::http::StatusCode::CONFLICT);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        insta::assert_json_snapshot!("problem_invalid_state", v);
+    }
+}
