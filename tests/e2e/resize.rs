@@ -84,6 +84,24 @@ async fn postgres_resize_is_live_and_shared_buffers_waits_for_restart() -> anyho
     Ok(())
 }
 
+/// Waits until MariaDB reports the buffer pool size (it resizes in the background).
+async fn buffer_pool_reaches(b: &Berth, name: &str, bytes: &str) -> anyhow::Result<()> {
+    b.eventually(
+        &format!("the buffer pool to reach {bytes} bytes"),
+        Duration::from_secs(30),
+        || async {
+            match b.db(name).await {
+                Ok(mut db) => {
+                    db.strings("SELECT @@innodb_buffer_pool_size").await.ok()
+                        == Some(vec![bytes.to_owned()])
+                }
+                Err(_) => false,
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_buffer_pool_follows_memory_live() -> anyhow::Result<()> {
     let b = Berth::start().await?;
@@ -112,19 +130,7 @@ async fn mariadb_buffer_pool_follows_memory_live() -> anyhow::Result<()> {
         "1073741824 1000000000"
     );
     // InnoDB resizes its pool in the background; it gets there without a restart.
-    b.eventually(
-        "the buffer pool to grow",
-        Duration::from_secs(30),
-        || async {
-            let mut db = match b.db(&name).await {
-                Ok(d) => d,
-                Err(_) => return false,
-            };
-            db.strings("SELECT @@innodb_buffer_pool_size").await.ok()
-                == Some(vec!["536870912".to_owned()])
-        },
-    )
-    .await?;
+    buffer_pool_reaches(&b, &name, "536870912").await?;
     assert_eq!(
         server_pid(&container, "/usr/sbin/mariadbd")?,
         pid,
@@ -134,19 +140,7 @@ async fn mariadb_buffer_pool_follows_memory_live() -> anyhow::Result<()> {
 
     // Shrinking to what still fits works the same way, down.
     b.cli_json(&["resize", &name, "--memory", "768MiB"])?;
-    b.eventually(
-        "the buffer pool to shrink",
-        Duration::from_secs(30),
-        || async {
-            let mut db = match b.db(&name).await {
-                Ok(d) => d,
-                Err(_) => return false,
-            };
-            db.strings("SELECT @@innodb_buffer_pool_size").await.ok()
-                == Some(vec!["402653184".to_owned()])
-        },
-    )
-    .await?;
+    buffer_pool_reaches(&b, &name, "402653184").await?;
     // The new size survives a restart: the configuration follows the container's limits.
     b.cli_json(&["restart", &name])?;
     let mut db = b.db(&name).await?;

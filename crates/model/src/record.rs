@@ -108,3 +108,39 @@ impl TaskRecord {
         }
     }
 }
+
+#[cfg(any(test, feature = "testing"))]
+impl InstanceRecord {
+    /// A PostgreSQL instance with default resources, for tests of code that stores or
+    /// plans around instances.
+    pub fn example(name: &str, status: InstanceStatus, port: u16) -> Self {
+        let host = crate::HostCapacity {
+            cpus: crate::CpuMillis::from_millis(2000).unwrap_or_else(|_| unreachable!()),
+            memory_mib: 8192,
+            disk_free_mib: 100_000,
+        };
+        let (name, spec) = crate::CreateRequest {
+            name: name.into(),
+            engine: "postgres".into(),
+            ..Default::default()
+        }
+        .validate(&host)
+        .unwrap_or_else(|e| panic!("example instance {name:?}: {e}"));
+        Self {
+            id: InstanceId::new_random(),
+            name,
+            project: ProjectId::default_project(),
+            spec,
+            status,
+            status_detail: None,
+            port,
+            pending_restart: vec![],
+            param_group: None,
+            params_revision: 0,
+            superuser_password: Secret::new("pw"),
+            agent_token: Secret::new("tok"),
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+}

@@ -1,35 +1,7 @@
 use super::*;
-use berth_model::{CpuMillis, CreateRequest, HostCapacity, ProjectId, Secret};
 
 fn inst(name: &str, status: InstanceStatus) -> InstanceRecord {
-    let host = HostCapacity {
-        cpus: CpuMillis::from_millis(2000).expect("valid"),
-        memory_mib: 8192,
-        disk_free_mib: 100_000,
-    };
-    let (name, spec) = CreateRequest {
-        name: name.into(),
-        engine: "postgres".into(),
-        ..Default::default()
-    }
-    .validate(&host)
-    .expect("valid");
-    InstanceRecord {
-        id: InstanceId::new_random(),
-        name,
-        project: ProjectId::default_project(),
-        spec,
-        status,
-        status_detail: None,
-        port: 40000,
-        pending_restart: vec![],
-        param_group: None,
-        params_revision: 0,
-        superuser_password: Secret::new("pw"),
-        agent_token: Secret::new("tok"),
-        created_at: String::new(),
-        updated_at: String::new(),
-    }
+    InstanceRecord::example(name, status, 40000)
 }
 
 fn labelled(name: &str, id: InstanceId) -> Labelled {

@@ -1,37 +1,8 @@
 use super::*;
-use berth_model::{
-    CpuMillis, CreateRequest, HostCapacity, InstanceEvent, Secret, TaskKind, TaskOptions,
-};
+use berth_model::{InstanceEvent, TaskKind, TaskOptions};
 
 fn record(name: &str, port: u16) -> InstanceRecord {
-    let host = HostCapacity {
-        cpus: CpuMillis::from_millis(2000).expect("valid"),
-        memory_mib: 8192,
-        disk_free_mib: 100_000,
-    };
-    let (name, spec) = CreateRequest {
-        name: name.into(),
-        engine: "postgres".into(),
-        ..Default::default()
-    }
-    .validate(&host)
-    .expect("valid");
-    InstanceRecord {
-        id: InstanceId::new_random(),
-        name,
-        project: ProjectId::default_project(),
-        spec,
-        status: InstanceStatus::Creating,
-        status_detail: None,
-        port,
-        pending_restart: vec![],
-        param_group: None,
-        params_revision: 0,
-        superuser_password: Secret::new("pw"),
-        agent_token: Secret::new("tok"),
-        created_at: now(),
-        updated_at: now(),
-    }
+    InstanceRecord::example(name, InstanceStatus::Creating, port)
 }
 
 fn create_task(i: &InstanceRecord) -> TaskRecord {
