@@ -191,6 +191,13 @@ pub(crate) async fn run(
         }
         StepName::EnsureParams => {
             let name = container_name(&inst);
+            if task.kind == TaskKind::Create && inst.param_group.is_none() {
+                // A fresh volume has no parameters file, which the agent reads as
+                // "none": nothing to write on the create path.
+                return Ok(
+                    "no parameter group; engine defaults and Berth's derived settings".to_owned(),
+                );
+            }
             let (params, revision) = group_params(ctx, &inst).await?;
             let body = serde_json::to_vec_pretty(&params).unwrap_or_default();
             ctx.runtime
