@@ -50,6 +50,15 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// A grant names a database that does not exist.
+    pub(crate) fn no_database_to_grant(db: &berth_model::account::DbName) -> Self {
+        EngineError::Missing(format!(
+            "no database {db}; create it first with `berth db create`"
+        ))
+    }
+}
+
 /// Result of engine hooks.
 pub type Result<T> = std::result::Result<T, EngineError>;
 

@@ -178,10 +178,7 @@ impl Admin for MyAdmin {
         }
         for g in grants {
             if !self.database_exists(g.database.as_str()).await? {
-                return Err(EngineError::Missing(format!(
-                    "no database {}; create it first with `berth db create`",
-                    g.database
-                )));
+                return Err(EngineError::no_database_to_grant(&g.database));
             }
         }
         let u = format!("{}@'%'", quote_my(name.as_str()));

@@ -40,16 +40,7 @@ async fn connect(target: &AdminTarget, db: &str) -> Result<Client> {
         .password(target.password.expose())
         .dbname(db)
         .connect_timeout(Duration::from_secs(5));
-    let (client, conn) =
-        config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| EngineError::NotReady {
-                engine: EngineKind::Postgres,
-                reason: e.to_string(),
-            })?;
-    tokio::spawn(conn);
-    Ok(client)
+    super::connect(&config).await
 }
 
 /// An administrative session on the `postgres` database, opening others as needed.
@@ -89,13 +80,8 @@ impl PgAdmin {
         Ok(n > 0)
     }
 
+    /// Grants one level; the caller has checked that the database exists.
     async fn grant(&self, user: &UserName, g: &Grant) -> Result<()> {
-        if !self.database_exists(g.database.as_str()).await? {
-            return Err(EngineError::Missing(format!(
-                "no database {}; create it first with `berth db create`",
-                g.database
-            )));
-        }
         let u = quote_pg(user.as_str());
         let d = quote_pg(g.database.as_str());
         if g.level == GrantLevel::Owner {
@@ -274,10 +260,7 @@ impl Admin for PgAdmin {
         }
         for g in grants {
             if !self.database_exists(g.database.as_str()).await? {
-                return Err(EngineError::Missing(format!(
-                    "no database {}; create it first with `berth db create`",
-                    g.database
-                )));
+                return Err(EngineError::no_database_to_grant(&g.database));
             }
         }
         self.client

@@ -391,6 +391,11 @@ async fn local_client(layout: &Layout) -> Result<tokio_postgres::Client> {
         .user("postgres")
         .dbname("postgres")
         .connect_timeout(Duration::from_secs(2));
+    connect(&config).await
+}
+
+/// Opens a session; its connection task ends by itself when the client is dropped.
+pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
     let (client, connection) =
         config
             .connect(tokio_postgres::NoTls)
@@ -399,7 +404,6 @@ async fn local_client(layout: &Layout) -> Result<tokio_postgres::Client> {
                 engine: EngineKind::Postgres,
                 reason: e.to_string(),
             })?;
-    // The connection task ends by itself when the client is dropped.
     tokio::spawn(connection);
     Ok(client)
 }
