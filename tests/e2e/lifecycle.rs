@@ -87,7 +87,7 @@ async fn lifecycle(case: &Case) -> anyhow::Result<()> {
     let port = inst["endpoint"]["port"].as_u64().expect("port");
 
     // Docker applies the limits, publishes the port, and gives the instance its network and volume.
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
     assert_eq!(
         docker(&[
             "inspect",
@@ -291,7 +291,7 @@ async fn agent_restarts_crashed_engine(case: &Case) -> anyhow::Result<()> {
     db.exec("CREATE TABLE app.t (x int)").await?;
     db.exec("INSERT INTO app.t VALUES (42)").await?;
     drop(db);
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
     // Kill the engine's server (not the agent, PID 1) from the host.
     let pid = berth_e2e::server_pid(&container, case.server_process)?;
     std::process::Command::new("kill")

@@ -98,7 +98,7 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
     drop(db);
 
     // Attach, then set a live setting: in effect at once, same engine process.
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
     let pid = server_pid(&container, case.server_process)?;
     b.cli_json(&["params", "attach", &name, &group])?;
     let (k, v, read, want) = case.live;

@@ -25,7 +25,7 @@ async fn removed_member_comes_back(engine: &str) -> anyhow::Result<()> {
     db.exec("INSERT INTO app.kept VALUES ('still here')")
         .await?;
     drop(db);
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
     let old_id = docker(&["inspect", "-f", "{{.Id}}", &container])?;
     docker(&["rm", "-f", &container])?;
 
@@ -61,7 +61,7 @@ async fn status_shows_reality_and_orphans_are_removed() -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique("real");
     b.create(&name, json!({})).await?;
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
 
     // A frozen member (running, but answering nothing) is reported unavailable, with why.
     docker(&["pause", &container])?;
@@ -159,7 +159,7 @@ async fn start_brings_back_a_missing_container_but_never_an_empty_database() -> 
     db.exec("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('here')")
         .await?;
     drop(db);
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
 
     // Stopped, then its container removed behind Berth's back: start recreates it on
     // the same volume.

@@ -11,7 +11,7 @@ async fn postgres_resize_is_live_and_shared_buffers_waits_for_restart() -> anyho
     let name = unique("rs-pg");
     b.create(&name, json!({"memory": "512MiB", "cpus": "0.5"}))
         .await?;
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
     let pid = server_pid(&container, "/bin/postgres -D")?;
 
     let done = b.cli_json(&["resize", &name, "--memory", "1GiB", "--cpus", "1"])?;
@@ -111,7 +111,7 @@ async fn mariadb_buffer_pool_follows_memory_live() -> anyhow::Result<()> {
         json!({"engine": "mariadb", "memory": "512MiB", "cpus": "0.5"}),
     )
     .await?;
-    let container = format!("berth-{name}-0");
+    let container = b.member_container(&name)?;
     let pid = server_pid(&container, "/usr/sbin/mariadbd")?;
     let mut db = b.db(&name).await?;
     assert_eq!(

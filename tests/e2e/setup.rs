@@ -90,7 +90,7 @@ async fn an_upstream_image_can_replace_the_built_one() -> anyhow::Result<()> {
                 "inspect",
                 "-f",
                 "{{.Config.Image}}",
-                &format!("berth-{name}-0")
+                &b.member_container(&name)?
             ])?,
             upstream
         );

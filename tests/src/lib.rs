@@ -60,6 +60,27 @@ pub fn require_docker() {
     );
 }
 
+/// Builds the engine images once per test process (`berth image build`, which
+/// caches them by their inputs: a no-op after the first run on a machine), so
+/// `cargo test` alone works on a fresh machine.
+pub fn ensure_images() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        for engine in ["postgres", "mariadb"] {
+            let out = Command::new(berth_bin())
+                .args(["image", "build", engine])
+                .stdin(Stdio::null())
+                .output()
+                .expect("running berth image build");
+            assert!(
+                out.status.success(),
+                "berth image build {engine} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    });
+}
+
 /// One running `berth serve`.
 pub struct Berth {
     /// Data directory (and CLI config) of this installation.
@@ -85,6 +106,7 @@ impl Berth {
     /// Starts a fresh installation with extra `berth serve` arguments.
     pub async fn start_with(extra_args: &[&str]) -> Result<Self> {
         require_docker();
+        ensure_images();
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
         let port = free_port();
         let mut b = Self {
@@ -293,6 +315,30 @@ impl Berth {
     /// optionally only those of one instance id.
     pub fn docker_objects(&self, kind: &str, instance: Option<&str>) -> Vec<String> {
         docker_labelled(kind, &self.site, instance)
+    }
+
+    /// The name of an instance's first member container, found the way Berth finds
+    /// it: by this site's labels (names carry the instance id and are not guessed).
+    pub fn member_container(&self, instance: &str) -> Result<String> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.berth.site={}", self.site),
+            "--filter",
+            &format!("label=io.berth.instance-name={instance}"),
+            "--filter",
+            "label=io.berth.member=0",
+            "--format",
+            "{{.Names}}",
+        ])?;
+        match out.lines().collect::<Vec<_>>().as_slice() {
+            [one] => Ok((*one).to_owned()),
+            other => bail!(
+                "instance {instance} has {} member-0 containers: {other:?}",
+                other.len()
+            ),
+        }
     }
 
     /// Waits until `check` holds, polling; fails with `what` after `timeout`.

@@ -147,6 +147,14 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Point the CLI at an installation: checks the URL and token, then writes the
+    /// CLI configuration (`berth serve` writes it only when there is none).
+    /// Give the URL with the global `--url` (like http://127.0.0.1:7070).
+    Login {
+        /// File holding the API token (the admin token is in <data-dir>/admin-token).
+        #[arg(long)]
+        token_file: PathBuf,
+    },
     /// List recent tasks.
     Tasks {
         /// Only this instance's.
@@ -322,6 +330,9 @@ enum ImageCommand {
         /// Root file system cache.
         #[arg(long, env = "BERTH_IMAGE_CACHE")]
         cache: Option<PathBuf>,
+        /// Give up on a build that takes longer than this.
+        #[arg(long, env = "BERTH_IMAGE_BUILD_TIMEOUT", default_value = "20m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -349,6 +360,13 @@ struct ServeArgs {
     /// ENGINE:VERSION=IMAGE (repeatable), like postgres:15=postgres:15-bookworm.
     #[arg(long = "image", env = "BERTH_IMAGES", value_delimiter = ',')]
     images: Vec<berth_server::UpstreamImage>,
+    /// Give up on an engine image build (or pull) that takes longer than this.
+    #[arg(long, env = "BERTH_IMAGE_BUILD_TIMEOUT", default_value = "20m", value_parser = humantime::parse_duration)]
+    image_build_timeout: std::time::Duration,
+    /// Point the CLI configuration at this installation even if one exists already
+    /// (by default it is written only when there is none).
+    #[arg(long)]
+    write_cli_config: bool,
 }
 
 fn default_image_cache() -> PathBuf {
@@ -424,6 +442,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 endpoint_host: args.endpoint_host,
                 publish_address: args.publish_address,
                 cli_config: cli.config.or_else(berth_cli::default_config_path),
+                write_cli_config: args.write_cli_config,
+                image_build_timeout: args.image_build_timeout,
                 image_cache: args.image_cache.unwrap_or_else(default_image_cache),
                 reconcile_interval: args.reconcile_interval,
                 agent_binary: std::env::current_exe().context("finding the berth binary")?,
@@ -453,6 +473,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     engine,
                     version,
                     cache,
+                    timeout,
                 },
         } => {
             let kind: berth_model::EngineKind = engine.parse()?;
@@ -462,8 +483,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             };
             let runtime =
                 berth_runtime::Runtime::connect(berth_model::SiteId::new_random()).await?;
-            let builder =
-                berth_runtime::image::ImageBuilder::new(cache.unwrap_or_else(default_image_cache));
+            let builder = berth_runtime::image::ImageBuilder::new(
+                cache.unwrap_or_else(default_image_cache),
+                timeout,
+            );
             let started = std::time::Instant::now();
             let (tag, built) = builder
                 .ensure(
@@ -652,6 +675,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     berth_cli::user_password(&c, &instance, &user, fmt).await?
                 }
             }
+            Ok(0)
+        }
+        Command::Login { token_file } => {
+            let login_url = cli.url.context(
+                "say which installation: berth login --url http://HOST:PORT --token-file FILE",
+            )?;
+            let path = berth_cli::login(&login_url, &token_file, cli.config).await?;
+            eprintln!(
+                "the CLI now uses {login_url} (configuration in {})",
+                path.display()
+            );
             Ok(0)
         }
         Command::Tasks { instance, limit } => {

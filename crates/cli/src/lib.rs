@@ -3,12 +3,14 @@
 
 mod accounts;
 mod client;
+mod login;
 mod output;
 pub mod params;
 mod wait;
 
 pub use accounts::{db_create, db_drop, db_list, user_create, user_drop, user_list, user_password};
 pub use client::{default_config_path, Client, ClientConfig};
+pub use login::login;
 pub use output::Format;
 
 use berth_server::{CredentialsView, InstanceView, TaskView};
@@ -274,5 +276,14 @@ pub async fn task(client: &Client, id: &str, follow: Follow, fmt: Format) -> Res
         }
         return Ok(());
     }
-    output::task(&t, fmt)
+    output::task(&t, fmt)?;
+    // `--wait` promises an exit code that says how the task ended, even when it had
+    // ended before the command started.
+    if follow == Follow::Wait && t.state == berth_model::TaskState::Failed {
+        return Err(CliError::TaskFailed {
+            id: t.id.to_string(),
+            error: t.error.unwrap_or_default(),
+        });
+    }
+    Ok(())
 }

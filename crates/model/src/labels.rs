@@ -20,9 +20,12 @@ pub const IMAGE_INPUTS: &str = "io.berth.image-inputs";
 /// Label on images Berth built: which engine and version.
 pub const IMAGE_ENGINE: &str = "io.berth.image-engine";
 
-/// `berth-<instance>-<n>`: the member's container.
-pub fn container_name(name: &InstanceName, member: MemberId) -> String {
-    format!("berth-{name}-{member}")
+/// `berth-<instance>-<id>-<n>`: the member's container. The instance id makes the
+/// name unique to this installation (two installations sharing a Docker engine may
+/// both have a `db1`), but names are for people: Berth finds its containers by their
+/// site, instance and member labels, never by name alone.
+pub fn container_name(name: &InstanceName, id: InstanceId, member: MemberId) -> String {
+    format!("berth-{name}-{}-{member}", id.short())
 }
 
 /// The instance's private network. The id suffix keeps a re-created instance of
@@ -52,7 +55,9 @@ mod tests {
         let n = InstanceName::try_from("db1").expect("valid");
         let a = InstanceId::new_random();
         let b = InstanceId::new_random();
-        assert_eq!(container_name(&n, MemberId(0)), "berth-db1-0");
+        let c = container_name(&n, a, MemberId(0));
+        assert!(c.starts_with("berth-db1-") && c.ends_with("-0"), "{c}");
+        assert_ne!(c, container_name(&n, b, MemberId(0)));
         assert_ne!(
             volume_name(&n, a, MemberId(0)),
             volume_name(&n, b, MemberId(0))

@@ -30,6 +30,11 @@ pub struct CreateRequest {
     /// Parameter group to attach (same engine and version).
     #[serde(default)]
     pub params: Option<String>,
+    /// Host port of the endpoint, fixed for the instance's life (1024–65535); a
+    /// free one is picked when absent.
+    #[serde(default)]
+    #[schema(minimum = 1024, maximum = 65535)]
+    pub port: Option<u16>,
 }
 
 /// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.

@@ -132,6 +132,13 @@ pub struct TaskOptions {
     /// Delete: also remove the data volume.
     #[serde(default)]
     pub purge: bool,
+    /// Resize: the CPU limit asked for, in thousandths of a core. The instance's
+    /// stored spec takes it only once Docker has applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus_millis: Option<u32>,
+    /// Resize: the memory asked for, in MiB (stored like `cpus_millis`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
 }
 
 /// One step, named for what it ensures.
@@ -227,6 +234,28 @@ pub struct StepStatus {
     /// Milliseconds it took, once done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub millis: Option<u64>,
+    /// How many times it could not run because something it needs was down.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How many times a step whose dependency is down (Docker, the store) is tried
+/// before its task fails with the reason: a task never waits forever.
+pub const MAX_STEP_ATTEMPTS: u32 = 5;
+
+/// What to do after a step could not run for the `attempts`-th time: wait this long
+/// and try again, or (`None`) give up and fail the task. Doubling from half a second,
+/// so the whole wait is about fifteen seconds.
+pub fn retry_after(attempts: u32) -> Option<std::time::Duration> {
+    if attempts >= MAX_STEP_ATTEMPTS {
+        return None;
+    }
+    let ms = 500u64.saturating_mul(1 << attempts.min(10));
+    Some(std::time::Duration::from_millis(ms.min(8_000)))
 }
 
 /// Where a task is.
@@ -279,6 +308,7 @@ pub fn initial_steps(kind: TaskKind, options: TaskOptions) -> Vec<StepStatus> {
             state: StepState::Pending,
             detail: None,
             millis: None,
+            attempts: 0,
         })
         .collect()
 }
@@ -314,9 +344,12 @@ mod tests {
         }
         let create = TaskKind::Create.plan(TaskOptions::default());
         assert_eq!(create.last(), Some(&StepName::WaitReady));
-        let delete = TaskKind::Delete.plan(TaskOptions { purge: false });
+        let delete = TaskKind::Delete.plan(TaskOptions::default());
         assert!(!delete.contains(&StepName::RemoveVolume));
-        let purge = TaskKind::Delete.plan(TaskOptions { purge: true });
+        let purge = TaskKind::Delete.plan(TaskOptions {
+            purge: true,
+            ..Default::default()
+        });
         assert_eq!(purge.len(), delete.len() + 1);
         assert_eq!(purge.last(), Some(&StepName::Forget));
         let restart = TaskKind::Restart.plan(TaskOptions::default());
@@ -357,6 +390,23 @@ mod tests {
         }
         assert_eq!(next_step(&steps), None);
         assert_eq!(progress(&steps), 100);
+    }
+
+    #[test]
+    fn retries_are_bounded_and_back_off() {
+        let waits: Vec<_> = (0..10).map(retry_after).collect();
+        assert!(waits[..MAX_STEP_ATTEMPTS as usize]
+            .iter()
+            .all(Option::is_some));
+        assert!(waits[MAX_STEP_ATTEMPTS as usize..]
+            .iter()
+            .all(Option::is_none));
+        let total: u128 = waits.iter().flatten().map(|d| d.as_millis()).sum();
+        assert!(
+            total < 30_000,
+            "a task gives up within half a minute ({total} ms)"
+        );
+        assert!(waits[1] > waits[0]);
     }
 
     #[test]

@@ -40,7 +40,18 @@ impl Runtime {
         }
         // Agent volumes are shared by every site on this engine: no site label.
         let vol_labels = HashMap::from([(labels::AGENT.to_owned(), sha256.to_owned())]);
-        if !self.volume_exists(&name).await? {
+        let present = match self.docker().inspect_volume(&name).await {
+            Ok(v) if v.labels.get(labels::AGENT).map(String::as_str) == Some(sha256) => true,
+            Ok(_) => {
+                return Err(RuntimeError::NotOurs {
+                    kind: "volume",
+                    name,
+                })
+            }
+            Err(e) if crate::status(&e) == Some(404) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !present {
             let req = bollard::models::VolumeCreateRequest {
                 name: Some(name.clone()),
                 labels: Some(vol_labels),

@@ -1,6 +1,7 @@
 //! Member containers.
 
 use crate::{status, Outcome, Result, Runtime};
+use berth_model::{labels, InstanceId, MemberId};
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
     PortBinding, RestartPolicy, RestartPolicyNameEnum,
@@ -12,10 +13,23 @@ use bollard::query_parameters::{
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+/// Which member container: Berth finds it by its site, instance and member labels,
+/// never by name alone, so another installation's container of the same name is
+/// never adopted, stopped or removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberKey {
+    /// The instance.
+    pub instance: InstanceId,
+    /// The member.
+    pub member: MemberId,
+}
+
 /// Everything that defines a member container.
 #[derive(Clone, Debug)]
 pub struct MemberContainer {
-    /// `berth-<instance>-<n>`.
+    /// Whose container it is (its labels say so too).
+    pub key: MemberKey,
+    /// `berth-<instance>-<id>-<n>`.
     pub name: String,
     /// Engine image.
     pub image: String,
@@ -48,6 +62,10 @@ pub struct MemberContainer {
 /// What Docker says about a member container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerObservation {
+    /// Docker's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
     /// Running right now.
     pub running: bool,
     /// Docker's status word (`running`, `exited`, `restarting`, …).
@@ -61,9 +79,38 @@ pub struct ContainerObservation {
 }
 
 impl Runtime {
-    /// Creates the member container if no container of that name exists.
+    /// The id of the member's container, found by this site's labels.
+    pub async fn find_member(&self, key: MemberKey) -> Result<Option<String>> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{}={}", labels::SITE, self.site()),
+                format!("{}={}", labels::INSTANCE, key.instance),
+                format!("{}={}", labels::MEMBER, key.member),
+            ],
+        )]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        Ok(self
+            .docker()
+            .list_containers(Some(opts))
+            .await?
+            .into_iter()
+            .find_map(|c| c.id))
+    }
+
+    /// The member's container id, or an error that says it is missing.
+    async fn member_id(&self, key: MemberKey) -> Result<String> {
+        self.find_member(key)
+            .await?
+            .ok_or(crate::RuntimeError::NoContainer(key))
+    }
+
+    /// Creates the member container unless it exists (found by its labels).
     pub async fn ensure_container(&self, spec: &MemberContainer) -> Result<Outcome> {
-        if self.inspect_container(&spec.name).await?.is_some() {
+        if self.find_member(spec.key).await?.is_some() {
             return Ok(Outcome::AlreadyThere);
         }
         let (client_port, host_ip, host_port) = &spec.publish;
@@ -125,16 +172,32 @@ impl Runtime {
             .build();
         match self.docker().create_container(Some(opts), body).await {
             Ok(_) => Ok(Outcome::Done),
-            Err(e) if status(&e) == Some(409) => Ok(Outcome::AlreadyThere),
+            // The name is taken: by our own container made concurrently, or by
+            // someone else's, which we never adopt.
+            Err(e) if status(&e) == Some(409) => match self.find_member(spec.key).await? {
+                Some(_) => Ok(Outcome::AlreadyThere),
+                None => Err(crate::RuntimeError::NotOurs {
+                    kind: "container",
+                    name: spec.name.clone(),
+                }),
+            },
             Err(e) => Err(e.into()),
         }
     }
 
-    /// What Docker says about a container, `None` if there is none of that name.
-    pub async fn inspect_container(&self, name: &str) -> Result<Option<ContainerObservation>> {
+    /// What Docker says about the member's container, `None` if it has none.
+    pub async fn inspect_member(&self, key: MemberKey) -> Result<Option<ContainerObservation>> {
+        match self.find_member(key).await? {
+            Some(id) => self.inspect_container(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// What Docker says about a container by id, `None` if there is none.
+    async fn inspect_container(&self, id: &str) -> Result<Option<ContainerObservation>> {
         let info = match self
             .docker()
-            .inspect_container(name, None::<InspectContainerOptions>)
+            .inspect_container(id, None::<InspectContainerOptions>)
             .await
         {
             Ok(i) => i,
@@ -159,6 +222,11 @@ impl Runtime {
             .filter_map(|b| b.host_port.as_deref().and_then(|p| p.parse().ok()))
             .next();
         Ok(Some(ContainerObservation {
+            id: info.id.unwrap_or_else(|| id.to_owned()),
+            name: info
+                .name
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
             running: state.running.unwrap_or(false),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             exit_code: state.exit_code,
@@ -167,11 +235,12 @@ impl Runtime {
         }))
     }
 
-    /// Starts the container if it is not running.
-    pub async fn ensure_running(&self, name: &str) -> Result<Outcome> {
+    /// Starts the member's container if it is not running.
+    pub async fn ensure_running(&self, key: MemberKey) -> Result<Outcome> {
+        let id = self.member_id(key).await?;
         match self
             .docker()
-            .start_container(name, None::<StartContainerOptions>)
+            .start_container(&id, None::<StartContainerOptions>)
             .await
         {
             Ok(()) => Ok(Outcome::Done),
@@ -182,19 +251,30 @@ impl Runtime {
 
     /// Stops the container (SIGTERM to the agent, which shuts the engine down
     /// cleanly) if it runs; absent counts as stopped.
-    pub async fn ensure_stopped(&self, name: &str, timeout_secs: i32) -> Result<Outcome> {
+    pub async fn ensure_stopped(&self, key: MemberKey, timeout_secs: i32) -> Result<Outcome> {
+        let Some(id) = self.find_member(key).await? else {
+            return Ok(Outcome::AlreadyThere);
+        };
         let opts = StopContainerOptionsBuilder::new().t(timeout_secs).build();
-        match self.docker().stop_container(name, Some(opts)).await {
+        match self.docker().stop_container(&id, Some(opts)).await {
             Ok(()) => Ok(Outcome::Done),
             Err(e) if matches!(status(&e), Some(304) | Some(404)) => Ok(Outcome::AlreadyThere),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Removes the container (forcibly) if it exists.
-    pub async fn remove_container(&self, name: &str) -> Result<Outcome> {
+    /// Removes the member's container (forcibly) if it exists.
+    pub async fn remove_member(&self, key: MemberKey) -> Result<Outcome> {
+        match self.find_member(key).await? {
+            Some(id) => self.remove_container(&id).await,
+            None => Ok(Outcome::AlreadyThere),
+        }
+    }
+
+    /// Removes a container (forcibly) by id, as found by label, if it exists.
+    pub async fn remove_container(&self, id: &str) -> Result<Outcome> {
         let opts = RemoveContainerOptionsBuilder::new().force(true).build();
-        match self.docker().remove_container(name, Some(opts)).await {
+        match self.docker().remove_container(id, Some(opts)).await {
             Ok(()) => Ok(Outcome::Done),
             Err(e) if status(&e) == Some(404) => Ok(Outcome::AlreadyThere),
             // "removal already in progress": another caller is removing it.
@@ -218,22 +298,31 @@ pub fn working_set(usage: u64, stats: &HashMap<String, u64>) -> u64 {
 
 impl Runtime {
     /// Changes a container's CPU and memory limits in place (no restart).
-    pub async fn update_limits(&self, name: &str, nano_cpus: i64, memory_bytes: i64) -> Result<()> {
+    pub async fn update_limits(
+        &self,
+        key: MemberKey,
+        nano_cpus: i64,
+        memory_bytes: i64,
+    ) -> Result<()> {
+        let id = self.member_id(key).await?;
         let body = bollard::models::ContainerUpdateBody {
             nano_cpus: Some(nano_cpus),
             memory: Some(memory_bytes),
             memory_swap: Some(memory_bytes),
             ..Default::default()
         };
-        self.docker().update_container(name, body).await?;
+        self.docker().update_container(&id, body).await?;
         Ok(())
     }
 
     /// The container's limits as Docker has them now: (nano-CPUs, memory bytes).
-    pub async fn limits(&self, name: &str) -> Result<Option<(i64, i64)>> {
+    pub async fn limits(&self, key: MemberKey) -> Result<Option<(i64, i64)>> {
+        let Some(id) = self.find_member(key).await? else {
+            return Ok(None);
+        };
         match self
             .docker()
-            .inspect_container(name, None::<InspectContainerOptions>)
+            .inspect_container(&id, None::<InspectContainerOptions>)
             .await
         {
             Ok(i) => {
@@ -246,13 +335,16 @@ impl Runtime {
     }
 
     /// The memory a running container uses now, in bytes (see [`working_set`]).
-    pub async fn memory_in_use(&self, name: &str) -> Result<Option<u64>> {
+    pub async fn memory_in_use(&self, key: MemberKey) -> Result<Option<u64>> {
         use futures_util::StreamExt;
+        let Some(id) = self.find_member(key).await? else {
+            return Ok(None);
+        };
         let opts = bollard::query_parameters::StatsOptionsBuilder::new()
             .stream(false)
             .one_shot(true)
             .build();
-        let mut stream = self.docker().stats(name, Some(opts));
+        let mut stream = self.docker().stats(&id, Some(opts));
         match stream.next().await {
             Some(Ok(s)) => Ok(s
                 .memory_stats
@@ -269,7 +361,7 @@ impl Runtime {
     /// whether the container runs or not.
     pub async fn put_file(
         &self,
-        container: &str,
+        key: MemberKey,
         dir: &str,
         name: &str,
         contents: &[u8],
@@ -291,9 +383,10 @@ impl Runtime {
                 what: format!("packing {name}"),
                 source,
             })?;
+        let container = self.member_id(key).await?;
         self.docker()
             .upload_to_container(
-                container,
+                &container,
                 Some(
                     bollard::query_parameters::UploadToContainerOptionsBuilder::new()
                         .path(dir)

@@ -90,16 +90,44 @@ pub fn image_tag(engine: &dyn Engine, version: &EngineVersion) -> String {
 /// Builds engine images; one per process (it serialises builds of the same tag).
 pub struct ImageBuilder {
     cache_dir: PathBuf,
+    timeout: std::time::Duration,
     locks: tokio::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// How long an image build or pull may take before it is stopped: a mirror that
+/// accepts connections and never answers must not hang a create forever.
+pub const DEFAULT_BUILD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 impl ImageBuilder {
-    /// A builder keeping root file systems under `cache_dir`.
-    pub fn new(cache_dir: PathBuf) -> Self {
+    /// A builder keeping root file systems under `cache_dir`, giving up on a build
+    /// (or pull) after `timeout`.
+    pub fn new(cache_dir: PathBuf, timeout: std::time::Duration) -> Self {
         Self {
             cache_dir,
+            timeout,
             locks: Default::default(),
         }
+    }
+
+    /// Runs `work` within the build timeout; past it the work is dropped (which kills
+    /// mmdebstrap) and the error says what to check.
+    async fn bounded<T>(
+        &self,
+        tag: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(RuntimeError::ImageBuild {
+                    tag: tag.to_owned(),
+                    reason: format!(
+                        "did not finish within {}s and was stopped; check that the package mirror (or registry) \
+                         answers, then try again (the limit is --image-build-timeout)",
+                        self.timeout.as_secs()
+                    ),
+                })
+            })
     }
 
     /// Where root file systems and catalogs are cached.
@@ -130,6 +158,19 @@ impl ImageBuilder {
         if self.exists(runtime, &tag).await? {
             return Ok((tag, false));
         }
+        self.bounded(&tag, self.build(runtime, engine, version, &tag, progress))
+            .await
+    }
+
+    async fn build(
+        &self,
+        runtime: &Runtime,
+        engine: &dyn Engine,
+        version: &EngineVersion,
+        tag: &str,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(String, bool)> {
+        let tag = tag.to_owned();
         let lock = {
             let mut locks = self.locks.lock().await;
             locks.entry(tag.clone()).or_default().clone()
@@ -149,20 +190,26 @@ impl ImageBuilder {
         // Other processes (another Berth, a parallel test run) may build the same
         // image: an exclusive file lock makes them wait and then find it done.
         let lock_path = self.cache_dir.join(format!("{}.lock", engine.kind()));
-        let file_lock = tokio::task::spawn_blocking(
-            move || -> std::io::Result<nix::fcntl::Flock<std::fs::File>> {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&lock_path)?;
-                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-                    .map_err(|(_, e)| e.into())
-            },
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(io("locking the image cache".into()))?;
+        // Polled, not blocking: a build that times out must not leave a thread
+        // waiting on the lock.
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io("opening the image cache lock".into()))?;
+        let file_lock = loop {
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => break l,
+                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                    file = f;
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err((_, e)) => {
+                    return Err(io("locking the image cache".into())(e.into()));
+                }
+            }
+        };
         if self.exists(runtime, &tag).await? {
             return Ok((tag, false));
         }
@@ -211,6 +258,16 @@ impl ImageBuilder {
         if self.exists(runtime, reference).await? {
             return Ok((reference.to_owned(), false));
         }
+        self.bounded(reference, self.pull(runtime, reference, progress))
+            .await
+    }
+
+    async fn pull(
+        &self,
+        runtime: &Runtime,
+        reference: &str,
+        progress: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<(String, bool)> {
         progress(&format!("pulling {reference}"));
         let opts = CreateImageOptionsBuilder::new()
             .from_image(reference)

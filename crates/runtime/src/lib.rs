@@ -14,7 +14,7 @@ mod containers;
 pub mod image;
 
 pub use agent_volume::AGENT_MOUNT;
-pub use containers::{working_set, ContainerObservation, MemberContainer};
+pub use containers::{working_set, ContainerObservation, MemberContainer, MemberKey};
 
 use berth_model::{labels, CpuMillis, HostCapacity, SiteId};
 use bollard::Docker;
@@ -41,6 +41,19 @@ pub enum RuntimeError {
         /// Why it failed.
         reason: String,
     },
+    /// An object of the name Berth wanted exists but is not this instance's (another
+    /// installation's, or made by hand): Berth never adopts or touches it.
+    #[error("a Docker {kind} named {name} exists but does not belong to this Berth installation's instance; \
+             Berth will not use or remove it: rename or remove it yourself if it is not needed")]
+    NotOurs {
+        /// `container`, `network` or `volume`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// The member has no container (it was removed behind Berth's back).
+    #[error("instance {} member {} has no container", .0.instance, .0.member)]
+    NoContainer(MemberKey),
     /// Local I/O failed.
     #[error("{what}: {source}")]
     Io {
@@ -96,6 +109,8 @@ impl Outcome {
 /// A Docker object Berth labelled, as listed for reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Labelled {
+    /// Docker's id for containers and networks; the name for volumes.
+    pub id: String,
     /// Its name.
     pub name: String,
     /// Its labels.
@@ -152,6 +167,19 @@ impl Runtime {
         l
     }
 
+    /// Whether an object with `found` labels is the one `wanted` describes: same
+    /// site and, where `wanted` names them, the same instance and member.
+    fn owns(&self, found: &HashMap<String, String>, wanted: &HashMap<String, String>) -> bool {
+        [labels::SITE, labels::INSTANCE, labels::MEMBER]
+            .iter()
+            .all(|k| match (wanted.get(*k), found.get(*k)) {
+                (None, _) => *k != labels::SITE,
+                (Some(w), Some(f)) => w == f,
+                (Some(_), None) => false,
+            })
+            && found.get(labels::SITE) == Some(&self.site.to_string())
+    }
+
     fn site_filter(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([(
             "label".to_owned(),
@@ -197,27 +225,56 @@ impl Runtime {
             )
             .await
         {
-            Ok(_) => return Ok(Outcome::AlreadyThere),
+            Ok(n) if self.owns(n.labels.as_ref().unwrap_or(&HashMap::new()), &labels) => {
+                return Ok(Outcome::AlreadyThere)
+            }
+            Ok(_) => return Err(not_ours("network", name)),
             Err(e) if status(&e) == Some(404) => {}
             Err(e) => return Err(e.into()),
         }
         let req = bollard::models::NetworkCreateRequest {
             name: name.to_owned(),
             driver: Some("bridge".into()),
-            labels: Some(labels),
+            labels: Some(labels.clone()),
             ..Default::default()
         };
         match self.docker.create_network(req).await {
             Ok(_) => Ok(Outcome::Done),
-            // Created concurrently by a resumed task: that is what we wanted.
-            Err(e) if status(&e) == Some(409) => Ok(Outcome::AlreadyThere),
+            // Created concurrently by a resumed task: check it is ours.
+            Err(e) if status(&e) == Some(409) => Box::pin(self.ensure_network(name, labels)).await,
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Removes the network if it exists.
-    pub async fn remove_network(&self, name: &str) -> Result<Outcome> {
-        match self.docker.remove_network(name).await {
+    /// Removes the network if it exists and is the one `owner` describes (labels
+    /// as given to [`Runtime::ensure_network`]); another's network of that name is
+    /// left alone, and ours counts as gone.
+    pub async fn remove_network(
+        &self,
+        name: &str,
+        owner: &HashMap<String, String>,
+    ) -> Result<Outcome> {
+        let id = match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(n) if self.owns(n.labels.as_ref().unwrap_or(&HashMap::new()), owner) => {
+                n.id.unwrap_or_else(|| name.to_owned())
+            }
+            Ok(_) => return Ok(Outcome::AlreadyThere),
+            Err(e) if status(&e) == Some(404) => return Ok(Outcome::AlreadyThere),
+            Err(e) => return Err(e.into()),
+        };
+        self.remove_listed_network(&id).await
+    }
+
+    /// Removes a network found in this site's listing, by id.
+    pub async fn remove_listed_network(&self, id: &str) -> Result<Outcome> {
+        match self.docker.remove_network(id).await {
             Ok(()) => Ok(Outcome::Done),
             Err(e) if status(&e) == Some(404) => Ok(Outcome::AlreadyThere),
             Err(e) => Err(e.into()),
@@ -230,10 +287,8 @@ impl Runtime {
         name: &str,
         labels: HashMap<String, String>,
     ) -> Result<Outcome> {
-        match self.docker.inspect_volume(name).await {
-            Ok(_) => return Ok(Outcome::AlreadyThere),
-            Err(e) if status(&e) == Some(404) => {}
-            Err(e) => return Err(e.into()),
+        if self.volume_exists(name, &labels).await? {
+            return Ok(Outcome::AlreadyThere);
         }
         let req = bollard::models::VolumeCreateRequest {
             name: Some(name.to_owned()),
@@ -244,16 +299,33 @@ impl Runtime {
         Ok(Outcome::Done)
     }
 
-    /// Whether the volume exists.
-    pub async fn volume_exists(&self, name: &str) -> Result<bool> {
+    /// Whether the volume exists and is the one `owner` describes. One of the same
+    /// name that is not ours is an error: a container would mount it as ours.
+    pub async fn volume_exists(&self, name: &str, owner: &HashMap<String, String>) -> Result<bool> {
         match self.docker.inspect_volume(name).await {
-            Ok(_) => Ok(true),
+            Ok(v) if self.owns(&v.labels, owner) => Ok(true),
+            Ok(_) => Err(not_ours("volume", name)),
             Err(e) if status(&e) == Some(404) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Removes the volume if it exists.
+    /// Removes the volume if it exists and is the one `owner` describes; another's
+    /// volume of that name is never removed.
+    pub async fn remove_owned_volume(
+        &self,
+        name: &str,
+        owner: &HashMap<String, String>,
+    ) -> Result<Outcome> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) if self.owns(&v.labels, owner) => self.remove_volume(name).await,
+            Ok(_) => Ok(Outcome::AlreadyThere),
+            Err(e) if status(&e) == Some(404) => Ok(Outcome::AlreadyThere),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a volume found by label (this site's listing, or agent volumes).
     pub async fn remove_volume(&self, name: &str) -> Result<Outcome> {
         match self
             .docker
@@ -278,6 +350,7 @@ impl Runtime {
             .await?
             .into_iter()
             .map(|c| Labelled {
+                id: c.id.unwrap_or_default(),
                 name: c
                     .names
                     .unwrap_or_default()
@@ -301,6 +374,7 @@ impl Runtime {
             .await?
             .into_iter()
             .map(|n| Labelled {
+                id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default(),
                 running: false,
@@ -321,11 +395,19 @@ impl Runtime {
             .unwrap_or_default()
             .into_iter()
             .map(|v| Labelled {
+                id: v.name.clone(),
                 name: v.name,
                 labels: v.labels,
                 running: false,
             })
             .collect())
+    }
+}
+
+fn not_ours(kind: &'static str, name: &str) -> RuntimeError {
+    RuntimeError::NotOurs {
+        kind,
+        name: name.to_owned(),
     }
 }
 

@@ -39,44 +39,101 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> 
 }
 
 /// On first start: make the admin token, keep its hash, hand the token to the
-/// operator through two 0600 files (never through the log).
+/// operator through a 0600 file (never through the log). Then see to the CLI's
+/// configuration (see [`ensure_cli_config`]).
 pub(crate) async fn bootstrap_admin_token(
     store: &Store,
     config: &Config,
 ) -> Result<(), ServeError> {
-    if store.has_tokens().await? {
-        return Ok(());
-    }
-    let token = new_token();
     let token_file = config.data_dir.join("admin-token");
-    write_private(&token_file, &format!("{token}\n")).map_err(|source| ServeError::Io {
-        what: format!("writing {}", token_file.display()),
-        source,
-    })?;
-    if let Some(cli) = &config.cli_config {
-        let host = if config.listen.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            config.listen.ip().to_string()
-        };
-        let body = serde_json::json!({
-            "url": format!("http://{host}:{}", config.listen.port()),
-            "token": token,
-        });
-        write_private(cli, &format!("{body:#}\n")).map_err(|source| ServeError::Io {
-            what: format!("writing {}", cli.display()),
+    if !store.has_tokens().await? {
+        let token = new_token();
+        write_private(&token_file, &format!("{token}\n")).map_err(|source| ServeError::Io {
+            what: format!("writing {}", token_file.display()),
             source,
         })?;
-        info!(path = %cli.display(), "wrote the CLI configuration");
+        store.insert_token("admin", &token_hash(&token)).await?;
+        info!(path = %token_file.display(), "created the admin token");
     }
-    store.insert_token("admin", &token_hash(&token)).await?;
-    info!(path = %token_file.display(), "created the admin token");
-    Ok(())
+    ensure_cli_config(config, &token_file)
+}
+
+/// What to do with the CLI's configuration file. Pure, so every case is tested.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum CliConfigAction {
+    /// There is none: write one that points here.
+    Write,
+    /// The operator asked for it (`--write-cli-config`): replace it.
+    Replace,
+    /// It is the user's and points elsewhere (or here already): leave it.
+    Keep,
+}
+
+/// A running installation is never replaced silently: the file is written only
+/// when there is none, or on purpose.
+pub(crate) fn cli_config_action(exists: bool, forced: bool) -> CliConfigAction {
+    match (exists, forced) {
+        (_, true) => CliConfigAction::Replace,
+        (false, false) => CliConfigAction::Write,
+        (true, false) => CliConfigAction::Keep,
+    }
+}
+
+/// The URL the CLI should use to reach this control plane.
+fn own_url(config: &Config) -> String {
+    let host = if config.listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        config.listen.ip().to_string()
+    };
+    format!("http://{host}:{}", config.listen.port())
+}
+
+/// Writes the CLI's configuration (URL and admin token) when there is none, or when
+/// `--write-cli-config` says so; otherwise leaves the user's file alone and says how
+/// to switch on purpose.
+fn ensure_cli_config(config: &Config, token_file: &Path) -> Result<(), ServeError> {
+    let Some(cli) = &config.cli_config else {
+        return Ok(());
+    };
+    let url = own_url(config);
+    match cli_config_action(cli.exists(), config.write_cli_config) {
+        CliConfigAction::Keep => {
+            info!(
+                path = %cli.display(),
+                "left the CLI configuration as it is; to point the CLI here run \
+                 `berth login --url {url} --token-file {}`",
+                token_file.display()
+            );
+            Ok(())
+        }
+        CliConfigAction::Write | CliConfigAction::Replace => {
+            let token = std::fs::read_to_string(token_file).map_err(|source| ServeError::Io {
+                what: format!("reading {}", token_file.display()),
+                source,
+            })?;
+            let body = serde_json::json!({ "url": url, "token": token.trim() });
+            write_private(cli, &format!("{body:#}\n")).map_err(|source| ServeError::Io {
+                what: format!("writing {}", cli.display()),
+                source,
+            })?;
+            info!(path = %cli.display(), "wrote the CLI configuration");
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_config_is_written_only_when_absent_or_asked() {
+        assert_eq!(cli_config_action(false, false), CliConfigAction::Write);
+        assert_eq!(cli_config_action(true, false), CliConfigAction::Keep);
+        assert_eq!(cli_config_action(true, true), CliConfigAction::Replace);
+        assert_eq!(cli_config_action(false, true), CliConfigAction::Replace);
+    }
 
     #[test]
     fn tokens_are_random_and_hashed() {

@@ -144,7 +144,10 @@ impl From<StoreError> for ApiError {
             | StoreError::NoSuchTask(_)
             | StoreError::NoSuchGroup(_) => ApiError::NotFound(e.to_string()),
             StoreError::GroupTaken(_) => ApiError::NameTaken(e.to_string()),
-            StoreError::GroupInUse { .. } => ApiError::InvalidState(e.to_string()),
+            StoreError::GroupInUse { .. } | StoreError::PortTaken { .. } => {
+                ApiError::InvalidState(e.to_string())
+            }
+            StoreError::Refused(_) => ApiError::InvalidRequest(e.to_string()),
             StoreError::InvalidTransition { ref name, source } => {
                 ApiError::InvalidState(format!("{e}{}", crate::views::hint(name, source)))
             }

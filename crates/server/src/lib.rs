@@ -40,6 +40,14 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// Another `berth serve` runs on the same data directory.
+    #[error("another berth serve{holder} is running on the data directory {dir}; stop it first, or give this one its own --data-dir")]
+    Busy {
+        /// The data directory.
+        dir: String,
+        /// ` (pid N)` when the lock file names it.
+        holder: String,
+    },
     /// The store.
     #[error(transparent)]
     Store(#[from] berth_store::StoreError),
@@ -62,10 +70,14 @@ pub struct Config {
     pub endpoint_host: String,
     /// Host address published ports bind to.
     pub publish_address: String,
-    /// Where the CLI's config (URL and token) is written on first start.
+    /// Where the CLI's config (URL and token) is written when there is none.
     pub cli_config: Option<PathBuf>,
+    /// Replace an existing CLI config so it points at this installation.
+    pub write_cli_config: bool,
     /// Root file system cache for image builds.
     pub image_cache: PathBuf,
+    /// How long an image build or pull may take.
+    pub image_build_timeout: Duration,
     /// How often reconcile runs.
     pub reconcile_interval: Duration,
     /// The `berth` binary members run as their agent.
@@ -130,8 +142,12 @@ pub struct AgentBinary {
     pub sha256: String,
 }
 
-/// Settings catalogs by engine and version.
-pub type CatalogCache = std::collections::HashMap<(berth_model::EngineKind, String), Arc<Catalog>>;
+/// Settings catalogs by engine and version, each loaded once. A cell per key: a
+/// slow image build for one engine version never holds up another's catalog.
+pub type CatalogCache = std::collections::HashMap<
+    (berth_model::EngineKind, String),
+    Arc<tokio::sync::OnceCell<Arc<Catalog>>>,
+>;
 
 /// Everything handlers, tasks and reconcile share.
 #[derive(Clone)]
@@ -156,6 +172,56 @@ pub struct Ctx {
     pub reported: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Settings catalogs, loaded once per engine version.
     pub catalogs: Arc<tokio::sync::Mutex<CatalogCache>>,
+    /// The exclusive lock on the data directory, held while this context lives.
+    _lock: Arc<DataDirLock>,
+}
+
+/// An exclusive `flock` on `<data-dir>/serve.lock`: two control planes on one store
+/// would run the same tasks twice. The kernel drops it when the process dies, so a
+/// crash never leaves a stale lock behind.
+struct DataDirLock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+impl DataDirLock {
+    fn acquire(dir: &std::path::Path) -> Result<Self> {
+        use std::io::{Read, Seek, Write};
+        let path = dir.join("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("opening {}", path.display())))?;
+        let mut lock =
+            match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+                Ok(l) => l,
+                Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let mut pid = String::new();
+                    let _ = file.read_to_string(&mut pid);
+                    let pid = pid.trim();
+                    return Err(ServeError::Busy {
+                        dir: dir.display().to_string(),
+                        holder: if pid.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (pid {pid})")
+                        },
+                    });
+                }
+                Err((_, e)) => {
+                    return Err(ServeError::Io {
+                        what: format!("locking {}", path.display()),
+                        source: e.into(),
+                    })
+                }
+            };
+        let pid = std::process::id().to_string();
+        lock.set_len(0)
+            .and_then(|()| lock.rewind())
+            .and_then(|()| lock.write_all(pid.as_bytes()))
+            .map_err(io(format!("writing {}", path.display())))?;
+        Ok(Self(lock))
+    }
 }
 
 impl Ctx {
@@ -188,27 +254,36 @@ impl Ctx {
         kind: berth_model::EngineKind,
         version: &berth_model::EngineVersion,
     ) -> std::result::Result<Arc<Catalog>, berth_runtime::RuntimeError> {
-        let mut cache = self.catalogs.lock().await;
-        if let Some(c) = cache.get(&(kind, version.to_string())) {
-            return Ok(c.clone());
-        }
+        let cell = self
+            .catalogs
+            .lock()
+            .await
+            .entry((kind, version.to_string()))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.load_catalog(kind, version))
+            .await
+            .cloned()
+    }
+
+    async fn load_catalog(
+        &self,
+        kind: berth_model::EngineKind,
+        version: &berth_model::EngineVersion,
+    ) -> std::result::Result<Arc<Catalog>, berth_runtime::RuntimeError> {
         let (tag, _) = self.ensure_image(kind, version, &|_| {}).await?;
         if let Some(c) = self.images.cached_catalog(&tag).await {
-            let c = Arc::new(c);
-            cache.insert((kind, version.to_string()), c.clone());
-            return Ok(c);
+            return Ok(Arc::new(c));
         }
         let (agent_volume, _) = self
             .runtime
             .ensure_agent_volume(&self.agent.path, &self.agent.sha256, &tag)
             .await?;
-        let catalog = Arc::new(
+        Ok(Arc::new(
             self.images
                 .ensure_catalog(&self.runtime, &tag, &agent_volume, kind, version)
                 .await?,
-        );
-        cache.insert((kind, version.to_string()), catalog.clone());
-        Ok(catalog)
+        ))
     }
 }
 
@@ -231,6 +306,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io("restricting the data directory"))?;
+    let lock = DataDirLock::acquire(&config.data_dir)?;
     let store = Store::open(&config.data_dir.join("berth.db")).await?;
     let site = store.site_id().await?;
     auth::bootstrap_admin_token(&store, &config).await?;
@@ -248,7 +324,10 @@ pub async fn start(config: Config) -> Result<Ctx> {
             what: "building the HTTP client".into(),
             source: std::io::Error::other(e),
         })?;
-    let images = Arc::new(ImageBuilder::new(config.image_cache.clone()));
+    let images = Arc::new(ImageBuilder::new(
+        config.image_cache.clone(),
+        config.image_build_timeout,
+    ));
     let ctx = Ctx {
         store,
         runtime,
@@ -260,6 +339,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         site,
         reported: Default::default(),
         catalogs: Default::default(),
+        _lock: Arc::new(lock),
     };
     Ok(ctx)
 }

@@ -5,7 +5,7 @@ use crate::Ctx;
 use berth_engine::engine;
 use berth_model::agent::{env, AGENT_DIR, AGENT_PORT, DATA_DIR};
 use berth_model::{labels, InstanceRecord, MemberId};
-use berth_runtime::MemberContainer;
+use berth_runtime::{MemberContainer, MemberKey};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,7 +32,15 @@ pub(crate) fn member_labels(
 }
 
 pub(crate) fn container_name(inst: &InstanceRecord) -> String {
-    labels::container_name(&inst.name, PRIMARY)
+    labels::container_name(&inst.name, inst.id, PRIMARY)
+}
+
+/// How Docker objects of the member are found: by labels, never by name alone.
+pub(crate) fn key(inst: &InstanceRecord) -> MemberKey {
+    MemberKey {
+        instance: inst.id,
+        member: PRIMARY,
+    }
 }
 
 pub(crate) fn network_name(inst: &InstanceRecord) -> String {
@@ -66,6 +74,7 @@ pub(crate) fn member_container(
     );
     let memory = inst.spec.memory.bytes();
     MemberContainer {
+        key: key(inst),
         name: container_name(inst),
         image: image.to_owned(),
         labels: member_labels(ctx, inst, PRIMARY),

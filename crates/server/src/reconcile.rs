@@ -12,7 +12,7 @@
 //!   volumes only when the store says their instance was deleted with purge —
 //!   a volume is a user's data, and an unknown one is reported, not removed.
 
-use crate::members::{self, container_name};
+use crate::members;
 use crate::Ctx;
 use berth_model::{
     labels, InstanceEvent, InstanceId, InstanceRecord, InstanceStatus, TaskKind, TaskOptions,
@@ -62,9 +62,9 @@ pub enum Action {
     Reconfigure(InstanceId, i64),
     /// Record an observation.
     Observe(InstanceId, InstanceEvent, Option<String>),
-    /// Remove a container no live instance owns.
+    /// Remove a container no live instance owns (by the id this site's listing gave).
     RemoveContainer(String),
-    /// Remove a network no live instance owns.
+    /// Remove a network no live instance owns (by the id this site's listing gave).
     RemoveNetwork(String),
     /// Remove a volume whose instance was deleted with purge.
     RemoveVolume(String),
@@ -159,14 +159,14 @@ pub fn plan(instances: &[InstanceRecord], observed: &Observed) -> Vec<Action> {
     for c in &observed.containers {
         if let Some(id) = instance_of(c) {
             if !live.contains(&id) {
-                actions.push(Action::RemoveContainer(c.name.clone()));
+                actions.push(Action::RemoveContainer(c.id.clone()));
             }
         }
     }
     for n in &observed.networks {
         if let Some(id) = instance_of(n) {
             if !live.contains(&id) {
-                actions.push(Action::RemoveNetwork(n.name.clone()));
+                actions.push(Action::RemoveNetwork(n.id.clone()));
             }
         }
     }
@@ -197,7 +197,7 @@ async fn observe(
         .iter()
         .filter(|i| !i.status.is_busy())
         .map(|inst| async move {
-            let seen = match ctx.runtime.inspect_container(&container_name(inst)).await {
+            let seen = match ctx.runtime.inspect_member(members::key(inst)).await {
                 Ok(None) => MemberSeen::Missing,
                 Ok(Some(obs)) if !obs.running => MemberSeen::Down(obs),
                 Ok(Some(obs)) => match obs.ip {
@@ -315,7 +315,7 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
         }
         Action::RemoveNetwork(name) => {
             warn!(network = %name, "removing a network no instance owns");
-            if let Err(e) = ctx.runtime.remove_network(name).await {
+            if let Err(e) = ctx.runtime.remove_listed_network(name).await {
                 warn!(network = %name, error = %e, "could not remove orphan network (still in use?)");
             }
         }

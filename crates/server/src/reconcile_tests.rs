@@ -6,6 +6,7 @@ fn inst(name: &str, status: InstanceStatus) -> InstanceRecord {
 
 fn labelled(name: &str, id: InstanceId) -> Labelled {
     Labelled {
+        id: name.into(),
         name: name.into(),
         labels: HashMap::from([(labels::INSTANCE.to_owned(), id.to_string())]),
         running: true,
@@ -14,6 +15,8 @@ fn labelled(name: &str, id: InstanceId) -> Labelled {
 
 fn exited() -> ContainerObservation {
     ContainerObservation {
+        id: "c0ffee".into(),
+        name: "berth-db-0".into(),
         running: false,
         status: "exited".into(),
         exit_code: Some(137),

@@ -1,7 +1,7 @@
 //! The steps tasks are made of. Each checks before it acts, so running it again
 //! after a crash is safe, and each returns a sentence for the task log.
 
-use crate::members::{self, container_name, network_name, volume_name};
+use crate::members::{self, container_name, key, network_name, volume_name};
 use crate::Ctx;
 use berth_engine::engine;
 use berth_model::{InstanceEvent, InstanceRecord, StepName, TaskKind, TaskRecord};
@@ -97,7 +97,13 @@ pub(crate) async fn run(
             let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
             let spec = members::member_container(ctx, &inst, &tag, &agent_volume);
             if task.kind != TaskKind::Create
-                && !ctx.runtime.volume_exists(&spec.data_volume.0).await?
+                && !ctx
+                    .runtime
+                    .volume_exists(
+                        &spec.data_volume.0,
+                        &members::member_labels(ctx, &inst, members::PRIMARY),
+                    )
+                    .await?
             {
                 // Never bootstrap an empty database in place of lost data silently.
                 return Err(StepError::Fatal(format!(
@@ -114,7 +120,7 @@ pub(crate) async fn run(
         }
         StepName::EnsureRunning => {
             let name = container_name(&inst);
-            let o = ctx.runtime.ensure_running(&name).await?;
+            let o = ctx.runtime.ensure_running(key(&inst)).await?;
             Ok(o.say(
                 format!("started container {name}"),
                 format!("container {name} is running"),
@@ -123,7 +129,7 @@ pub(crate) async fn run(
         StepName::WaitReady => wait_ready(ctx, &inst).await,
         StepName::EnsureStopped => {
             let name = container_name(&inst);
-            let o = ctx.runtime.ensure_stopped(&name, 60).await?;
+            let o = ctx.runtime.ensure_stopped(key(&inst), 60).await?;
             Ok(o.say(
                 format!("stopped container {name}"),
                 format!("container {name} is not running"),
@@ -131,43 +137,35 @@ pub(crate) async fn run(
         }
         StepName::RemoveContainer => {
             let name = container_name(&inst);
-            Ok(ctx.runtime.remove_container(&name).await?.say(
+            Ok(ctx.runtime.remove_member(key(&inst)).await?.say(
                 format!("removed container {name}"),
                 format!("container {name} is gone"),
             ))
         }
         StepName::RemoveNetwork => {
             let name = network_name(&inst);
-            Ok(ctx.runtime.remove_network(&name).await?.say(
+            let owner = members::instance_labels(ctx, &inst);
+            Ok(ctx.runtime.remove_network(&name, &owner).await?.say(
                 format!("removed network {name}"),
                 format!("network {name} is gone"),
             ))
         }
         StepName::RemoveVolume => {
             let name = volume_name(&inst);
-            let o = ctx.runtime.remove_volume(&name).await?;
+            let owner = members::member_labels(ctx, &inst, members::PRIMARY);
+            let o = ctx.runtime.remove_owned_volume(&name, &owner).await?;
             ctx.store.mark_purged(inst.id).await?;
             Ok(o.say(
                 format!("removed volume {name}"),
                 format!("volume {name} is gone"),
             ))
         }
-        StepName::UpdateLimits => {
-            let name = container_name(&inst);
-            let memory = i64::try_from(inst.spec.memory.bytes()).unwrap_or(i64::MAX);
-            ctx.runtime
-                .update_limits(&name, inst.spec.cpus.nano_cpus(), memory)
-                .await?;
-            Ok(format!(
-                "container {name} now has {} cpus and {} memory, without a restart",
-                inst.spec.cpus, inst.spec.memory
-            ))
-        }
+        StepName::UpdateLimits => update_limits(ctx, task, &inst).await,
         StepName::ApplySettings => {
             let name = container_name(&inst);
             let ip = ctx
                 .runtime
-                .inspect_container(&name)
+                .inspect_member(key(&inst))
                 .await?
                 .filter(|o| o.running)
                 .and_then(|o| o.ip)
@@ -190,7 +188,6 @@ pub(crate) async fn run(
             })
         }
         StepName::EnsureParams => {
-            let name = container_name(&inst);
             if task.kind == TaskKind::Create && inst.param_group.is_none() {
                 // A fresh volume has no parameters file, which the agent reads as
                 // "none": nothing to write on the create path.
@@ -202,7 +199,7 @@ pub(crate) async fn run(
             let body = serde_json::to_vec_pretty(&params).unwrap_or_default();
             ctx.runtime
                 .put_file(
-                    &name,
+                    key(&inst),
                     berth_model::agent::DATA_DIR,
                     "berth-params.json",
                     &body,
@@ -273,7 +270,7 @@ async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
     let started = Instant::now();
     let mut last = String::from("no answer yet");
     while started.elapsed() < READY_TIMEOUT {
-        match ctx.runtime.inspect_container(&name).await? {
+        match ctx.runtime.inspect_member(key(inst)).await? {
             None => return Err(StepError::Fatal(format!("container {name} disappeared"))),
             Some(obs) if !obs.running && obs.status != "restarting" && obs.status != "created" => {
                 return Err(StepError::Fatal(format!(
@@ -301,4 +298,36 @@ async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
         inst.spec.engine,
         READY_TIMEOUT.as_secs()
     )))
+}
+
+/// Docker's limits take the resize's target; only then does the stored spec follow,
+/// so a resize Docker refuses leaves the instance's spec as it was.
+async fn update_limits(ctx: &Ctx, task: &TaskRecord, inst: &InstanceRecord) -> StepResult {
+    let mut spec = inst.spec.clone();
+    if let Some(m) = task.options.cpus_millis {
+        spec.cpus = berth_model::CpuMillis::from_millis(m)
+            .map_err(|e| StepError::Fatal(format!("the resize's cpu target: {e}")))?;
+    }
+    if let Some(m) = task.options.memory_mib {
+        spec.memory = berth_model::MemoryMib::from_mib(m)
+            .map_err(|e| StepError::Fatal(format!("the resize's memory target: {e}")))?;
+    }
+    let memory = i64::try_from(spec.memory.bytes()).unwrap_or(i64::MAX);
+    ctx.runtime
+        .update_limits(key(inst), spec.cpus.nano_cpus(), memory)
+        .await
+        .map_err(|e| match e {
+            RuntimeError::Unreachable(_) => StepError::Retry(e.to_string()),
+            e => StepError::Fatal(format!(
+                "Docker refused the new limits ({e}); instance {} keeps {} cpus and {} memory",
+                inst.name, inst.spec.cpus, inst.spec.memory
+            )),
+        })?;
+    ctx.store.set_spec(inst.id, &spec).await?;
+    Ok(format!(
+        "container {} now has {} cpus and {} memory, without a restart",
+        container_name(inst),
+        spec.cpus,
+        spec.memory
+    ))
 }

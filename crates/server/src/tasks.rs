@@ -112,26 +112,44 @@ async fn run(ctx: &Ctx, id: TaskId) {
                 }
             }
             Err(steps::StepError::Retry(reason)) => {
-                // Something we depend on is down (Docker, the store): stop here; the
-                // task is resumed at the next start or by reconcile.
-                warn!(step = %step, %reason, "step could not run; the task will resume later");
-                return;
+                // Something we depend on is down (Docker, the store): wait and try
+                // again, a bounded number of times, then fail with the reason.
+                task.steps[i].attempts += 1;
+                let attempts = task.steps[i].attempts;
+                if let Some(wait) = task::retry_after(attempts) {
+                    warn!(step = %step, %reason, attempts, "step could not run; trying again in {wait:?}");
+                    task.steps[i].detail = Some(format!(
+                        "attempt {attempts} of {} failed: {reason}",
+                        task::MAX_STEP_ATTEMPTS
+                    ));
+                    // Best effort: the store may be what is down.
+                    let _ = ctx.store.update_task(&task).await;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                let reason = format!("gave up after {attempts} attempts: {reason}");
+                return fail(ctx, &mut task, i, millis, reason).await;
             }
             Err(steps::StepError::Fatal(reason)) => {
-                warn!(step = %step, %reason, "task failed");
-                task.steps[i].state = StepState::Failed;
-                task.steps[i].detail = Some(reason.clone());
-                task.steps[i].millis = Some(millis);
-                task.state = TaskState::Failed;
-                task.error = Some(format!("{step}: {reason}"));
-                finish(ctx, &task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
-                return;
+                return fail(ctx, &mut task, i, millis, reason).await;
             }
         }
     }
     task.state = TaskState::Succeeded;
     finish(ctx, &task, InstanceEvent::Succeeded(task.kind), None).await;
     info!(kind = %task.kind, instance = %task.instance_name, "task succeeded");
+}
+
+/// Fails the task at step `i` with `reason`, which the instance's status repeats.
+async fn fail(ctx: &Ctx, task: &mut TaskRecord, i: usize, millis: u64, reason: String) {
+    let step = task.steps[i].name;
+    warn!(step = %step, %reason, "task failed");
+    task.steps[i].state = StepState::Failed;
+    task.steps[i].detail = Some(reason.clone());
+    task.steps[i].millis = Some(millis);
+    task.state = TaskState::Failed;
+    task.error = Some(format!("{step}: {reason}"));
+    finish(ctx, task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
 }
 
 /// Applies the task's end to the instance, then records the task's end. In that

@@ -72,12 +72,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Sets and unsets settings in one transaction and bumps the revision.
+    /// Sets and unsets settings in one transaction and bumps the revision; the new
+    /// settings must pass `check` for every attached instance in that transaction.
     pub async fn update_group(
         &self,
         name: &str,
         set: &BTreeMap<String, String>,
         unset: &[String],
+        check: crate::FitCheck<'_>,
     ) -> Result<ParamGroup> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let found = sqlx::query(
@@ -108,6 +110,8 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let params = crate::fits::group_params(&mut tx, name).await?;
+        crate::fits::check_attached(&mut tx, name, &params, check).await?;
         tx.commit().await?;
         self.group(name).await
     }
@@ -150,17 +154,21 @@ impl Store {
     }
 
     /// Attaches (or, with `None`, detaches) a group; with `task`, also moves the
-    /// instance along `event` and records the task, all in one transaction.
+    /// instance along `event` and records the task, all in one transaction, in
+    /// which the group's settings must pass `check` at the instance's memory.
     pub async fn attach_group(
         &self,
         id: InstanceId,
         group: Option<&str>,
         task: Option<(InstanceEvent, &TaskRecord)>,
+        check: crate::FitCheck<'_>,
     ) -> Result<InstanceRecord> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let inst = rows::instance_by_id(&mut tx, id)
             .await?
             .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+        let memory = crate::fits::effective_memory_mib(&mut tx, &inst).await?;
+        crate::fits::check_instance(&mut tx, &inst, group, memory, check).await?;
         let mut status = inst.status;
         if let Some((event, task)) = task {
             status = rows::transition(&mut tx, id, event).await?.1;

@@ -7,8 +7,11 @@
 //! SQLite is the embedded default. The PostgreSQL backend is not written yet; the
 //! schema and queries keep to the SQL both understand.
 
+mod fits;
 mod groups;
 mod rows;
+
+pub use fits::FitCheck;
 
 use berth_model::{
     InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceSpec, InstanceStatus,
@@ -62,6 +65,17 @@ pub enum StoreError {
         /// What was refused.
         source: InvalidTransition,
     },
+    /// The host port is held by another live instance.
+    #[error("port {port} is held by instance {instance}; pick another port or leave it out to get a free one")]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// The instance holding it.
+        instance: String,
+    },
+    /// A rule checked inside the transaction refused the change (the reason, for the user).
+    #[error("{0}; nothing was changed")]
+    Refused(String),
     /// A stored value no longer parses (a bug or a hand-edited database).
     #[error("metadata store holds an unreadable value in {column}: {value:?}")]
     Corrupt {
@@ -164,9 +178,34 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Inserts a new instance and its create task in one transaction.
-    pub async fn create_instance(&self, inst: &InstanceRecord, task: &TaskRecord) -> Result<()> {
+    /// Inserts a new instance and its create task in one transaction; its parameter
+    /// group, if any, must pass `check` at the instance's memory in that transaction.
+    pub async fn create_instance(
+        &self,
+        inst: &InstanceRecord,
+        task: &TaskRecord,
+        check: FitCheck<'_>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT name FROM instances WHERE port = ? AND deleted_at IS NULL")
+                .bind(i64::from(inst.port))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(instance) = holder {
+            return Err(StoreError::PortTaken {
+                port: inst.port,
+                instance,
+            });
+        }
+        fits::check_instance(
+            &mut tx,
+            inst,
+            inst.param_group.as_deref(),
+            inst.spec.memory.mib(),
+            check,
+        )
+        .await?;
         let taken: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM instances WHERE project = ? AND name = ? AND deleted_at IS NULL",
         )
@@ -235,34 +274,48 @@ impl Store {
         Ok(to)
     }
 
-    /// Stores a new spec (resources) and begins the task that applies it, in one
-    /// transaction; refused like [`Store::begin_task`] when the status does not allow it.
-    pub async fn begin_spec_change(
+    /// Begins a resize to `wanted` (its target travels in the task's options; the
+    /// stored spec changes only when Docker has applied it, see [`Store::set_spec`]).
+    /// The instance's parameter group must pass `check` at the new memory, in the
+    /// same transaction; refused like [`Store::begin_task`] when the status does not
+    /// allow it.
+    pub async fn begin_resize(
         &self,
         id: InstanceId,
-        spec: &InstanceSpec,
-        event: InstanceEvent,
+        wanted: &InstanceSpec,
         task: &TaskRecord,
+        check: FitCheck<'_>,
     ) -> Result<InstanceRecord> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (inst, to) = rows::transition(&mut tx, id, event).await?;
-        sqlx::query(
-            "UPDATE instances SET cpus_millis = ?, memory_mib = ?, storage_mib = ? WHERE id = ?",
+        let (inst, to) =
+            rows::transition(&mut tx, id, InstanceEvent::Began(TaskKind::Resize)).await?;
+        fits::check_instance(
+            &mut tx,
+            &inst,
+            inst.param_group.as_deref(),
+            wanted.memory.mib(),
+            check,
         )
-        .bind(i64::from(spec.cpus.millis()))
-        .bind(spec.memory.mib() as i64)
-        .bind(spec.storage.mib() as i64)
-        .bind(id.to_string())
-        .execute(&mut *tx)
         .await?;
         rows::set_status(&mut tx, id, to, None).await?;
         rows::insert_task(&mut tx, task).await?;
         tx.commit().await?;
-        Ok(InstanceRecord {
-            status: to,
-            spec: spec.clone(),
-            ..inst
-        })
+        Ok(InstanceRecord { status: to, ..inst })
+    }
+
+    /// Records resources Docker has applied.
+    pub async fn set_spec(&self, id: InstanceId, spec: &InstanceSpec) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET cpus_millis = ?, memory_mib = ?, storage_mib = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(i64::from(spec.cpus.millis()))
+        .bind(spec.memory.mib() as i64)
+        .bind(spec.storage.mib() as i64)
+        .bind(now())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Records the settings that wait for a restart (what the engine reported).
@@ -411,3 +464,6 @@ pub enum Tombstone {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_tx;

@@ -5,6 +5,15 @@ fn record(name: &str, port: u16) -> InstanceRecord {
     InstanceRecord::example(name, InstanceStatus::Creating, port)
 }
 
+/// A fit check that lets everything through.
+fn any(
+    _: &std::collections::BTreeMap<String, String>,
+    _: &InstanceRecord,
+    _: u64,
+) -> std::result::Result<(), String> {
+    Ok(())
+}
+
 fn create_task(i: &InstanceRecord) -> TaskRecord {
     TaskRecord::new(
         i.id,
@@ -20,7 +29,10 @@ async fn instance_and_task_are_written_together_and_read_back() {
     let store = Store::in_memory().await.expect("store");
     let inst = record("db1", 40001);
     let task = create_task(&inst);
-    store.create_instance(&inst, &task).await.expect("created");
+    store
+        .create_instance(&inst, &task, &any)
+        .await
+        .expect("created");
     let back = store
         .instance_by_name(&ProjectId::default_project(), "db1")
         .await
@@ -36,12 +48,12 @@ async fn duplicate_live_names_are_refused_and_nothing_is_written() {
     let store = Store::in_memory().await.expect("store");
     let a = record("db1", 40001);
     store
-        .create_instance(&a, &create_task(&a))
+        .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("first");
     let b = record("db1", 40002);
     let err = store
-        .create_instance(&b, &create_task(&b))
+        .create_instance(&b, &create_task(&b), &any)
         .await
         .expect_err("dup");
     assert!(matches!(err, StoreError::NameTaken(_)), "{err}");
@@ -54,7 +66,7 @@ async fn a_refused_transition_writes_no_task() {
     let store = Store::in_memory().await.expect("store");
     let a = record("db1", 40001);
     store
-        .create_instance(&a, &create_task(&a))
+        .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("created");
     let stop = TaskRecord::new(
@@ -77,7 +89,7 @@ async fn deleted_names_can_be_reused_and_tombstones_remain() {
     let store = Store::in_memory().await.expect("store");
     let a = record("db1", 40001);
     store
-        .create_instance(&a, &create_task(&a))
+        .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("created");
     store
@@ -88,7 +100,10 @@ async fn deleted_names_can_be_reused_and_tombstones_remain() {
         a.id,
         a.name.clone(),
         TaskKind::Delete,
-        TaskOptions { purge: true },
+        TaskOptions {
+            purge: true,
+            ..Default::default()
+        },
         &now(),
     );
     store
@@ -110,7 +125,7 @@ async fn deleted_names_can_be_reused_and_tombstones_remain() {
     );
     let b = record("db1", 40001);
     store
-        .create_instance(&b, &create_task(&b))
+        .create_instance(&b, &create_task(&b), &any)
         .await
         .expect("name reusable");
     assert_eq!(store.tombstone(b.id).await.expect("t"), Tombstone::Live);
@@ -138,14 +153,14 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
     let store = Store::in_memory().await.expect("store");
     let a = record("db1", 40001);
     store
-        .create_instance(&a, &create_task(&a))
+        .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("created");
     store
         .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
         .await
         .expect("available");
-    // Resize: the new spec and the task are written together.
+    // Resize: the task carries the target; the spec follows once Docker applied it.
     let mut spec = a.spec.clone();
     spec.memory = MemoryMib::from_mib(2048).expect("valid");
     let resize = TaskRecord::new(
@@ -156,11 +171,11 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         &now(),
     );
     let after = store
-        .begin_spec_change(a.id, &spec, InstanceEvent::Began(TaskKind::Resize), &resize)
+        .begin_resize(a.id, &spec, &resize, &any)
         .await
         .expect("resizing");
     assert_eq!(after.status, InstanceStatus::Modifying);
-    assert_eq!(
+    let memory_now = || async {
         store
             .instance(a.id)
             .await
@@ -168,9 +183,15 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
             .expect("live")
             .spec
             .memory
-            .mib(),
-        2048
+            .mib()
+    };
+    assert_eq!(
+        memory_now().await,
+        a.spec.memory.mib(),
+        "not before Docker applied it"
     );
+    store.set_spec(a.id, &spec).await.expect("applied");
+    assert_eq!(memory_now().await, 2048);
     // A second change while the first runs is refused and writes nothing.
     let again = TaskRecord::new(
         a.id,
@@ -180,12 +201,7 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         &now(),
     );
     assert!(store
-        .begin_spec_change(
-            a.id,
-            &a.spec,
-            InstanceEvent::Began(TaskKind::Resize),
-            &again
-        )
+        .begin_resize(a.id, &a.spec, &again, &any)
         .await
         .is_err());
     assert_eq!(
@@ -222,11 +238,14 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         Err(StoreError::GroupTaken(_))
     ));
     let set = [("work_mem".to_owned(), "64MB".to_owned())].into();
-    let changed = store.update_group("web", &set, &[]).await.expect("set");
+    let changed = store
+        .update_group("web", &set, &[], &any)
+        .await
+        .expect("set");
     assert_eq!(changed.revision, 2);
     assert_eq!(changed.params["work_mem"], "64MB");
     store
-        .attach_group(a.id, Some("web"), None)
+        .attach_group(a.id, Some("web"), None, &any)
         .await
         .expect("attached");
     assert!(matches!(
@@ -265,7 +284,7 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         .pending_restart
         .is_empty());
     store
-        .attach_group(a.id, None, None)
+        .attach_group(a.id, None, None, &any)
         .await
         .expect("detached");
     store.delete_group("web").await.expect("deleted");

@@ -50,10 +50,9 @@ async fn session(ctx: &Ctx, name: &str) -> Result<Box<dyn Admin>, ApiError> {
             )))
         }
     }
-    let container = crate::members::container_name(&inst);
     let ip = ctx
         .runtime
-        .inspect_container(&container)
+        .inspect_member(crate::members::key(&inst))
         .await?
         .and_then(|o| o.ip)
         .ok_or_else(|| {

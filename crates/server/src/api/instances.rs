@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use berth_engine::engine;
 use berth_model::{
-    CreateRequest, InstanceEvent, InstanceRecord, InstanceStatus, ProjectId, Secret, TaskKind,
-    TaskOptions, TaskRecord,
+    CreateRequest, InstanceRecord, InstanceStatus, ProjectId, Secret, TaskKind, TaskOptions,
+    TaskRecord,
 };
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Deserialize;
@@ -21,6 +21,25 @@ fn project() -> ProjectId {
 
 fn random_secret() -> Secret {
     Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32))
+}
+
+/// The lowest port a user may ask for: below it ports are privileged.
+const MIN_PORT: u16 = 1024;
+
+/// Checks a port the user asked for: in range, and not bound by a program on this
+/// host (a port another instance holds is refused by the store, naming it).
+fn check_requested_port(ctx: &Ctx, port: u16) -> Result<u16, ApiError> {
+    if port < MIN_PORT {
+        return Err(ApiError::InvalidRequest(format!(
+            "port {port} is privileged; ask for a port from {MIN_PORT} to 65535, or leave it out to get a free one"
+        )));
+    }
+    if std::net::TcpListener::bind((ctx.config.publish_address.as_str(), port)).is_err() {
+        return Err(ApiError::InvalidState(format!(
+            "port {port} is in use on this host by a program Berth does not manage; pick another port, or leave it out to get a free one"
+        )));
+    }
+    Ok(port)
 }
 
 /// A free TCP port on the host, picked by the kernel and not held by any instance.
@@ -81,15 +100,19 @@ pub(crate) async fn create(
         super::params::check_attachable(&ctx, g, spec.engine, &spec.version, spec.memory.mib())
             .await?;
     }
+    let port = match req.port {
+        Some(p) => check_requested_port(&ctx, p)?,
+        None => allocate_port(&ctx).await?,
+    };
     let now = berth_store::now();
-    let inst = InstanceRecord {
+    let mut inst = InstanceRecord {
         id: berth_model::InstanceId::new_random(),
         name,
         project: project(),
         spec,
         status: InstanceStatus::Creating,
         status_detail: None,
-        port: allocate_port(&ctx).await?,
+        port,
         pending_restart: vec![],
         param_group: req.params.clone(),
         params_revision: 0,
@@ -105,7 +128,22 @@ pub(crate) async fn create(
         TaskOptions::default(),
         &now,
     );
-    ctx.store.create_instance(&inst, &task).await?;
+    // A port picked for the user may be taken by a create running beside this one:
+    // pick again. A port the user asked for is theirs to change.
+    let mut tries = 0;
+    loop {
+        match ctx
+            .store
+            .create_instance(&inst, &task, &super::params::fits)
+            .await
+        {
+            Err(berth_store::StoreError::PortTaken { .. }) if req.port.is_none() && tries < 5 => {
+                tries += 1;
+                inst.port = allocate_port(&ctx).await?;
+            }
+            r => break r?,
+        }
+    }
     ctx.tasks.submit(&ctx, task.id);
     Ok((
         StatusCode::ACCEPTED,
@@ -171,7 +209,10 @@ pub(crate) async fn delete(
         &ctx,
         &name,
         TaskKind::Delete,
-        TaskOptions { purge: q.purge },
+        TaskOptions {
+            purge: q.purge,
+            ..Default::default()
+        },
     )
     .await
 }
@@ -294,19 +335,12 @@ pub(crate) async fn resize(
             }
         )));
     }
-    if let Some(g) = &inst.param_group {
-        let group = ctx.store.group(g).await?;
-        berth_engine::engine(inst.spec.engine)
-            .check_fits(&group.params, wanted.memory.mib())
-            .map_err(|why| {
-                ApiError::InvalidRequest(format!(
-                    "parameter group {g}: {why}; change the group first"
-                ))
-            })?;
-    }
     if wanted.memory < current.memory {
-        let container = crate::members::container_name(&inst);
-        if let Some(used) = ctx.runtime.memory_in_use(&container).await? {
+        if let Some(used) = ctx
+            .runtime
+            .memory_in_use(crate::members::key(&inst))
+            .await?
+        {
             let used_mib = used / (1024 * 1024);
             let floor = used_mib + used_mib * SHRINK_HEADROOM_PERCENT / 100;
             if wanted.memory.mib() < floor {
@@ -318,21 +352,25 @@ pub(crate) async fn resize(
             }
         }
     }
+    // The target travels with the task; the stored spec changes only once Docker
+    // has applied it, so a refused resize leaves `show` as it was.
     let task = TaskRecord::new(
         inst.id,
         inst.name.clone(),
         TaskKind::Resize,
-        TaskOptions::default(),
+        TaskOptions {
+            cpus_millis: Some(wanted.cpus.millis()),
+            memory_mib: Some(wanted.memory.mib()),
+            ..Default::default()
+        },
         &berth_store::now(),
     );
     let inst = ctx
         .store
-        .begin_spec_change(
-            inst.id,
-            &wanted,
-            InstanceEvent::Began(TaskKind::Resize),
-            &task,
-        )
+        .begin_resize(inst.id, &wanted, &task, &|params, inst, memory| {
+            super::params::fits(params, inst, memory)
+                .map_err(|why| format!("parameter group: {why}; change the group first"))
+        })
         .await?;
     ctx.tasks.submit(&ctx, task.id);
     Ok((

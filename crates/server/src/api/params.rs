@@ -81,22 +81,16 @@ fn check_all(
         .collect()
 }
 
-/// Refuses settings with which any of these instances could not start.
-fn check_fits(
+/// The engine's rule that a group's settings let an instance with this much memory
+/// start; the store runs it inside the transaction that writes what it guards.
+pub(crate) fn fits(
     params: &BTreeMap<String, String>,
-    instances: &[InstanceRecord],
-) -> Result<(), ApiError> {
-    for inst in instances {
-        engine(inst.spec.engine)
-            .check_fits(params, inst.spec.memory.mib())
-            .map_err(|why| {
-                ApiError::InvalidRequest(format!(
-                    "instance {}: {why}; nothing was changed",
-                    inst.name
-                ))
-            })?;
-    }
-    Ok(())
+    inst: &InstanceRecord,
+    memory_mib: u64,
+) -> Result<(), String> {
+    engine(inst.spec.engine)
+        .check_fits(params, memory_mib)
+        .map_err(|why| format!("instance {}: {why}", inst.name))
 }
 
 /// `POST /v1/parameter-groups`.
@@ -153,7 +147,7 @@ pub(crate) async fn create(
     };
     let catalog = ctx.catalog(kind, &version).await?;
     let params = check_all(&catalog, kind, &req.params)?;
-    check_fits(&params, &[])?;
+
     let now = berth_store::now();
     let group = ParamGroup {
         name,
@@ -170,7 +164,7 @@ pub(crate) async fn create(
         group
     } else {
         ctx.store
-            .update_group(group.name.as_str(), &params, &[])
+            .update_group(group.name.as_str(), &params, &[], &fits)
             .await?
     };
     Ok((StatusCode::CREATED, Json(view(&ctx, &group).await?)))
@@ -253,12 +247,8 @@ pub(crate) async fn update(
             "group {group} does not set {k}; nothing was changed"
         )));
     }
-    let mut next = g.params.clone();
-    next.extend(set.clone());
-    next.retain(|k, _| !unset.contains(k));
+    let g = ctx.store.update_group(&group, &set, &unset, &fits).await?;
     let attached = ctx.store.instances_with_group(&group).await?;
-    check_fits(&next, &attached)?;
-    let g = ctx.store.update_group(&group, &set, &unset).await?;
     let mut tasks = vec![];
     for inst in &attached {
         if let Some(t) = reconfigure(&ctx, inst).await? {
@@ -373,6 +363,7 @@ pub(crate) async fn attach(
             req.group.as_deref(),
             task.as_ref()
                 .map(|t| (InstanceEvent::Began(TaskKind::Reconfigure), t)),
+            &fits,
         )
         .await?;
     if let Some(t) = &task {
