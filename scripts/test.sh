@@ -11,6 +11,17 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/target}"
 export CARGO_TERM_COLOR=never
 
+# The suite must leave a user's CLI configuration (from ./scripts/start.sh, say)
+# exactly as it was: every test installation has its own.
+user_cli_config="${XDG_CONFIG_HOME:-$HOME/.config}/berth/config.json"
+cli_config_before="$(sha256sum "$user_cli_config" 2>/dev/null || echo absent)"
+check_cli_config() {
+  if [ "$(sha256sum "$user_cli_config" 2>/dev/null || echo absent)" != "$cli_config_before" ]; then
+    echo "error: the test suite changed $user_cli_config" >&2
+    exit 1
+  fi
+}
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy -q --all-targets -- -D warnings
@@ -26,7 +37,10 @@ echo "== engine images (built once from Debian packages, then cached)"
 echo "== unit and end-to-end tests"
 cargo test -q --workspace --no-fail-fast
 
+check_cli_config
+
 echo "== provisioning benchmark (release build; figures in target/bench/provision.json, not asserted)"
 cargo build -q --release -p berth
 BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_N="${BERTH_BENCH_N:-3}" \
   cargo bench -q -p berth-e2e --bench provision
+check_cli_config

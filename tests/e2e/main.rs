@@ -4,6 +4,8 @@
 
 mod accounts;
 mod bad_input;
+mod cli_config;
+mod faults;
 mod lifecycle;
 mod many;
 mod params;
@@ -11,3 +13,4 @@ mod repair;
 mod resize;
 mod resume;
 mod setup;
+mod sites;

@@ -95,6 +95,7 @@ pub struct Berth {
     child: Option<Child>,
     http: reqwest::Client,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl Berth {
@@ -105,6 +106,12 @@ impl Berth {
 
     /// Starts a fresh installation with extra `berth serve` arguments.
     pub async fn start_with(extra_args: &[&str]) -> Result<Self> {
+        Self::start_with_env(extra_args, &[]).await
+    }
+
+    /// Starts a fresh installation with extra `berth serve` arguments and
+    /// environment (like `DOCKER_HOST` pointing at a fault injector).
+    pub async fn start_with_env(extra_args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         require_docker();
         ensure_images();
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
@@ -120,6 +127,10 @@ impl Berth {
                 .timeout(Duration::from_secs(30))
                 .build()?,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         b.spawn().await?;
         let cfg: Value = serde_json::from_str(&std::fs::read_to_string(b.cli_config())?)?;
@@ -150,6 +161,7 @@ impl Berth {
             .arg(self.dir.path().join("data"))
             .args(["--reconcile-interval", "1s"])
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_CONFIG", self.cli_config())
             .env("BERTH_LOG", "info")
             .stdout(Stdio::null())
@@ -175,6 +187,39 @@ impl Berth {
             "berth serve did not answer /healthz within 60s; log:\n{}",
             self.log()
         )
+    }
+
+    /// Runs a second `berth serve` on this installation's data directory (another
+    /// port) and returns how it ended; it must not run beside the first.
+    pub fn serve_again_on_same_data_dir(&self) -> Result<Output> {
+        let mut child = Command::new(berth_bin())
+            .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .env("BERTH_CONFIG", self.cli_config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting a second berth serve")?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if child.try_wait()?.is_some() {
+                return Ok(child.wait_with_output()?);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let out = child.wait_with_output()?;
+        bail!(
+            "a second berth serve on the same data directory was still running after 30s:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// The data directory of this installation.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// The control plane's log so far.
@@ -529,3 +574,5 @@ pub fn server_pid(container: &str, process: &str) -> Result<String> {
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no {process} in:\n{top}"))
 }
+
+pub mod docker_proxy;

@@ -74,6 +74,9 @@ enum Command {
         /// Parameter group to attach.
         #[arg(long)]
         params: Option<String>,
+        /// Host port of the endpoint, fixed for the instance's life (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
         /// Return as soon as the task is accepted.
         #[arg(long)]
         no_wait: bool,
@@ -525,6 +528,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             memory,
             storage,
             params,
+            port,
             no_wait,
         } => {
             let args = CreateArgs {
@@ -535,6 +539,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 memory,
                 storage,
                 params,
+                port,
             };
             berth_cli::create(&client()?, args, follow(no_wait), fmt).await?;
             Ok(0)

@@ -73,6 +73,8 @@ pub struct CreateArgs {
     pub storage: Option<String>,
     /// Parameter group.
     pub params: Option<String>,
+    /// Host port of the endpoint.
+    pub port: Option<u16>,
 }
 
 /// Whether to follow a task to its end.
@@ -126,6 +128,9 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
         if let Some(v) = v {
             body[k] = Value::String(v);
         }
+    }
+    if let Some(p) = args.port {
+        body["port"] = Value::from(p);
     }
     let v: Value = client.post("/v1/instances", &body).await?;
     finish_accepted(client, v, follow, fmt).await

@@ -286,6 +286,20 @@ impl ImageBuilder {
     }
 }
 
+/// Kills a process group when dropped before it finished (a build that timed out).
+struct ProcessGroup(Option<i32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 async fn build_rootfs(
     recipe: &ImageRecipe,
     mirror: &str,
@@ -311,10 +325,13 @@ async fn build_rootfs(
         .arg(mirror)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        // Its own process group, so a timeout stops apt and everything it started.
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting mmdebstrap: {e}"))?;
+    let mut group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()));
     let mut tail: Vec<String> = vec![];
     if let Some(stderr) = child.stderr.take() {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -330,6 +347,7 @@ async fn build_rootfs(
         .wait()
         .await
         .map_err(|e| format!("waiting for mmdebstrap: {e}"))?;
+    group.0 = None;
     if !status.success() {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(format!(

@@ -70,6 +70,24 @@ impl RuntimeError {
         matches!(self, RuntimeError::Docker(e) if status(e) == Some(404))
     }
 
+    /// The engine could not be reached (connection refused or dropped, socket gone,
+    /// timeout): worth trying again, unlike an answer that refused the request.
+    pub fn is_unreachable(&self) -> bool {
+        use bollard::errors::Error as B;
+        match self {
+            RuntimeError::Unreachable(_) => true,
+            RuntimeError::Docker(e) => matches!(
+                e,
+                B::IOError { .. }
+                    | B::HyperResponseError { .. }
+                    | B::HyperLegacyError { .. }
+                    | B::RequestTimeoutError
+                    | B::SocketNotFoundError(_)
+            ),
+            _ => false,
+        }
+    }
+
     /// Docker answered 409: a conflict (the object exists, or is in use).
     pub fn is_conflict(&self) -> bool {
         matches!(self, RuntimeError::Docker(e) if status(e) == Some(409))

@@ -161,7 +161,8 @@ impl From<StoreError> for ApiError {
 impl From<berth_runtime::RuntimeError> for ApiError {
     fn from(e: berth_runtime::RuntimeError) -> Self {
         match e {
-            berth_runtime::RuntimeError::Unreachable(_) => ApiError::Unavailable(e.to_string()),
+            e if e.is_unreachable() => ApiError::Unavailable(e.to_string()),
+            berth_runtime::RuntimeError::NotOurs { .. } => ApiError::InvalidState(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }

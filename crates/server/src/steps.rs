@@ -19,9 +19,10 @@ pub(crate) enum StepError {
 
 impl From<RuntimeError> for StepError {
     fn from(e: RuntimeError) -> Self {
-        match e {
-            RuntimeError::Unreachable(_) => StepError::Retry(e.to_string()),
-            _ => StepError::Fatal(e.to_string()),
+        if e.is_unreachable() {
+            StepError::Retry(e.to_string())
+        } else {
+            StepError::Fatal(e.to_string())
         }
     }
 }
@@ -317,7 +318,7 @@ async fn update_limits(ctx: &Ctx, task: &TaskRecord, inst: &InstanceRecord) -> S
         .update_limits(key(inst), spec.cpus.nano_cpus(), memory)
         .await
         .map_err(|e| match e {
-            RuntimeError::Unreachable(_) => StepError::Retry(e.to_string()),
+            e if e.is_unreachable() => StepError::Retry(e.to_string()),
             e => StepError::Fatal(format!(
                 "Docker refused the new limits ({e}); instance {} keeps {} cpus and {} memory",
                 inst.name, inst.spec.cpus, inst.spec.memory
