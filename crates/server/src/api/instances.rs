@@ -28,13 +28,17 @@ const MIN_PORT: u16 = 1024;
 
 /// Checks a port the user asked for: in range, and not bound by a program on this
 /// host (a port another instance holds is refused by the store, naming it).
-fn check_requested_port(ctx: &Ctx, port: u16) -> Result<u16, ApiError> {
+async fn check_requested_port(ctx: &Ctx, port: u16) -> Result<u16, ApiError> {
     if port < MIN_PORT {
         return Err(ApiError::InvalidRequest(format!(
             "port {port} is privileged; ask for a port from {MIN_PORT} to 65535, or leave it out to get a free one"
         )));
     }
-    if std::net::TcpListener::bind((ctx.config.publish_address.as_str(), port)).is_err() {
+    // An instance's own port is bound by Docker: the store names the holder instead.
+    let held_by_instance = ctx.store.ports_in_use().await?.contains(&port);
+    if !held_by_instance
+        && std::net::TcpListener::bind((ctx.config.publish_address.as_str(), port)).is_err()
+    {
         return Err(ApiError::InvalidState(format!(
             "port {port} is in use on this host by a program Berth does not manage; pick another port, or leave it out to get a free one"
         )));
@@ -101,7 +105,7 @@ pub(crate) async fn create(
             .await?;
     }
     let port = match req.port {
-        Some(p) => check_requested_port(&ctx, p)?,
+        Some(p) => check_requested_port(&ctx, p).await?,
         None => allocate_port(&ctx).await?,
     };
     let now = berth_store::now();
