@@ -124,6 +124,64 @@ pub struct Settings {
     pub params: std::collections::BTreeMap<String, String>,
 }
 
+/// What a data directory holds, as the engine judges it from its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataDirState {
+    /// There is no data directory.
+    Absent,
+    /// The directory exists and holds nothing.
+    Empty,
+    /// A finished database of this engine and version: it can be started.
+    Complete,
+    /// Some of the engine's files, but not a finished database (what is missing).
+    Partial(String),
+    /// Files the engine does not recognise as its own (which ones).
+    Foreign(String),
+    /// A finished database this version cannot open (why).
+    Incompatible(String),
+}
+
+/// Absent and empty directories are told apart here; a directory with entries goes to
+/// the engine's `judge` with its entry names, sorted so messages are stable.
+pub(crate) fn inspect_dir(
+    dir: &Path,
+    judge: impl FnOnce(&[String]) -> DataDirState,
+) -> DataDirState {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DataDirState::Absent,
+        Err(e) => return DataDirState::Foreign(format!("{} cannot be read: {e}", dir.display())),
+        Ok(m) if !m.is_dir() => {
+            return DataDirState::Foreign(format!("{} is not a directory", dir.display()))
+        }
+        Ok(_) => {}
+    }
+    let names = match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut names: Vec<String> = rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        Err(e) => return DataDirState::Foreign(format!("{} cannot be read: {e}", dir.display())),
+    };
+    if names.is_empty() {
+        DataDirState::Empty
+    } else {
+        judge(&names)
+    }
+}
+
+/// A short list of names for a message: the first few, then how many more.
+pub(crate) fn some_names(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    match names.len().saturating_sub(shown.len()) {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 /// One database engine: what the control plane, the agent and the CLI must know.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
@@ -155,8 +213,9 @@ pub trait Engine: Send + Sync {
     /// The data directory inside the volume.
     fn data_dir(&self, layout: &Layout) -> PathBuf;
 
-    /// Whether the data directory already holds a database.
-    fn is_initialized(&self, layout: &Layout) -> bool;
+    /// What the data directory holds, as far as the engine can tell from its files.
+    /// Only reads; the agent's bootstrap decides what to do with the answer.
+    fn inspect_data_dir(&self, version: &EngineVersion, layout: &Layout) -> DataDirState;
 
     /// Commands (run as [`Engine::os_user`]) that create a fresh database in the data
     /// directory. `secret` is the value [`Engine::bootstrap_env`] passed (a verifier,
