@@ -260,9 +260,21 @@ pub trait Engine: Send + Sync {
     /// local socket): type, unit, range, allowed values, default, restart flag.
     async fn read_catalog(&self, layout: &Layout) -> Result<Vec<berth_model::params::ParamSpec>>;
 
-    /// Settings Berth sets itself (addresses, paths, logging it relies on, libraries
-    /// whose absence would stop the engine from starting).
+    /// Settings Berth sets itself (addresses, paths, logging it relies on).
     fn managed_settings(&self) -> &'static [&'static str];
+
+    /// Settings that run a command or load code on the database server (archive and
+    /// restore commands, preloaded libraries, plugins, startup SQL files): never
+    /// settable by a user, for a reason of their own.
+    fn code_settings(&self) -> &'static [&'static str];
+
+    /// Both lists, as the catalog check takes them.
+    fn reserved(&self) -> berth_model::params::Reserved<'static> {
+        berth_model::params::Reserved {
+            managed: self.managed_settings(),
+            runs_code: self.code_settings(),
+        }
+    }
 
     /// Refuses parameters with which an instance of this memory would not start.
     fn check_fits(
@@ -304,6 +316,57 @@ pub(crate) fn fits_in_memory(
         ));
     }
     Ok(())
+}
+
+/// Whether `name` can be a setting's name where it is used (a config file line, a
+/// `SET GLOBAL`): lowercase letters, digits and underscores, with at most one dot for
+/// PostgreSQL's `extension.setting`.
+pub(crate) fn is_setting_name(name: &str) -> bool {
+    let part = |p: &str| {
+        p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    match name.split_once('.') {
+        Some((a, b)) => part(a) && part(b),
+        None => part(name),
+    }
+}
+
+/// The parameters that may reach the engine, and the names of those that may not:
+/// not a setting name, reserved (managed or running code), or a value with a control
+/// character. The control plane refuses all of these; this re-check is where they
+/// are used, so a parameters file written by anything else cannot inject either.
+pub(crate) fn usable_params(
+    engine: &dyn Engine,
+    params: &std::collections::BTreeMap<String, String>,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let reserved = engine.reserved();
+    let mut ok = vec![];
+    let mut refused = vec![];
+    for (k, v) in params {
+        if is_setting_name(k)
+            && !reserved.managed.contains(&k.as_str())
+            && !reserved.runs_code.contains(&k.as_str())
+            && !v.chars().any(char::is_control)
+        {
+            ok.push((k.clone(), v.clone()));
+        } else {
+            refused.push(format!("{k:?}"));
+        }
+    }
+    (ok, refused)
+}
+
+/// The refusal for parameters [`usable_params`] would not pass on.
+pub(crate) fn refuse_params(engine: EngineKind, refused: &[String]) -> EngineError {
+    EngineError::Refused {
+        engine,
+        reason: format!(
+            "parameters {} are not setting names Berth lets a group set, or hold control characters; nothing was applied",
+            refused.join(", ")
+        ),
+    }
 }
 
 pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
