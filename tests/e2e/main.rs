@@ -4,6 +4,7 @@
 
 mod accounts;
 mod bad_input;
+mod bootstrap;
 mod cli_config;
 mod faults;
 mod lifecycle;

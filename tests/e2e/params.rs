@@ -18,6 +18,10 @@ struct Case {
     /// A setting that would stop an instance of 256MiB from starting.
     too_big: (&'static str, &'static str),
     server_process: &'static str,
+    /// Settings that run a command or load code on the server: never settable.
+    runs_code: &'static [&'static str],
+    /// A real-typed setting, for values that are no strict number.
+    real: &'static str,
 }
 
 const POSTGRES: Case = Case {
@@ -28,6 +32,8 @@ const POSTGRES: Case = Case {
     restart_count_sql: "SELECT count(*) FROM pg_settings WHERE context = 'postmaster'",
     too_big: ("shared_buffers", "4GB"),
     server_process: "/bin/postgres -D",
+    runs_code: &["archive_command", "ssl_passphrase_command"],
+    real: "random_page_cost",
 };
 
 const MARIADB: Case = Case {
@@ -44,6 +50,8 @@ const MARIADB: Case = Case {
         "SELECT count(*) FROM information_schema.SYSTEM_VARIABLES WHERE READ_ONLY = 'YES'",
     too_big: ("innodb_buffer_pool_size", "4G"),
     server_process: "/usr/sbin/mariadbd",
+    runs_code: &["plugin_load_add", "init_file"],
+    real: "long_query_time",
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,6 +161,36 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
         assert!(!out.status.success(), "{pair} accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{pair}: {err}");
+    }
+    // Settings that run commands, values with a newline and numbers an engine would
+    // read as something else: 422 at the API, saying why.
+    let mut refused: Vec<(String, String, u16, &str)> = case
+        .runs_code
+        .iter()
+        .map(|n| ((*n).to_owned(), "/tmp/x".to_owned(), 422, "runs a command"))
+        .collect();
+    refused.push((
+        k.to_owned(),
+        format!("{v}\n{k} = 1"),
+        422,
+        "control character",
+    ));
+    for bad in ["inf", "NaN", "1e400"] {
+        refused.push((case.real.to_owned(), bad.to_owned(), 400, "give a number"));
+    }
+    for (setting, value, code, want) in refused {
+        let (status, body) = b
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/v1/parameter-groups/{group}"),
+                Some(json!({"set": {setting.clone(): value.clone()}})),
+            )
+            .await?;
+        assert_eq!(status, code, "{setting}={value:?}: {body}");
+        assert!(
+            body.to_string().contains(want),
+            "{setting}={value:?}: {body}"
+        );
     }
     assert_eq!(
         b.cli_json(&["params", "show", &group])?,

@@ -93,6 +93,14 @@ async fn settings(
     if !authorized(&headers, &state.token_sha256) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    if let Some(reason) = state.health.view().reason {
+        // Refused: nothing may be written to the volume.
+        return (
+            StatusCode::CONFLICT,
+            format!("the engine is not started: {reason}"),
+        )
+            .into_response();
+    }
     let Ok(Json(req)) = body else {
         return (StatusCode::BAD_REQUEST, "malformed settings request").into_response();
     };

@@ -4,8 +4,10 @@
 //! 1. read the member's configuration from the environment ([`AgentConfig`]);
 //! 2. start the reaper (PID 1 must reap every orphan);
 //! 3. make the runtime and data directories, owned by the engine's user;
-//! 4. bootstrap the data directory if it holds no database (superuser password from
-//!    a verifier, never the password itself);
+//! 4. make sure the data directory holds a database ([`bootstrap`]): bootstrap an
+//!    empty one (superuser password from a verifier, never the password itself), redo
+//!    Berth's own unfinished bootstrap, adopt one made elsewhere, or refuse — leaving
+//!    the files untouched, never starting the engine, and saying why in the API;
 //! 5. render the engine's configuration for the member's real limits (its cgroup)
 //!    and the parameters the control plane last sent (kept on the data volume);
 //! 6. serve the agent API (health, for now) on the instance's private network;
@@ -13,6 +15,7 @@
 //!    SIGTERM or SIGINT ask it for a fast, clean shutdown and exit when it has.
 
 mod api;
+mod bootstrap;
 mod cgroup;
 mod reaper;
 mod supervisor;
@@ -205,7 +208,7 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
         what: "the child reaper".into(),
         source,
     })?;
-    supervisor::prepare(&config, &reaper).await?;
+    let outcome = supervisor::prepare(&config, &reaper).await?;
     let health = Health::new();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -213,6 +216,12 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
             what: format!("agent API on {}", config.listen),
             source,
         })?;
+    if let bootstrap::Outcome::Refused(reason) = &outcome {
+        health.refuse(reason.clone());
+    }
     tokio::spawn(api::serve(listener, config.clone(), health.clone()));
-    Ok(supervisor::supervise(&config, &reaper, &health).await)
+    match outcome {
+        bootstrap::Outcome::Ready => Ok(supervisor::supervise(&config, &reaper, &health).await),
+        bootstrap::Outcome::Refused(_) => Ok(supervisor::stay_refused().await),
+    }
 }

@@ -1,11 +1,11 @@
 //! Bootstrap and supervision of the engine process.
 
+use crate::bootstrap::{self, owned_dir, Outcome};
 use crate::{AgentConfig, AgentError, Reaper, Result};
 use berth_engine::CommandSpec;
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{chown, Pid, User};
+use nix::unistd::{Pid, User};
 use serde::Serialize;
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,8 @@ pub enum HealthState {
     Restarting,
     /// The agent is shutting the engine down.
     Stopping,
+    /// The agent will not start the engine on this data directory (see `reason`).
+    Refused,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -33,6 +35,8 @@ pub(crate) struct HealthView {
     pub engine_pid: Option<u32>,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// Why the engine is not started, when it is refused.
+    pub reason: Option<String>,
 }
 
 /// Shared view of the engine's health.
@@ -46,6 +50,7 @@ impl Health {
             engine_pid: None,
             restarts: 0,
             last_exit: None,
+            reason: None,
         })))
     }
 
@@ -53,12 +58,21 @@ impl Health {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The data directory was refused: the engine will not run, for this reason.
+    pub(crate) fn refuse(&self, reason: String) {
+        error!(%reason, "the engine will not be started; the data directory is left as it is");
+        self.update(|h| {
+            h.state = HealthState::Refused;
+            h.reason = Some(reason);
+        });
+    }
+
     fn update(&self, f: impl FnOnce(&mut HealthView)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }
 
-fn engine_command(spec: &CommandSpec, user: &User) -> Command {
+pub(crate) fn engine_command(spec: &CommandSpec, user: &User) -> Command {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .envs(spec.env.iter().cloned())
@@ -85,69 +99,37 @@ fn engine_user(config: &AgentConfig) -> Result<User> {
         .ok_or_else(|| AgentError::Config(format!("the image has no user {name:?}")))
 }
 
-fn owned_dir(path: &std::path::Path, user: &User) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(io(path.display().to_string()))?;
-    chown(path, Some(user.uid), Some(user.gid)).map_err(|e| AgentError::Io {
-        what: path.display().to_string(),
-        source: e.into(),
-    })?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(path.display().to_string()))
-}
-
-/// Steps 3–5: directories, bootstrap when the volume is new, configuration.
-pub(crate) async fn prepare(config: &AgentConfig, reaper: &Reaper) -> Result<()> {
+/// Steps 3–5: directories, a database in the data directory, configuration. When the
+/// data directory is refused nothing on the volume is written, not even configuration.
+pub(crate) async fn prepare(config: &AgentConfig, reaper: &Reaper) -> Result<Outcome> {
     let engine = config.engine();
     let user = engine_user(config)?;
     let layout = &config.layout;
     owned_dir(&layout.run_dir, &user)?;
-    let data = engine.data_dir(layout);
-    if !engine.is_initialized(layout) {
-        let started = Instant::now();
-        info!(data = %data.display(), "bootstrapping a new database");
-        // A half-made data directory (a crash during bootstrap) is started over.
-        if data.exists() {
-            std::fs::remove_dir_all(&data).map_err(io(data.display().to_string()))?;
-        }
-        owned_dir(&data, &user)?;
-        let var = engine.bootstrap_secret_var();
-        let secret = match &config.bootstrap_secret {
-            Some(s) => s.clone(),
-            None => {
-                std::env::var(var).map_err(|_| AgentError::Config(format!("{var} is not set")))?
-            }
-        };
-        let secret_file = layout.run_dir.join("bootstrap-secret");
-        std::fs::write(&secret_file, &secret).map_err(io("bootstrap secret file"))?;
-        chown(&secret_file, Some(user.uid), Some(user.gid)).map_err(|e| AgentError::Io {
-            what: "bootstrap secret file".into(),
-            source: e.into(),
-        })?;
-        std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("bootstrap secret file"))?;
-        let mut result = Ok(());
-        for spec in engine.initialize_commands(&config.version, layout, &secret_file, &secret) {
-            let exit = reaper
-                .run(&mut engine_command(&spec, &user), spec.stdin.as_deref())
-                .await
-                .map_err(io(format!("running {}", spec.program)))?;
-            if !exit.success() {
-                result = Err(AgentError::Bootstrap(format!(
-                    "{} failed with {exit}",
-                    spec.program
-                )));
-                break;
-            }
-        }
-        let _ = std::fs::remove_file(&secret_file);
-        result?;
-        info!(
-            millis = started.elapsed().as_millis() as u64,
-            "database bootstrapped"
-        );
+    let outcome = bootstrap::ensure_database(config, reaper, &user).await?;
+    if outcome == Outcome::Ready {
+        engine.render_config(layout, &crate::current_settings(config))?;
     }
-    engine.render_config(layout, &crate::current_settings(config))?;
-    Ok(())
+    Ok(outcome)
+}
+
+/// Instead of step 7 when the data directory was refused: the engine is never
+/// started, the agent stays up (no restart loop) so its API can say why, and exits
+/// cleanly when told to stop.
+pub(crate) async fn stay_refused() -> i32 {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return 1;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("stopping; the engine was never started");
+    0
 }
 
 /// Step 7: run the engine until told to stop. Returns the agent's exit code.
@@ -219,7 +201,9 @@ pub(crate) async fn dump_catalog(
     reaper: &Reaper,
 ) -> Result<Vec<berth_model::params::ParamSpec>> {
     let engine = config.engine();
-    prepare(config, reaper).await?;
+    if let Outcome::Refused(why) = prepare(config, reaper).await? {
+        return Err(AgentError::Bootstrap(why));
+    }
     let user = engine_user(config)?;
     let spec = engine.server_command(&config.version, &config.layout);
     let (pid, exited) = reaper

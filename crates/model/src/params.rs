@@ -68,6 +68,16 @@ pub struct Catalog {
     pub params: BTreeMap<String, ParamSpec>,
 }
 
+/// Settings an engine never lets a parameter group set, by reason (lists kept by the
+/// engine modules, which know them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reserved<'a> {
+    /// Settings Berth sets itself (addresses, paths, logging it relies on).
+    pub managed: &'a [&'a str],
+    /// Settings that run a command or load code on the database server.
+    pub runs_code: &'a [&'a str],
+}
+
 /// Why a value was refused. Each message says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParamError {
@@ -86,6 +96,12 @@ pub enum ParamError {
     /// Berth sets it itself.
     #[error("{0} is managed by Berth and cannot be set in a parameter group")]
     Managed(String),
+    /// It runs a command or loads code on the database server.
+    #[error("{0} runs a command or loads code on the database server; Berth manages it and never lets a parameter group set it")]
+    RunsCode(String),
+    /// The value holds a control character (a newline, a tab, …).
+    #[error("the value of {0} holds a control character (like a newline); give it on one line without control characters")]
+    ControlCharacter(String),
     /// Cannot be set in a configuration file at all.
     #[error("{0} cannot be set; the engine computes or fixes it")]
     NotSettable(String),
@@ -128,28 +144,111 @@ fn millis_of(unit: &str) -> Option<f64> {
     })
 }
 
+/// A strictly formatted number and what follows it: an optional minus, digits, and an
+/// optional fraction of digits. No plus sign, exponent, hex, `inf` or `NaN` — forms
+/// the engines' grammars read differently (PostgreSQL reads `010` as octal, MariaDB
+/// takes `inf` as a name), so they never reach an engine. The number comes back in its
+/// canonical spelling (no leading zeros, no empty fraction), the rest trimmed.
+pub fn strict_number(value: &str) -> Option<(String, &str)> {
+    let v = value.trim();
+    let (neg, body) = match v.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, v),
+    };
+    let int_len = body.bytes().take_while(u8::is_ascii_digit).count();
+    if int_len == 0 {
+        return None;
+    }
+    let (int, rest) = body.split_at(int_len);
+    let (frac, rest) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            r.split_at(n)
+        }
+        None => ("", rest),
+    };
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let frac = frac.trim_end_matches('0');
+    let mut out = String::new();
+    if neg && (int != "0" || !frac.is_empty()) {
+        out.push('-');
+    }
+    out.push_str(int);
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+    Some((out, rest.trim()))
+}
+
+/// Whether `value` is, as it is, a strictly formatted number in canonical spelling:
+/// the only values an engine may receive unquoted.
+pub fn is_strict_number(value: &str) -> bool {
+    matches!(strict_number(value), Some((n, "")) if n == value)
+}
+
 /// A number with an optional unit, converted to `base` (the setting's unit).
 fn number_in(value: &str, base: Option<&str>) -> Option<f64> {
-    let v = value.trim();
-    let split = v
-        .find(|c: char| {
-            !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+' || c == 'e' || c == 'E')
-        })
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let unit = unit.trim();
+    let (num, unit) = strict_number(value)?;
+    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite())?;
     if unit.is_empty() {
         return Some(n);
     }
     let base = base?;
-    if let (Some(u), Some(b)) = (bytes_of(unit), bytes_of(base)) {
-        return Some(n * u / b);
+    let scaled = if let (Some(u), Some(b)) = (bytes_of(unit), bytes_of(base)) {
+        n * u / b
+    } else if let (Some(u), Some(b)) = (millis_of(unit), millis_of(base)) {
+        n * u / b
+    } else {
+        return None;
+    };
+    scaled.is_finite().then_some(scaled)
+}
+
+/// A whole number in the setting's `base` unit (MariaDB: bytes), computed exactly:
+/// `value` with an optional unit, as its digits (f64 would round values near 2^64).
+fn exact_integer(value: &str, base: &str) -> Option<String> {
+    let (num, unit) = strict_number(value)?;
+    let mult: i128 = match unit {
+        "" => 1,
+        u => {
+            let m = match (bytes_of(u), bytes_of(base)) {
+                (Some(u), Some(b)) => u / b,
+                _ => millis_of(u)? / millis_of(base)?,
+            };
+            (m.fract() == 0.0 && m >= 1.0).then_some(m as i128)?
+        }
+    };
+    let (neg, digits) = match num.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, num.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.len() + frac.len() > 30 {
+        return None;
     }
-    if let (Some(u), Some(b)) = (millis_of(unit), millis_of(base)) {
-        return Some(n * u / b);
+    let int: i128 = int.parse().ok()?;
+    let scale = 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?;
+    let frac: i128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let whole = int.checked_mul(mult)?;
+    let part = frac.checked_mul(mult)?;
+    if part % scale != 0 {
+        return None;
     }
-    None
+    let total = whole.checked_add(part / scale)?;
+    Some(if neg && total != 0 {
+        format!("-{total}")
+    } else {
+        total.to_string()
+    })
 }
 
 /// A memory value in bytes: `value` as written (with or without a unit) for a setting
@@ -176,8 +275,21 @@ impl Catalog {
     /// Checks `value` for setting `name`; returns the value to store (normalised:
     /// canonical booleans and enum spellings, numbers in the setting's base unit for
     /// MariaDB, as written for PostgreSQL, which parses units itself).
-    pub fn check(&self, name: &str, value: &str, managed: &[&str]) -> Result<String, ParamError> {
+    pub fn check(
+        &self,
+        name: &str,
+        value: &str,
+        reserved: &Reserved<'_>,
+    ) -> Result<String, ParamError> {
         let key = name.trim().to_ascii_lowercase();
+        // Before the catalog: some of these (MariaDB's plugin_load_add) are options
+        // the engine does not list as variables.
+        if reserved.runs_code.contains(&key.as_str()) {
+            return Err(ParamError::RunsCode(key));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(ParamError::ControlCharacter(key));
+        }
         let Some(spec) = self.params.get(&key) else {
             let hint = self
                 .params
@@ -197,7 +309,7 @@ impl Catalog {
                 },
             });
         };
-        if managed.contains(&key.as_str()) {
+        if reserved.managed.contains(&key.as_str()) {
             return Err(ParamError::Managed(key));
         }
         if !spec.settable {
@@ -250,11 +362,17 @@ impl Catalog {
                 if spec.min.is_some_and(|m| n < m) || spec.max.is_some_and(|m| n > m) {
                     return Err(invalid(range));
                 }
-                if mariadb {
-                    Ok(fmt_bound(n, None))
-                } else {
-                    Ok(v.to_owned())
-                }
+                let canonical = || strict_number(v).map(|(num, unit)| format!("{num}{unit}"));
+                let rendered = match (mariadb, spec.kind) {
+                    (true, ParamKind::Integer) => {
+                        exact_integer(v, base.unwrap_or("B")).or_else(|| Some(fmt_bound(n, None)))
+                    }
+                    // Display of a finite f64 is plain decimal digits that read back
+                    // as the same double.
+                    (true, _) => Some(format!("{}", if n == 0.0 { 0.0 } else { n })),
+                    (false, _) => canonical(),
+                };
+                rendered.ok_or_else(|| invalid(range))
             }
             ParamKind::Enum => spec
                 .allowed
@@ -293,6 +411,11 @@ impl Catalog {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    const NONE: Reserved<'static> = Reserved {
+        managed: &[],
+        runs_code: &[],
+    };
 
     fn catalog(engine: &str) -> Catalog {
         let p =
@@ -396,71 +519,173 @@ mod tests {
     #[test]
     fn numbers_units_and_ranges() {
         let c = catalog("postgres");
-        assert_eq!(c.check("work_mem", "64MB", &[]), Ok("64MB".into()));
-        assert_eq!(c.check("WORK_MEM", "4096", &[]), Ok("4096".into()));
-        assert_eq!(c.check("shared_buffers", "256MB", &[]), Ok("256MB".into()));
-        assert_eq!(c.check("statement_timeout", "30s", &[]), Ok("30s".into()));
-        let err = c.check("shared_buffers", "1", &[]).expect_err("below min");
+        assert_eq!(c.check("work_mem", "64MB", &NONE), Ok("64MB".into()));
+        assert_eq!(c.check("WORK_MEM", "4096", &NONE), Ok("4096".into()));
+        assert_eq!(
+            c.check("shared_buffers", "256MB", &NONE),
+            Ok("256MB".into())
+        );
+        assert_eq!(c.check("statement_timeout", "30s", &NONE), Ok("30s".into()));
+        let err = c
+            .check("shared_buffers", "1", &NONE)
+            .expect_err("below min");
         assert!(
             err.to_string().contains("allowed 16×8kB to 1073741823×8kB"),
             "{err}"
         );
-        let err = c.check("work_mem", "1kB", &[]).expect_err("below min");
+        let err = c.check("work_mem", "1kB", &NONE).expect_err("below min");
         assert_eq!(
             err.to_string(),
             "work_mem = \"1kB\" is not allowed: allowed 64kB to 2147483647kB"
         );
-        assert!(c.check("work_mem", "lots", &[]).is_err());
-        assert!(c.check("work_mem", "1.5", &[]).is_err());
-        assert!(c.check("work_mem", "10parsecs", &[]).is_err());
-        assert_eq!(c.check("random_page_cost", "1.1", &[]), Ok("1.1".into()));
+        assert!(c.check("work_mem", "lots", &NONE).is_err());
+        assert!(c.check("work_mem", "1.5", &NONE).is_err());
+        assert!(c.check("work_mem", "10parsecs", &NONE).is_err());
+        assert_eq!(c.check("random_page_cost", "1.1", &NONE), Ok("1.1".into()));
         let m = catalog("mariadb");
         assert_eq!(
-            m.check("innodb_buffer_pool_size", "256M", &[]),
+            m.check("innodb_buffer_pool_size", "256M", &NONE),
             Ok("268435456".into())
         );
-        assert!(m.check("innodb_buffer_pool_size", "1M", &[]).is_err());
+        assert!(m.check("innodb_buffer_pool_size", "1M", &NONE).is_err());
     }
 
     #[test]
     fn enums_bools_sets_and_names() {
         let c = catalog("postgres");
         assert_eq!(
-            c.check("log_min_messages", "WARNING", &[]),
+            c.check("log_min_messages", "WARNING", &NONE),
             Ok("warning".into())
         );
-        let err = c.check("log_min_messages", "loud", &[]).expect_err("enum");
+        let err = c
+            .check("log_min_messages", "loud", &NONE)
+            .expect_err("enum");
         assert!(err
             .to_string()
             .contains("choose one of: debug1, info, warning, error"));
-        assert_eq!(c.check("jit", "true", &[]), Ok("on".into()));
-        assert_eq!(catalog("mariadb").check("jit", "0", &[]), Ok("OFF".into()));
+        assert_eq!(c.check("jit", "true", &NONE), Ok("on".into()));
         assert_eq!(
-            catalog("mariadb").check("sql_mode", "ansi_quotes, strict_trans_tables", &[]),
+            catalog("mariadb").check("jit", "0", &NONE),
+            Ok("OFF".into())
+        );
+        assert_eq!(
+            catalog("mariadb").check("sql_mode", "ansi_quotes, strict_trans_tables", &NONE),
             Ok("ANSI_QUOTES,STRICT_TRANS_TABLES".into())
         );
-        let err = c.check("work_memory", "1", &[]).expect_err("unknown");
+        let err = c.check("work_memory", "1", &NONE).expect_err("unknown");
         assert!(err.to_string().contains("did you mean work_mem"), "{err}");
         assert!(matches!(
-            c.check("port", "5433", &["port"]),
+            c.check(
+                "port",
+                "5433",
+                &Reserved {
+                    managed: &["port"],
+                    runs_code: &[]
+                }
+            ),
             Err(ParamError::Managed(_))
         ));
-        assert!(c.check("work_mem", "1'; DROP", &[]).is_err());
+        assert!(c.check("work_mem", "1'; DROP", &NONE).is_err());
         assert!(c.needs_restart("shared_buffers") && !c.needs_restart("work_mem"));
     }
 
+    #[test]
+    fn numbers_are_strict_and_canonical() {
+        let c = catalog("postgres");
+        let m = catalog("mariadb");
+        // Forms an engine would read differently, or not as a number, are refused.
+        for v in [
+            "inf", "-inf", "NaN", "1e5", "1e400", "+5", "0x10", ".5", "5.", "1_000",
+        ] {
+            assert!(c.check("random_page_cost", v, &NONE).is_err(), "{v}");
+            assert!(m.check("random_page_cost", v, &NONE).is_err(), "{v}");
+        }
+        // PostgreSQL reads a leading zero as octal: the canonical spelling has none.
+        assert_eq!(c.check("work_mem", "010MB", &NONE), Ok("10MB".into()));
+        assert_eq!(c.check("work_mem", " 64 MB ", &NONE), Ok("64MB".into()));
+        assert_eq!(c.check("random_page_cost", "1.50", &NONE), Ok("1.5".into()));
+        // MariaDB integers are exact, even beyond what a double holds.
+        assert_eq!(
+            m.check("innodb_buffer_pool_size", "9000000000000000001", &NONE),
+            Ok("9000000000000000001".into())
+        );
+        assert_eq!(
+            m.check("innodb_buffer_pool_size", "1.5G", &NONE),
+            Ok("1610612736".into())
+        );
+        assert!(is_strict_number("-1.25") && is_strict_number("0"));
+        assert!(!is_strict_number("inf") && !is_strict_number("1e5") && !is_strict_number("01"));
+    }
+
+    #[test]
+    fn settings_that_run_code_and_control_characters_are_refused() {
+        let c = catalog("postgres");
+        let reserved = Reserved {
+            managed: &["port"],
+            runs_code: &["archive_command", "plugin_load_add"],
+        };
+        let err = c
+            .check("Archive_Command", "cp %p /x", &reserved)
+            .expect_err("runs code");
+        assert_eq!(err, ParamError::RunsCode("archive_command".into()));
+        assert!(err.to_string().contains("runs a command"), "{err}");
+        // Even when the catalog does not list it as a variable.
+        assert!(matches!(
+            c.check("plugin_load_add", "x.so", &reserved),
+            Err(ParamError::RunsCode(_))
+        ));
+        for v in ["64MB\n", "64MB\nport = 1", "on\r", "a\tb"] {
+            let err = c.check("work_mem", v, &reserved).expect_err("control");
+            assert!(err.to_string().contains("control character"), "{err}");
+        }
+    }
+
     proptest! {
+        /// Whatever is accepted for a number renders as a strict literal the engine
+        /// reads back as the value that was checked.
+        #[test]
+        fn accepted_numbers_render_as_strict_literals(
+            int in "-?[0-9]{1,22}",
+            frac in proptest::option::of("[0-9]{1,6}"),
+            unit in proptest::option::of(prop_oneof!["kB", "MB", "GB", "K", "M", "G", "ms", "s"]),
+        ) {
+            let mut v = int.clone();
+            if let Some(f) = &frac {
+                v = format!("{v}.{f}");
+            }
+            if let Some(u) = &unit {
+                v.push_str(u);
+            }
+            for engine in ["postgres", "mariadb"] {
+                for name in ["work_mem", "random_page_cost", "innodb_buffer_pool_size"] {
+                    let c = catalog(engine);
+                    let Ok(out) = c.check(name, &v, &NONE) else { continue };
+                    let (num, rest) = strict_number(&out).expect("a strict number");
+                    prop_assert!(out.starts_with(&num), "{out}");
+                    if engine == "mariadb" {
+                        prop_assert!(rest.is_empty() && is_strict_number(&out), "{out}");
+                    }
+                    let spec = &c.params[name];
+                    let base = spec.unit.as_deref().or((engine == "mariadb").then_some("B"));
+                    let want = number_in(&v, base).expect("checked");
+                    let got = number_in(&out, base).expect("re-read");
+                    prop_assert!((want - got).abs() <= want.abs() * 1e-12, "{v} -> {out}");
+                }
+            }
+        }
+
+
         #[test]
         fn checking_never_panics(name in "\\PC{0,20}", value in "\\PC{0,20}") {
             let c = catalog("postgres");
-            let _ = c.check(&name, &value, &[]);
-            let _ = catalog("mariadb").check(&name, &value, &[]);
+            let _ = c.check(&name, &value, &NONE);
+            let _ = catalog("mariadb").check(&name, &value, &NONE);
         }
 
         #[test]
         fn accepted_values_are_safe_to_render(value in "\\PC{0,20}") {
             for name in ["work_mem", "log_min_messages", "jit", "random_page_cost"] {
-                if let Ok(v) = catalog("postgres").check(name, &value, &[]) {
+                if let Ok(v) = catalog("postgres").check(name, &value, &NONE) {
                     prop_assert!(!v.contains('\'') && !v.contains('\\') && !v.chars().any(char::is_control));
                 }
             }

@@ -14,6 +14,10 @@ pub enum ApiError {
     /// The request is malformed or a value is invalid.
     #[error("{0}")]
     InvalidRequest(String),
+    /// A setting no parameter group may hold (it runs code on the server), or a value
+    /// no engine may receive (a control character).
+    #[error("{0}")]
+    SettingRefused(String),
     /// The spec asks for more than the host has.
     #[error("{0}")]
     InsufficientCapacity(String),
@@ -64,6 +68,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "invalid-request",
                 "Invalid request",
+            ),
+            ApiError::SettingRefused(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "setting-refused",
+                "Setting not allowed",
             ),
             ApiError::InsufficientCapacity(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

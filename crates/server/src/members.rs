@@ -107,6 +107,21 @@ pub(crate) struct AgentHealth {
     pub restarts: u32,
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// Why the agent refuses to start the engine (state `refused`).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl AgentHealth {
+    /// The agent will not start the engine on its data directory: waiting is useless.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        (self.state == "refused").then(|| {
+            format!(
+                "the agent refuses to start the engine: {}",
+                self.reason.as_deref().unwrap_or("no reason given")
+            )
+        })
+    }
 }
 
 /// Asks the member's agent for its health.

@@ -206,12 +206,13 @@ async fn observe(
                     }
                     Some(ip) => match members::agent_health(ctx, inst, ip).await {
                         Ok(h) if h.ready => MemberSeen::Healthy,
-                        Ok(h) => MemberSeen::NotAnswering(match h.last_exit {
-                            Some(exit) => format!(
+                        Ok(h) => MemberSeen::NotAnswering(match (h.refusal(), &h.last_exit) {
+                            (Some(why), _) => why,
+                            (None, Some(exit)) => format!(
                                 "engine is {} after {} restarts (last: {exit})",
                                 h.state, h.restarts
                             ),
-                            None => format!("engine is {}", h.state),
+                            (None, None) => format!("engine is {}", h.state),
                         }),
                         Err(e) => MemberSeen::NotAnswering(e),
                     },

@@ -265,7 +265,7 @@ async fn ensure_image(
 }
 
 /// Waits until the member's agent reports the engine ready. Fails early, with the
-/// reason, when the container stops.
+/// reason, when the container stops or the agent refuses its data directory.
 async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
     let name = container_name(inst);
     let started = Instant::now();
@@ -286,7 +286,10 @@ async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
                         Ok(h) if h.ready => {
                             return Ok(format!("{} answers queries", inst.spec.engine));
                         }
-                        Ok(h) => last = format!("engine {}", h.state),
+                        Ok(h) => match h.refusal() {
+                            Some(why) => return Err(StepError::Fatal(why)),
+                            None => last = format!("engine {}", h.state),
+                        },
                         Err(e) => last = e,
                     }
                 }

@@ -3,8 +3,8 @@
 pub(crate) mod admin;
 
 use crate::{
-    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Result,
-    Settings,
+    write_file, Admin, AdminTarget, CommandSpec, DataDirState, Engine, EngineError, ImageRecipe,
+    Layout, Result, Settings,
 };
 use berth_model::{EngineKind, EngineVersion, Secret};
 use sha1::{Digest, Sha1};
@@ -40,15 +40,43 @@ fn socket(layout: &Layout) -> PathBuf {
     layout.run_dir.join("mysqld.sock")
 }
 
-/// Memory-derived settings the parameters do not pin, then the parameters.
-fn desired(settings: &Settings) -> Vec<(String, String)> {
+/// Memory-derived settings the parameters do not pin, then the parameters that may
+/// reach the engine (see [`crate::usable_params`]); and the names of those that may not.
+fn desired(settings: &Settings) -> (Vec<(String, String)>, Vec<String>) {
     let mut out: Vec<(String, String)> = memory_settings(settings.resources.memory_mib)
         .into_iter()
         .filter(|(k, _)| !settings.params.contains_key(*k))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-    out.extend(settings.params.iter().map(|(k, v)| (k.clone(), v.clone())));
-    out
+    let (usable, refused) = crate::usable_params(&Mariadb, &settings.params);
+    out.extend(usable);
+    (out, refused)
+}
+
+/// A value as an SQL literal for `SET GLOBAL`: bare only when it is a strictly
+/// formatted number (never `inf`, `NaN` or `1e5`, which MariaDB would read as a name
+/// or differently); otherwise a string literal with quotes and backslashes escaped.
+fn sql_literal(value: &str) -> String {
+    if berth_model::params::is_strict_number(value) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+    }
+}
+
+/// A value for the option file: bare when it is a number or a plain word, otherwise
+/// in double quotes with backslashes and quotes escaped (MariaDB unescapes them when
+/// it reads the file; a `#` inside quotes is no comment).
+fn option_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b',' | b'-' | b'/'));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
 }
 
 /// Whether the engine's current value already is the wanted one.
@@ -75,6 +103,48 @@ async fn local_conn(layout: &Layout) -> Result<mysql_async::Conn> {
         })
 }
 
+/// The marker older Berth builds wrote as the last step of bootstrap; kept writing it
+/// so a volume stays safe with them too.
+const MARKER: &str = "berth-bootstrapped";
+
+/// Whether an entry is one MariaDB (InnoDB, Aria, the system schemas) makes.
+fn is_engine_entry(name: &str) -> bool {
+    matches!(
+        name,
+        "mysql"
+            | "ibdata1"
+            | "ibtmp1"
+            | "ib_buffer_pool"
+            | "aria_log_control"
+            | "performance_schema"
+            | "sys"
+            | "mysql_upgrade_info"
+            | "ddl_recovery.log"
+            | "tc.log"
+            | MARKER
+    ) || name.starts_with("ib_logfile")
+        || name.starts_with("aria_log.")
+        || name.starts_with("undo")
+}
+
+/// Berth's marker, or the system schema with the InnoDB system tablespace, make a
+/// data directory MariaDB can start.
+fn judge_data_dir(data: &Path, names: &[String]) -> DataDirState {
+    let has = |n: &str| names.iter().any(|x| x == n);
+    if has(MARKER) || (data.join("mysql").is_dir() && data.join("ibdata1").is_file()) {
+        return DataDirState::Complete;
+    }
+    if names.iter().any(|n| is_engine_entry(n)) {
+        let missing = if has("mysql") {
+            "ibdata1"
+        } else {
+            "the mysql system schema"
+        };
+        return DataDirState::Partial(format!("MariaDB files without {missing}"));
+    }
+    DataDirState::Foreign(crate::some_names(names))
+}
+
 fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
     let mut lines = vec![
         "# Written by the Berth agent at every start; edits here are overwritten.".to_owned(),
@@ -89,8 +159,15 @@ fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
         "collation-server = utf8mb4_unicode_ci".to_owned(),
         "max_connections = 151".to_owned(),
     ];
-    for (k, v) in desired(settings) {
-        lines.push(format!("{k} = {v}"));
+    let (wanted, refused) = desired(settings);
+    for (k, v) in wanted {
+        lines.push(format!("{k} = {}", option_value(&v)));
+    }
+    if !refused.is_empty() {
+        lines.push(format!(
+            "# {} parameter(s) left out: not settings a group may set.",
+            refused.len()
+        ));
     }
     lines.push(String::new());
     lines.join("\n")
@@ -165,13 +242,9 @@ impl Engine for Mariadb {
         layout.volume.join("data")
     }
 
-    fn is_initialized(&self, layout: &Layout) -> bool {
-        // The last thing bootstrap writes; a crash before it starts bootstrap over.
-        layout
-            .volume
-            .join("data")
-            .join("berth-bootstrapped")
-            .is_file()
+    fn inspect_data_dir(&self, _version: &EngineVersion, layout: &Layout) -> DataDirState {
+        let data = self.data_dir(layout);
+        crate::inspect_dir(&data, |names| judge_data_dir(&data, names))
     }
 
     fn initialize_commands(
@@ -218,7 +291,7 @@ impl Engine for Mariadb {
             },
             CommandSpec {
                 program: "touch".into(),
-                args: vec![format!("{data}/berth-bootstrapped")],
+                args: vec![format!("{data}/{MARKER}")],
                 env: vec![],
                 stdin: None,
             },
@@ -245,14 +318,22 @@ impl Engine for Mariadb {
         reset: &[String],
     ) -> Result<Vec<String>> {
         use mysql_async::prelude::Queryable;
+        let (wanted, bad) = desired(settings);
+        if !bad.is_empty() {
+            return Err(crate::refuse_params(EngineKind::Mariadb, &bad));
+        }
         self.render_config(layout, settings)?;
         let refused = |e: mysql_async::Error| EngineError::Refused {
             engine: EngineKind::Mariadb,
             reason: e.to_string(),
         };
         let mut conn = local_conn(layout).await?;
+        // Backslashes in string literals are escapes whatever a group set sql_mode to.
+        conn.query_drop("SET SESSION sql_mode = 'STRICT_ALL_TABLES'")
+            .await
+            .map_err(refused)?;
         let mut pending = vec![];
-        for (name, value) in desired(settings) {
+        for (name, value) in wanted.iter().cloned() {
             let row: Option<(String, Option<String>)> = conn
                 .exec_first(
                     "SELECT READ_ONLY, GLOBAL_VALUE FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = UPPER(?)",
@@ -270,24 +351,15 @@ impl Engine for Mariadb {
                 pending.push(name);
                 continue;
             }
-            // Names come from the catalog check (letters, digits, underscores);
-            // numbers go bare, anything else as a string literal.
-            let literal = if value.parse::<f64>().is_ok() {
-                value.clone()
-            } else {
-                berth_model::account::quote_literal(&value)
-            };
-            conn.query_drop(format!("SET GLOBAL {name} = {literal}"))
+            // The name is a setting name (checked by `usable_params`) the engine's own
+            // catalog has (the row above); the value a literal of its type.
+            conn.query_drop(format!("SET GLOBAL {name} = {}", sql_literal(&value)))
                 .await
                 .map_err(refused)?;
         }
-        let wanted: Vec<String> = desired(settings).into_iter().map(|(k, _)| k).collect();
+        let wanted: Vec<String> = wanted.into_iter().map(|(k, _)| k).collect();
         for name in reset.iter().filter(|n| !wanted.contains(n)) {
-            // Only catalog names reach here (letters, digits, underscores).
-            if !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
+            if !crate::is_setting_name(name) || name.contains('.') {
                 continue;
             }
             let read_only: Option<String> = conn
@@ -406,17 +478,34 @@ impl Engine for Mariadb {
             "log_error",
             "skip_networking",
             "basedir",
-            "plugin_dir",
             "plugin_maturity",
             "tmpdir",
             "character_sets_dir",
             "general_log_file",
             "slow_query_log_file",
-            "init_file",
             "secure_file_priv",
             "log_bin_basename",
             "log_bin_index",
             "lc_messages_dir",
+        ]
+    }
+
+    fn code_settings(&self) -> &'static [&'static str] {
+        &[
+            // Plugins (shared libraries) loaded at start, and where they come from.
+            "plugin_load",
+            "plugin_load_add",
+            "early_plugin_load",
+            "plugin_dir",
+            "allow_suspicious_udfs",
+            // SQL read from a file at start, as the server itself.
+            "init_file",
+            // Galera: a provider library and the commands it runs.
+            "wsrep_provider",
+            "wsrep_notify_cmd",
+            "wsrep_sst_method",
+            // mysqld_safe's allocator library.
+            "malloc_lib",
         ]
     }
 
@@ -470,6 +559,91 @@ mod tests {
         assert_eq!(memory_settings(1024)[0].1, "536870912");
         assert_eq!(memory_settings(128)[0].1, "67108864");
         assert!(same_value("1", "ON") && same_value("off", "0") && !same_value("10", "11"));
+    }
+
+    #[test]
+    fn a_data_directory_is_complete_with_the_system_schema_or_the_old_marker() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            volume: dir.path().to_owned(),
+            run_dir: dir.path().join("run"),
+        };
+        let v = EngineKind::Mariadb.version("10.11").expect("version");
+        let data = layout.volume.join("data");
+        let seen = || Mariadb.inspect_data_dir(&v, &layout);
+        assert_eq!(seen(), DataDirState::Absent);
+        std::fs::create_dir_all(data.join("mysql")).expect("mkdir");
+        assert!(matches!(seen(), DataDirState::Partial(w) if w.contains("ibdata1")));
+        std::fs::write(data.join("ibdata1"), b"x").expect("write");
+        assert_eq!(seen(), DataDirState::Complete);
+        std::fs::remove_dir_all(&data).expect("rm");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        std::fs::write(data.join(MARKER), b"").expect("write");
+        assert_eq!(seen(), DataDirState::Complete, "volumes of older builds");
+        std::fs::remove_file(data.join(MARKER)).expect("rm");
+        for i in 0..7 {
+            std::fs::write(data.join(format!("f{i}.txt")), b"").expect("write");
+        }
+        assert_eq!(
+            seen(),
+            DataDirState::Foreign("f0.txt, f1.txt, f2.txt, f3.txt, f4.txt and 2 more".into())
+        );
+    }
+
+    #[test]
+    fn only_strict_numbers_go_unquoted() {
+        assert_eq!(sql_literal("536870912"), "536870912");
+        assert_eq!(sql_literal("0.5"), "0.5");
+        for v in ["inf", "NaN", "1e5", "+1", "01", "ON"] {
+            assert_eq!(sql_literal(v), format!("'{v}'"));
+        }
+        assert_eq!(sql_literal("a'b\\"), "'a''b\\\\'");
+    }
+
+    #[test]
+    fn option_values_stay_one_option() {
+        assert_eq!(
+            option_value("STRICT_TRANS_TABLES,ANSI"),
+            "STRICT_TRANS_TABLES,ANSI"
+        );
+        assert_eq!(option_value("a b # c"), "\"a b # c\"");
+        assert_eq!(option_value("x\\\""), "\"x\\\\\\\"\"");
+        let cnf = berth_cnf(
+            &Layout::standard(),
+            Path::new("/var/lib/berth/data"),
+            &Settings {
+                resources: crate::Resources {
+                    memory_mib: 256,
+                    cpu_millis: 1000,
+                },
+                params: [
+                    ("max_connections", "200"),
+                    ("init_file", "/tmp/x.sql"),
+                    ("long_query_time", "1\ninit_file = /tmp/x.sql"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            },
+        );
+        assert!(cnf.contains("max_connections = 200"));
+        assert!(!cnf.contains("init_file"), "{cnf}");
+        assert!(cnf.contains("# 2 parameter(s) left out"), "{cnf}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the value, the literal is a number in canonical form or one quoted
+        /// string in which every quote is doubled.
+        #[test]
+        fn sql_literals_are_numbers_or_closed_strings(value in "\\PC{0,30}") {
+            let lit = sql_literal(&value);
+            if !berth_model::params::is_strict_number(&lit) {
+                let inner = &lit[1..lit.len() - 1];
+                proptest::prop_assert!(lit.starts_with('\'') && lit.ends_with('\''));
+                proptest::prop_assert!(!inner.replace("''", "").contains('\''));
+                proptest::prop_assert!(!inner.replace("\\\\", "").contains('\\'));
+            }
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 pub(crate) mod admin;
 
 use crate::{
-    write_file, Admin, AdminTarget, CommandSpec, Engine, EngineError, ImageRecipe, Layout, Result,
-    Settings,
+    write_file, Admin, AdminTarget, CommandSpec, DataDirState, Engine, EngineError, ImageRecipe,
+    Layout, Result, Settings,
 };
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
@@ -70,14 +70,87 @@ fn postgresql_conf(layout: &Layout, settings: &Settings) -> String {
             lines.push(format!("{k} = '{v}'"));
         }
     }
-    if !settings.params.is_empty() {
+    let (usable, refused) = crate::usable_params(&Postgres, &settings.params);
+    if !usable.is_empty() {
         lines.push("# From the instance's parameter group.".to_owned());
     }
-    for (k, v) in &settings.params {
-        lines.push(format!("{k} = '{}'", v.replace('\'', "''")));
+    for (k, v) in &usable {
+        lines.push(conf_line(k, v));
+    }
+    if !refused.is_empty() {
+        lines.push(format!(
+            "# {} parameter(s) left out: not settings a group may set.",
+            refused.len()
+        ));
     }
     lines.push(String::new());
     lines.join("\n")
+}
+
+/// Entries only PostgreSQL puts in a data directory.
+const PG_ENTRIES: &[&str] = &[
+    "PG_VERSION",
+    "global",
+    "base",
+    "pg_wal",
+    "pg_xact",
+    "pg_multixact",
+    "pg_subtrans",
+    "pg_tblspc",
+    "pg_twophase",
+    "pg_stat",
+    "pg_stat_tmp",
+    "pg_snapshots",
+    "pg_serial",
+    "pg_notify",
+    "pg_replslot",
+    "pg_logical",
+    "pg_commit_ts",
+    "pg_dynshmem",
+    "postgresql.conf",
+    "postgresql.auto.conf",
+    "pg_hba.conf",
+    "pg_ident.conf",
+    "postmaster.opts",
+    "postmaster.pid",
+];
+
+/// `PG_VERSION` is written early by initdb, so it alone proves nothing; `global/pg_control`
+/// is written once the cluster exists. Both, with the right major version, make a
+/// data directory PostgreSQL can start.
+fn judge_data_dir(data: &Path, names: &[String], major: &str) -> DataDirState {
+    let has = |n: &str| names.iter().any(|x| x == n);
+    if has("PG_VERSION") && data.join("global").join("pg_control").is_file() {
+        let found = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
+        let found = found.trim();
+        return if found == major {
+            DataDirState::Complete
+        } else {
+            DataDirState::Incompatible(format!(
+                "it holds PostgreSQL {found:?} data and this instance runs PostgreSQL {major}"
+            ))
+        };
+    }
+    if names.iter().any(|n| PG_ENTRIES.contains(&n.as_str())) {
+        let missing = if has("PG_VERSION") {
+            "global/pg_control"
+        } else {
+            "PG_VERSION"
+        };
+        return DataDirState::Partial(format!("PostgreSQL files without {missing}"));
+    }
+    DataDirState::Foreign(crate::some_names(names))
+}
+
+/// One `name = 'value'` line. Inside quotes PostgreSQL's configuration lexer reads
+/// `''` as a quote and a backslash as an escape, so both are doubled: a value ending in
+/// `\` cannot close the quote early. Names and values come from [`crate::usable_params`]
+/// (a setting name; no control character, so no second line).
+fn conf_line(name: &str, value: &str) -> String {
+    format!(
+        "{name} = '{}'",
+        value.replace('\\', "\\\\").replace('\'', "''")
+    )
 }
 
 const PG_HBA: &str = "\
@@ -161,8 +234,11 @@ impl Engine for Postgres {
         layout.volume.join("data")
     }
 
-    fn is_initialized(&self, layout: &Layout) -> bool {
-        self.data_dir(layout).join("PG_VERSION").is_file()
+    fn inspect_data_dir(&self, version: &EngineVersion, layout: &Layout) -> DataDirState {
+        let data = self.data_dir(layout);
+        crate::inspect_dir(&data, |names| {
+            judge_data_dir(&data, names, version.as_str())
+        })
     }
 
     fn initialize_commands(
@@ -222,12 +298,39 @@ impl Engine for Postgres {
         settings: &Settings,
         _reset: &[String],
     ) -> Result<Vec<String>> {
-        // A setting gone from postgresql.conf returns to its default on reload.
-        self.render_config(layout, settings)?;
         let refused = |e: tokio_postgres::Error| EngineError::Refused {
             engine: EngineKind::Postgres,
             reason: e.to_string(),
         };
+        let (usable, bad) = crate::usable_params(self, &settings.params);
+        if !bad.is_empty() {
+            return Err(crate::refuse_params(EngineKind::Postgres, &bad));
+        }
+        // Names are checked against the running engine's own catalog before any of
+        // them goes into postgresql.conf.
+        let names: Vec<String> = usable.into_iter().map(|(k, _)| k).collect();
+        let unknown: Vec<String> = local_client(layout)
+            .await?
+            .query(
+                "SELECT n FROM unnest($1::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_settings) ORDER BY 1",
+                &[&names],
+            )
+            .await
+            .map_err(refused)?
+            .iter()
+            .map(|r| format!("{:?}", r.get::<_, String>(0)))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(EngineError::Refused {
+                engine: EngineKind::Postgres,
+                reason: format!(
+                    "PostgreSQL has no settings {}; nothing was applied",
+                    unknown.join(", ")
+                ),
+            });
+        }
+        // A setting gone from postgresql.conf returns to its default on reload.
+        self.render_config(layout, settings)?;
         let client = local_client(layout).await?;
         let load_time = |c: tokio_postgres::Client| async move {
             c.query_one("SELECT pg_conf_load_time()::text", &[])
@@ -339,17 +442,31 @@ impl Engine for Postgres {
             "log_destination",
             "log_directory",
             "password_encryption",
-            "shared_preload_libraries",
-            "local_preload_libraries",
-            "session_preload_libraries",
-            "dynamic_library_path",
             "ssl",
             "ssl_cert_file",
             "ssl_key_file",
             "ssl_ca_file",
             "archive_mode",
+        ]
+    }
+
+    fn code_settings(&self) -> &'static [&'static str] {
+        &[
+            // Shell commands the server runs.
             "archive_command",
+            "archive_cleanup_command",
             "restore_command",
+            "recovery_end_command",
+            "ssl_passphrase_command",
+            "ssl_passphrase_command_supports_reload",
+            // Libraries the server loads.
+            "archive_library",
+            "shared_preload_libraries",
+            "local_preload_libraries",
+            "session_preload_libraries",
+            "dynamic_library_path",
+            "extension_destdir",
+            "jit_provider",
         ]
     }
 
@@ -443,6 +560,90 @@ mod tests {
             1
         );
         assert!(conf.contains("work_mem = '64MB'"));
+    }
+
+    #[test]
+    fn a_data_directory_is_complete_only_with_pg_control_and_the_right_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let layout = Layout {
+            volume: dir.path().to_owned(),
+            run_dir: dir.path().join("run"),
+        };
+        let v15 = EngineKind::Postgres.version("15").expect("version");
+        let data = layout.volume.join("data");
+        let seen = || Postgres.inspect_data_dir(&v15, &layout);
+        assert_eq!(seen(), DataDirState::Absent);
+        std::fs::create_dir_all(data.join("global")).expect("mkdir");
+        assert_eq!(
+            seen(),
+            DataDirState::Partial("PostgreSQL files without PG_VERSION".into())
+        );
+        // initdb writes PG_VERSION early: alone it proves nothing.
+        std::fs::write(data.join("PG_VERSION"), "15\n").expect("write");
+        assert!(matches!(seen(), DataDirState::Partial(w) if w.contains("pg_control")));
+        std::fs::write(data.join("global/pg_control"), b"x").expect("write");
+        assert_eq!(seen(), DataDirState::Complete);
+        std::fs::write(data.join("PG_VERSION"), "14\n").expect("write");
+        assert!(matches!(seen(), DataDirState::Incompatible(w) if w.contains("\"14\"")));
+        std::fs::remove_dir_all(&data).expect("rm");
+        std::fs::create_dir_all(&data).expect("mkdir");
+        assert_eq!(seen(), DataDirState::Empty);
+        std::fs::write(data.join("notes.txt"), "mine").expect("write");
+        assert_eq!(seen(), DataDirState::Foreign("notes.txt".into()));
+    }
+
+    /// Reads a `name = 'value'` line the way PostgreSQL's configuration lexer does.
+    fn read_back(line: &str) -> Option<(String, String)> {
+        let (name, rest) = line.split_once(" = '")?;
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        loop {
+            match chars.next()? {
+                '\\' => out.push(chars.next()?),
+                '\'' => match chars.next() {
+                    Some('\'') => out.push('\''),
+                    None => return Some((name.to_owned(), out)),
+                    Some(_) => return None,
+                },
+                c => out.push(c),
+            }
+        }
+    }
+
+    #[test]
+    fn names_reserved_settings_and_control_characters_never_reach_the_file() {
+        let conf = postgresql_conf(
+            &Layout::standard(),
+            &Settings {
+                resources: Resources::default(),
+                params: [
+                    ("work_mem", "64MB"),
+                    ("archive_command", "rm -rf /"),
+                    ("port", "1"),
+                    ("x = 1\nport", "2"),
+                    ("search_path", "a\nport = 1"),
+                    ("application_name", "ends\\"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            },
+        );
+        assert!(conf.contains("work_mem = '64MB'"));
+        assert!(conf.contains("application_name = 'ends\\\\'"), "{conf}");
+        assert!(!conf.contains("archive_command") && !conf.contains("rm -rf"));
+        assert_eq!(conf.lines().filter(|l| l.starts_with("port")).count(), 1);
+        assert!(conf.contains("# 4 parameter(s) left out"), "{conf}");
+    }
+
+    proptest::proptest! {
+        /// Any value without control characters stays one line and reads back as itself.
+        #[test]
+        fn a_conf_line_reads_back_as_its_value(value in "[^\\p{Cc}]{0,40}") {
+            let line = conf_line("search_path", &value);
+            proptest::prop_assert_eq!(line.lines().count(), 1);
+            proptest::prop_assert_eq!(read_back(&line), Some(("search_path".to_owned(), value)));
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use berth_engine::engine;
-use berth_model::params::{Catalog, ParamSpec};
+use berth_model::params::{Catalog, ParamError, ParamSpec};
 use berth_model::{
     EngineKind, InstanceEvent, InstanceName, InstanceRecord, InstanceStatus, ParamGroup, ProjectId,
     TaskKind, TaskOptions, TaskRecord,
@@ -70,13 +70,21 @@ fn check_all(
     kind: EngineKind,
     set: &BTreeMap<String, String>,
 ) -> Result<BTreeMap<String, String>, ApiError> {
-    let managed = engine(kind).managed_settings();
+    let reserved = engine(kind).reserved();
     set.iter()
         .map(|(k, v)| {
             catalog
-                .check(k, v, managed)
+                .check(k, v, &reserved)
                 .map(|nv| (k.trim().to_ascii_lowercase(), nv))
-                .map_err(|e| ApiError::InvalidRequest(format!("{e}; nothing was changed")))
+                .map_err(|e| {
+                    let detail = format!("{e}; nothing was changed");
+                    match e {
+                        ParamError::RunsCode(_) | ParamError::ControlCharacter(_) => {
+                            ApiError::SettingRefused(detail)
+                        }
+                        _ => ApiError::InvalidRequest(detail),
+                    }
+                })
         })
         .collect()
 }
