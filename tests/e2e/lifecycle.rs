@@ -2,6 +2,7 @@
 
 use berth_e2e::{docker, unique, Berth, Db};
 use serde_json::json;
+use std::time::Duration;
 
 /// What differs between engines, for these tests only.
 struct Case {
@@ -119,7 +120,7 @@ async fn lifecycle(case: &Case) -> anyhow::Result<()> {
     drop(db);
     // A wrong password is refused by the engine itself.
     let bad = uri.replace(creds["password"].as_str().expect("pw"), "wrong");
-    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
         if bad.starts_with("mysql://") {
             mysql_async::Conn::new(mysql_async::Opts::from_url(&bad)?)
                 .await
@@ -250,8 +251,9 @@ async fn delete_without_purge_keeps_the_data_volume() -> anyhow::Result<()> {
         1,
         "the data volume must stay"
     );
-    // Reconcile runs every second here: it must not take the kept volume for an orphan.
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // Whole reconcile passes that saw the deletion must not take the kept volume for
+    // an orphan.
+    b.reconcile_passes(2).await?;
     assert_eq!(
         b.docker_objects("volume", Some(id)).len(),
         1,
@@ -292,12 +294,48 @@ async fn agent_restarts_crashed_engine(case: &Case) -> anyhow::Result<()> {
     db.exec("INSERT INTO app.t VALUES (42)").await?;
     drop(db);
     let container = b.member_container(&name)?;
+    assert_eq!(
+        b.get(&format!("/v1/instances/{name}")).await?["status"],
+        "available"
+    );
+    let restarts = berth_e2e::engine_restarts(&container)?;
     // Kill the engine's server (not the agent, PID 1) from the host.
     let pid = berth_e2e::server_pid(&container, case.server_process)?;
-    std::process::Command::new("kill")
+    let kill = std::process::Command::new("kill")
         .args(["-9", &pid])
-        .status()?;
-    // The agent brings it back in the same container; committed data is there.
+        .output()?;
+    assert!(
+        kill.status.success(),
+        "kill -9 {pid} failed: {}",
+        String::from_utf8_lossy(&kill.stderr)
+    );
+    // The agent notices and starts a new server process in the same container: a
+    // kill that did nothing leaves the old PID in place and fails here.
+    b.eventually(
+        "a new engine server process",
+        Duration::from_secs(60),
+        || async {
+            berth_e2e::server_pid(&container, case.server_process).is_ok_and(|now| now != pid)
+        },
+    )
+    .await?;
+    b.eventually(
+        "the agent to report the restart",
+        Duration::from_secs(10),
+        || async { berth_e2e::engine_restarts(&container).is_ok_and(|n| n == restarts + 1) },
+    )
+    .await?;
+    // The control plane sees it healthy, and committed data is there.
+    b.eventually(
+        "the instance to be available",
+        Duration::from_secs(60),
+        || async {
+            b.get(&format!("/v1/instances/{name}"))
+                .await
+                .is_ok_and(|v| v["status"] == "available")
+        },
+    )
+    .await?;
     let mut db = b.db(&name).await?;
     assert_eq!(db.strings("SELECT x FROM app.t").await?, vec!["42"]);
     assert_eq!(

@@ -13,8 +13,12 @@ struct Case {
     restart: (&'static str, &'static str, &'static str, &'static str),
     /// An out-of-range value.
     out_of_range: (&'static str, &'static str, &'static str),
-    /// How many restart-only settings the engine itself reports.
-    restart_count_sql: &'static str,
+    /// The names of the settings the running engine itself says need a restart.
+    restart_names_sql: &'static str,
+    /// Settings known (from the engine's manual) to need a restart.
+    known_restart: &'static [&'static str],
+    /// Settings known (from the engine's manual) to change live.
+    known_live: &'static [&'static str],
     /// A setting that would stop an instance of 256MiB from starting.
     too_big: (&'static str, &'static str),
     server_process: &'static str,
@@ -29,7 +33,19 @@ const POSTGRES: Case = Case {
     live: ("work_mem", "48MB", "SHOW work_mem", "48MB"),
     restart: ("max_connections", "120", "SHOW max_connections", "120"),
     out_of_range: ("work_mem", "1kB", "allowed 64kB to"),
-    restart_count_sql: "SELECT count(*) FROM pg_settings WHERE context = 'postmaster'",
+    restart_names_sql: "SELECT name FROM pg_settings WHERE context = 'postmaster'",
+    known_restart: &[
+        "shared_buffers",
+        "max_connections",
+        "port",
+        "shared_preload_libraries",
+    ],
+    known_live: &[
+        "work_mem",
+        "statement_timeout",
+        "random_page_cost",
+        "log_min_duration_statement",
+    ],
     too_big: ("shared_buffers", "4GB"),
     server_process: "/bin/postgres -D",
     runs_code: &["archive_command", "ssl_passphrase_command"],
@@ -46,8 +62,10 @@ const MARIADB: Case = Case {
         "33554432",
     ),
     out_of_range: ("max_connections", "5", "allowed 10 to"),
-    restart_count_sql:
-        "SELECT count(*) FROM information_schema.SYSTEM_VARIABLES WHERE READ_ONLY = 'YES'",
+    restart_names_sql:
+        "SELECT LOWER(VARIABLE_NAME) FROM information_schema.SYSTEM_VARIABLES WHERE READ_ONLY = 'YES'",
+    known_restart: &["innodb_log_buffer_size", "port", "innodb_page_size", "skip_networking"],
+    known_live: &["max_connections", "innodb_buffer_pool_size", "wait_timeout", "long_query_time"],
     too_big: ("innodb_buffer_pool_size", "4G"),
     server_process: "/usr/sbin/mariadbd",
     runs_code: &["plugin_load_add", "init_file"],
@@ -72,7 +90,12 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
     let catalog = b.cli_json(&["params", "catalog", e])?;
     let settings = catalog.as_array().expect("list");
     assert!(settings.len() > 300, "only {} settings", settings.len());
-    let flagged = settings.iter().filter(|p| p["restart"] == true).count();
+    let mut flagged: Vec<String> = settings
+        .iter()
+        .filter(|p| p["restart"] == true)
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    flagged.sort();
     let find = |n: &str| {
         settings
             .iter()
@@ -80,6 +103,11 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
             .cloned()
             .unwrap_or(Value::Null)
     };
+    for (names, restart) in [(case.known_restart, true), (case.known_live, false)] {
+        for n in names {
+            assert_eq!(find(n)["restart"], restart, "{n} in the catalog");
+        }
+    }
     assert_eq!(find(case.live.0)["restart"], false);
     assert_eq!(find(case.restart.0)["restart"], true);
 
@@ -96,12 +124,28 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
     let name = unique(&format!("pg-{}", &e[..2]));
     b.create(&name, json!({"engine": e, "memory": "256MiB"}))
         .await?;
+    // The running instance, asked over a real connection, marks the same settings.
     let mut db = b.db(&name).await?;
-    let engine_flagged: String = db.strings(case.restart_count_sql).await?.remove(0);
+    let mut engine_flagged = db.strings(case.restart_names_sql).await?;
+    engine_flagged.sort();
     assert_eq!(
-        engine_flagged,
-        flagged.to_string(),
+        flagged, engine_flagged,
         "restart flags differ from the engine's own"
+    );
+    // What the instance runs with before any group: the values to come back to.
+    let (k, v, read, want) = case.live;
+    let (rk, rv, rread, rwant) = case.restart;
+    let live_before = db.strings(read).await?;
+    let restart_before = db.strings(rread).await?;
+    assert_ne!(
+        live_before,
+        vec![want],
+        "pick a {k} that is not the default"
+    );
+    assert_ne!(
+        restart_before,
+        vec![rwant],
+        "pick a {rk} that is not the default"
     );
     drop(db);
 
@@ -109,7 +153,6 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
     let container = b.member_container(&name)?;
     let pid = server_pid(&container, case.server_process)?;
     b.cli_json(&["params", "attach", &name, &group])?;
-    let (k, v, read, want) = case.live;
     b.cli_json(&["params", "set", &group, &format!("{k}={v}")])?;
     let mut db = b.db(&name).await?;
     assert_eq!(db.strings(read).await?, vec![want]);
@@ -122,15 +165,14 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
     assert_eq!(b.cli_json(&["show", &name])?["pending_restart"], json!([]));
 
     // A restart-only setting waits, shown per setting, until `berth restart`.
-    let (rk, rv, rread, rwant) = case.restart;
     b.cli_json(&["params", "set", &group, &format!("{rk}={rv}")])?;
     let inst = b.cli_json(&["show", &name])?;
     assert_eq!(inst["pending_restart"], json!([rk]));
     assert_eq!(inst["param_group"], json!(group));
     let mut db = b.db(&name).await?;
-    assert_ne!(
+    assert_eq!(
         db.strings(rread).await?,
-        vec![rwant],
+        restart_before,
         "{rk} changed without a restart"
     );
     drop(db);
@@ -210,10 +252,10 @@ async fn groups(case: &Case) -> anyhow::Result<()> {
     assert_eq!(db.strings(rread).await?, vec![rwant]);
     drop(db);
 
-    // Unset: back to the default, live.
+    // Unset: back to what it was before the group, live.
     b.cli_json(&["params", "unset", &group, k])?;
     let mut db = b.db(&name).await?;
-    assert_ne!(db.strings(read).await?, vec![want]);
+    assert_eq!(db.strings(read).await?, live_before);
     drop(db);
 
     // A group in use cannot be deleted.

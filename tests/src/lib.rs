@@ -565,14 +565,73 @@ impl Db {
     }
 }
 
-/// The host PID of a container's process whose command line contains `process`.
+/// The host PID of the engine's server: the child of the container's PID 1 (the
+/// agent) whose command line contains `process`. Only the agent's child counts: a
+/// PostgreSQL backend shows the postmaster's command line for a moment after its
+/// fork, and taking it for the server would make a restart appear where none was.
 pub fn server_pid(container: &str, process: &str) -> Result<String> {
-    let top = docker(&["top", container, "-eo", "pid,args"])?;
+    let init = docker(&["inspect", "-f", "{{.State.Pid}}", container])?;
+    let top = docker(&["top", container, "-eo", "pid,ppid,args"])?;
     top.lines()
-        .find(|l| l.contains(process))
-        .and_then(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no {process} in:\n{top}"))
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            let (pid, ppid) = (fields.next()?, fields.next()?);
+            (ppid == init && l.contains(process)).then(|| pid.to_owned())
+        })
+        .ok_or_else(|| anyhow::anyhow!("no {process} started by the agent (PID {init}) in:\n{top}"))
+}
+
+impl Berth {
+    /// Waits until the control plane has run `n` whole reconcile passes that began
+    /// after this call, so a test can assert that reconcile left something alone
+    /// without guessing how long a pass takes. Each pass is witnessed by a network
+    /// labelled for this site that no instance owns, which reconcile removes; a
+    /// witness made after the previous one is gone can only be seen by a later pass,
+    /// so every pass but the last witnessed one has run to its end.
+    pub async fn reconcile_passes(&self, n: usize) -> Result<()> {
+        for _ in 0..=n {
+            let owner = format!(
+                "00000000-0000-4000-8000-{:012x}",
+                rand::random::<u64>() & 0xffff_ffff_ffff
+            );
+            let net = unique("berth-e2e-witness");
+            docker(&[
+                "network",
+                "create",
+                "--label",
+                &format!("io.berth.site={}", self.site),
+                "--label",
+                &format!("io.berth.instance={owner}"),
+                &net,
+            ])?;
+            self.eventually(
+                "a reconcile pass to remove a witness network",
+                Duration::from_secs(30),
+                || async { docker_labelled("network", &self.site, Some(&owner)).is_empty() },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// How many times a member's agent has restarted its engine, counted from the
+/// agent's own log: every unexpected exit it handles is logged once, before the
+/// restart.
+pub fn engine_restarts(container: &str) -> Result<usize> {
+    let out = Command::new("docker").args(["logs", container]).output()?;
+    if !out.status.success() {
+        bail!(
+            "docker logs {container} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text.matches("engine exited unexpectedly").count())
 }
 
 pub mod docker_proxy;

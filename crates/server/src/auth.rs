@@ -141,8 +141,11 @@ mod tests {
         let b = new_token();
         assert_ne!(a, b);
         assert!(a.starts_with("berth_") && a.len() == 6 + 64);
-        assert_eq!(token_hash(&a).len(), 64);
-        assert_ne!(token_hash(&a), a);
+        // SHA-256 in hex: the FIPS 180-2 test vector for "abc".
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
