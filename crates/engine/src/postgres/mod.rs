@@ -251,7 +251,7 @@ impl Engine for Postgres {
         let unknown: Vec<String> = local_client(layout)
             .await?
             .query(
-                "SELECT n FROM unnest($1::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_settings) ORDER BY 1",
+                "SELECT n FROM unnest($1::text[]) AS n WHERE lower(n) NOT IN (SELECT lower(name) FROM pg_settings) ORDER BY 1",
                 &[&names],
             )
             .await
