@@ -5,13 +5,18 @@
 //! Architecture invariant: no other crate matches on [`EngineKind`] to decide
 //! behaviour — adding an engine touches this crate (and the catalog in `model`) only.
 
+mod datadir;
 pub(crate) mod mariadb;
+mod params;
 pub(crate) mod postgres;
 
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
 
+pub use datadir::DataDirState;
+pub(crate) use datadir::{inspect_dir, some_names};
 pub use mariadb::Mariadb;
+pub(crate) use params::{is_setting_name, refuse_params, usable_params};
 pub use postgres::Postgres;
 
 /// Errors an engine hook can give.
@@ -122,64 +127,6 @@ pub struct Settings {
     pub resources: Resources,
     /// Settings the user chose (a parameter group). They win over derived ones.
     pub params: std::collections::BTreeMap<String, String>,
-}
-
-/// What a data directory holds, as the engine judges it from its files.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DataDirState {
-    /// There is no data directory.
-    Absent,
-    /// The directory exists and holds nothing.
-    Empty,
-    /// A finished database of this engine and version: it can be started.
-    Complete,
-    /// Some of the engine's files, but not a finished database (what is missing).
-    Partial(String),
-    /// Files the engine does not recognise as its own (which ones).
-    Foreign(String),
-    /// A finished database this version cannot open (why).
-    Incompatible(String),
-}
-
-/// Absent and empty directories are told apart here; a directory with entries goes to
-/// the engine's `judge` with its entry names, sorted so messages are stable.
-pub(crate) fn inspect_dir(
-    dir: &Path,
-    judge: impl FnOnce(&[String]) -> DataDirState,
-) -> DataDirState {
-    match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DataDirState::Absent,
-        Err(e) => return DataDirState::Foreign(format!("{} cannot be read: {e}", dir.display())),
-        Ok(m) if !m.is_dir() => {
-            return DataDirState::Foreign(format!("{} is not a directory", dir.display()))
-        }
-        Ok(_) => {}
-    }
-    let names = match std::fs::read_dir(dir) {
-        Ok(rd) => {
-            let mut names: Vec<String> = rd
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            names.sort();
-            names
-        }
-        Err(e) => return DataDirState::Foreign(format!("{} cannot be read: {e}", dir.display())),
-    };
-    if names.is_empty() {
-        DataDirState::Empty
-    } else {
-        judge(&names)
-    }
-}
-
-/// A short list of names for a message: the first few, then how many more.
-pub(crate) fn some_names(names: &[String]) -> String {
-    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
-    match names.len().saturating_sub(shown.len()) {
-        0 => shown.join(", "),
-        more => format!("{} and {more} more", shown.join(", ")),
-    }
 }
 
 /// One database engine: what the control plane, the agent and the CLI must know.
@@ -316,57 +263,6 @@ pub(crate) fn fits_in_memory(
         ));
     }
     Ok(())
-}
-
-/// Whether `name` can be a setting's name where it is used (a config file line, a
-/// `SET GLOBAL`): lowercase letters, digits and underscores, with at most one dot for
-/// PostgreSQL's `extension.setting`.
-pub(crate) fn is_setting_name(name: &str) -> bool {
-    let part = |p: &str| {
-        p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && p.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    };
-    match name.split_once('.') {
-        Some((a, b)) => part(a) && part(b),
-        None => part(name),
-    }
-}
-
-/// The parameters that may reach the engine, and the names of those that may not:
-/// not a setting name, reserved (managed or running code), or a value with a control
-/// character. The control plane refuses all of these; this re-check is where they
-/// are used, so a parameters file written by anything else cannot inject either.
-pub(crate) fn usable_params(
-    engine: &dyn Engine,
-    params: &std::collections::BTreeMap<String, String>,
-) -> (Vec<(String, String)>, Vec<String>) {
-    let reserved = engine.reserved();
-    let mut ok = vec![];
-    let mut refused = vec![];
-    for (k, v) in params {
-        if is_setting_name(k)
-            && !reserved.managed.contains(&k.as_str())
-            && !reserved.runs_code.contains(&k.as_str())
-            && !v.chars().any(char::is_control)
-        {
-            ok.push((k.clone(), v.clone()));
-        } else {
-            refused.push(format!("{k:?}"));
-        }
-    }
-    (ok, refused)
-}
-
-/// The refusal for parameters [`usable_params`] would not pass on.
-pub(crate) fn refuse_params(engine: EngineKind, refused: &[String]) -> EngineError {
-    EngineError::Refused {
-        engine,
-        reason: format!(
-            "parameters {} are not setting names Berth lets a group set, or hold control characters; nothing was applied",
-            refused.join(", ")
-        ),
-    }
 }
 
 pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {

@@ -1,6 +1,11 @@
 //! MariaDB, from Debian's `mariadb-server` and `mariadb-backup` packages.
 
 pub(crate) mod admin;
+mod datadir;
+mod literal;
+
+use datadir::{judge_data_dir, MARKER};
+use literal::{option_value, sql_literal};
 
 use crate::{
     write_file, Admin, AdminTarget, CommandSpec, DataDirState, Engine, EngineError, ImageRecipe,
@@ -53,32 +58,6 @@ fn desired(settings: &Settings) -> (Vec<(String, String)>, Vec<String>) {
     (out, refused)
 }
 
-/// A value as an SQL literal for `SET GLOBAL`: bare only when it is a strictly
-/// formatted number (never `inf`, `NaN` or `1e5`, which MariaDB would read as a name
-/// or differently); otherwise a string literal with quotes and backslashes escaped.
-fn sql_literal(value: &str) -> String {
-    if berth_model::params::is_strict_number(value) {
-        value.to_owned()
-    } else {
-        format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-    }
-}
-
-/// A value for the option file: bare when it is a number or a plain word, otherwise
-/// in double quotes with backslashes and quotes escaped (MariaDB unescapes them when
-/// it reads the file; a `#` inside quotes is no comment).
-fn option_value(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b',' | b'-' | b'/'));
-    if plain {
-        value.to_owned()
-    } else {
-        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
-    }
-}
-
 /// Whether the engine's current value already is the wanted one.
 fn same_value(current: &str, wanted: &str) -> bool {
     let norm = |s: &str| match s.to_ascii_uppercase().as_str() {
@@ -101,48 +80,6 @@ async fn local_conn(layout: &Layout) -> Result<mysql_async::Conn> {
             engine: EngineKind::Mariadb,
             reason: e.to_string(),
         })
-}
-
-/// The marker older Berth builds wrote as the last step of bootstrap; kept writing it
-/// so a volume stays safe with them too.
-const MARKER: &str = "berth-bootstrapped";
-
-/// Whether an entry is one MariaDB (InnoDB, Aria, the system schemas) makes.
-fn is_engine_entry(name: &str) -> bool {
-    matches!(
-        name,
-        "mysql"
-            | "ibdata1"
-            | "ibtmp1"
-            | "ib_buffer_pool"
-            | "aria_log_control"
-            | "performance_schema"
-            | "sys"
-            | "mysql_upgrade_info"
-            | "ddl_recovery.log"
-            | "tc.log"
-            | MARKER
-    ) || name.starts_with("ib_logfile")
-        || name.starts_with("aria_log.")
-        || name.starts_with("undo")
-}
-
-/// Berth's marker, or the system schema with the InnoDB system tablespace, make a
-/// data directory MariaDB can start.
-fn judge_data_dir(data: &Path, names: &[String]) -> DataDirState {
-    let has = |n: &str| names.iter().any(|x| x == n);
-    if has(MARKER) || (data.join("mysql").is_dir() && data.join("ibdata1").is_file()) {
-        return DataDirState::Complete;
-    }
-    if names.iter().any(|n| is_engine_entry(n)) {
-        let missing = if has("mysql") {
-            "ibdata1"
-        } else {
-            "the mysql system schema"
-        };
-        return DataDirState::Partial(format!("MariaDB files without {missing}"));
-    }
-    DataDirState::Foreign(crate::some_names(names))
 }
 
 fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
@@ -559,91 +496,6 @@ mod tests {
         assert_eq!(memory_settings(1024)[0].1, "536870912");
         assert_eq!(memory_settings(128)[0].1, "67108864");
         assert!(same_value("1", "ON") && same_value("off", "0") && !same_value("10", "11"));
-    }
-
-    #[test]
-    fn a_data_directory_is_complete_with_the_system_schema_or_the_old_marker() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            volume: dir.path().to_owned(),
-            run_dir: dir.path().join("run"),
-        };
-        let v = EngineKind::Mariadb.version("10.11").expect("version");
-        let data = layout.volume.join("data");
-        let seen = || Mariadb.inspect_data_dir(&v, &layout);
-        assert_eq!(seen(), DataDirState::Absent);
-        std::fs::create_dir_all(data.join("mysql")).expect("mkdir");
-        assert!(matches!(seen(), DataDirState::Partial(w) if w.contains("ibdata1")));
-        std::fs::write(data.join("ibdata1"), b"x").expect("write");
-        assert_eq!(seen(), DataDirState::Complete);
-        std::fs::remove_dir_all(&data).expect("rm");
-        std::fs::create_dir_all(&data).expect("mkdir");
-        std::fs::write(data.join(MARKER), b"").expect("write");
-        assert_eq!(seen(), DataDirState::Complete, "volumes of older builds");
-        std::fs::remove_file(data.join(MARKER)).expect("rm");
-        for i in 0..7 {
-            std::fs::write(data.join(format!("f{i}.txt")), b"").expect("write");
-        }
-        assert_eq!(
-            seen(),
-            DataDirState::Foreign("f0.txt, f1.txt, f2.txt, f3.txt, f4.txt and 2 more".into())
-        );
-    }
-
-    #[test]
-    fn only_strict_numbers_go_unquoted() {
-        assert_eq!(sql_literal("536870912"), "536870912");
-        assert_eq!(sql_literal("0.5"), "0.5");
-        for v in ["inf", "NaN", "1e5", "+1", "01", "ON"] {
-            assert_eq!(sql_literal(v), format!("'{v}'"));
-        }
-        assert_eq!(sql_literal("a'b\\"), "'a''b\\\\'");
-    }
-
-    #[test]
-    fn option_values_stay_one_option() {
-        assert_eq!(
-            option_value("STRICT_TRANS_TABLES,ANSI"),
-            "STRICT_TRANS_TABLES,ANSI"
-        );
-        assert_eq!(option_value("a b # c"), "\"a b # c\"");
-        assert_eq!(option_value("x\\\""), "\"x\\\\\\\"\"");
-        let cnf = berth_cnf(
-            &Layout::standard(),
-            Path::new("/var/lib/berth/data"),
-            &Settings {
-                resources: crate::Resources {
-                    memory_mib: 256,
-                    cpu_millis: 1000,
-                },
-                params: [
-                    ("max_connections", "200"),
-                    ("init_file", "/tmp/x.sql"),
-                    ("long_query_time", "1\ninit_file = /tmp/x.sql"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            },
-        );
-        assert!(cnf.contains("max_connections = 200"));
-        assert!(!cnf.contains("init_file"), "{cnf}");
-        assert!(cnf.contains("# 2 parameter(s) left out"), "{cnf}");
-    }
-
-    proptest::proptest! {
-        /// Whatever the value, the literal is a number in canonical form or one quoted
-        /// string in which every quote is doubled.
-        #[test]
-        fn sql_literals_are_numbers_or_closed_strings(value in "\\PC{0,30}") {
-            let lit = sql_literal(&value);
-            if !berth_model::params::is_strict_number(&lit) {
-                let inner = &lit[1..lit.len() - 1];
-                proptest::prop_assert!(lit.starts_with('\'') && lit.ends_with('\''));
-                proptest::prop_assert!(!inner.replace("''", "").contains('\''));
-                proptest::prop_assert!(!inner.replace("\\\\", "").contains('\\'));
-            }
-        }
     }
 
     #[test]

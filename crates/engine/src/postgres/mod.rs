@@ -1,6 +1,11 @@
 //! PostgreSQL, from Debian's `postgresql-<major>` packages.
 
 pub(crate) mod admin;
+mod conf;
+mod datadir;
+
+use conf::conf_line;
+use datadir::judge_data_dir;
 
 use crate::{
     write_file, Admin, AdminTarget, CommandSpec, DataDirState, Engine, EngineError, ImageRecipe,
@@ -85,72 +90,6 @@ fn postgresql_conf(layout: &Layout, settings: &Settings) -> String {
     }
     lines.push(String::new());
     lines.join("\n")
-}
-
-/// Entries only PostgreSQL puts in a data directory.
-const PG_ENTRIES: &[&str] = &[
-    "PG_VERSION",
-    "global",
-    "base",
-    "pg_wal",
-    "pg_xact",
-    "pg_multixact",
-    "pg_subtrans",
-    "pg_tblspc",
-    "pg_twophase",
-    "pg_stat",
-    "pg_stat_tmp",
-    "pg_snapshots",
-    "pg_serial",
-    "pg_notify",
-    "pg_replslot",
-    "pg_logical",
-    "pg_commit_ts",
-    "pg_dynshmem",
-    "postgresql.conf",
-    "postgresql.auto.conf",
-    "pg_hba.conf",
-    "pg_ident.conf",
-    "postmaster.opts",
-    "postmaster.pid",
-];
-
-/// `PG_VERSION` is written early by initdb, so it alone proves nothing; `global/pg_control`
-/// is written once the cluster exists. Both, with the right major version, make a
-/// data directory PostgreSQL can start.
-fn judge_data_dir(data: &Path, names: &[String], major: &str) -> DataDirState {
-    let has = |n: &str| names.iter().any(|x| x == n);
-    if has("PG_VERSION") && data.join("global").join("pg_control").is_file() {
-        let found = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
-        let found = found.trim();
-        return if found == major {
-            DataDirState::Complete
-        } else {
-            DataDirState::Incompatible(format!(
-                "it holds PostgreSQL {found:?} data and this instance runs PostgreSQL {major}"
-            ))
-        };
-    }
-    if names.iter().any(|n| PG_ENTRIES.contains(&n.as_str())) {
-        let missing = if has("PG_VERSION") {
-            "global/pg_control"
-        } else {
-            "PG_VERSION"
-        };
-        return DataDirState::Partial(format!("PostgreSQL files without {missing}"));
-    }
-    DataDirState::Foreign(crate::some_names(names))
-}
-
-/// One `name = 'value'` line. Inside quotes PostgreSQL's configuration lexer reads
-/// `''` as a quote and a backslash as an escape, so both are doubled: a value ending in
-/// `\` cannot close the quote early. Names and values come from [`crate::usable_params`]
-/// (a setting name; no control character, so no second line).
-fn conf_line(name: &str, value: &str) -> String {
-    format!(
-        "{name} = '{}'",
-        value.replace('\\', "\\\\").replace('\'', "''")
-    )
 }
 
 const PG_HBA: &str = "\
@@ -312,7 +251,7 @@ impl Engine for Postgres {
         let unknown: Vec<String> = local_client(layout)
             .await?
             .query(
-                "SELECT n FROM unnest($1::text[]) AS n WHERE n NOT IN (SELECT name FROM pg_settings) ORDER BY 1",
+                "SELECT n FROM unnest($1::text[]) AS n WHERE lower(n) NOT IN (SELECT lower(name) FROM pg_settings) ORDER BY 1",
                 &[&names],
             )
             .await
@@ -560,90 +499,6 @@ mod tests {
             1
         );
         assert!(conf.contains("work_mem = '64MB'"));
-    }
-
-    #[test]
-    fn a_data_directory_is_complete_only_with_pg_control_and_the_right_version() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let layout = Layout {
-            volume: dir.path().to_owned(),
-            run_dir: dir.path().join("run"),
-        };
-        let v15 = EngineKind::Postgres.version("15").expect("version");
-        let data = layout.volume.join("data");
-        let seen = || Postgres.inspect_data_dir(&v15, &layout);
-        assert_eq!(seen(), DataDirState::Absent);
-        std::fs::create_dir_all(data.join("global")).expect("mkdir");
-        assert_eq!(
-            seen(),
-            DataDirState::Partial("PostgreSQL files without PG_VERSION".into())
-        );
-        // initdb writes PG_VERSION early: alone it proves nothing.
-        std::fs::write(data.join("PG_VERSION"), "15\n").expect("write");
-        assert!(matches!(seen(), DataDirState::Partial(w) if w.contains("pg_control")));
-        std::fs::write(data.join("global/pg_control"), b"x").expect("write");
-        assert_eq!(seen(), DataDirState::Complete);
-        std::fs::write(data.join("PG_VERSION"), "14\n").expect("write");
-        assert!(matches!(seen(), DataDirState::Incompatible(w) if w.contains("\"14\"")));
-        std::fs::remove_dir_all(&data).expect("rm");
-        std::fs::create_dir_all(&data).expect("mkdir");
-        assert_eq!(seen(), DataDirState::Empty);
-        std::fs::write(data.join("notes.txt"), "mine").expect("write");
-        assert_eq!(seen(), DataDirState::Foreign("notes.txt".into()));
-    }
-
-    /// Reads a `name = 'value'` line the way PostgreSQL's configuration lexer does.
-    fn read_back(line: &str) -> Option<(String, String)> {
-        let (name, rest) = line.split_once(" = '")?;
-        let mut out = String::new();
-        let mut chars = rest.chars();
-        loop {
-            match chars.next()? {
-                '\\' => out.push(chars.next()?),
-                '\'' => match chars.next() {
-                    Some('\'') => out.push('\''),
-                    None => return Some((name.to_owned(), out)),
-                    Some(_) => return None,
-                },
-                c => out.push(c),
-            }
-        }
-    }
-
-    #[test]
-    fn names_reserved_settings_and_control_characters_never_reach_the_file() {
-        let conf = postgresql_conf(
-            &Layout::standard(),
-            &Settings {
-                resources: Resources::default(),
-                params: [
-                    ("work_mem", "64MB"),
-                    ("archive_command", "rm -rf /"),
-                    ("port", "1"),
-                    ("x = 1\nport", "2"),
-                    ("search_path", "a\nport = 1"),
-                    ("application_name", "ends\\"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            },
-        );
-        assert!(conf.contains("work_mem = '64MB'"));
-        assert!(conf.contains("application_name = 'ends\\\\'"), "{conf}");
-        assert!(!conf.contains("archive_command") && !conf.contains("rm -rf"));
-        assert_eq!(conf.lines().filter(|l| l.starts_with("port")).count(), 1);
-        assert!(conf.contains("# 4 parameter(s) left out"), "{conf}");
-    }
-
-    proptest::proptest! {
-        /// Any value without control characters stays one line and reads back as itself.
-        #[test]
-        fn a_conf_line_reads_back_as_its_value(value in "[^\\p{Cc}]{0,40}") {
-            let line = conf_line("search_path", &value);
-            proptest::prop_assert_eq!(line.lines().count(), 1);
-            proptest::prop_assert_eq!(read_back(&line), Some(("search_path".to_owned(), value)));
-        }
     }
 
     #[test]
