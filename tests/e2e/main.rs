@@ -11,3 +11,4 @@ mod repair;
 mod resize;
 mod resume;
 mod setup;
+mod tls;

@@ -70,11 +70,13 @@ impl TaskKind {
                 S::EnsureVolume,
                 S::EnsureContainer,
                 S::EnsureParams,
+                S::EnsureTls,
                 S::EnsureRunning,
                 S::WaitReady,
             ],
             Self::Repair | Self::Start => bring_back(),
-            Self::Reconfigure => vec![S::ApplySettings],
+            // Also how a server certificate is renewed: a task the user sees, live.
+            Self::Reconfigure => vec![S::EnsureTls, S::ApplySettings],
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
             Self::Restart => {
@@ -104,6 +106,7 @@ fn bring_back() -> Vec<StepName> {
         S::EnsureNetwork,
         S::EnsureContainer,
         S::EnsureParams,
+        S::EnsureTls,
         S::EnsureRunning,
         S::WaitReady,
     ]
@@ -150,6 +153,9 @@ pub enum StepName {
     EnsureContainer,
     /// The member's data volume holds the parameters of its group, read at start.
     EnsureParams,
+    /// The member has a valid server certificate signed by this Berth's CA (renewed
+    /// when it nears its end; a running engine reloads it without a restart).
+    EnsureTls,
     /// The member's container is running.
     EnsureRunning,
     /// The engine answers queries.
@@ -181,6 +187,7 @@ impl StepName {
             Self::EnsureVolume => "ensure_volume",
             Self::EnsureContainer => "ensure_container",
             Self::EnsureParams => "ensure_params",
+            Self::EnsureTls => "ensure_tls",
             Self::EnsureRunning => "ensure_running",
             Self::WaitReady => "wait_ready",
             Self::EnsureStopped => "ensure_stopped",
