@@ -4,7 +4,7 @@
 //! rejected by the client.
 
 use anyhow::{Context, Result};
-use berth_e2e::{docker, unique, Berth, Db};
+use berth_e2e::{docker, server_pid, unique, Berth, Db};
 use serde_json::json;
 use std::process::{Command, Output};
 
@@ -164,5 +164,73 @@ async fn tls(engine: &str) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_takes_a_renewed_certificate_live() -> Result<()> {
+    renewal("postgres", "postgres -D").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_takes_a_renewed_certificate_live() -> Result<()> {
+    renewal("mariadb", "mariadbd").await
+}
+
+/// A certificate that must be replaced (here its names: the endpoint host changed) is
+/// renewed by a task the user sees, and the running engine takes it without a restart.
+async fn renewal(engine: &str, process: &str) -> Result<()> {
+    let mut b = Berth::start().await?;
+    let name = unique(&format!("renew-{}", &engine[..2]));
+    let inst = b.create(&name, json!({"engine": engine})).await?;
+    let id = inst["id"].as_str().context("id")?.to_owned();
+    let container = b
+        .docker_objects("container", Some(&id))
+        .first()
+        .context("container")?
+        .clone();
+    let pid = server_pid(&container, process)?;
+
+    let other = other_address()?;
+    b.restart_with(&["--endpoint-host", &other]).await?;
+    let renewed = |b: &Berth| -> bool {
+        let tasks = b
+            .cli_json(&["tasks", "--instance", &name])
+            .unwrap_or_default();
+        tasks.as_array().into_iter().flatten().any(|t| {
+            t["kind"] == "reconfigure"
+                && t["state"] == "succeeded"
+                && t["steps"].as_array().into_iter().flatten().any(|s| {
+                    s["name"] == "ensure_tls"
+                        && s["detail"].as_str().is_some_and(|d| {
+                            d.contains("host names changed") && d.contains("reloaded")
+                        })
+                })
+        })
+    };
+    b.eventually(
+        "a reconfigure task renewed the certificate",
+        std::time::Duration::from_secs(90),
+        || {
+            let done = renewed(&b);
+            async move { done }
+        },
+    )
+    .await?;
+
+    // The printed command now names the new host, and the server proves it.
+    let creds = b.cli_json(&["credentials", &name])?;
+    assert_eq!(creds["host"], json!(other));
+    let command = creds["command"].as_str().context("command")?;
+    let out = match engine {
+        "postgres" => sh(&format!("{command} -At -c 'SELECT 1'"))?,
+        _ => sh(&format!("{command} -N -e 'SELECT 1'"))?,
+    };
+    assert_eq!(text(&out).0, "1", "{:?}", text(&out));
+    assert_eq!(
+        server_pid(&container, process)?,
+        pid,
+        "the engine restarted"
+    );
     Ok(())
 }

@@ -174,6 +174,13 @@ impl Berth {
         self.spawn().await
     }
 
+    /// Starts the control plane again on the same data directory and port, with other
+    /// `berth serve` arguments.
+    pub async fn restart_with(&mut self, extra_args: &[&str]) -> Result<()> {
+        self.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        self.restart().await
+    }
+
     /// Runs the CLI against this installation.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(berth_bin())
