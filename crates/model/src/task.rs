@@ -342,6 +342,24 @@ mod tests {
     }
 
     #[test]
+    fn a_member_has_its_certificate_before_it_runs() {
+        use TaskKind as K;
+        for kind in [K::Create, K::Start, K::Restart, K::Repair] {
+            let plan = kind.plan(TaskOptions::default());
+            let at = |s| plan.iter().position(|p| *p == s);
+            assert!(
+                at(StepName::EnsureContainer) < at(StepName::EnsureTls)
+                    && at(StepName::EnsureTls) < at(StepName::EnsureRunning),
+                "{kind}"
+            );
+        }
+        // Renewal of a running member is a reconfigure.
+        assert!(K::Reconfigure
+            .plan(TaskOptions::default())
+            .contains(&StepName::EnsureTls));
+    }
+
+    #[test]
     fn resume_point_and_progress() {
         let mut steps = initial_steps(TaskKind::Stop, TaskOptions::default());
         steps.extend(
