@@ -354,6 +354,36 @@ mod tests {
             None
         );
         assert!(!format!("{again:?}").contains("PRIVATE"));
+
+        // A client trusting the first CA accepts the certificate the reloaded CA
+        // issued, for each of its names, and rejects a name it does not carry.
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.certificate().as_bytes()).expect("ca"))
+            .expect("root");
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("verifier");
+        let leaf = CertificateDer::from_pem_slice(bundle.cert.as_bytes()).expect("leaf");
+        let check = |name: &str| {
+            verifier.verify_server_cert(
+                &leaf,
+                &[],
+                &ServerName::try_from(name.to_owned()).expect("name"),
+                &[],
+                UnixTime::now(),
+            )
+        };
+        for name in &names {
+            assert!(check(name).is_ok(), "{name}: {:?}", check(name));
+        }
+        let wrong = check("elsewhere.example").expect_err("a name it does not carry");
+        assert!(wrong.to_string().contains("not valid for name"), "{wrong}");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -405,6 +405,8 @@ impl Engine for Postgres {
             "ssl_cert_file",
             "ssl_key_file",
             "ssl_ca_file",
+            "ssl_min_protocol_version",
+            "ssl_passphrase_command",
             "archive_mode",
             "archive_command",
             "restore_command",
