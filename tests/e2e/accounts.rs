@@ -10,24 +10,17 @@ async fn login(
     password: &str,
     db: &str,
 ) -> anyhow::Result<Db> {
-    let (host, port) = (
+    let (host, port, ca) = (
         creds["host"].as_str().unwrap_or(""),
         creds["port"].as_u64().unwrap_or(0),
+        creds["ca_file"].as_str().unwrap_or(""),
     );
     let uri = match engine {
-        "mariadb" => format!("mysql://{user}:{password}@{host}:{port}/{db}"),
-        _ => format!("postgresql://{user}:{password}@{host}:{port}/{db}"),
+        "mariadb" => format!("mysql://{user}:{password}@{host}:{port}/{db}?ssl-ca={ca}"),
+        _ => format!("postgresql://{user}:{password}@{host}:{port}/{db}?sslrootcert={ca}"),
     };
     // One attempt: a refused login must fail fast, not be retried into a pass.
-    if engine == "mariadb" {
-        Ok(Db::My(
-            mysql_async::Conn::new(mysql_async::Opts::from_url(&uri)?).await?,
-        ))
-    } else {
-        let (c, conn) = tokio_postgres::connect(&uri, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        Ok(Db::Pg(c))
-    }
+    Db::connect_once(&uri).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -120,20 +120,9 @@ async fn lifecycle(case: &Case) -> anyhow::Result<()> {
     drop(db);
     // A wrong password is refused by the engine itself.
     let bad = uri.replace(creds["password"].as_str().expect("pw"), "wrong");
-    let refused = tokio::time::timeout(Duration::from_secs(10), async {
-        if bad.starts_with("mysql://") {
-            mysql_async::Conn::new(mysql_async::Opts::from_url(&bad)?)
-                .await
-                .map(drop)
-                .map_err(anyhow::Error::from)
-        } else {
-            tokio_postgres::connect(&bad, tokio_postgres::NoTls)
-                .await
-                .map(drop)
-                .map_err(anyhow::Error::from)
-        }
-    })
-    .await?;
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), Db::connect_once(&bad))
+        .await?
+        .map(drop);
     assert!(refused.is_err(), "a wrong password was accepted");
 
     // `berth connect` runs the engine's client with the credentials.

@@ -15,3 +15,4 @@ mod resize;
 mod resume;
 mod setup;
 mod sites;
+mod tls;

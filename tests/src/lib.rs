@@ -241,6 +241,13 @@ impl Berth {
         self.spawn().await
     }
 
+    /// Starts the control plane again on the same data directory and port, with other
+    /// `berth serve` arguments.
+    pub async fn restart_with(&mut self, extra_args: &[&str]) -> Result<()> {
+        self.extra_args = extra_args.iter().map(|s| (*s).to_owned()).collect();
+        self.restart().await
+    }
+
     /// Runs the CLI against this installation.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(berth_bin())
@@ -420,18 +427,99 @@ fn tail(s: &str, n: usize) -> String {
 pub async fn connect_uri(uri: &str) -> Result<tokio_postgres::Client> {
     let mut last = None;
     for _ in 0..50 {
-        match tokio_postgres::connect(uri, tokio_postgres::NoTls).await {
-            Ok((client, conn)) => {
-                tokio::spawn(conn);
-                return Ok(client);
-            }
+        match pg_connect_once(uri).await {
+            Ok(client) => return Ok(client),
             Err(e) => last = Some(e),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(last
-        .map(anyhow::Error::from)
-        .unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")))
+}
+
+/// A URI as `berth credentials` prints it, split into the part the Rust clients read
+/// and the CA file its TLS parameters name (`sslrootcert` or `ssl-ca`).
+fn split_tls(uri: &str) -> (String, Option<PathBuf>) {
+    let Some((base, query)) = uri.split_once('?') else {
+        return (uri.to_owned(), None);
+    };
+    let mut ca = None;
+    let mut keep = vec![];
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("sslrootcert" | "ssl-ca", v)) => ca = Some(PathBuf::from(percent_decode(v))),
+            Some(("sslmode" | "ssl-mode", _)) => {}
+            _ => keep.push(pair),
+        }
+    }
+    let base = if keep.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", keep.join("&"))
+    };
+    (base, ca)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = vec![];
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A rustls client that trusts only the CA in `ca_file`.
+pub fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("reading {}", ca_file.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+/// One attempt with a `postgresql://` URI from `credentials`: TLS, the server's
+/// certificate and host name verified against the CA the URI names.
+pub async fn pg_connect_once(uri: &str) -> Result<tokio_postgres::Client> {
+    let (base, ca) = split_tls(uri);
+    let ca = ca.context("the URI names no CA (sslrootcert)")?;
+    let mut config: tokio_postgres::Config = base.parse()?;
+    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(&ca)?);
+    let (client, conn) = config.connect(tls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// One attempt with a `mysql://` URI from `credentials`: TLS, the server's
+/// certificate and host name verified against the CA the URI names.
+pub async fn my_connect_once(uri: &str) -> Result<mysql_async::Conn> {
+    let (base, ca) = split_tls(uri);
+    let ca = ca.context("the URI names no CA (ssl-ca)")?;
+    let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&base)?).ssl_opts(
+        mysql_async::SslOpts::default()
+            .with_root_certs(vec![ca.into()])
+            .with_disable_built_in_roots(true),
+    );
+    Ok(mysql_async::Conn::new(opts).await?)
 }
 
 /// Docker objects labelled with a site (and instance).
@@ -521,20 +609,26 @@ impl Db {
     /// Connects with a `postgresql://` or `mysql://` URI, retrying briefly.
     pub async fn connect(uri: &str) -> Result<Self> {
         if uri.starts_with("mysql://") {
-            let opts = mysql_async::Opts::from_url(uri)?;
             let mut last = None;
             for _ in 0..50 {
-                match mysql_async::Conn::new(opts.clone()).await {
+                match my_connect_once(uri).await {
                     Ok(c) => return Ok(Db::My(c)),
                     Err(e) => last = Some(e),
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            return Err(last
-                .map(anyhow::Error::from)
-                .unwrap_or_else(|| anyhow::anyhow!("no attempt")));
+            return Err(last.unwrap_or_else(|| anyhow::anyhow!("no attempt")));
         }
         Ok(Db::Pg(connect_uri(uri).await?))
+    }
+
+    /// One attempt, for logins that must fail fast when refused.
+    pub async fn connect_once(uri: &str) -> Result<Self> {
+        if uri.starts_with("mysql://") {
+            Ok(Db::My(my_connect_once(uri).await?))
+        } else {
+            Ok(Db::Pg(pg_connect_once(uri).await?))
+        }
     }
 
     /// Runs statements.

@@ -144,10 +144,23 @@ async fn settings(
     }
 }
 
+/// `POST /tls`: install the certificate bundle the control plane just left on the
+/// data volume; a changed one is reloaded by the engine without a restart.
+async fn tls(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match crate::tls::install_and_reload(&state.config).await {
+        Ok(changed) => Json(serde_json::json!({ "changed": changed })).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/settings", post(settings))
+        .route("/tls", post(tls))
         .with_state(state)
 }
 

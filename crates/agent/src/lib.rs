@@ -8,8 +8,9 @@
 //!    empty one (superuser password from a verifier, never the password itself), redo
 //!    Berth's own unfinished bootstrap, adopt one made elsewhere, or refuse — leaving
 //!    the files untouched, never starting the engine, and saying why in the API;
-//! 5. render the engine's configuration for the member's real limits (its cgroup)
-//!    and the parameters the control plane last sent (kept on the data volume);
+//! 5. install the server certificate the control plane left on the data volume
+//!    (owned by the engine's user, 0600) and render the engine's configuration for
+//!    the member's real limits (its cgroup) and the parameters the control plane last sent (kept on the data volume);
 //! 6. serve the agent API (health, for now) on the instance's private network;
 //! 7. start the engine and supervise it: restart it with backoff if it dies; on
 //!    SIGTERM or SIGINT ask it for a fast, clean shutdown and exit when it has.
@@ -19,6 +20,7 @@ mod bootstrap;
 mod cgroup;
 mod reaper;
 mod supervisor;
+mod tls;
 
 pub use reaper::{Exit, Reaper};
 pub use supervisor::{Health, HealthState};
@@ -208,6 +210,12 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
         what: "the child reaper".into(),
         source,
     })?;
+    // Before `prepare` renders the configuration: TLS is on only with the files.
+    std::fs::create_dir_all(&config.layout.run_dir).map_err(|source| AgentError::Io {
+        what: config.layout.run_dir.display().to_string(),
+        source,
+    })?;
+    tls::install(&config)?;
     let outcome = supervisor::prepare(&config, &reaper).await?;
     let health = Health::new();
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -127,6 +127,8 @@ enum Command {
         /// Instance name.
         name: String,
     },
+    /// Print Berth's CA certificate (PEM): clients verify instances with it.
+    Ca,
     /// Open the engine's interactive client on an instance.
     Connect {
         /// Instance name.
@@ -392,6 +394,7 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    berth_engine::install_crypto_provider();
     if !matches!(cli.command, Command::Serve(_) | Command::Agent { .. }) {
         // A CLI whose output is piped into `head` should end quietly, as Unix tools
         // do, instead of panicking on a closed pipe: restore the default SIGPIPE.
@@ -593,6 +596,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Credentials { name } => {
             berth_cli::credentials(&client()?, &name, fmt).await?;
+            Ok(0)
+        }
+        Command::Ca => {
+            berth_cli::ca(&client()?, fmt).await?;
             Ok(0)
         }
         Command::Connect { name, args } => {

@@ -25,6 +25,7 @@ pub struct Client {
     http: reqwest::Client,
     url: String,
     token: String,
+    config_dir: Option<PathBuf>,
 }
 
 impl Client {
@@ -34,8 +35,11 @@ impl Client {
         token: Option<String>,
         config_path: Option<PathBuf>,
     ) -> Result<Self> {
+        let config_path = config_path.or_else(default_config_path);
+        let config_dir = config_path
+            .as_ref()
+            .and_then(|p| p.parent().map(|d| d.to_owned()));
         let file: ClientConfig = config_path
-            .or_else(default_config_path)
             .and_then(|p| std::fs::read_to_string(p).ok())
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or_default();
@@ -53,7 +57,18 @@ impl Client {
             .timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| CliError::Other(e.to_string()))?;
-        Ok(Self { http, url, token })
+        Ok(Self {
+            http,
+            url,
+            token,
+            config_dir,
+        })
+    }
+
+    /// The directory of the CLI's configuration file (where it keeps its copy of the
+    /// CA certificate).
+    pub fn config_dir(&self) -> Option<&std::path::Path> {
+        self.config_dir.as_deref()
     }
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {

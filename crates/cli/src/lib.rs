@@ -6,14 +6,16 @@ mod client;
 mod login;
 mod output;
 pub mod params;
+mod tls;
 mod wait;
 
 pub use accounts::{db_create, db_drop, db_list, user_create, user_drop, user_list, user_password};
 pub use client::{default_config_path, Client, ClientConfig};
 pub use login::login;
 pub use output::Format;
+pub use tls::{ca, connect, credentials};
 
-use berth_server::{CredentialsView, InstanceView, TaskView};
+use berth_server::{InstanceView, TaskView};
 use serde_json::Value;
 
 /// CLI errors; each is printed as one line and makes the process exit non-zero.
@@ -207,44 +209,6 @@ pub async fn list(client: &Client, fmt: Format) -> Result<()> {
 pub async fn show(client: &Client, name: &str, fmt: Format) -> Result<()> {
     let v: InstanceView = client.get(&format!("/v1/instances/{name}")).await?;
     output::instance(&v, fmt)
-}
-
-/// `berth credentials`.
-pub async fn credentials(client: &Client, name: &str, fmt: Format) -> Result<()> {
-    let v: CredentialsView = client
-        .get(&format!("/v1/instances/{name}/credentials"))
-        .await?;
-    output::credentials(&v, fmt)
-}
-
-/// `berth connect`: runs the engine's client with the credentials in its environment.
-pub async fn connect(client: &Client, name: &str, extra: &[String]) -> Result<i32> {
-    let inst: InstanceView = client.get(&format!("/v1/instances/{name}")).await?;
-    let creds: CredentialsView = client
-        .get(&format!("/v1/instances/{name}/credentials"))
-        .await?;
-    let kind: berth_model::EngineKind = inst
-        .engine
-        .parse()
-        .map_err(|e| CliError::Other(format!("{e}")))?;
-    let spec = berth_engine::engine(kind).client_command(
-        &creds.host,
-        creds.port,
-        &creds.user,
-        &berth_model::Secret::new(creds.password.clone()),
-    );
-    let status = std::process::Command::new(&spec.program)
-        .args(&spec.args)
-        .args(extra)
-        .envs(spec.env.iter().cloned())
-        .status()
-        .map_err(|e| {
-            CliError::Other(format!(
-                "cannot run {}: {e}; install the engine's client (for PostgreSQL: apt-get install postgresql-client)",
-                spec.program
-            ))
-        })?;
-    Ok(status.code().unwrap_or(1))
 }
 
 /// `berth tasks`.

@@ -120,6 +120,8 @@ pub(crate) fn credentials(c: &CredentialsView, fmt: Format) -> Result<()> {
         ("host", c.host.clone()),
         ("port", c.port.to_string()),
         ("uri", c.uri.clone()),
+        ("command", c.command.clone()),
+        ("ca", c.ca_file.clone()),
     ]);
     Ok(())
 }

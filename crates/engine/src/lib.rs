@@ -9,6 +9,7 @@ mod datadir;
 pub(crate) mod mariadb;
 mod params;
 pub(crate) mod postgres;
+mod tls;
 
 use berth_model::{EngineKind, EngineVersion, Secret};
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub(crate) use datadir::{inspect_dir, some_names};
 pub use mariadb::Mariadb;
 pub(crate) use params::{is_setting_name, refuse_params, usable_params};
 pub use postgres::Postgres;
+pub use tls::{install_crypto_provider, shell_line, TLS_CA, TLS_CERT, TLS_KEY};
 
 /// Errors an engine hook can give.
 #[derive(Debug, thiserror::Error)]
@@ -151,11 +153,24 @@ pub trait Engine: Send + Sync {
     /// without the password itself being visible in `docker inspect`.
     fn bootstrap_env(&self, password: &Secret) -> Vec<(String, String)>;
 
-    /// A client URI with credentials.
-    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret) -> Secret;
+    /// A client URI with credentials that verifies the server's certificate (host name
+    /// included) against the CA in `ca_file`.
+    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret, ca_file: &str) -> Secret;
 
-    /// The interactive client command for `berth connect`.
-    fn client_command(&self, host: &str, port: u16, user: &str, password: &Secret) -> CommandSpec;
+    /// The interactive client command for `berth connect`: TLS, the server verified
+    /// against the CA in `ca_file`, the password in the environment.
+    fn client_command(
+        &self,
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &Secret,
+        ca_file: &str,
+    ) -> CommandSpec;
+
+    /// Makes the running engine use the certificate files the agent installed, without
+    /// a restart.
+    async fn reload_tls(&self, layout: &Layout) -> Result<()>;
 
     /// The data directory inside the volume.
     fn data_dir(&self, layout: &Layout) -> PathBuf;
@@ -283,6 +298,10 @@ pub struct AdminTarget {
     pub user: String,
     /// Superuser's password.
     pub password: Secret,
+    /// The CA (PEM) the engine's certificate must chain to.
+    pub ca_pem: String,
+    /// The name the certificate must carry (the connection goes to `host`, an address).
+    pub server_name: String,
 }
 
 /// A user and what it may do.

@@ -16,6 +16,7 @@ pub mod size;
 pub mod spec;
 pub mod status;
 pub mod task;
+pub mod tls;
 
 pub use engine::{EngineKind, EngineVersion};
 pub use ids::{InstanceId, MemberId, ProjectId, SiteId, TaskId};

@@ -70,11 +70,13 @@ impl TaskKind {
                 S::EnsureVolume,
                 S::EnsureContainer,
                 S::EnsureParams,
+                S::EnsureTls,
                 S::EnsureRunning,
                 S::WaitReady,
             ],
             Self::Repair | Self::Start => bring_back(),
-            Self::Reconfigure => vec![S::ApplySettings],
+            // Also how a server certificate is renewed: a task the user sees, live.
+            Self::Reconfigure => vec![S::EnsureTls, S::ApplySettings],
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
             Self::Restart => {
@@ -104,6 +106,7 @@ fn bring_back() -> Vec<StepName> {
         S::EnsureNetwork,
         S::EnsureContainer,
         S::EnsureParams,
+        S::EnsureTls,
         S::EnsureRunning,
         S::WaitReady,
     ]
@@ -157,6 +160,9 @@ pub enum StepName {
     EnsureContainer,
     /// The member's data volume holds the parameters of its group, read at start.
     EnsureParams,
+    /// The member has a valid server certificate signed by this Berth's CA (renewed
+    /// when it nears its end; a running engine reloads it without a restart).
+    EnsureTls,
     /// The member's container is running.
     EnsureRunning,
     /// The engine answers queries.
@@ -188,6 +194,7 @@ impl StepName {
             Self::EnsureVolume => "ensure_volume",
             Self::EnsureContainer => "ensure_container",
             Self::EnsureParams => "ensure_params",
+            Self::EnsureTls => "ensure_tls",
             Self::EnsureRunning => "ensure_running",
             Self::WaitReady => "wait_ready",
             Self::EnsureStopped => "ensure_stopped",
@@ -365,6 +372,24 @@ mod tests {
                 "{kind} must not make a data volume"
             );
         }
+    }
+
+    #[test]
+    fn a_member_has_its_certificate_before_it_runs() {
+        use TaskKind as K;
+        for kind in [K::Create, K::Start, K::Restart, K::Repair] {
+            let plan = kind.plan(TaskOptions::default());
+            let at = |s| plan.iter().position(|p| *p == s);
+            assert!(
+                at(StepName::EnsureContainer) < at(StepName::EnsureTls)
+                    && at(StepName::EnsureTls) < at(StepName::EnsureRunning),
+                "{kind}"
+            );
+        }
+        // Renewal of a running member is a reconfigure.
+        assert!(K::Reconfigure
+            .plan(TaskOptions::default())
+            .contains(&StepName::EnsureTls));
     }
 
     #[test]

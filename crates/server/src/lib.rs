@@ -13,10 +13,11 @@ mod members;
 pub mod reconcile;
 mod steps;
 pub mod tasks;
+pub mod tls;
 mod views;
 
 pub use error::ApiError;
-pub use views::{CredentialsView, EndpointView, InstanceView, TaskView};
+pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 
 use berth_model::params::Catalog;
 use berth_model::SiteId;
@@ -172,6 +173,8 @@ pub struct Ctx {
     pub reported: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Settings catalogs, loaded once per engine version.
     pub catalogs: Arc<tokio::sync::Mutex<CatalogCache>>,
+    /// The certificate authority that signs instances' server certificates.
+    pub ca: Arc<tls::Ca>,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -310,6 +313,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
     let store = Store::open(&config.data_dir.join("berth.db")).await?;
     let site = store.site_id().await?;
     auth::bootstrap_admin_token(&store, &config).await?;
+    let ca = Arc::new(tls::Ca::load_or_create(&config.data_dir, site)?);
     let runtime = Runtime::connect(site).await?;
     let sha256 = hash_binary(&config.agent_binary)
         .map_err(io(format!("reading {}", config.agent_binary.display())))?;
@@ -339,6 +343,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         site,
         reported: Default::default(),
         catalogs: Default::default(),
+        ca,
         _lock: Arc::new(lock),
     };
     Ok(ctx)

@@ -342,9 +342,14 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
 
 /// Reconciles at start and then every `reconcile_interval`.
 pub async fn run_forever(ctx: Ctx) {
+    let mut certificates_checked: Option<std::time::Instant> = None;
     loop {
         if let Err(e) = run_once(&ctx).await {
             warn!(error = %e, "reconcile pass failed; retrying");
+        }
+        if certificates_checked.is_none_or(|t| t.elapsed() >= crate::tls::RENEW_CHECK) {
+            crate::tls::renew_due(&ctx).await;
+            certificates_checked = Some(std::time::Instant::now());
         }
         tokio::time::sleep(
             ctx.config

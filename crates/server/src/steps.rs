@@ -119,6 +119,7 @@ pub(crate) async fn run(
                 format!("container {} exists", spec.name),
             ))
         }
+        StepName::EnsureTls => crate::tls::ensure_tls(ctx, &inst).await,
         StepName::EnsureRunning => {
             let name = container_name(&inst);
             let o = ctx.runtime.ensure_running(key(&inst)).await?;
@@ -218,6 +219,7 @@ pub(crate) async fn run(
             })
         }
         StepName::Forget => {
+            crate::tls::forget(ctx, &inst);
             if inst.status != berth_model::InstanceStatus::Deleted {
                 ctx.store
                     .apply_event(inst.id, InstanceEvent::Succeeded(TaskKind::Delete), None)

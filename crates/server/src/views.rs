@@ -161,8 +161,26 @@ pub struct CredentialsView {
     pub host: String,
     /// Port.
     pub port: u16,
-    /// Connection URI with the credentials.
+    /// Connection URI with the credentials; it verifies the server's certificate and
+    /// host name against the CA in `ca_file` (PostgreSQL: `sslmode=verify-full`;
+    /// MariaDB: the MySQL connectors' `ssl-mode=VERIFY_IDENTITY`).
     pub uri: String,
+    /// The engine's command-line client with the same verification, as one shell line
+    /// (the password in its environment, never in its arguments).
+    pub command: String,
+    /// The CA certificate (PEM) the server's certificate chains to.
+    pub ca_certificate: String,
+    /// Where the control plane keeps that CA certificate on its machine.
+    pub ca_file: String,
+}
+
+/// Berth's certificate authority.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CaView {
+    /// This installation's id (the CLI names its copy of the CA after it).
+    pub site: String,
+    /// The CA certificate, PEM.
+    pub certificate: String,
 }
 
 /// What to run instead, for a refused transition.

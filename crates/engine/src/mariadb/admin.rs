@@ -37,7 +37,15 @@ impl MyAdmin {
             .tcp_port(target.port)
             .user(Some(target.user.clone()))
             .pass(Some(target.password.expose().to_owned()))
-            .prefer_socket(false);
+            .prefer_socket(false)
+            // TLS to the member's address, verifying the instance's internal name
+            // against Berth's CA only.
+            .ssl_opts(Some(
+                mysql_async::SslOpts::default()
+                    .with_root_certs(vec![target.ca_pem.clone().into_bytes().into()])
+                    .with_disable_built_in_roots(true)
+                    .with_danger_tls_hostname_override(Some(target.server_name.clone())),
+            ));
         let conn = Conn::new(opts).await.map_err(|e| EngineError::NotReady {
             engine: EngineKind::Mariadb,
             reason: e.to_string(),

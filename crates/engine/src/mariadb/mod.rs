@@ -68,6 +68,19 @@ fn same_value(current: &str, wanted: &str) -> bool {
     norm(current) == norm(wanted)
 }
 
+/// Percent-encodes what a URI component must not hold raw.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 async fn local_conn(layout: &Layout) -> Result<mysql_async::Conn> {
     // The agent runs as the OS user root, which `unix_socket` maps to root@localhost.
     let opts = mysql_async::OptsBuilder::default()
@@ -106,8 +119,25 @@ fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
             refused.len()
         ));
     }
+    lines.extend(tls_lines(layout, layout.tls_installed()));
     lines.push(String::new());
     lines.join("\n")
+}
+
+/// TLS with the agent's files, and no plaintext over the network
+/// (`require_secure_transport`; the local socket counts as secure: the agent's).
+/// Without a certificate the network is off altogether.
+fn tls_lines(layout: &Layout, tls: bool) -> Vec<String> {
+    if !tls {
+        return vec!["skip-networking".to_owned()];
+    }
+    vec![
+        format!("ssl_cert = {}", layout.tls_file(crate::TLS_CERT)),
+        format!("ssl_key = {}", layout.tls_file(crate::TLS_KEY)),
+        format!("ssl_ca = {}", layout.tls_file(crate::TLS_CA)),
+        "tls_version = TLSv1.2,TLSv1.3".to_owned(),
+        "require_secure_transport = ON".to_owned(),
+    ]
 }
 
 #[async_trait::async_trait]
@@ -151,14 +181,29 @@ impl Engine for Mariadb {
         BOOTSTRAP_VAR
     }
 
-    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret) -> Secret {
+    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret, ca_file: &str) -> Secret {
+        // The `mariadb` client takes no URI; this is the form MySQL Shell and the
+        // MySQL connectors read (`ssl-mode=VERIFY_IDENTITY`: CA and host name checked).
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
         Secret::new(format!(
-            "mysql://{user}:{}@{host}:{port}/",
-            password.expose()
+            "mysql://{user}:{}@{host}:{port}/?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+            percent_encode(password.expose()),
+            percent_encode(ca_file)
         ))
     }
 
-    fn client_command(&self, host: &str, port: u16, user: &str, password: &Secret) -> CommandSpec {
+    fn client_command(
+        &self,
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &Secret,
+        ca_file: &str,
+    ) -> CommandSpec {
         CommandSpec {
             program: "mariadb".into(),
             args: vec![
@@ -169,10 +214,23 @@ impl Engine for Mariadb {
                 port.to_string(),
                 "-u".into(),
                 user.into(),
+                format!("--ssl-ca={ca_file}"),
+                "--ssl-verify-server-cert".into(),
             ],
             env: vec![("MYSQL_PWD".into(), password.expose().to_owned())],
             stdin: None,
         }
+    }
+
+    async fn reload_tls(&self, layout: &Layout) -> Result<()> {
+        use mysql_async::prelude::Queryable;
+        let mut conn = local_conn(layout).await?;
+        let r = conn.query_drop("FLUSH SSL").await;
+        let _ = conn.disconnect().await;
+        r.map_err(|e| EngineError::Refused {
+            engine: EngineKind::Mariadb,
+            reason: e.to_string(),
+        })
     }
 
     fn data_dir(&self, layout: &Layout) -> PathBuf {
@@ -424,6 +482,12 @@ impl Engine for Mariadb {
             "log_bin_basename",
             "log_bin_index",
             "lc_messages_dir",
+            "ssl_cert",
+            "ssl_key",
+            "ssl_ca",
+            "ssl_capath",
+            "tls_version",
+            "require_secure_transport",
         ]
     }
 
@@ -492,6 +556,14 @@ mod tests {
     }
 
     #[test]
+    fn the_network_needs_tls_and_without_a_certificate_is_off() {
+        let on = tls_lines(&Layout::standard(), true);
+        assert!(on.contains(&"require_secure_transport = ON".to_owned()));
+        assert!(on.contains(&"ssl_key = /run/berth/tls/server.key".to_owned()));
+        assert_eq!(tls_lines(&Layout::standard(), false), ["skip-networking"]);
+    }
+
+    #[test]
     fn buffer_pool_follows_memory() {
         assert_eq!(memory_settings(1024)[0].1, "536870912");
         assert_eq!(memory_settings(128)[0].1, "67108864");
@@ -500,8 +572,9 @@ mod tests {
 
     #[test]
     fn the_password_stays_out_of_argv_and_env_shows_only_a_hash() {
-        let c = Mariadb.client_command("127.0.0.1", 3306, "root", &Secret::new("pw1"));
+        let c = Mariadb.client_command("127.0.0.1", 3306, "root", &Secret::new("pw1"), "/c.crt");
         assert!(c.args.iter().all(|a| !a.contains("pw1")));
+        assert!(c.args.contains(&"--ssl-verify-server-cert".to_owned()));
         let env = Mariadb.bootstrap_env(&Secret::new("pw1"));
         assert!(!env[0].1.contains("pw1") && env[0].1.starts_with('*'));
     }

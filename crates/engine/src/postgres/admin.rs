@@ -32,15 +32,35 @@ fn verifier(password: &Secret) -> String {
 }
 
 async fn connect(target: &AdminTarget, db: &str) -> Result<Client> {
+    // TLS to the member's address, verifying the instance's internal name: the
+    // engine refuses plaintext from the network anyway.
     let mut config = tokio_postgres::Config::new();
+    let ip: std::net::IpAddr = target.host.parse().map_err(|_| EngineError::NotReady {
+        engine: EngineKind::Postgres,
+        reason: format!("{} is not an address", target.host),
+    })?;
     config
-        .host(&target.host)
+        .host(&target.server_name)
+        .hostaddr(ip)
+        .ssl_mode(tokio_postgres::config::SslMode::Require)
         .port(target.port)
         .user(&target.user)
         .password(target.password.expose())
         .dbname(db)
         .connect_timeout(Duration::from_secs(5));
-    super::connect(&config).await
+    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::client_config(
+        EngineKind::Postgres,
+        &target.ca_pem,
+    )?);
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| EngineError::NotReady {
+            engine: EngineKind::Postgres,
+            reason: e.to_string(),
+        })?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 /// An administrative session on the `postgres` database, opening others as needed.

@@ -92,13 +92,40 @@ fn postgresql_conf(layout: &Layout, settings: &Settings) -> String {
     lines.join("\n")
 }
 
-const PG_HBA: &str = "\
-# Written by the Berth agent. Local socket: the agent only (the socket directory is
-# private to the container). Network: password (SCRAM) for everyone.
+/// TLS settings: on with the agent's files, off (and the network refused by
+/// [`pg_hba`]) without them.
+fn ssl_lines(layout: &Layout, tls: bool) -> String {
+    if !tls {
+        return "ssl = off\n".to_owned();
+    }
+    format!(
+        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\nssl_min_protocol_version = 'TLSv1.2'\n",
+        layout.tls_file(crate::TLS_CERT),
+        layout.tls_file(crate::TLS_KEY),
+        layout.tls_file(crate::TLS_CA),
+    )
+}
+
+/// Local socket: the agent only (the socket directory is private to the container).
+/// Network: TLS and a password (SCRAM) for everyone; plaintext is refused, and so is
+/// everything while the member has no certificate.
+fn pg_hba(tls: bool) -> &'static str {
+    if tls {
+        "\
+# Written by the Berth agent. Local socket: the agent only. Network: TLS + SCRAM.
+local     all all trust
+hostssl   all all 0.0.0.0/0 scram-sha-256
+hostssl   all all ::/0      scram-sha-256
+hostnossl all all all       reject
+"
+    } else {
+        "\
+# Written by the Berth agent. No certificate installed: the network is refused.
 local all all trust
-host  all all 0.0.0.0/0 scram-sha-256
-host  all all ::/0      scram-sha-256
-";
+host  all all all reject
+"
+    }
+}
 
 #[async_trait::async_trait]
 impl Engine for Postgres {
@@ -145,14 +172,27 @@ impl Engine for Postgres {
         BOOTSTRAP_VAR
     }
 
-    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret) -> Secret {
+    fn uri(&self, host: &str, port: u16, user: &str, password: &Secret, ca_file: &str) -> Secret {
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
         Secret::new(format!(
-            "postgresql://{user}:{}@{host}:{port}/postgres",
-            password.expose()
+            "postgresql://{user}:{}@{host}:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+            percent_encode(password.expose()),
+            percent_encode(ca_file)
         ))
     }
 
-    fn client_command(&self, host: &str, port: u16, user: &str, password: &Secret) -> CommandSpec {
+    fn client_command(
+        &self,
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &Secret,
+        ca_file: &str,
+    ) -> CommandSpec {
         CommandSpec {
             program: "psql".into(),
             args: vec![
@@ -164,9 +204,26 @@ impl Engine for Postgres {
                 user.into(),
                 "postgres".into(),
             ],
-            env: vec![("PGPASSWORD".into(), password.expose().to_owned())],
+            env: vec![
+                ("PGPASSWORD".into(), password.expose().to_owned()),
+                ("PGSSLMODE".into(), "verify-full".into()),
+                ("PGSSLROOTCERT".into(), ca_file.to_owned()),
+            ],
             stdin: None,
         }
+    }
+
+    async fn reload_tls(&self, layout: &Layout) -> Result<()> {
+        // PostgreSQL rereads its certificate files (and postgresql.conf, which the
+        // agent rendered just before) on a configuration reload.
+        local_client(layout)
+            .await?
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .map_err(|e| EngineError::Refused {
+                engine: EngineKind::Postgres,
+                reason: e.to_string(),
+            })
     }
 
     fn data_dir(&self, layout: &Layout) -> PathBuf {
@@ -217,11 +274,12 @@ impl Engine for Postgres {
 
     fn render_config(&self, layout: &Layout, settings: &Settings) -> Result<()> {
         let data = self.data_dir(layout);
+        let tls = layout.tls_installed();
         write_file(
             &data.join("postgresql.conf"),
-            &postgresql_conf(layout, settings),
+            &(postgresql_conf(layout, settings) + &ssl_lines(layout, tls)),
         )?;
-        write_file(&data.join("pg_hba.conf"), PG_HBA)
+        write_file(&data.join("pg_hba.conf"), pg_hba(tls))
     }
 
     fn memory_settings(&self, memory_mib: u64) -> Vec<(String, String)> {
@@ -385,6 +443,8 @@ impl Engine for Postgres {
             "ssl_cert_file",
             "ssl_key_file",
             "ssl_ca_file",
+            "ssl_min_protocol_version",
+            "ssl_passphrase_command",
             "archive_mode",
         ]
     }
@@ -436,6 +496,19 @@ impl Engine for Postgres {
                 reason: e.to_string(),
             })
     }
+}
+
+/// Percent-encodes what a URI component must not hold raw.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 /// A session over the local socket as the superuser (trusted: the socket directory
@@ -511,8 +584,42 @@ mod tests {
 
     #[test]
     fn client_command_keeps_the_password_out_of_argv() {
-        let c = Postgres.client_command("127.0.0.1", 5433, "postgres", &Secret::new("pw1"));
+        let c = Postgres.client_command(
+            "127.0.0.1",
+            5433,
+            "postgres",
+            &Secret::new("pw1"),
+            "/ca.crt",
+        );
         assert!(c.args.iter().all(|a| !a.contains("pw1")));
-        assert_eq!(c.env, vec![("PGPASSWORD".to_owned(), "pw1".to_owned())]);
+        assert_eq!(c.env[0], ("PGPASSWORD".to_owned(), "pw1".to_owned()));
+        assert!(c
+            .env
+            .contains(&("PGSSLMODE".to_owned(), "verify-full".to_owned())));
+    }
+
+    #[test]
+    fn the_uri_verifies_the_server_and_encodes_what_it_must() {
+        let u = Postgres.uri(
+            "::1",
+            5433,
+            "postgres",
+            &Secret::new("p@ss word"),
+            "/c a.crt",
+        );
+        assert_eq!(
+            u.expose(),
+            "postgresql://postgres:p%40ss%20word@[::1]:5433/postgres?sslmode=verify-full&sslrootcert=/c%20a.crt"
+        );
+    }
+
+    #[test]
+    fn the_network_needs_tls_and_without_a_certificate_is_refused() {
+        assert!(pg_hba(true).contains("hostnossl all all all       reject"));
+        assert!(!pg_hba(true).lines().any(|l| l.starts_with("host ")));
+        assert!(pg_hba(false).contains("host  all all all reject"));
+        let on = ssl_lines(&Layout::standard(), true);
+        assert!(on.contains("ssl = on") && on.contains("/run/berth/tls/server.key"));
+        assert_eq!(ssl_lines(&Layout::standard(), false), "ssl = off\n");
     }
 }

@@ -64,6 +64,8 @@ async fn session(ctx: &Ctx, name: &str) -> Result<Box<dyn Admin>, ApiError> {
         port: eng.client_port(),
         user: eng.superuser().to_owned(),
         password: inst.superuser_password.clone(),
+        ca_pem: ctx.ca.certificate().to_owned(),
+        server_name: berth_model::tls::internal_name(inst.id),
     };
     Ok(eng.admin(&target).await?)
 }

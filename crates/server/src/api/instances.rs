@@ -260,11 +260,22 @@ pub(crate) async fn credentials(
     let eng = engine(inst.spec.engine);
     let host = ctx.config.endpoint_host.clone();
     let user = eng.superuser().to_owned();
+    let ca_file = ctx.ca.cert_path().display().to_string();
+    let command = berth_engine::shell_line(&eng.client_command(
+        &host,
+        inst.port,
+        &user,
+        &inst.superuser_password,
+        &ca_file,
+    ));
     Ok(Json(CredentialsView {
         uri: eng
-            .uri(&host, inst.port, &user, &inst.superuser_password)
+            .uri(&host, inst.port, &user, &inst.superuser_password, &ca_file)
             .expose()
             .to_owned(),
+        command,
+        ca_certificate: ctx.ca.certificate().to_owned(),
+        ca_file,
         password: inst.superuser_password.expose().to_owned(),
         user,
         host,

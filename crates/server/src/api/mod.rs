@@ -70,6 +70,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(info))
+        .routes(routes!(ca))
 }
 
 /// About this installation.
@@ -91,6 +92,15 @@ pub(crate) async fn info(State(ctx): State<Ctx>) -> Json<Info> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         site: ctx.site.to_string(),
         agent_sha256: ctx.agent.sha256.clone(),
+    })
+}
+
+/// Berth's certificate authority: clients verify instances' certificates with it.
+#[utoipa::path(get, path = "/v1/ca", responses((status = 200, body = crate::CaView)))]
+pub(crate) async fn ca(State(ctx): State<Ctx>) -> Json<crate::CaView> {
+    Json(crate::CaView {
+        site: ctx.site.to_string(),
+        certificate: ctx.ca.certificate().to_owned(),
     })
 }
 
