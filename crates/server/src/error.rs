@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The body is not `application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request took too long and was abandoned.
+    #[error("{0}")]
+    TimedOut(String),
     /// The spec asks for more than the host has.
     #[error("{0}")]
     InsufficientCapacity(String),
@@ -96,6 +99,7 @@ impl ApiError {
                 "unsupported-media-type",
                 "Unsupported media type",
             ),
+            ApiError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", "Request timed out"),
             ApiError::InsufficientCapacity(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "insufficient-capacity",

@@ -127,9 +127,29 @@ pub fn router(ctx: Ctx) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(60),
+            REQUEST_TIMEOUT,
         ))
+        .layer(middleware::map_response(timeout_as_problem))
         .with_state(ctx)
+}
+
+/// How long a request may take before it is abandoned with 408.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The timeout layer answers with an empty 408; make it a problem document like
+/// every other status the API answers.
+async fn timeout_as_problem(resp: Response) -> Response {
+    if resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT
+        && !resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return ApiError::TimedOut(format!(
+            "the request took longer than {}s and was abandoned; retry, and if it happens again \
+             the serve log says what was slow",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+        .into_response();
+    }
+    resp
 }
 
 async fn require_token(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
@@ -173,7 +193,7 @@ mod tests {
                 let responses = op["responses"].as_object().expect("responses");
                 let mut must = vec!["401"];
                 if path != "/v1/info" {
-                    must.extend(["500", "503"]);
+                    must.extend(["408", "500", "503"]);
                 }
                 if op.get("requestBody").is_some() {
                     must.extend(["400", "413", "415"]);
@@ -244,6 +264,19 @@ mod tests {
         )
         .into_response();
         assert_eq!(r.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_is_a_problem_document() {
+        // What tower-http's timeout layer answers: a status and nothing else.
+        let mut empty = axum::http::StatusCode::REQUEST_TIMEOUT.into_response();
+        empty.headers_mut().remove(header::CONTENT_TYPE);
+        let resp = timeout_as_problem(empty).await;
+        assert_eq!(resp.status(), axum::http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 
     #[tokio::test]

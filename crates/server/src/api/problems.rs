@@ -2,7 +2,8 @@
 //! operation can answer (a client or fuzzer generated from it meets no surprise).
 //!
 //! Statuses that follow from what an operation is made of are added to every
-//! operation by [`complete`]: 401 (the token layer), 500 and 503 (store, Docker),
+//! operation by [`complete`]: 401 (the token layer), 408 (the timeout layer), 500
+//! and 503 (store, Docker),
 //! 400 when it takes parameters or a body, 413 and 415 when it takes a JSON body.
 //! Those that depend on what the handler does (404, 409, 422) are listed in each
 //! `#[utoipa::path]` with the types below. Path parameters get their rules by name.
@@ -89,6 +90,13 @@ fn complete_operation(op: &mut Operation, infallible: bool) {
     };
     add("401", "No or a wrong API token.");
     if !infallible {
+        add(
+            "408",
+            &format!(
+                "The request took longer than {}s and was abandoned.",
+                super::REQUEST_TIMEOUT.as_secs()
+            ),
+        );
         add(
             "500",
             "Internal error (a bug or an unexpected failure); the log says more.",
