@@ -15,20 +15,18 @@ berth="${1:-${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/berth/target}/de
 [ -x "$berth" ] || { echo "api-contract: no berth binary at $berth; run cargo build -p berth" >&2; exit 2; }
 
 # Schemathesis in a virtualenv cached outside the checkout, keyed by the pinned
-# requirements: a new pin makes a new venv, an unchanged one is reused.
+# requirements and the interpreter: a new pin makes a new venv, an unchanged one is
+# reused. The stamp is written last, so a broken install is never reused.
 req="$here/requirements.txt"
-key="$(sha256sum "$req" | cut -c1-16)"
+python="$(command -v python3.11 || command -v python3)"
+key="$( (cat "$req"; "$python" --version) | sha256sum | cut -c1-16)"
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/berth/venv-schemathesis-$key"
-if [ ! -x "$venv/bin/schemathesis" ]; then
+if [ ! -f "$venv/.complete" ]; then
   echo "api-contract: installing schemathesis into $venv"
-  python="$(command -v python3.11 || command -v python3)"
-  rm -rf "$venv.tmp"
-  "$python" -m venv "$venv.tmp"
-  "$venv.tmp/bin/pip" install -q --disable-pip-version-check -r "$req"
-  # Move into place only when complete, so a broken install is never reused.
-  rm -rf "$venv" && mv "$venv.tmp" "$venv"
-  # A venv's scripts name their interpreter by absolute path; rewrite after the move.
-  sed -i "1s|$venv.tmp|$venv|" "$venv"/bin/*
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  touch "$venv/.complete"
 fi
 
 # A throwaway installation: own data dir, own CLI config (never ~/.config), own port.
