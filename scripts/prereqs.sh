@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Berth needs on a Debian machine (idempotent; quiet when all is there):
-# mmdebstrap builds engine images without a registry, psql backs `berth connect`.
+# mmdebstrap builds engine images without a registry, psql backs `berth connect`,
+# Python runs the API contract test.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,11 @@ command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v mariadb >/dev/null || missing+=(mariadb-client)
 command -v cc >/dev/null || missing+=(gcc)
+# The API contract test (scripts/api-contract.sh): curl, and a Python that can make
+# a virtualenv for Schemathesis.
+command -v curl >/dev/null || missing+=(curl)
+py="$(command -v python3.11 || command -v python3 || true)"
+{ [ -n "$py" ] && "$py" -c 'import ensurepip, venv' 2>/dev/null; } || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}" >&2
   sudo=""

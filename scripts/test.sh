@@ -39,6 +39,9 @@ cargo test -q --workspace --no-fail-fast
 
 check_cli_config
 
+echo "== API contract: Schemathesis against /v1/openapi.json (a throwaway berth serve)"
+./scripts/api-contract.sh "$berth"
+
 echo "== provisioning benchmark (release build; figures in target/bench/provision.json, not asserted)"
 cargo build -q --release -p berth
 BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_N="${BERTH_BENCH_N:-3}" \

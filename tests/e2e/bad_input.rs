@@ -97,8 +97,8 @@ async fn bad_creates_are_refused_and_change_nothing() -> anyhow::Result<()> {
         (
             "unknown version",
             with("version", json!("9.6")),
-            400,
-            "invalid-request",
+            422,
+            "invalid-value",
             "choose one of: 15",
         ),
         (
@@ -118,15 +118,15 @@ async fn bad_creates_are_refused_and_change_nothing() -> anyhow::Result<()> {
         (
             "tiny memory",
             with("memory", json!("1MiB")),
-            400,
-            "invalid-request",
+            422,
+            "invalid-value",
             "minimum is 128MiB",
         ),
         (
             "absurd memory",
             with("memory", json!("9000TiB")),
-            400,
-            "invalid-request",
+            422,
+            "invalid-value",
             "maximum",
         ),
         (
@@ -192,6 +192,24 @@ async fn bad_creates_are_refused_and_change_nothing() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    // JSON without saying so, and a body beyond the limit: problems like the others.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/instances", b.url))
+        .bearer_auth(&b.token)
+        .body(ok.to_string())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 415);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/instances", b.url))
+        .bearer_auth(&b.token)
+        .header("content-type", "application/json")
+        .body(with("name", json!("a".repeat(100 * 1024))).to_string())
+        .send()
+        .await?;
+    assert_eq!(resp.status().as_u16(), 413);
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     nothing_changed(&b, 0).await?;
     assert_eq!(b.get("/v1/instances").await?, json!([]));

@@ -12,6 +12,14 @@ use std::fmt;
 /// 63 for both; 63 fits everywhere.
 pub const MAX_IDENT: usize = 63;
 
+/// The shape `valid_ident` accepts, as a regular expression for the API document
+/// (reserved names match it and are refused separately); `crate::schema` tests that
+/// the two agree.
+pub const IDENT_PATTERN: &str = "^[a-z_][a-z0-9_]{0,62}$";
+
+/// The shape of a grant (`DB:LEVEL`) as a regular expression for the API document.
+pub const GRANT_PATTERN: &str = "^[a-z_][a-z0-9_]{0,62}:(readonly|readwrite|owner)$";
+
 /// Why a database or user name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentError {

@@ -11,6 +11,7 @@ pub mod labels;
 pub mod name;
 pub mod params;
 pub mod record;
+pub mod schema;
 pub mod secret;
 pub mod size;
 pub mod spec;

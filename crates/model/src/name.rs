@@ -8,6 +8,10 @@ use std::fmt;
 /// and Berth adds a prefix and a suffix.
 pub const MAX_NAME_LEN: usize = 40;
 
+/// The rule [`InstanceName::try_from`] enforces, as a regular expression (the same in
+/// ECMA-262 and Rust syntax) for the API document; `crate::schema` tests that the two agree.
+pub const NAME_PATTERN: &str = "^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$";
+
 /// A validated instance name: lowercase letters, digits and hyphens, starting with a
 /// letter, not ending with a hyphen, at most [`MAX_NAME_LEN`] characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -53,23 +53,36 @@ pub enum SizeError {
     MalformedCpus(String),
 }
 
+/// The shape [`parse_mib`] accepts, as a regular expression for the API document
+/// (the same in ECMA-262 and Rust syntax): digits, up to three decimals, at most one
+/// space, a binary unit. Range limits are checked after parsing. `crate::schema`
+/// tests that the parser and the pattern agree.
+pub const SIZE_PATTERN: &str = "^[0-9]{1,12}(\\.[0-9]{1,3})? ?(M|MB|Mi|MiB|m|mb|mi|mib|G|GB|Gi|GiB|g|gb|gi|gib|T|TB|Ti|TiB|t|tb|ti|tib)$";
+
+/// The shape [`CpuMillis::from_str`] accepts as text: cores with up to three decimals,
+/// or thousandths with an `m`.
+pub const CPU_PATTERN: &str = "^([0-9]{1,6}(\\.[0-9]{1,3})?|[0-9]{1,9}m)$";
+
 fn parse_mib(what: &'static str, input: &str) -> Result<u64, SizeError> {
-    let s = input.trim();
-    let split = s
+    let malformed = || SizeError::Malformed {
+        what,
+        input: input.to_owned(),
+    };
+    let split = input
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| SizeError::Malformed {
-            what,
-            input: input.to_owned(),
-        })?;
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() || num.matches('.').count() > 1 || num.starts_with('.') || num.ends_with('.')
+        .ok_or_else(malformed)?;
+    let (num, unit) = input.split_at(split);
+    let unit = unit.strip_prefix(' ').unwrap_or(unit);
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if int.is_empty()
+        || int.len() > 12
+        || frac.len() > 3
+        || frac.contains('.')
+        || (num.contains('.') && frac.is_empty())
     {
-        return Err(SizeError::Malformed {
-            what,
-            input: input.to_owned(),
-        });
+        return Err(malformed());
     }
-    let factor: u64 = match unit.trim() {
+    let factor: u128 = match unit {
         "M" | "MB" | "Mi" | "MiB" | "m" | "mb" | "mi" | "mib" => 1,
         "G" | "GB" | "Gi" | "GiB" | "g" | "gb" | "gi" | "gib" => 1024,
         "T" | "TB" | "Ti" | "TiB" | "t" | "tb" | "ti" | "tib" => 1024 * 1024,
@@ -80,37 +93,17 @@ fn parse_mib(what: &'static str, input: &str) -> Result<u64, SizeError> {
             })
         }
     };
-    // Fixed point with three decimals keeps "1.5G" exact without floating point.
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if frac.len() > 3 || int.len() > 12 {
-        return Err(SizeError::Malformed {
-            what,
-            input: input.to_owned(),
-        });
-    }
-    let int: u64 = int.parse().map_err(|_| SizeError::Malformed {
-        what,
-        input: input.to_owned(),
-    })?;
-    let frac_thousandths: u64 = if frac.is_empty() {
+    // Fixed point with three decimals keeps "1.5G" exact without floating point; at
+    // most 12 digits in u128 cannot overflow, so a huge value is "too large", not
+    // "malformed".
+    let int: u128 = int.parse().map_err(|_| malformed())?;
+    let frac_thousandths: u128 = if frac.is_empty() {
         0
     } else {
-        format!("{frac:0<3}")
-            .parse()
-            .map_err(|_| SizeError::Malformed {
-                what,
-                input: input.to_owned(),
-            })?
+        format!("{frac:0<3}").parse().map_err(|_| malformed())?
     };
-    let thousandths = int
-        .checked_mul(1000)
-        .and_then(|v| v.checked_add(frac_thousandths))
-        .and_then(|v| v.checked_mul(factor))
-        .ok_or_else(|| SizeError::Malformed {
-            what,
-            input: input.to_owned(),
-        })?;
-    Ok(thousandths / 1000)
+    let mib = (int * 1000 + frac_thousandths) * factor / 1000;
+    Ok(u64::try_from(mib).unwrap_or(u64::MAX))
 }
 
 fn format_mib(mib: u64) -> String {
@@ -241,7 +234,7 @@ impl CpuMillis {
 impl std::str::FromStr for CpuMillis {
     type Err = SizeError;
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let s = input.trim();
+        let s = input;
         let bad = || SizeError::MalformedCpus(input.to_owned());
         if let Some(m) = s.strip_suffix('m') {
             if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()) || m.len() > 9 {

@@ -11,24 +11,31 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     /// Instance name: lowercase letters, digits and hyphens, starting with a letter.
+    #[schema(schema_with = crate::schema::instance_name)]
     pub name: String,
-    /// `postgres`.
+    /// The engine.
+    #[schema(schema_with = crate::schema::engine)]
     pub engine: String,
-    /// Major version; the engine's newest when absent.
+    /// Major version; the engine's newest when absent. A version of another engine
+    /// is refused with 422.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_version)]
     pub version: Option<String>,
     /// CPU cores, like `0.5`, `2` or `1500m` (a JSON number works too). Default 1.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::schema::optional_cpus)]
     pub cpus: Option<Quantity>,
     /// Memory, like `512MiB` or `2GiB`. Default 1GiB.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_size)]
     pub memory: Option<String>,
     /// Storage, like `10GiB`. Default 10GiB.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_size)]
     pub storage: Option<String>,
     /// Parameter group to attach (same engine and version).
     #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_group)]
     pub params: Option<String>,
     /// Host port of the endpoint, fixed for the instance's life (1024–65535); a
     /// free one is picked when absent.
@@ -48,10 +55,17 @@ pub enum Quantity {
 }
 
 impl Quantity {
-    /// The quantity as text, whichever way it was sent.
+    /// The quantity as text, whichever way it was sent. A number within the range
+    /// the API document states becomes thousandths (`0.1234` → `123m`), so any number
+    /// the document allows parses; others keep their text and are refused by the parser.
     pub fn text(&self) -> String {
         match self {
-            Quantity::Number(n) => n.to_string(),
+            Quantity::Number(n) => match n.as_f64() {
+                Some(f) if (crate::schema::CPUS_MIN..=crate::schema::CPUS_MAX).contains(&f) => {
+                    format!("{:.0}m", f * 1000.0)
+                }
+                _ => n.to_string(),
+            },
             Quantity::Text(s) => s.clone(),
         }
     }

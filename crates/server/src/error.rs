@@ -1,23 +1,42 @@
 //! API errors as `application/problem+json`: one `match` gives each error its HTTP
 //! status and stable `type`; the `detail` says what to do next. Client errors and
 //! internal ones are kept apart, and internal details are logged once, here.
+//!
+//! The split between 400 and 422 is part of the API contract: 400 means the request
+//! breaks a rule `/v1/openapi.json` states (type, pattern, enum, range, required or
+//! unknown field, malformed JSON); 422 means it is well-formed but cannot be done
+//! (beyond the host, a reserved name, a value the engine's catalog refuses). A request
+//! the document allows is therefore never answered 400.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_model::SpecError;
+use berth_model::account::{GrantError, IdentError};
+use berth_model::{SizeError, SpecError};
 use berth_store::StoreError;
 use serde::Serialize;
 
 /// Everything an API call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed or a value is invalid.
+    /// The request breaks a rule the API document states.
     #[error("{0}")]
     InvalidRequest(String),
     /// A setting no parameter group may hold (it runs code on the server), or a value
     /// no engine may receive (a control character).
     #[error("{0}")]
     SettingRefused(String),
+    /// The request is well-formed, but a value cannot be accepted.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The body is larger than the API accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request took too long and was abandoned.
+    #[error("{0}")]
+    TimedOut(String),
     /// The spec asks for more than the host has.
     #[error("{0}")]
     InsufficientCapacity(String),
@@ -74,6 +93,22 @@ impl ApiError {
                 "setting-refused",
                 "Setting not allowed",
             ),
+            ApiError::Unprocessable(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-value",
+                "Value not accepted",
+            ),
+            ApiError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request body too large",
+            ),
+            ApiError::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            ApiError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", "Request timed out"),
             ApiError::InsufficientCapacity(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "insufficient-capacity",
@@ -140,7 +175,42 @@ impl From<SpecError> for ApiError {
     fn from(e: SpecError) -> Self {
         match e {
             SpecError::BeyondHost { .. } => ApiError::InsufficientCapacity(e.to_string()),
-            _ => ApiError::InvalidRequest(e.to_string()),
+            SpecError::Size(s) => s.into(),
+            // The document lists every version, not which engine has which.
+            SpecError::Version(_) => ApiError::Unprocessable(e.to_string()),
+            SpecError::Name(_) | SpecError::Engine(_) => ApiError::InvalidRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<SizeError> for ApiError {
+    fn from(e: SizeError) -> Self {
+        match e {
+            // The pattern in the document admits them; the range is checked after.
+            SizeError::TooSmall { .. } | SizeError::TooLarge { .. } => {
+                ApiError::Unprocessable(e.to_string())
+            }
+            SizeError::Malformed { .. }
+            | SizeError::UnknownUnit { .. }
+            | SizeError::MalformedCpus(_) => ApiError::InvalidRequest(e.to_string()),
+        }
+    }
+}
+
+impl From<IdentError> for ApiError {
+    fn from(e: IdentError) -> Self {
+        match e {
+            IdentError::Invalid { .. } => ApiError::InvalidRequest(e.to_string()),
+            IdentError::Reserved { .. } => ApiError::Unprocessable(e.to_string()),
+        }
+    }
+}
+
+impl From<GrantError> for ApiError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::Malformed(_) => ApiError::InvalidRequest(e.to_string()),
+            GrantError::Database(d) => d.into(),
         }
     }
 }
@@ -156,7 +226,7 @@ impl From<StoreError> for ApiError {
             StoreError::GroupInUse { .. } | StoreError::PortTaken { .. } => {
                 ApiError::InvalidState(e.to_string())
             }
-            StoreError::Refused(_) => ApiError::InvalidRequest(e.to_string()),
+            StoreError::Refused(_) => ApiError::Unprocessable(e.to_string()),
             StoreError::InvalidTransition { ref name, source } => {
                 ApiError::InvalidState(format!("{e}{}", crate::views::hint(name, source)))
             }
@@ -179,7 +249,21 @@ impl From<berth_runtime::RuntimeError> for ApiError {
 
 impl From<axum::extract::rejection::JsonRejection> for ApiError {
     fn from(e: axum::extract::rejection::JsonRejection) -> Self {
-        ApiError::InvalidRequest(format!("the request body is not valid: {}", e.body_text()))
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(format!(
+                "the request body is larger than {} KiB; send less",
+                crate::api::BODY_LIMIT / 1024
+            )),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(
+                "the request body must be JSON; send it with `Content-Type: application/json`"
+                    .into(),
+            ),
+            // Wrong types, unknown or missing fields: rules the document states.
+            _ => ApiError::InvalidRequest(format!(
+                "the request body is not valid: {}",
+                e.body_text()
+            )),
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! does not, so there is nothing to resume. The engine's catalogs are the record;
 //! Berth keeps no copy that could drift.
 
-use crate::error::{ApiError, Problem};
+use super::problems::{Conflict, NotFound, Unprocessable};
+use crate::error::ApiError;
 use crate::Ctx;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -70,12 +71,13 @@ async fn session(ctx: &Ctx, name: &str) -> Result<Box<dyn Admin>, ApiError> {
     Ok(eng.admin(&target).await?)
 }
 
+/// Parses a name or grant: a bad shape is a 400 (the document states it), a reserved
+/// name a 422.
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, ApiError>
 where
-    T::Err: std::fmt::Display,
+    T::Err: Into<ApiError>,
 {
-    s.parse()
-        .map_err(|e: T::Err| ApiError::InvalidRequest(e.to_string()))
+    s.parse().map_err(Into::into)
 }
 
 /// `POST …/databases`.
@@ -83,6 +85,7 @@ where
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateDatabase {
     /// Lowercase letters, digits and underscores.
+    #[schema(schema_with = berth_model::schema::ident)]
     name: String,
 }
 
@@ -96,7 +99,7 @@ pub(crate) struct DatabaseView {
 /// The instance's databases.
 #[utoipa::path(get, path = "/v1/instances/{name}/databases", params(("name" = String, Path)), responses(
     (status = 200, body = [DatabaseView]),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict,
 ))]
 pub(crate) async fn list_databases(
     State(ctx): State<Ctx>,
@@ -112,8 +115,7 @@ pub(crate) async fn list_databases(
 /// Create a database.
 #[utoipa::path(post, path = "/v1/instances/{name}/databases", params(("name" = String, Path)), request_body = CreateDatabase, responses(
     (status = 201, body = DatabaseView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn create_database(
     State(ctx): State<Ctx>,
@@ -136,7 +138,7 @@ pub(crate) async fn create_database(
 /// Drop a database and everything in it.
 #[utoipa::path(delete, path = "/v1/instances/{name}/databases/{db}", params(("name" = String, Path), ("db" = String, Path)), responses(
     (status = 204),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn drop_database(
     State(ctx): State<Ctx>,
@@ -154,9 +156,11 @@ pub(crate) async fn drop_database(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateUser {
     /// Lowercase letters, digits and underscores.
+    #[schema(schema_with = berth_model::schema::ident)]
     name: String,
     /// Access, as `DB:readonly`, `DB:readwrite` or `DB:owner`.
     #[serde(default)]
+    #[schema(schema_with = berth_model::schema::grants)]
     grants: Vec<String>,
 }
 
@@ -174,6 +178,7 @@ pub(crate) struct UserWithPassword {
 /// The instance's users (the superuser aside), with their access.
 #[utoipa::path(get, path = "/v1/instances/{name}/users", params(("name" = String, Path)), responses(
     (status = 200, body = [UserInfo]),
+    NotFound, Conflict,
 ))]
 pub(crate) async fn list_users(
     State(ctx): State<Ctx>,
@@ -190,9 +195,7 @@ fn new_password() -> Secret {
 /// Create a user with a generated password and grants.
 #[utoipa::path(post, path = "/v1/instances/{name}/users", params(("name" = String, Path)), request_body = CreateUser, responses(
     (status = 201, body = UserWithPassword),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn create_user(
     State(ctx): State<Ctx>,
@@ -225,7 +228,7 @@ pub(crate) async fn create_user(
 /// Drop a user (what it owned passes to the superuser).
 #[utoipa::path(delete, path = "/v1/instances/{name}/users/{user}", params(("name" = String, Path), ("user" = String, Path)), responses(
     (status = 204),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn drop_user(
     State(ctx): State<Ctx>,
@@ -241,7 +244,7 @@ pub(crate) async fn drop_user(
 /// Give a user a new generated password (shown once).
 #[utoipa::path(post, path = "/v1/instances/{name}/users/{user}/password", params(("name" = String, Path), ("user" = String, Path)), responses(
     (status = 200, body = UserWithPassword),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn rotate_password(
     State(ctx): State<Ctx>,

@@ -1,6 +1,7 @@
 //! `/v1/instances`.
 
-use crate::error::{ApiError, Problem};
+use super::problems::{Conflict, NotFound, Unprocessable};
+use crate::error::ApiError;
 use crate::views::{Accepted, CredentialsView, InstanceView, TaskView};
 use crate::Ctx;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -64,7 +65,7 @@ async fn allocate_port(ctx: &Ctx) -> Result<u16, ApiError> {
 }
 
 /// Instances, by name.
-#[utoipa::path(get, path = "/v1/instances", responses((status = 200, body = [InstanceView])))]
+#[utoipa::path(get, operation_id = "list_instances", path = "/v1/instances", responses((status = 200, body = [InstanceView])))]
 pub(crate) async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<InstanceView>>, ApiError> {
     let all = ctx.store.list_instances(Some(&project())).await?;
     let mut out = vec![];
@@ -87,11 +88,9 @@ async fn view_of(ctx: &Ctx, inst: &InstanceRecord) -> Result<InstanceView, ApiEr
 }
 
 /// Create an instance. Answers at once with the create task to follow.
-#[utoipa::path(post, path = "/v1/instances", request_body = CreateRequest, responses(
+#[utoipa::path(post, operation_id = "create_instance", path = "/v1/instances", request_body = CreateRequest, responses(
     (status = 202, body = Accepted),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn create(
     State(ctx): State<Ctx>,
@@ -159,9 +158,9 @@ pub(crate) async fn create(
 }
 
 /// One instance.
-#[utoipa::path(get, path = "/v1/instances/{name}", params(("name" = String, Path)), responses(
+#[utoipa::path(get, operation_id = "show_instance", path = "/v1/instances/{name}", params(("name" = String, Path)), responses(
     (status = 200, body = InstanceView),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound,
 ))]
 pub(crate) async fn show(
     State(ctx): State<Ctx>,
@@ -190,6 +189,7 @@ async fn begin(
 
 /// Delete options.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeleteQuery {
     /// Also remove the data volume. Without it the volume is kept.
@@ -198,10 +198,9 @@ pub(crate) struct DeleteQuery {
 }
 
 /// Delete an instance: its container and network go; its data volume stays unless `purge=true`.
-#[utoipa::path(delete, path = "/v1/instances/{name}", params(("name" = String, Path), DeleteQuery), responses(
+#[utoipa::path(delete, operation_id = "delete_instance", path = "/v1/instances/{name}", params(("name" = String, Path), DeleteQuery), responses(
     (status = 202, body = Accepted),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict,
 ))]
 pub(crate) async fn delete(
     State(ctx): State<Ctx>,
@@ -222,13 +221,12 @@ pub(crate) async fn delete(
 }
 
 /// Start, stop or restart an instance.
-#[utoipa::path(post, path = "/v1/instances/{name}/{action}", params(
+#[utoipa::path(post, operation_id = "instance_action", path = "/v1/instances/{name}/{action}", params(
     ("name" = String, Path),
     ("action" = String, Path, description = "start, stop or restart"),
 ), responses(
     (status = 202, body = Accepted),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict,
 ))]
 pub(crate) async fn action(
     State(ctx): State<Ctx>,
@@ -250,7 +248,7 @@ pub(crate) async fn action(
 /// The superuser's credentials and a connection URI.
 #[utoipa::path(get, path = "/v1/instances/{name}/credentials", params(("name" = String, Path)), responses(
     (status = 200, body = CredentialsView),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound,
 ))]
 pub(crate) async fn credentials(
     State(ctx): State<Ctx>,
@@ -289,13 +287,15 @@ pub(crate) async fn credentials(
 pub(crate) struct ResizeRequest {
     /// CPU cores, like `0.5`, `2` or `1500m`.
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = berth_model::schema::optional_cpus)]
     cpus: Option<berth_model::spec::Quantity>,
     /// Memory, like `512MiB` or `2GiB`.
     #[serde(default)]
+    #[schema(schema_with = berth_model::schema::optional_size)]
     memory: Option<String>,
     /// Storage, like `20GiB`.
     #[serde(default)]
+    #[schema(schema_with = berth_model::schema::optional_size)]
     storage: Option<String>,
 }
 
@@ -304,11 +304,9 @@ const SHRINK_HEADROOM_PERCENT: u64 = 10;
 
 /// Change CPU and memory of a running instance without restarting it; settings that
 /// follow memory are applied live where the engine can, else marked pending restart.
-#[utoipa::path(patch, path = "/v1/instances/{name}", params(("name" = String, Path)), request_body = ResizeRequest, responses(
+#[utoipa::path(patch, operation_id = "resize_instance", path = "/v1/instances/{name}", params(("name" = String, Path)), request_body = ResizeRequest, responses(
     (status = 202, body = Accepted),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 422, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn resize(
     State(ctx): State<Ctx>,
@@ -333,7 +331,7 @@ pub(crate) async fn resize(
         )));
     }
     if wanted == current {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Unprocessable(format!(
             "instance {name} already has cpus {} and memory {}; nothing to change",
             current.cpus, current.memory
         )));

@@ -3,18 +3,18 @@
 mod accounts;
 mod instances;
 mod params;
+mod problems;
 mod tasks;
 
 use crate::error::{ApiError, Problem};
 use crate::Ctx;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::time::Duration;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -43,9 +43,19 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Largest request body the API reads; a larger one is answered 413.
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
+
 /// The OpenAPI document, generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    routes_and_document().1
+}
+
+/// The routes and their document, completed with the statuses every operation shares.
+fn routes_and_document() -> (Router<Ctx>, utoipa::openapi::OpenApi) {
+    let (api, mut doc) = api_routes().split_for_parts();
+    problems::complete(&mut doc);
+    (api, doc)
 }
 
 fn api_routes() -> OpenApiRouter<Ctx> {
@@ -106,7 +116,7 @@ pub(crate) async fn ca(State(ctx): State<Ctx>) -> Json<crate::CaView> {
 
 /// The whole HTTP surface.
 pub fn router(ctx: Ctx) -> Router {
-    let (api, doc) = api_routes().split_for_parts();
+    let (api, doc) = routes_and_document();
     let doc = std::sync::Arc::new(doc);
     let api = api
         .route(
@@ -121,13 +131,35 @@ pub fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)
-        .layer(RequestBodyLimitLayer::new(64 * 1024))
+        // In the extractors (not a tower layer), so an oversized body is a 413
+        // problem document like every other refusal.
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(60),
+            REQUEST_TIMEOUT,
         ))
+        .layer(middleware::map_response(timeout_as_problem))
         .with_state(ctx)
+}
+
+/// How long a request may take before it is abandoned with 408.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The timeout layer answers with an empty 408; make it a problem document like
+/// every other status the API answers.
+async fn timeout_as_problem(resp: Response) -> Response {
+    if resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT
+        && !resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return ApiError::TimedOut(format!(
+            "the request took longer than {}s and was abandoned; retry, and if it happens again \
+             the serve log says what was slow",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+        .into_response();
+    }
+    resp
 }
 
 async fn require_token(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
@@ -157,6 +189,104 @@ mod tests {
     fn openapi_document_is_stable() {
         let doc = serde_json::to_value(openapi()).expect("serialisable");
         insta::assert_json_snapshot!("openapi", doc);
+    }
+
+    /// Every operation lists the statuses the layers around it can answer, each a
+    /// problem document, and has its own operation id (generated clients name
+    /// methods after it).
+    #[test]
+    fn every_operation_lists_its_problems() {
+        let doc = serde_json::to_value(openapi()).expect("serialisable");
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let responses = op["responses"].as_object().expect("responses");
+                let mut must = vec!["401"];
+                if path != "/v1/info" {
+                    must.extend(["408", "500", "503"]);
+                }
+                if op.get("requestBody").is_some() {
+                    must.extend(["400", "413", "415"]);
+                }
+                if op.get("parameters").is_some() {
+                    must.push("400");
+                }
+                for status in must {
+                    let r = &responses[status];
+                    assert!(
+                        r["content"]["application/problem+json"]["schema"]["$ref"]
+                            == "#/components/schemas/Problem",
+                        "{method} {path} lacks a problem response {status}"
+                    );
+                }
+                let id = op["operationId"].as_str().expect("operation id");
+                assert!(ids.insert(id.to_owned()), "operation id {id} is used twice");
+            }
+        }
+    }
+
+    /// Path parameters carry the same rules as the bodies that name the same things.
+    #[test]
+    fn path_parameters_carry_their_rules() {
+        let doc = serde_json::to_value(openapi()).expect("serialisable");
+        let params = doc["paths"]["/v1/instances/{name}/users/{user}"]["delete"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .clone();
+        assert_eq!(
+            params[0]["schema"]["pattern"],
+            berth_model::name::NAME_PATTERN
+        );
+        assert_eq!(
+            params[1]["schema"]["pattern"],
+            berth_model::account::IDENT_PATTERN
+        );
+        let q = &doc["paths"]["/v1/tasks"]["get"]["parameters"];
+        assert!(q
+            .as_array()
+            .expect("query")
+            .iter()
+            .all(|p| p["in"] == "query" && p["required"] == false));
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_but_refused_value_is_422_and_a_malformed_one_400() {
+        let r = ApiError::from(berth_model::SpecError::Size(
+            berth_model::SizeError::TooSmall {
+                what: "memory",
+                input: "64MiB".into(),
+                min: "128MiB".into(),
+            },
+        ))
+        .into_response();
+        assert_eq!(r.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+        let r = ApiError::from(
+            "Bad:owner"
+                .parse::<berth_model::account::Grant>()
+                .expect_err("bad"),
+        )
+        .into_response();
+        assert_eq!(r.status(), axum::http::StatusCode::BAD_REQUEST);
+        let r = ApiError::from(
+            "postgres"
+                .parse::<berth_model::account::DbName>()
+                .expect_err("reserved"),
+        )
+        .into_response();
+        assert_eq!(r.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_is_a_problem_document() {
+        // What tower-http's timeout layer answers: a status and nothing else.
+        let mut empty = axum::http::StatusCode::REQUEST_TIMEOUT.into_response();
+        empty.headers_mut().remove(header::CONTENT_TYPE);
+        let resp = timeout_as_problem(empty).await;
+        assert_eq!(resp.status(), axum::http::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,8 @@
 //! reconcile catches up any instance that was busy or stopped (a stopped instance
 //! receives the settings when it starts).
 
-use crate::error::{ApiError, Problem};
+use super::problems::{Conflict, NotFound, Unprocessable};
+use crate::error::ApiError;
 use crate::views::{InstanceView, TaskView};
 use crate::Ctx;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -82,7 +83,7 @@ fn check_all(
                         ParamError::RunsCode(_) | ParamError::ControlCharacter(_) => {
                             ApiError::SettingRefused(detail)
                         }
-                        _ => ApiError::InvalidRequest(detail),
+                        _ => ApiError::Unprocessable(detail),
                     }
                 })
         })
@@ -106,11 +107,14 @@ pub(crate) fn fits(
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateGroup {
     /// Name (lowercase letters, digits, hyphens).
+    #[schema(schema_with = berth_model::schema::instance_name)]
     name: String,
     /// `postgres` or `mariadb`.
+    #[schema(schema_with = berth_model::schema::engine)]
     engine: String,
     /// Major version; the engine's newest when absent.
     #[serde(default)]
+    #[schema(schema_with = berth_model::schema::optional_version)]
     version: Option<String>,
     /// What it is for.
     #[serde(default)]
@@ -121,7 +125,7 @@ pub(crate) struct CreateGroup {
 }
 
 /// Parameter groups, by name.
-#[utoipa::path(get, path = "/v1/parameter-groups", responses((status = 200, body = [GroupView])))]
+#[utoipa::path(get, operation_id = "list_parameter_groups", path = "/v1/parameter-groups", responses((status = 200, body = [GroupView])))]
 pub(crate) async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<GroupView>>, ApiError> {
     let mut out = vec![];
     for g in ctx.store.list_groups().await? {
@@ -131,10 +135,9 @@ pub(crate) async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<GroupView>>,
 }
 
 /// Create a parameter group.
-#[utoipa::path(post, path = "/v1/parameter-groups", request_body = CreateGroup, responses(
+#[utoipa::path(post, operation_id = "create_parameter_group", path = "/v1/parameter-groups", request_body = CreateGroup, responses(
     (status = 201, body = GroupView),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    Conflict, Unprocessable,
 ))]
 pub(crate) async fn create(
     State(ctx): State<Ctx>,
@@ -150,7 +153,7 @@ pub(crate) async fn create(
     let version = match &req.version {
         Some(v) => kind
             .version(v)
-            .map_err(|e| ApiError::InvalidRequest(e.to_string()))?,
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
         None => kind.default_version(),
     };
     let catalog = ctx.catalog(kind, &version).await?;
@@ -179,9 +182,9 @@ pub(crate) async fn create(
 }
 
 /// One parameter group.
-#[utoipa::path(get, path = "/v1/parameter-groups/{group}", params(("group" = String, Path)), responses(
+#[utoipa::path(get, operation_id = "show_parameter_group", path = "/v1/parameter-groups/{group}", params(("group" = String, Path)), responses(
     (status = 200, body = GroupView),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound,
 ))]
 pub(crate) async fn show(
     State(ctx): State<Ctx>,
@@ -226,10 +229,9 @@ async fn reconfigure(ctx: &Ctx, inst: &InstanceRecord) -> Result<Option<TaskReco
 
 /// Change settings; they are applied to every attached instance (live where the
 /// engine can, else marked pending restart).
-#[utoipa::path(patch, path = "/v1/parameter-groups/{group}", params(("group" = String, Path)), request_body = UpdateGroup, responses(
+#[utoipa::path(patch, operation_id = "update_parameter_group", path = "/v1/parameter-groups/{group}", params(("group" = String, Path)), request_body = UpdateGroup, responses(
     (status = 200, body = GroupChanged),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound, Unprocessable,
 ))]
 pub(crate) async fn update(
     State(ctx): State<Ctx>,
@@ -238,7 +240,7 @@ pub(crate) async fn update(
 ) -> Result<Json<GroupChanged>, ApiError> {
     let Json(req) = body?;
     if req.set.is_empty() && req.unset.is_empty() {
-        return Err(ApiError::InvalidRequest(
+        return Err(ApiError::Unprocessable(
             "nothing to change: give settings to set or unset".into(),
         ));
     }
@@ -251,7 +253,7 @@ pub(crate) async fn update(
         .map(|k| k.trim().to_ascii_lowercase())
         .collect();
     if let Some(k) = unset.iter().find(|k| !g.params.contains_key(*k)) {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Unprocessable(format!(
             "group {group} does not set {k}; nothing was changed"
         )));
     }
@@ -270,10 +272,9 @@ pub(crate) async fn update(
 }
 
 /// Delete a group no instance uses.
-#[utoipa::path(delete, path = "/v1/parameter-groups/{group}", params(("group" = String, Path)), responses(
+#[utoipa::path(delete, operation_id = "delete_parameter_group", path = "/v1/parameter-groups/{group}", params(("group" = String, Path)), responses(
     (status = 204),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict,
 ))]
 pub(crate) async fn delete(
     State(ctx): State<Ctx>,
@@ -288,6 +289,7 @@ pub(crate) async fn delete(
 #[serde(deny_unknown_fields)]
 pub(crate) struct AttachGroup {
     /// The group, or null to detach.
+    #[schema(schema_with = berth_model::schema::optional_group)]
     group: Option<String>,
 }
 
@@ -309,24 +311,22 @@ pub(crate) async fn check_attachable(
 ) -> Result<ParamGroup, ApiError> {
     let g = ctx.store.group(group).await?;
     if g.engine != engine_kind || &g.version != version {
-        return Err(ApiError::InvalidRequest(format!(
+        return Err(ApiError::Unprocessable(format!(
             "parameter group {group} is for {} {}, not {engine_kind} {version}",
             g.engine, g.version
         )));
     }
     engine(engine_kind)
         .check_fits(&g.params, memory_mib)
-        .map_err(|why| ApiError::InvalidRequest(format!("{why}; nothing was changed")))?;
+        .map_err(|why| ApiError::Unprocessable(format!("{why}; nothing was changed")))?;
     Ok(g)
 }
 
 /// Attach a parameter group to an instance (or detach with null).
-#[utoipa::path(put, path = "/v1/instances/{name}/parameter-group", params(("name" = String, Path)), request_body = AttachGroup, responses(
+#[utoipa::path(put, operation_id = "attach_parameter_group", path = "/v1/instances/{name}/parameter-group", params(("name" = String, Path)), request_body = AttachGroup, responses(
     (status = 200, body = Attached),
     (status = 202, body = Attached),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
+    NotFound, Conflict, Unprocessable,
 ))]
 pub(crate) async fn attach(
     State(ctx): State<Ctx>,
@@ -392,6 +392,7 @@ pub(crate) async fn attach(
 
 /// Catalog filters.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CatalogQuery {
     /// Only settings whose name contains this.
@@ -401,7 +402,7 @@ pub(crate) struct CatalogQuery {
 /// Every setting of an engine version, as the engine itself describes them.
 #[utoipa::path(get, path = "/v1/catalog/{engine}/{version}", params(("engine" = String, Path), ("version" = String, Path), CatalogQuery), responses(
     (status = 200, body = [ParamSpec]),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
+    Unprocessable,
 ))]
 pub(crate) async fn catalog(
     State(ctx): State<Ctx>,
@@ -414,7 +415,7 @@ pub(crate) async fn catalog(
         .map_err(|e| ApiError::InvalidRequest(format!("{e}")))?;
     let version = kind
         .version(&version)
-        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     let catalog = ctx.catalog(kind, &version).await?;
     let search = q.search.unwrap_or_default().to_ascii_lowercase();
     Ok(Json(

@@ -1,6 +1,7 @@
 //! `/v1/tasks`.
 
-use crate::error::{ApiError, Problem};
+use super::problems::NotFound;
+use crate::error::ApiError;
 use crate::views::TaskView;
 use crate::Ctx;
 use axum::extract::{Path, Query, State};
@@ -10,18 +11,20 @@ use serde::Deserialize;
 
 /// Filters for the task list.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TaskQuery {
     /// Only tasks of this instance (by name).
     instance: Option<String>,
     /// At most this many, newest first (default 50, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// Recent tasks, newest first.
-#[utoipa::path(get, path = "/v1/tasks", params(TaskQuery), responses(
+#[utoipa::path(get, operation_id = "list_tasks", path = "/v1/tasks", params(TaskQuery), responses(
     (status = 200, body = [TaskView]),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound,
 ))]
 pub(crate) async fn list(
     State(ctx): State<Ctx>,
@@ -48,9 +51,9 @@ pub(crate) async fn list(
 }
 
 /// One task, with its steps and progress.
-#[utoipa::path(get, path = "/v1/tasks/{id}", params(("id" = String, Path, description = "Task id")), responses(
+#[utoipa::path(get, operation_id = "show_task", path = "/v1/tasks/{id}", params(("id" = String, Path, description = "Task id")), responses(
     (status = 200, body = TaskView),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+    NotFound,
 ))]
 pub(crate) async fn show(
     State(ctx): State<Ctx>,
