@@ -1,0 +1,164 @@
+//! The instance commands, each top-level (`berth create`, `berth list`, …):
+//! create, list, show, start/stop/restart, resize, delete, and the ways in:
+//! credentials, ca, connect.
+
+use crate::env::{follow, Env};
+use berth_cli::CreateArgs;
+
+#[derive(clap::Args)]
+pub struct CreateCmd {
+    /// Instance name.
+    name: String,
+    /// Engine.
+    #[arg(long)]
+    engine: String,
+    /// Engine major version (default: newest).
+    #[arg(long)]
+    version: Option<String>,
+    /// CPU cores, like 0.5 or 2.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory, like 512MiB or 2GiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Storage, like 10GiB.
+    #[arg(long)]
+    storage: Option<String>,
+    /// Parameter group to attach.
+    #[arg(long)]
+    params: Option<String>,
+    /// Host port of the endpoint, fixed for the instance's life (default: a free one).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub async fn create(c: CreateCmd, env: &Env) -> anyhow::Result<u8> {
+    let args = CreateArgs {
+        name: c.name,
+        engine: c.engine,
+        version: c.version,
+        cpus: c.cpus,
+        memory: c.memory,
+        storage: c.storage,
+        params: c.params,
+        port: c.port,
+    };
+    berth_cli::create(&env.client()?, args, follow(c.no_wait), env.fmt).await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct ListCmd {}
+
+pub async fn list(_: ListCmd, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::list(&env.client()?, env.fmt).await?;
+    Ok(0)
+}
+
+/// An instance named on its own: `show`, `credentials`.
+#[derive(clap::Args)]
+pub struct NameCmd {
+    /// Instance name.
+    name: String,
+}
+
+pub async fn show(c: NameCmd, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::show(&env.client()?, &c.name, env.fmt).await?;
+    Ok(0)
+}
+
+/// `start`, `stop` and `restart`: an instance and whether to wait.
+#[derive(clap::Args)]
+pub struct ActionCmd {
+    /// Instance name.
+    name: String,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// `verb` is the API action: `start`, `stop` or `restart`.
+pub async fn action(c: ActionCmd, verb: &str, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::action(&env.client()?, &c.name, verb, follow(c.no_wait), env.fmt).await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct ResizeCmd {
+    /// Instance name.
+    name: String,
+    /// CPU cores, like 0.5 or 2.
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory, like 512MiB or 2GiB.
+    #[arg(long)]
+    memory: Option<String>,
+    /// Storage (only where the volume driver can grow it).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub async fn resize(c: ResizeCmd, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::resize(
+        &env.client()?,
+        &c.name,
+        c.cpus,
+        c.memory,
+        c.storage,
+        follow(c.no_wait),
+        env.fmt,
+    )
+    .await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct DeleteCmd {
+    /// Instance name.
+    name: String,
+    /// Also remove the data volume.
+    #[arg(long)]
+    purge: bool,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub async fn delete(c: DeleteCmd, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::delete(&env.client()?, &c.name, c.purge, follow(c.no_wait), env.fmt).await?;
+    Ok(0)
+}
+
+pub async fn credentials(c: NameCmd, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::credentials(&env.client()?, &c.name, env.fmt).await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct CaCmd {}
+
+pub async fn ca(_: CaCmd, env: &Env) -> anyhow::Result<u8> {
+    berth_cli::ca(&env.client()?, env.fmt).await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct ConnectCmd {
+    /// Instance name.
+    name: String,
+    /// Arguments passed on to the client (after `--`).
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+/// Exits with the client's own exit code.
+pub async fn connect(c: ConnectCmd, env: &Env) -> anyhow::Result<u8> {
+    let code = berth_cli::connect(&env.client()?, &c.name, &c.args).await?;
+    Ok(u8::try_from(code).unwrap_or(1))
+}
