@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod events;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -160,6 +162,8 @@ enum Command {
         #[arg(long)]
         token_file: PathBuf,
     },
+    /// Show the event log: what changed, in order.
+    Events(events::EventsArgs),
     /// List recent tasks.
     Tasks {
         /// Only this instance's.
@@ -368,6 +372,9 @@ struct ServeArgs {
     /// Give up on an engine image build (or pull) that takes longer than this.
     #[arg(long, env = "BERTH_IMAGE_BUILD_TIMEOUT", default_value = "20m", value_parser = humantime::parse_duration)]
     image_build_timeout: std::time::Duration,
+    /// How long the event log keeps events (at least 1d; a shorter one is refused).
+    #[arg(long, env = "BERTH_EVENT_RETENTION", default_value = "30d", value_parser = berth_model::event::parse_retention)]
+    event_retention: std::time::Duration,
     /// Point the CLI configuration at this installation even if one exists already
     /// (by default it is written only when there is none).
     #[arg(long)]
@@ -452,6 +459,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 image_build_timeout: args.image_build_timeout,
                 image_cache: args.image_cache.unwrap_or_else(default_image_cache),
                 reconcile_interval: args.reconcile_interval,
+                event_retention: args.event_retention,
                 agent_binary: std::env::current_exe().context("finding the berth binary")?,
                 upstream_images: args.images,
             };
@@ -700,6 +708,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(0)
         }
+        Command::Events(a) => events::run(&client()?, a, fmt).await,
         Command::Tasks { instance, limit } => {
             berth_cli::tasks(&client()?, instance.as_deref(), limit, fmt).await?;
             Ok(0)
