@@ -264,7 +264,7 @@ impl Store {
             let pending = pending_restart.unwrap_or(&[]);
             let mut message = match group {
                 Some(g) => format!("parameters of group {g} (revision {revision}) applied"),
-                None => "no parameter group: engine defaults applied".to_owned(),
+                None => "settings applied (no parameter group)".to_owned(),
             };
             if !pending.is_empty() {
                 message.push_str(&format!("; waiting for a restart: {}", pending.join(", ")));

@@ -221,6 +221,8 @@ impl Follow {
 
 /// Writes an `api` event for every call that changed something (a method other
 /// than GET or HEAD answered with success), after the answer's status is known.
+/// The path without its query (names of instances, users, groups: no secret; a
+/// password is only ever in a body or an answer, which are not looked at).
 pub(crate) async fn record_api_call(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let template = req
@@ -245,10 +247,11 @@ pub(crate) async fn record_api_call(State(ctx): State<Ctx>, req: Request, next: 
         instance_id: None,
         instance_name: instance,
         kind: EventKind::Api,
-        message: format!("{method} {template} answered {status} (token {who})"),
+        message: format!("{method} {path} answered {status} (token {who})"),
         details: serde_json::json!({
             "method": method.as_str(),
             "path": template,
+            "target": path,
             "status": status,
             "token": who,
         }),
