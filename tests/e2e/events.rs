@@ -169,19 +169,42 @@ async fn a_lifecycle_is_logged_in_order_durably_followed_and_without_secrets() -
     }
     assert_eq!(paged, seqs);
 
-    // Following: history first, then a new event as it happens.
+    // The CLI shows the same log: an array with -o json, a table otherwise.
+    let shown = b.cli_json(&["events", &name])?;
+    assert_eq!(shown.as_array().map(Vec::len), Some(events.len()));
+    let table = b.cli(&["events", &name, "--since", "1h"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("TIME") && table.contains("instance.restarted"),
+        "{table}"
+    );
+
+    // Following: history first; then SIGKILL and start `berth serve` again: the
+    // follower reconnects after the last event it saw, and everything is still there.
     let follower = Follower::spawn(&b, &name)?;
     let mut followed = follower.until("instance.restarted", Duration::from_secs(30))?;
-    b.cli_json(&["delete", &name, "--purge"])?;
-    followed.extend(follower.until("instance.deleted", Duration::from_secs(60))?);
-    drop(follower);
-
-    // SIGKILL and start again: everything is still there, as it was.
     let before = all_events(&b, &name).await?;
-    assert_eq!(kinds(&before).last(), Some(&"task.succeeded"));
     b.restart().await?;
     let after_restart = all_events(&b, &name).await?;
     assert_eq!(after_restart[..before.len()], before[..]);
+
+    // A new event is printed as it happens, each event once across the reconnect.
+    b.cli_json(&["delete", &name, "--purge"])?;
+    followed.extend(follower.until("instance.deleted", Duration::from_secs(60))?);
+    drop(follower);
+    let followed_seqs: Vec<i64> = followed
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?["seq"].as_i64())
+        .collect();
+    assert!(
+        followed_seqs.windows(2).all(|w| w[0] < w[1]),
+        "followed twice or out of order: {followed_seqs:?}"
+    );
+    // History first, from the start: what the API listed, then what came after.
+    assert_eq!(
+        followed_seqs[..seqs.len().min(followed_seqs.len())],
+        seqs[..]
+    );
 
     // No password in any event, nor in the stream.
     let everything = b.get("/v1/events?limit=1000").await?.to_string();
