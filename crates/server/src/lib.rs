@@ -180,6 +180,9 @@ pub struct Ctx {
     pub catalogs: Arc<tokio::sync::Mutex<CatalogCache>>,
     /// The certificate authority that signs instances' server certificates.
     pub ca: Arc<tls::Ca>,
+    /// Set when the control plane is stopping: long-lived responses (event streams)
+    /// end, so a graceful shutdown does not wait on them forever.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -356,6 +359,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         reported: Default::default(),
         catalogs: Default::default(),
         ca,
+        stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         _lock: Arc::new(lock),
     };
     Ok(ctx)
@@ -385,8 +389,13 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(io(format!("listening on {listen}")))?;
     let app = api::router(ctx.clone());
+    let stopping = ctx.stopping.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Event streams never end by themselves: end them, or shutdown waits.
+            stopping.send_replace(true);
+        })
         .await
         .map_err(io("serving the API"))?;
     info!("berth control plane stopped; running databases keep serving");

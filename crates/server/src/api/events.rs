@@ -150,7 +150,7 @@ const FALLBACK_POLL: Duration = Duration::from_secs(2);
 #[utoipa::path(get, operation_id = "stream_events", path = "/v1/events/stream", params(EventQuery,
     ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq (wins over `after`)"),
 ), responses(
-    (status = 200, content_type = "text/event-stream", body = Event, description = "One `event` message per event, `data` the event as JSON, `id` its seq"),
+    (status = 200, content_type = "text/event-stream", body = Event, description = "One message per event (no `event:` name, so `onmessage` gets all): `data` the event as JSON, `id` its seq"),
     Unprocessable,
 ))]
 pub(crate) async fn stream(
@@ -173,15 +173,15 @@ pub(crate) async fn stream(
     let filter = q.filter(last)?;
     let state = Follow {
         wake: ctx.store.subscribe_events(),
+        stopping: ctx.stopping.subscribe(),
         ctx,
         filter,
         buffer: VecDeque::new(),
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
-        let event = s.next().await;
+        let event = s.next().await?;
         let msg = SseEvent::default()
             .id(event.seq.to_string())
-            .event(event.kind.as_str())
             .json_data(&event)
             .unwrap_or_else(|_| SseEvent::default().comment("unserialisable event"));
         Some((Ok(msg), s))
@@ -193,16 +193,22 @@ pub(crate) async fn stream(
 struct Follow {
     ctx: Ctx,
     wake: tokio::sync::watch::Receiver<u64>,
+    stopping: tokio::sync::watch::Receiver<bool>,
     filter: EventFilter,
     buffer: VecDeque<Event>,
 }
 
 impl Follow {
-    async fn next(&mut self) -> Event {
+    /// The next event, waiting for it; `None` when the control plane stops (the
+    /// client reconnects with `Last-Event-ID` to the next one).
+    async fn next(&mut self) -> Option<Event> {
         loop {
+            if *self.stopping.borrow() {
+                return None;
+            }
             if let Some(e) = self.buffer.pop_front() {
                 self.filter.after = e.seq;
-                return e;
+                return Some(e);
             }
             // Mark seen before reading, so a commit after the read wakes us.
             self.wake.borrow_and_update();
@@ -214,7 +220,10 @@ impl Follow {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "event stream cannot read the store; retrying"),
             }
-            let _ = tokio::time::timeout(FALLBACK_POLL, self.wake.changed()).await;
+            tokio::select! {
+                _ = tokio::time::timeout(FALLBACK_POLL, self.wake.changed()) => {}
+                _ = self.stopping.changed() => {}
+            }
         }
     }
 }
