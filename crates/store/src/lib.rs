@@ -21,7 +21,7 @@ use berth_model::{
 };
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -267,7 +267,7 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<InstanceStatus> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let to = apply_in_tx(&mut tx, id, event, detail).await?;
+        let to = rows::apply_in_tx(&mut tx, id, event, detail).await?;
         tx.commit().await?;
         self.events_written();
         Ok(to)
@@ -284,13 +284,13 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(event) = event {
-            match apply_in_tx(&mut tx, task.instance_id, event, detail).await {
+            match rows::apply_in_tx(&mut tx, task.instance_id, event, detail).await {
                 // The instance moved on (a delete's `forget`): the task still ends.
                 Ok(_) | Err(StoreError::InvalidTransition { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
-        update_task_in(&mut tx, task).await?;
+        rows::update_task_in(&mut tx, task).await?;
         events::insert(&mut tx, &events::task_ended(task)).await?;
         tx.commit().await?;
         self.events_written();
@@ -427,7 +427,7 @@ impl Store {
     /// Saves a task's state, steps and error.
     pub async fn update_task(&self, task: &TaskRecord) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
-        update_task_in(&mut conn, task).await
+        rows::update_task_in(&mut conn, task).await
     }
 
     /// A task by id.
@@ -479,62 +479,6 @@ impl Store {
             .filter_map(|p| u16::try_from(p).ok())
             .collect())
     }
-}
-
-/// Applies an event to an instance's status inside the caller's transaction, with
-/// the lifecycle event it is (if any, see `model::event::for_transition`).
-async fn apply_in_tx(
-    conn: &mut SqliteConnection,
-    id: InstanceId,
-    event: InstanceEvent,
-    detail: Option<&str>,
-) -> Result<InstanceStatus> {
-    let (inst, to) = rows::transition(conn, id, event).await?;
-    if to != inst.status || detail != inst.status_detail.as_deref() {
-        rows::set_status(conn, id, to, detail).await?;
-    }
-    // A restart (or a fresh start) applies every pending setting.
-    if matches!(
-        event,
-        InstanceEvent::Succeeded(TaskKind::Restart | TaskKind::Start | TaskKind::Repair)
-    ) && !inst.pending_restart.is_empty()
-    {
-        sqlx::query("UPDATE instances SET pending_restart = '[]' WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
-    if to == InstanceStatus::Deleted {
-        sqlx::query("UPDATE instances SET deleted_at = ? WHERE id = ?")
-            .bind(now())
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
-    }
-    if let Some((kind, message)) =
-        berth_model::event::for_transition(inst.status, to, event, detail)
-    {
-        let details = json!({ "from": inst.status, "to": to, "reason": detail });
-        events::insert(
-            conn,
-            &NewEvent::instance(id, inst.name.as_str(), kind, message, details),
-        )
-        .await?;
-    }
-    Ok(to)
-}
-
-async fn update_task_in(conn: &mut SqliteConnection, task: &TaskRecord) -> Result<()> {
-    let steps = serde_json::to_string(&task.steps).unwrap_or_else(|_| "[]".into());
-    sqlx::query("UPDATE tasks SET state = ?, steps = ?, error = ?, updated_at = ? WHERE id = ?")
-        .bind(task.state.as_str())
-        .bind(steps)
-        .bind(task.error.as_deref())
-        .bind(now())
-        .bind(task.id.to_string())
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// What the store knows about an instance id found on a Docker object.
