@@ -114,6 +114,9 @@ common=(
   --request-timeout 60
   --suppress-health-check too_slow,filter_too_much
   --no-color
+  # The event stream never ends by design (server-sent events); its query is the
+  # one of list_events, which is checked.
+  --exclude-operation-id stream_events
 )
 status=0
 

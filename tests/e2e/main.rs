@@ -6,6 +6,7 @@ mod accounts;
 mod bad_input;
 mod bootstrap;
 mod cli_config;
+mod events;
 mod faults;
 mod lifecycle;
 mod many;

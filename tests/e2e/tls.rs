@@ -217,6 +217,22 @@ async fn renewal(engine: &str, process: &str) -> Result<()> {
         },
     )
     .await?;
+    // The renewal is in the event log, with its reason.
+    let events = b
+        .get(&format!("/v1/events?instance={name}&limit=1000"))
+        .await?;
+    let renewal = events["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["kind"] == "certificate.renewed")
+        .context("no certificate.renewed event")?;
+    assert!(
+        renewal["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("host names changed")),
+        "{renewal}"
+    );
 
     // The printed command now names the new host, and the server proves it.
     let creds = b.cli_json(&["credentials", &name])?;

@@ -9,6 +9,7 @@
 mod accounts;
 mod agent;
 mod env;
+mod events;
 mod image;
 mod instances;
 mod login;
@@ -97,6 +98,8 @@ enum Command {
     Tasks(tasks::TasksCmd),
     /// Show a task; --wait follows it to its end.
     Task(tasks::TaskCmd),
+    /// Show the event log: what changed, in order.
+    Events(events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -161,6 +164,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Login(a) => login::run(a, env).await,
         Command::Tasks(a) => tasks::list(a, env).await,
         Command::Task(a) => tasks::show(a, env).await,
+        Command::Events(a) => events::run(a, env).await,
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Give up on an engine image build (or pull) that takes longer than this.
     #[arg(long, env = "BERTH_IMAGE_BUILD_TIMEOUT", default_value = "20m", value_parser = humantime::parse_duration)]
     image_build_timeout: std::time::Duration,
+    /// How long the event log keeps events (at least 1d; a shorter one is refused).
+    #[arg(long, env = "BERTH_EVENT_RETENTION", default_value = "30d", value_parser = berth_model::event::parse_retention)]
+    event_retention: std::time::Duration,
     /// Point the CLI configuration at this installation even if one exists already
     /// (by default it is written only when there is none).
     #[arg(long)]
@@ -54,6 +57,7 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         cli_config: env.config.clone().or_else(berth_cli::default_config_path),
         write_cli_config: args.write_cli_config,
         image_build_timeout: args.image_build_timeout,
+        event_retention: args.event_retention,
         image_cache: args.image_cache.unwrap_or_else(default_image_cache),
         reconcile_interval: args.reconcile_interval,
         agent_binary: std::env::current_exe().context("finding the berth binary")?,

@@ -133,6 +133,49 @@ impl Client {
             .map(drop)
     }
 
+    /// Opens a long-lived GET (server-sent events): no overall timeout, only one for
+    /// connecting; `last_event_id` resumes after that event.
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<reqwest::Response> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let mut req = http
+            .get(format!("{}{path}", self.url))
+            .header("accept", "text/event-stream")
+            .bearer_auth(&self.token);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.map_err(|e| CliError::Unreachable {
+            url: self.url.clone(),
+            reason: e.without_url().to_string(),
+        })?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            return Err(CliError::Api {
+                status: status.as_u16(),
+                kind: problem["type"].as_str().unwrap_or("").to_owned(),
+                detail: problem["detail"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("the API answered {status}")),
+            });
+        }
+        Ok(resp)
+    }
+
+    /// The control plane's URL (for messages).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// GET a path under the API URL.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.http.get(format!("{}{path}", self.url)))

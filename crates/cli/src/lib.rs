@@ -3,6 +3,7 @@
 
 mod accounts;
 mod client;
+pub mod events;
 mod login;
 mod output;
 pub mod params;

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod agent;
 pub mod engine;
+pub mod event;
 pub mod ids;
 pub mod labels;
 pub mod name;
@@ -20,6 +21,7 @@ pub mod task;
 pub mod tls;
 
 pub use engine::{EngineKind, EngineVersion};
+pub use event::{Event, EventKind, NewEvent};
 pub use ids::{InstanceId, MemberId, ProjectId, SiteId, TaskId};
 pub use name::InstanceName;
 pub use record::{InstanceRecord, ParamGroup, TaskRecord};

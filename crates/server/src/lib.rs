@@ -55,6 +55,9 @@ pub enum ServeError {
     /// Docker.
     #[error(transparent)]
     Runtime(#[from] berth_runtime::RuntimeError),
+    /// A setting `berth serve` was given cannot be used.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Result of starting the control plane.
@@ -81,6 +84,8 @@ pub struct Config {
     pub image_build_timeout: Duration,
     /// How often reconcile runs.
     pub reconcile_interval: Duration,
+    /// How long events are kept (at least `model::event::MIN_RETENTION`).
+    pub event_retention: Duration,
     /// The `berth` binary members run as their agent.
     pub agent_binary: PathBuf,
     /// Upstream images to use instead of building, per engine version (where a
@@ -175,6 +180,9 @@ pub struct Ctx {
     pub catalogs: Arc<tokio::sync::Mutex<CatalogCache>>,
     /// The certificate authority that signs instances' server certificates.
     pub ca: Arc<tls::Ca>,
+    /// Set when the control plane is stopping: long-lived responses (event streams)
+    /// end, so a graceful shutdown does not wait on them forever.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -305,6 +313,13 @@ pub fn hash_binary(path: &std::path::Path) -> std::io::Result<String> {
 /// Opens everything and returns the shared context, without serving yet.
 pub async fn start(config: Config) -> Result<Ctx> {
     use std::os::unix::fs::PermissionsExt;
+    // Never silently shorter: a retention below the least is refused, not raised.
+    if config.event_retention < berth_model::event::MIN_RETENTION {
+        return Err(ServeError::Invalid(format!(
+            "an event retention of {}s is shorter than the least Berth keeps (1d); give --event-retention 1d or more",
+            config.event_retention.as_secs()
+        )));
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -344,6 +359,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         reported: Default::default(),
         catalogs: Default::default(),
         ca,
+        stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         _lock: Arc::new(lock),
     };
     Ok(ctx)
@@ -368,16 +384,42 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     tokio::spawn(prebuild_images(ctx.clone()));
     tokio::spawn(reconcile::run_forever(ctx.clone()));
+    tokio::spawn(prune_events_forever(ctx.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(io(format!("listening on {listen}")))?;
     let app = api::router(ctx.clone());
+    let stopping = ctx.stopping.clone();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Event streams never end by themselves: end them, or shutdown waits.
+            stopping.send_replace(true);
+        })
         .await
         .map_err(io("serving the API"))?;
     info!("berth control plane stopped; running databases keep serving");
     Ok(())
+}
+
+/// How often events older than the retention are removed.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Removes events older than `--event-retention`, at start and then every hour,
+/// saying how many.
+async fn prune_events_forever(ctx: Ctx) {
+    loop {
+        match ctx.store.prune_events(ctx.config.event_retention).await {
+            Ok(0) => {}
+            Ok(pruned) => info!(
+                pruned,
+                retention_secs = ctx.config.event_retention.as_secs(),
+                "removed events older than the retention"
+            ),
+            Err(e) => warn!(error = %e, "could not prune old events; will try again"),
+        }
+        tokio::time::sleep(PRUNE_EVERY).await;
+    }
 }
 
 async fn prebuild_images(ctx: Ctx) {

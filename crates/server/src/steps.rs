@@ -177,9 +177,8 @@ pub(crate) async fn run(
                 .await
                 .map_err(StepError::Fatal)?;
             ctx.store
-                .set_pending_restart(inst.id, &applied.pending_restart)
+                .params_applied(inst.id, revision, Some(&applied.pending_restart))
                 .await?;
-            ctx.store.mark_params_applied(inst.id, revision).await?;
             Ok(if applied.pending_restart.is_empty() {
                 "every setting applied live".to_owned()
             } else {

@@ -152,20 +152,13 @@ async fn fail(ctx: &Ctx, task: &mut TaskRecord, i: usize, millis: u64, reason: S
     finish(ctx, task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
 }
 
-/// Applies the task's end to the instance, then records the task's end. In that
-/// order: a crash in between re-runs the finish, which finds the event applied.
+/// Applies the task's end to the instance and records the task's end, with their
+/// events, in one store transaction: a crash keeps all of it or none (then the
+/// finish runs again at the next start).
 async fn finish(ctx: &Ctx, task: &TaskRecord, event: InstanceEvent, detail: Option<&str>) {
     // A delete's `forget` step already moved the instance to deleted.
-    if task.kind != TaskKind::Delete || task.state == TaskState::Failed {
-        match ctx.store.apply_event(task.instance_id, event, detail).await {
-            Ok(_) | Err(StoreError::InvalidTransition { .. }) => {}
-            Err(e) => {
-                warn!(error = %e, "cannot record the task's end; it resumes at next start");
-                return;
-            }
-        }
-    }
-    if let Err(e) = ctx.store.update_task(task).await {
+    let event = (task.kind != TaskKind::Delete || task.state == TaskState::Failed).then_some(event);
+    if let Err(e) = ctx.store.finish_task(task, event, detail).await {
         warn!(error = %e, "cannot record the task's end; it resumes at next start");
     }
 }

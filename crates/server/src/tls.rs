@@ -258,6 +258,17 @@ pub(crate) async fn ensure_tls(ctx: &Ctx, inst: &InstanceRecord) -> Result<Strin
     let until = time::OffsetDateTime::from_unix_timestamp(stored.issued.not_after)
         .map(|t| t.date().to_string())
         .unwrap_or_default();
+    // A create's first certificate is part of "instance created"; a later one is news.
+    if let (Some(why), false) = (&why, inst.status == InstanceStatus::Creating) {
+        let event = berth_model::NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            berth_model::EventKind::CertificateRenewed,
+            format!("server certificate renewed ({why}), valid until {until}"),
+            serde_json::json!({ "names": stored.issued.names, "not_after": until, "reason": why.to_string() }),
+        );
+        ctx.store.record_event(&event).await?;
+    }
     Ok(match why {
         Some(why) => format!(
             "issued a server certificate for {} valid until {until} ({why}){live}",

@@ -1,7 +1,10 @@
 //! Parameter groups.
 
 use crate::{now, rows, Result, Store, StoreError};
-use berth_model::{InstanceEvent, InstanceId, InstanceRecord, ParamGroup, TaskRecord};
+use berth_model::{
+    EventKind, InstanceEvent, InstanceId, InstanceRecord, NewEvent, ParamGroup, TaskRecord,
+};
+use serde_json::json;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -112,7 +115,22 @@ impl Store {
         }
         let params = crate::fits::group_params(&mut tx, name).await?;
         crate::fits::check_attached(&mut tx, name, &params, check).await?;
+        let revision: i64 = sqlx::query_scalar("SELECT revision FROM param_groups WHERE name = ?")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        // Names only: a value is data the user chose, and the log is not where it lives.
+        let set_names: Vec<&String> = set.keys().collect();
+        let event = NewEvent {
+            instance_id: None,
+            instance_name: None,
+            kind: EventKind::ParamGroupChanged,
+            message: format!("parameter group {name} changed (revision {revision})"),
+            details: json!({ "group": name, "revision": revision, "set": set_names, "unset": unset }),
+        };
+        crate::events::insert(&mut tx, &event).await?;
         tx.commit().await?;
+        self.events_written();
         self.group(name).await
     }
 
@@ -174,13 +192,27 @@ impl Store {
             status = rows::transition(&mut tx, id, event).await?.1;
             rows::set_status(&mut tx, id, status, None).await?;
             rows::insert_task(&mut tx, task).await?;
+            crate::events::insert(&mut tx, &crate::events::task_began(task, json!({}))).await?;
         }
         sqlx::query("UPDATE instances SET param_group = ? WHERE id = ?")
             .bind(group)
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        let message = match group {
+            Some(g) => format!("parameter group {g} attached"),
+            None => "parameter group detached".to_owned(),
+        };
+        let event = NewEvent::instance(
+            id,
+            inst.name.as_str(),
+            EventKind::ParamGroupAttached,
+            message,
+            json!({ "group": group, "previous": inst.param_group }),
+        );
+        crate::events::insert(&mut tx, &event).await?;
         tx.commit().await?;
+        self.events_written();
         Ok(InstanceRecord {
             status,
             param_group: group.map(str::to_owned),
@@ -188,13 +220,9 @@ impl Store {
         })
     }
 
-    /// Records the group revision a member now runs with.
+    /// Records the group revision a member now runs with (see
+    /// [`Store::params_applied`], which writes its event).
     pub async fn mark_params_applied(&self, id: InstanceId, revision: i64) -> Result<()> {
-        sqlx::query("UPDATE instances SET params_revision = ? WHERE id = ?")
-            .bind(revision)
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.params_applied(id, revision, None).await
     }
 }

@@ -7,20 +7,24 @@
 //! SQLite is the embedded default. The PostgreSQL backend is not written yet; the
 //! schema and queries keep to the SQL both understand.
 
+mod events;
 mod fits;
 mod groups;
 mod rows;
 
+pub use events::{event_now, event_time, EventFilter, Retained};
 pub use fits::FitCheck;
 
 use berth_model::{
     InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceSpec, InstanceStatus,
-    InvalidTransition, ProjectId, SiteId, TaskId, TaskKind, TaskRecord, TaskState,
+    InvalidTransition, NewEvent, ProjectId, SiteId, TaskId, TaskKind, TaskRecord, TaskState,
 };
+use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What can go wrong in the store.
@@ -100,6 +104,8 @@ pub fn now() -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    /// Bumped after every commit that wrote events (see [`Store::subscribe_events`]).
+    events: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -118,7 +124,7 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self::with_pool(pool))
     }
 
     /// An in-memory store, for unit tests of code that needs one.
@@ -129,7 +135,14 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self::with_pool(pool))
+    }
+
+    fn with_pool(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            events: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
     }
 
     /// This installation's site id, made on first use.
@@ -169,13 +182,15 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a token with this SHA-256 exists.
-    pub async fn token_known(&self, sha256_hex: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens WHERE sha256 = ?")
-            .bind(sha256_hex)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n > 0)
+    /// The name of the token with this SHA-256, if there is one (events say who
+    /// changed something by it; never by the token or its hash).
+    pub async fn token_name(&self, sha256_hex: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM tokens WHERE sha256 = ?")
+                .bind(sha256_hex)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Inserts a new instance and its create task in one transaction; its parameter
@@ -218,7 +233,9 @@ impl Store {
         }
         rows::insert_instance(&mut tx, inst).await?;
         rows::insert_task(&mut tx, task).await?;
+        events::insert(&mut tx, &events::task_began(task, json!({}))).await?;
         tx.commit().await?;
+        self.events_written();
         Ok(())
     }
 
@@ -235,7 +252,9 @@ impl Store {
         let (inst, to) = rows::transition(&mut tx, id, event).await?;
         rows::set_status(&mut tx, id, to, None).await?;
         rows::insert_task(&mut tx, task).await?;
+        events::insert(&mut tx, &events::task_began(task, json!({}))).await?;
         tx.commit().await?;
+        self.events_written();
         Ok(InstanceRecord { status: to, ..inst })
     }
 
@@ -248,30 +267,34 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<InstanceStatus> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (inst, to) = rows::transition(&mut tx, id, event).await?;
-        if to != inst.status || detail != inst.status_detail.as_deref() {
-            rows::set_status(&mut tx, id, to, detail).await?;
-        }
-        // A restart (or a fresh start) applies every pending setting.
-        if matches!(
-            event,
-            InstanceEvent::Succeeded(TaskKind::Restart | TaskKind::Start | TaskKind::Repair)
-        ) && !inst.pending_restart.is_empty()
-        {
-            sqlx::query("UPDATE instances SET pending_restart = '[]' WHERE id = ?")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        if to == InstanceStatus::Deleted {
-            sqlx::query("UPDATE instances SET deleted_at = ? WHERE id = ?")
-                .bind(now())
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let to = rows::apply_in_tx(&mut tx, id, event, detail).await?;
         tx.commit().await?;
+        self.events_written();
         Ok(to)
+    }
+
+    /// Records a task's end: applies `event` to the instance (when given, and when
+    /// the status still allows it), saves the task, and writes the events of both,
+    /// in one transaction, so a crash keeps all or none of them.
+    pub async fn finish_task(
+        &self,
+        task: &TaskRecord,
+        event: Option<InstanceEvent>,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(event) = event {
+            match rows::apply_in_tx(&mut tx, task.instance_id, event, detail).await {
+                // The instance moved on (a delete's `forget`): the task still ends.
+                Ok(_) | Err(StoreError::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rows::update_task_in(&mut tx, task).await?;
+        events::insert(&mut tx, &events::task_ended(task)).await?;
+        tx.commit().await?;
+        self.events_written();
+        Ok(())
     }
 
     /// Begins a resize to `wanted` (its target travels in the task's options; the
@@ -299,12 +322,20 @@ impl Store {
         .await?;
         rows::set_status(&mut tx, id, to, None).await?;
         rows::insert_task(&mut tx, task).await?;
+        let details =
+            json!({ "from": events::spec_json(&inst.spec), "to": events::spec_json(wanted) });
+        events::insert(&mut tx, &events::task_began(task, details)).await?;
         tx.commit().await?;
+        self.events_written();
         Ok(InstanceRecord { status: to, ..inst })
     }
 
     /// Records resources Docker has applied.
     pub async fn set_spec(&self, id: InstanceId, spec: &InstanceSpec) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inst = rows::instance_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
         sqlx::query(
             "UPDATE instances SET cpus_millis = ?, memory_mib = ?, storage_mib = ?, updated_at = ? WHERE id = ?",
         )
@@ -313,18 +344,29 @@ impl Store {
         .bind(spec.storage.mib() as i64)
         .bind(now())
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
-    }
-
-    /// Records the settings that wait for a restart (what the engine reported).
-    pub async fn set_pending_restart(&self, id: InstanceId, settings: &[String]) -> Result<()> {
-        sqlx::query("UPDATE instances SET pending_restart = ? WHERE id = ?")
-            .bind(serde_json::to_string(settings).unwrap_or_else(|_| "[]".into()))
-            .bind(id.to_string())
-            .execute(&self.pool)
+        if inst.spec != *spec {
+            let message = format!(
+                "resized from {} cpus, {} memory to {} cpus, {} memory",
+                inst.spec.cpus, inst.spec.memory, spec.cpus, spec.memory
+            );
+            let details =
+                json!({ "from": events::spec_json(&inst.spec), "to": events::spec_json(spec) });
+            events::insert(
+                &mut tx,
+                &NewEvent::instance(
+                    id,
+                    inst.name.as_str(),
+                    berth_model::EventKind::InstanceResized,
+                    message,
+                    details,
+                ),
+            )
             .await?;
+        }
+        tx.commit().await?;
+        self.events_written();
         Ok(())
     }
 
@@ -384,18 +426,8 @@ impl Store {
 
     /// Saves a task's state, steps and error.
     pub async fn update_task(&self, task: &TaskRecord) -> Result<()> {
-        let steps = serde_json::to_string(&task.steps).unwrap_or_else(|_| "[]".into());
-        sqlx::query(
-            "UPDATE tasks SET state = ?, steps = ?, error = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(task.state.as_str())
-        .bind(steps)
-        .bind(task.error.as_deref())
-        .bind(now())
-        .bind(task.id.to_string())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        rows::update_task_in(&mut conn, task).await
     }
 
     /// A task by id.
@@ -467,3 +499,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_tx;
+
+#[cfg(test)]
+mod tests_events;

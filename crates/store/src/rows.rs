@@ -1,10 +1,11 @@
 //! Row mapping between SQL and model records.
 
-use crate::{now, Result, StoreError};
+use crate::{events, now, Result, StoreError};
 use berth_model::{
-    CpuMillis, EngineKind, InstanceId, InstanceRecord, InstanceSpec, InstanceStatus, MemoryMib,
-    ProjectId, Secret, StorageMib, TaskRecord,
+    CpuMillis, EngineKind, InstanceEvent, InstanceId, InstanceRecord, InstanceSpec, InstanceStatus,
+    MemoryMib, NewEvent, ProjectId, Secret, StorageMib, TaskKind, TaskRecord,
 };
+use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
@@ -191,4 +192,60 @@ pub(crate) async fn transition(
             source,
         })?;
     Ok((inst, to))
+}
+
+/// Applies an event to an instance's status inside the caller's transaction, with
+/// the lifecycle event it is (if any, see `model::event::for_transition`).
+pub(crate) async fn apply_in_tx(
+    conn: &mut SqliteConnection,
+    id: InstanceId,
+    event: InstanceEvent,
+    detail: Option<&str>,
+) -> Result<InstanceStatus> {
+    let (inst, to) = transition(conn, id, event).await?;
+    if to != inst.status || detail != inst.status_detail.as_deref() {
+        set_status(conn, id, to, detail).await?;
+    }
+    // A restart (or a fresh start) applies every pending setting.
+    if matches!(
+        event,
+        InstanceEvent::Succeeded(TaskKind::Restart | TaskKind::Start | TaskKind::Repair)
+    ) && !inst.pending_restart.is_empty()
+    {
+        sqlx::query("UPDATE instances SET pending_restart = '[]' WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    if to == InstanceStatus::Deleted {
+        sqlx::query("UPDATE instances SET deleted_at = ? WHERE id = ?")
+            .bind(now())
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some((kind, message)) =
+        berth_model::event::for_transition(inst.status, to, event, detail)
+    {
+        let details = json!({ "from": inst.status, "to": to, "reason": detail });
+        events::insert(
+            conn,
+            &NewEvent::instance(id, inst.name.as_str(), kind, message, details),
+        )
+        .await?;
+    }
+    Ok(to)
+}
+
+pub(crate) async fn update_task_in(conn: &mut SqliteConnection, task: &TaskRecord) -> Result<()> {
+    let steps = serde_json::to_string(&task.steps).unwrap_or_else(|_| "[]".into());
+    sqlx::query("UPDATE tasks SET state = ?, steps = ?, error = ?, updated_at = ? WHERE id = ?")
+        .bind(task.state.as_str())
+        .bind(steps)
+        .bind(task.error.as_deref())
+        .bind(now())
+        .bind(task.id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
 }

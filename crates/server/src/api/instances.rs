@@ -95,7 +95,14 @@ async fn view_of(ctx: &Ctx, inst: &InstanceRecord) -> Result<InstanceView, ApiEr
 pub(crate) async fn create(
     State(ctx): State<Ctx>,
     body: Result<Json<CreateRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        axum::Extension<super::events::EventSubject>,
+        Json<Accepted>,
+    ),
+    ApiError,
+> {
     let Json(req) = body?;
     let host = ctx.runtime.host_capacity().await?;
     let (name, spec) = req.validate(&host)?;
@@ -150,6 +157,7 @@ pub(crate) async fn create(
     ctx.tasks.submit(&ctx, task.id);
     Ok((
         StatusCode::ACCEPTED,
+        axum::Extension(super::events::EventSubject(inst.name.to_string())),
         Json(Accepted {
             task: TaskView::from(&task),
             instance: InstanceView::new(&inst, &ctx.config.endpoint_host),

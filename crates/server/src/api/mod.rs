@@ -1,6 +1,7 @@
 //! The REST API under `/v1`, its OpenAPI document, and `/healthz`.
 
 mod accounts;
+mod events;
 mod instances;
 mod params;
 mod problems;
@@ -79,6 +80,8 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(params::catalog))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
+        .routes(routes!(events::list))
+        .routes(routes!(events::stream))
         .routes(routes!(info))
         .routes(routes!(ca))
 }
@@ -126,6 +129,12 @@ pub fn router(ctx: Ctx) -> Router {
                 async move { Json((*doc).clone()) }
             }),
         )
+        // After routing (the path template is known), inside the token layer (the
+        // token's name is known).
+        .route_layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            events::record_api_call,
+        ))
         .fallback(|| async { ApiError::NotFound("no such API route; see /v1/openapi.json".into()) })
         .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
@@ -162,7 +171,7 @@ async fn timeout_as_problem(resp: Response) -> Response {
     resp
 }
 
-async fn require_token(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+async fn require_token(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -172,9 +181,12 @@ async fn require_token(State(ctx): State<Ctx>, req: Request, next: Next) -> Resp
     let Some(token) = token else {
         return ApiError::Unauthorized.into_response();
     };
-    match ctx.store.token_known(&crate::auth::token_hash(token)).await {
-        Ok(true) => next.run(req).await,
-        Ok(false) => ApiError::Unauthorized.into_response(),
+    match ctx.store.token_name(&crate::auth::token_hash(token)).await {
+        Ok(Some(name)) => {
+            req.extensions_mut().insert(events::TokenName(name));
+            next.run(req).await
+        }
+        Ok(None) => ApiError::Unauthorized.into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
