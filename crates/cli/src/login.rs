@@ -5,8 +5,6 @@
 //! this command: it checks the URL and token against the API before it writes.
 
 use crate::{CliError, Client, Result};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Checks `url` + the token in `token_file` against the API, then writes them to the
@@ -38,23 +36,7 @@ pub async fn login(url: &str, token_file: &Path, config: Option<PathBuf>) -> Res
     )?;
     let _: serde_json::Value = client.get("/v1/info").await?;
     let body = serde_json::json!({ "url": url.trim_end_matches('/'), "token": token });
-    write_private(&path, &format!("{body:#}\n"))
+    berth_server::write_private(&path, &format!("{body:#}\n"))
         .map_err(|e| CliError::Config(format!("cannot write {}: {e}", path.display())))?;
     Ok(path)
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

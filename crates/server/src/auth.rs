@@ -21,8 +21,9 @@ pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// Writes `contents` to `path` with mode 0600, replacing it.
-pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+/// Writes `contents` to `path` with mode 0600, replacing it (write, sync, rename):
+/// how every file holding a secret is written, by the control plane and the CLI.
+pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }

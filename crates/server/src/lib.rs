@@ -16,6 +16,7 @@ pub mod tasks;
 pub mod tls;
 mod views;
 
+pub use auth::write_private;
 pub use error::ApiError;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 
