@@ -286,8 +286,9 @@ impl ImageBuilder {
     }
 }
 
-/// Kills a process group when dropped before it finished (a build that timed out).
-struct ProcessGroup(Option<i32>);
+/// Kills a process group when dropped before it finished (a build that timed out),
+/// then removes the scratch directory it worked in, so a stopped build leaves nothing.
+struct ProcessGroup(Option<i32>, PathBuf);
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
@@ -297,6 +298,7 @@ impl Drop for ProcessGroup {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -310,6 +312,12 @@ async fn build_rootfs(
         return Err("mmdebstrap is not installed; install it with `apt-get install mmdebstrap` (it needs root)".into());
     }
     let partial = tarball.with_extension("tar.partial");
+    // mmdebstrap's own temporary directories go here, not to /tmp, so that a build
+    // stopped by its timeout (SIGKILL: no chance to clean up) leaves nothing behind.
+    let scratch = tarball.with_extension("scratch");
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
     let mut cmd = tokio::process::Command::new("mmdebstrap");
     cmd.arg("--variant=essential")
         .arg(format!("--include={}", recipe.packages.join(",")))
@@ -325,13 +333,14 @@ async fn build_rootfs(
         .arg(mirror)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
+        .env("TMPDIR", &scratch)
         // Its own process group, so a timeout stops apt and everything it started.
         .process_group(0)
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("starting mmdebstrap: {e}"))?;
-    let mut group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()));
+    let mut group = ProcessGroup(child.id().and_then(|p| i32::try_from(p).ok()), scratch);
     let mut tail: Vec<String> = vec![];
     if let Some(stderr) = child.stderr.take() {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
