@@ -3,6 +3,7 @@
 //! installation (see `berth_e2e::Berth`).
 
 mod accounts;
+mod backups;
 mod bad_input;
 mod bootstrap;
 mod cli_config;

@@ -156,11 +156,27 @@ async fn tls(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `POST /backup/logical`: see [`crate::backup`].
+async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if let Some(reason) = state.health.view().reason {
+        return (
+            StatusCode::CONFLICT,
+            format!("the engine is not started: {reason}"),
+        )
+            .into_response();
+    }
+    crate::backup::logical(&state.config).await
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))
+        .route("/backup/logical", post(backup_logical))
         .with_state(state)
 }
 

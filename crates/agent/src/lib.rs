@@ -16,6 +16,7 @@
 //!    SIGTERM or SIGINT ask it for a fast, clean shutdown and exit when it has.
 
 mod api;
+mod backup;
 mod bootstrap;
 mod cgroup;
 mod reaper;

@@ -2,6 +2,8 @@
 //! member container (`agent`), the image builder (`image build`) and the CLI.
 //! This file only parses arguments and dispatches.
 
+mod backups;
+
 use anyhow::Context;
 use berth_cli::{Client, CreateArgs, Follow, Format};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -136,6 +138,11 @@ enum Command {
         /// Arguments passed on to the client (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Backups: take, list, show, delete.
+    Backup {
+        #[command(subcommand)]
+        command: backups::BackupCommand,
     },
     /// Parameter groups: named engine settings, validated against the engine's catalog.
     Params {
@@ -606,6 +613,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let code = berth_cli::connect(&client()?, &name, &args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
+        Command::Backup { command } => backups::run(command, client()?, fmt).await,
         Command::Params { command } => {
             use berth_cli::params as p;
             let c = client()?;

@@ -247,6 +247,10 @@ pub trait Engine: Send + Sync {
 
     /// Connects to the engine for administration of databases and users.
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>>;
+
+    /// The agent's logical dump of every database (and the engine's users), written to
+    /// standard output over the local socket, consistent as of one moment.
+    fn logical_dump_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec;
 }
 
 /// The engine module for a kind.

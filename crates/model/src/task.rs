@@ -27,11 +27,13 @@ pub enum TaskKind {
     Resize,
     /// Apply the instance's parameter group to the running engine.
     Reconfigure,
+    /// Take a backup of the running instance into the backup store.
+    Backup,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 8] = [
+    pub const ALL: [TaskKind; 9] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -40,6 +42,7 @@ impl TaskKind {
         Self::Repair,
         Self::Resize,
         Self::Reconfigure,
+        Self::Backup,
     ];
 
     /// The kind as the API spells it.
@@ -53,6 +56,7 @@ impl TaskKind {
             Self::Repair => "repair",
             Self::Resize => "resize",
             Self::Reconfigure => "reconfigure",
+            Self::Backup => "backup",
         }
     }
 
@@ -79,6 +83,7 @@ impl TaskKind {
             Self::Reconfigure => vec![S::EnsureTls, S::ApplySettings],
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
+            Self::Backup => vec![S::EnsureBackupStored],
             Self::Restart => {
                 let mut steps = vec![S::EnsureStopped];
                 steps.extend(bring_back());
@@ -142,6 +147,9 @@ pub struct TaskOptions {
     /// Resize: the memory asked for, in MiB (stored like `cpus_millis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// Backup: the backup this task takes (its record is made by the task's step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupId>,
 }
 
 /// One step, named for what it ensures.
@@ -182,6 +190,9 @@ pub enum StepName {
     /// The engine's settings match the spec and parameters: live ones applied, the
     /// others recorded as pending restart.
     ApplySettings,
+    /// The backup's object is in the backup store, complete, with its size and
+    /// checksum recorded (a repeat takes the backup again from the start).
+    EnsureBackupStored,
 }
 
 impl StepName {
@@ -204,6 +215,7 @@ impl StepName {
             Self::Forget => "forget",
             Self::UpdateLimits => "update_limits",
             Self::ApplySettings => "apply_settings",
+            Self::EnsureBackupStored => "ensure_backup_stored",
         }
     }
 }

@@ -525,6 +525,23 @@ impl Engine for Mariadb {
         Ok(())
     }
 
+    fn logical_dump_command(&self, _version: &EngineVersion, layout: &Layout) -> CommandSpec {
+        // One transaction for InnoDB tables: consistent without locking writers out.
+        CommandSpec {
+            program: "mariadb-dump".into(),
+            args: vec![
+                format!("--socket={}", socket(layout).display()),
+                "--user=root".into(),
+                "--single-transaction".into(),
+                "--all-databases".into(),
+                "--routines".into(),
+                "--events".into(),
+            ],
+            env: vec![],
+            stdin: None,
+        }
+    }
+
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
         Ok(Box::new(admin::MyAdmin::connect(target).await?))
     }

@@ -481,6 +481,22 @@ impl Engine for Postgres {
         Ok(())
     }
 
+    fn logical_dump_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec {
+        // Every database plus roles (`pg_dumpall` skips CREATE ROLE for the user it runs
+        // as, so it loads into a fresh instance's superuser). Local socket, trusted.
+        CommandSpec {
+            program: bin(version, "pg_dumpall"),
+            args: vec![
+                format!("--host={}", layout.run_dir.display()),
+                "--username=postgres".into(),
+                "--no-password".into(),
+                "--quote-all-identifiers".into(),
+            ],
+            env: vec![],
+            stdin: None,
+        }
+    }
+
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
         Ok(Box::new(admin::PgAdmin::connect(target).await?))
     }

@@ -1,0 +1,143 @@
+//! `/v1/backups` and `POST /v1/instances/{name}/backups`.
+
+use super::problems::{Conflict, NotFound};
+use crate::backup::{BackupAccepted, BackupStore, BackupView};
+use crate::error::ApiError;
+use crate::views::TaskView;
+use crate::Ctx;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use berth_model::backup::{BackupId, BackupKind, BackupState};
+use berth_model::{ProjectId, TaskKind, TaskOptions};
+use serde::Deserialize;
+
+/// What to back up.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBackup {
+    /// How to take it (only `logical` for now).
+    #[serde(default = "logical")]
+    kind: BackupKind,
+}
+
+fn logical() -> BackupKind {
+    BackupKind::Logical
+}
+
+/// Take a backup of a running instance (it keeps serving, shown `modifying`).
+#[utoipa::path(post, operation_id = "create_backup", path = "/v1/instances/{name}/backups",
+    params(("name" = String, Path)), request_body = CreateBackup, responses(
+    (status = 202, body = BackupAccepted),
+    NotFound, Conflict,
+))]
+pub(crate) async fn create(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    body: Result<Json<CreateBackup>, JsonRejection>,
+) -> Result<(StatusCode, Json<BackupAccepted>), ApiError> {
+    let Json(body) = body?;
+    let BackupKind::Logical = body.kind;
+    let inst = ctx
+        .store
+        .instance_by_name(&ProjectId::default_project(), &name)
+        .await?;
+    // The store must be usable before the instance is held for a backup.
+    BackupStore::of(&ctx).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = BackupId::new_random();
+    let (_, task) = crate::tasks::begin(
+        &ctx,
+        &inst,
+        TaskKind::Backup,
+        TaskOptions {
+            backup: Some(id),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BackupAccepted {
+            backup: id,
+            task: TaskView::from(&task),
+        }),
+    ))
+}
+
+/// Filters for the backup list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackupQuery {
+    /// Only backups of instances that had this name (including deleted ones).
+    instance: Option<String>,
+}
+
+/// Backups, newest first.
+#[utoipa::path(get, operation_id = "list_backups", path = "/v1/backups", params(BackupQuery), responses(
+    (status = 200, body = [BackupView]),
+))]
+pub(crate) async fn list(
+    State(ctx): State<Ctx>,
+    q: Result<Query<BackupQuery>, QueryRejection>,
+) -> Result<Json<Vec<BackupView>>, ApiError> {
+    let Query(q) = q?;
+    let backups = ctx.store.list_backups(q.instance.as_deref()).await?;
+    Ok(Json(backups.iter().map(BackupView::from).collect()))
+}
+
+fn parse_id(id: &str) -> Result<BackupId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::NotFound(format!(
+            "no backup {id}; backup ids look like 0b7c…-…; `berth backup list` lists them"
+        ))
+    })
+}
+
+pub(crate) async fn find(
+    ctx: &Ctx,
+    id: &str,
+) -> Result<berth_model::backup::BackupRecord, ApiError> {
+    let parsed = parse_id(id)?;
+    ctx.store.backup(parsed).await?.ok_or_else(|| {
+        ApiError::NotFound(format!("no backup {id}; `berth backup list` lists them"))
+    })
+}
+
+/// One backup: state, size and checksum.
+#[utoipa::path(get, operation_id = "show_backup", path = "/v1/backups/{id}", params(("id" = String, Path, description = "Backup id")), responses(
+    (status = 200, body = BackupView),
+    NotFound,
+))]
+pub(crate) async fn show(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<Json<BackupView>, ApiError> {
+    Ok(Json(BackupView::from(&find(&ctx, &id).await?)))
+}
+
+/// Delete a backup: its object first, then its record.
+#[utoipa::path(delete, operation_id = "delete_backup", path = "/v1/backups/{id}", params(("id" = String, Path, description = "Backup id")), responses(
+    (status = 204, description = "Deleted."),
+    NotFound, Conflict,
+))]
+pub(crate) async fn delete(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let b = find(&ctx, &id).await?;
+    if b.state == BackupState::Running {
+        return Err(ApiError::InvalidState(format!(
+            "backup {id} is being taken; wait for its task to end (`berth tasks --instance {}`), then delete it",
+            b.instance_name
+        )));
+    }
+    let store = BackupStore::of(&ctx).map_err(|e| ApiError::Internal(e.to_string()))?;
+    store
+        .delete(&b.object)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    ctx.store.delete_backup(b.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
