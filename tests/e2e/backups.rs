@@ -111,6 +111,57 @@ async fn logical_backup(engine: &str) -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 400);
 
+    // Rows written after the backup are not in a restore of it.
+    write_rows(&b, &name, engine, 4, 6).await?;
+    let restored = unique(&format!("rs-{}", &engine[..2]));
+    let out = b.cli(&["restore", &name, "--to", &restored, "--backup", &id]);
+    assert!(
+        out.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut db = b.db(&restored).await?;
+    let rows = db
+        .strings(&format!(
+            "SELECT CONCAT(n, '') FROM {} ORDER BY n",
+            table(engine)
+        ))
+        .await?;
+    assert_eq!(rows, ["1", "2", "3"]);
+    let inst = b.get(&format!("/v1/instances/{restored}")).await?;
+    assert_eq!(inst["status"], "available");
+    assert_eq!(inst["engine"], engine);
+    // The source still has everything.
+    let mut src = b.db(&name).await?;
+    assert_eq!(
+        src.strings(&format!(
+            "SELECT CONCAT(COUNT(*), '') FROM {}",
+            table(engine)
+        ))
+        .await?,
+        ["6"]
+    );
+
+    // One byte flipped in the stored object: the restore is refused by checksum
+    // before anything is made, and the new instance says so instead of looking good.
+    let mut bytes = bytes;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&object, &bytes)?;
+    let broken = unique(&format!("rx-{}", &engine[..2]));
+    let out = b.cli(&["restore", &name, "--to", &broken, "--backup", &id]);
+    assert!(!out.status.success(), "a corrupt backup was restored");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains(&id), "{err}");
+    let inst = b.get(&format!("/v1/instances/{broken}")).await?;
+    assert_eq!(inst["status"], "failed", "{inst}");
+    let inst_id = inst["id"].as_str().context("id")?;
+    assert!(
+        b.docker_objects("container", Some(inst_id)).is_empty(),
+        "no container was made for a corrupt backup"
+    );
+
     // Delete removes the object and the record.
     let out = b.cli(&["backup", "delete", &id]);
     assert!(

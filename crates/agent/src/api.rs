@@ -171,12 +171,32 @@ async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Re
     crate::backup::logical(&state.config).await
 }
 
+/// `POST /restore/logical`: see [`crate::backup::restore_logical`].
+async fn restore_logical(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(expected) = headers
+        .get("x-berth-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return (StatusCode::BAD_REQUEST, "x-berth-sha256 is required").into_response();
+    };
+    crate::backup::restore_logical(&state.config, &expected, body).await
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))
         .route("/backup/logical", post(backup_logical))
+        .route("/restore/logical", post(restore_logical))
         .with_state(state)
 }
 

@@ -69,3 +69,151 @@ pub(crate) async fn logical(config: &AgentConfig) -> Response {
     });
     Body::from_stream(body.chain(end)).into_response()
 }
+
+/// `POST /restore/logical`: the body is a stored backup (zstd); it is decompressed
+/// into the engine's loader, then the superuser gets this instance's password again.
+/// The SHA-256 of the body must equal `expected_sha256`, or the load is reported
+/// failed (the control plane verified the object before; this catches a change since).
+pub(crate) async fn restore_logical(
+    config: &AgentConfig,
+    expected_sha256: &str,
+    body: Body,
+) -> Response {
+    use sha2::{Digest, Sha256};
+    use tokio::io::AsyncWriteExt;
+    let engine = config.engine();
+    let var = engine.bootstrap_secret_var();
+    let secret = match &config.bootstrap_secret {
+        Some(s) => s.clone(),
+        None => match std::env::var(var) {
+            Ok(s) => s,
+            Err(_) => return (StatusCode::CONFLICT, format!("{var} is not set")).into_response(),
+        },
+    };
+    let spec = engine.logical_load_command(&config.version, &config.layout);
+    let mut child = match tokio::process::Command::new(&spec.program)
+        .args(&spec.args)
+        .envs(spec.env.iter().cloned())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::CONFLICT,
+                format!("cannot run {}: {e}", spec.program),
+            )
+                .into_response()
+        }
+    };
+    let (Some(mut stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no pipes to the loader").into_response();
+    };
+    let stderr_text = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.take(STDERR_KEPT).read_to_string(&mut s).await;
+        s
+    });
+    let hasher = std::sync::Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let h = hasher.clone();
+    let stream = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        h.lock().unwrap_or_else(|p| p.into_inner()).update(&chunk);
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let mut dump = BufReader::new(async_compression::tokio::bufread::ZstdDecoder::new(
+        BufReader::new(reader),
+    ));
+    let copied = feed(engine.logical_load_skips(), &mut dump, &mut stdin).await;
+    let digest = hex::encode(
+        hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .finalize(),
+    );
+    let fed = match copied {
+        Ok(_) if digest != expected_sha256 => Err(format!(
+            "the backup's bytes changed: SHA-256 {digest}, expected {expected_sha256}"
+        )),
+        Ok(_) => stdin
+            .write_all(engine.after_logical_load(&secret).as_bytes())
+            .await
+            .map_err(|e| format!("feeding the loader: {e}")),
+        Err(e) => Err(format!("reading the backup: {e}")),
+    };
+    drop(stdin);
+    let status = child.wait().await;
+    let stderr = stderr_text.await.unwrap_or_default();
+    match (fed, status) {
+        (Ok(()), Ok(s)) if s.success() => {
+            tracing::info!("logical backup loaded");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        (Err(e), _) => (StatusCode::CONFLICT, e).into_response(),
+        (Ok(()), Ok(s)) => (
+            StatusCode::CONFLICT,
+            format!("the load failed ({s}): {}", stderr.trim()),
+        )
+            .into_response(),
+        (Ok(()), Err(e)) => (StatusCode::CONFLICT, format!("the loader: {e}")).into_response(),
+    }
+}
+
+/// Copies the dump into the loader, leaving out the header lines the engine skips.
+async fn feed<R, W>(
+    skips: Option<berth_engine::LoadSkips>,
+    dump: &mut R,
+    loader: &mut W,
+) -> std::io::Result<u64>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut n = 0u64;
+    if let Some(skips) = skips {
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if dump.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(n);
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if !skips.lines.contains(&text) {
+                loader.write_all(&line).await?;
+                n += line.len() as u64;
+            }
+            if text.starts_with(skips.header_ends) {
+                break;
+            }
+        }
+    }
+    Ok(n + tokio::io::copy(dump, loader).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_header_lines_are_skipped() {
+        let skips = berth_engine::LoadSkips {
+            lines: &["CREATE ROLE \"postgres\";"],
+            header_ends: "\\connect",
+        };
+        let dump = "SET x;\nCREATE ROLE \"postgres\";\nALTER ROLE \"postgres\";\n\\connect a\nCREATE ROLE \"postgres\";\n";
+        let mut out = Vec::new();
+        let mut r = tokio::io::BufReader::new(dump.as_bytes());
+        feed(Some(skips), &mut r, &mut out).await.expect("feed");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "SET x;\nALTER ROLE \"postgres\";\n\\connect a\nCREATE ROLE \"postgres\";\n"
+        );
+    }
+}

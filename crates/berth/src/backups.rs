@@ -34,6 +34,51 @@ pub(crate) enum BackupCommand {
     },
 }
 
+/// `berth restore`: a new instance from a backup.
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The instance the backup was taken from (it may be deleted since).
+    source: String,
+    /// The new instance's name (restoring into the source itself is not offered:
+    /// restore beside it, then switch clients).
+    #[arg(long)]
+    to: String,
+    /// The backup to restore (`berth backup list SOURCE`).
+    #[arg(long)]
+    backup: String,
+    /// CPU limit (default: the source's).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory (default: the source's).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Storage (default: the source's).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Return at once instead of following the task.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// Runs `berth restore`.
+pub(crate) async fn restore(args: RestoreArgs, client: Client, fmt: Format) -> anyhow::Result<u8> {
+    let follow = if args.no_wait {
+        Follow::NoWait
+    } else {
+        Follow::Wait
+    };
+    let a = berth_cli::backups::RestoreArgs {
+        source: args.source,
+        to: args.to,
+        backup: args.backup,
+        cpus: args.cpus,
+        memory: args.memory,
+        storage: args.storage,
+    };
+    berth_cli::backups::restore(&client, a, follow, fmt).await?;
+    Ok(0)
+}
+
 /// Runs one `berth backup` command.
 pub(crate) async fn run(command: BackupCommand, client: Client, fmt: Format) -> anyhow::Result<u8> {
     use berth_cli::backups as b;

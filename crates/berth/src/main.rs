@@ -144,6 +144,8 @@ enum Command {
         #[command(subcommand)]
         command: backups::BackupCommand,
     },
+    /// Restore a backup into a new instance.
+    Restore(backups::RestoreArgs),
     /// Parameter groups: named engine settings, validated against the engine's catalog.
     Params {
         #[command(subcommand)]
@@ -614,6 +616,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Command::Backup { command } => backups::run(command, client()?, fmt).await,
+        Command::Restore(args) => backups::restore(args, client()?, fmt).await,
         Command::Params { command } => {
             use berth_cli::params as p;
             let c = client()?;

@@ -131,3 +131,43 @@ pub async fn delete(client: &Client, id: &str, fmt: Format) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `berth restore` makes.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreArgs {
+    /// The instance the backup was taken from.
+    pub source: String,
+    /// The new instance.
+    pub to: String,
+    /// The backup.
+    pub backup: String,
+    /// CPU limit (default: the source's).
+    pub cpus: Option<String>,
+    /// Memory (default: the source's).
+    pub memory: Option<String>,
+    /// Storage (default: the source's).
+    pub storage: Option<String>,
+}
+
+/// `berth restore`: a new instance from a backup, checked by checksum first.
+pub async fn restore(
+    client: &Client,
+    args: RestoreArgs,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
+    let mut body = serde_json::json!({ "to": args.to, "backup": args.backup });
+    for (k, v) in [
+        ("cpus", args.cpus),
+        ("memory", args.memory),
+        ("storage", args.storage),
+    ] {
+        if let Some(v) = v {
+            body[k] = serde_json::Value::String(v);
+        }
+    }
+    let v: serde_json::Value = client
+        .post(&format!("/v1/instances/{}/restore", args.source), &body)
+        .await?;
+    crate::finish_accepted(client, v, follow, fmt).await
+}

@@ -94,7 +94,12 @@ fn accepted_task(v: &Value) -> Result<TaskView> {
         .map_err(|e| CliError::Other(format!("unexpected answer: {e}")))
 }
 
-async fn finish_accepted(client: &Client, v: Value, follow: Follow, fmt: Format) -> Result<()> {
+pub(crate) async fn finish_accepted(
+    client: &Client,
+    v: Value,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
     let task = accepted_task(&v)?;
     if follow == Follow::NoWait {
         return output::accepted(&v, &task, fmt);

@@ -67,17 +67,30 @@ impl TaskKind {
             // Only a create makes a data volume. Everything else brings the member
             // back on the volume it has — and fails, saying so, when that is gone —
             // so a lost volume is never silently replaced by an empty database.
-            Self::Create => vec![
-                S::EnsureImage,
-                S::EnsureAgent,
-                S::EnsureNetwork,
-                S::EnsureVolume,
-                S::EnsureContainer,
-                S::EnsureParams,
-                S::EnsureTls,
-                S::EnsureRunning,
-                S::WaitReady,
-            ],
+            Self::Create => {
+                // A restore checks the backup's bytes before anything is made, so a
+                // corrupt backup leaves no instance that looks usable.
+                let mut steps = if options.backup.is_some() {
+                    vec![S::VerifyBackup]
+                } else {
+                    vec![]
+                };
+                steps.extend([
+                    S::EnsureImage,
+                    S::EnsureAgent,
+                    S::EnsureNetwork,
+                    S::EnsureVolume,
+                    S::EnsureContainer,
+                    S::EnsureParams,
+                    S::EnsureTls,
+                    S::EnsureRunning,
+                    S::WaitReady,
+                ]);
+                if options.backup.is_some() {
+                    steps.push(S::LoadBackup);
+                }
+                steps
+            }
             Self::Repair | Self::Start => bring_back(),
             // Also how a server certificate is renewed: a task the user sees, live.
             Self::Reconfigure => vec![S::EnsureTls, S::ApplySettings],
@@ -148,6 +161,7 @@ pub struct TaskOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
     /// Backup: the backup this task takes (its record is made by the task's step).
+    /// Create: the backup the new instance is restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupId>,
 }
@@ -193,6 +207,11 @@ pub enum StepName {
     /// The backup's object is in the backup store, complete, with its size and
     /// checksum recorded (a repeat takes the backup again from the start).
     EnsureBackupStored,
+    /// The backup to restore is complete and its stored bytes match its checksum.
+    VerifyBackup,
+    /// The backup's dump is loaded into the new instance (whose superuser keeps its
+    /// own password).
+    LoadBackup,
 }
 
 impl StepName {
@@ -216,6 +235,8 @@ impl StepName {
             Self::UpdateLimits => "update_limits",
             Self::ApplySettings => "apply_settings",
             Self::EnsureBackupStored => "ensure_backup_stored",
+            Self::VerifyBackup => "verify_backup",
+            Self::LoadBackup => "load_backup",
         }
     }
 }
@@ -384,6 +405,19 @@ mod tests {
                 "{kind} must not make a data volume"
             );
         }
+    }
+
+    #[test]
+    fn a_restore_verifies_first_and_loads_last() {
+        let plan = TaskKind::Create.plan(TaskOptions {
+            backup: Some(crate::backup::BackupId::new_random()),
+            ..Default::default()
+        });
+        assert_eq!(plan.first(), Some(&StepName::VerifyBackup));
+        assert_eq!(plan.last(), Some(&StepName::LoadBackup));
+        assert!(!TaskKind::Create
+            .plan(TaskOptions::default())
+            .contains(&StepName::LoadBackup));
     }
 
     #[test]

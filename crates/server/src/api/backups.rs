@@ -141,3 +141,90 @@ pub(crate) async fn delete(
     ctx.store.delete_backup(b.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// A new instance from a backup.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RestoreRequest {
+    /// The new instance's name.
+    #[schema(schema_with = berth_model::schema::instance_name)]
+    to: String,
+    /// The backup to restore (of the source instance).
+    backup: String,
+    /// CPU limit (default: the source's).
+    #[schema(schema_with = berth_model::schema::optional_cpus)]
+    cpus: Option<berth_model::spec::Quantity>,
+    /// Memory (default: the source's).
+    #[schema(schema_with = berth_model::schema::optional_size)]
+    memory: Option<String>,
+    /// Storage (default: the source's).
+    #[schema(schema_with = berth_model::schema::optional_size)]
+    storage: Option<String>,
+    /// Host port of the new endpoint (default: picked).
+    #[schema(minimum = 1024, maximum = 65535)]
+    port: Option<u16>,
+}
+
+/// Restore a backup of `name` into a new instance (same engine and version; the
+/// source's resources unless given). The backup's checksum is verified before
+/// anything is made. Restoring into the source itself is not offered.
+#[utoipa::path(post, operation_id = "restore_backup", path = "/v1/instances/{name}/restore",
+    params(("name" = String, Path, description = "The source instance (it may be deleted)")),
+    request_body = RestoreRequest, responses(
+    (status = 202, body = crate::views::Accepted),
+    NotFound, Conflict, super::problems::Unprocessable,
+))]
+pub(crate) async fn restore(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    body: Result<Json<RestoreRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<crate::views::Accepted>), ApiError> {
+    let Json(req) = body?;
+    let b = find(&ctx, &req.backup).await?;
+    if b.instance_name != name {
+        return Err(ApiError::Unprocessable(format!(
+            "backup {} is of instance {}, not {name}; `berth backup list {name}` lists {name}'s",
+            b.id, b.instance_name
+        )));
+    }
+    if !b.is_complete() {
+        return Err(ApiError::InvalidState(format!(
+            "backup {} is {}, not complete; pick a complete one from `berth backup list {name}`",
+            b.id,
+            b.state.as_str()
+        )));
+    }
+    // The source's resources, when it still exists.
+    let source = ctx
+        .store
+        .instance_by_name(&ProjectId::default_project(), &name)
+        .await
+        .ok();
+    let create = berth_model::CreateRequest {
+        name: req.to,
+        engine: b.engine.as_str().to_owned(),
+        version: Some(b.version.to_string()),
+        cpus: req.cpus.or_else(|| {
+            source
+                .as_ref()
+                .map(|s| berth_model::spec::Quantity::Text(s.spec.cpus.to_string()))
+        }),
+        memory: req
+            .memory
+            .or_else(|| source.as_ref().map(|s| s.spec.memory.to_string())),
+        storage: req
+            .storage
+            .or_else(|| source.as_ref().map(|s| s.spec.storage.to_string())),
+        params: None,
+        port: req.port,
+    };
+    super::instances::create_with(
+        &ctx,
+        create,
+        TaskOptions {
+            backup: Some(b.id),
+            ..Default::default()
+        },
+    )
+    .await
+}

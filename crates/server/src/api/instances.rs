@@ -97,6 +97,17 @@ pub(crate) async fn create(
     body: Result<Json<CreateRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Json(req) = body?;
+    create_with(&ctx, req, TaskOptions::default()).await
+}
+
+/// Creates an instance with a create task of these options (a restore names its
+/// backup there).
+pub(crate) async fn create_with(
+    ctx: &Ctx,
+    req: CreateRequest,
+    options: TaskOptions,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let ctx = ctx.clone();
     let host = ctx.runtime.host_capacity().await?;
     let (name, spec) = req.validate(&host)?;
     if let Some(g) = &req.params {
@@ -124,13 +135,7 @@ pub(crate) async fn create(
         created_at: now.clone(),
         updated_at: now.clone(),
     };
-    let task = TaskRecord::new(
-        inst.id,
-        inst.name.clone(),
-        TaskKind::Create,
-        TaskOptions::default(),
-        &now,
-    );
+    let task = TaskRecord::new(inst.id, inst.name.clone(), TaskKind::Create, options, &now);
     // A port picked for the user may be taken by a create running beside this one:
     // pick again. A port the user asked for is theirs to change.
     let mut tries = 0;

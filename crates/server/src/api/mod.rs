@@ -79,6 +79,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(params::attach))
         .routes(routes!(params::catalog))
         .routes(routes!(backups::create))
+        .routes(routes!(backups::restore))
         .routes(routes!(backups::list))
         .routes(routes!(backups::show, backups::delete))
         .routes(routes!(tasks::list))

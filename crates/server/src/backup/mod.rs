@@ -7,11 +7,13 @@
 //! multipart upload, hashed (SHA-256 of the stored, compressed bytes) on the way:
 //! nothing is copied to a local file first.
 
+mod restore;
 mod take;
 mod view;
 
 pub use view::{BackupAccepted, BackupView};
 
+pub(crate) use restore::{load_backup, verify_backup};
 pub(crate) use take::ensure_backup_stored;
 
 use bytes::Bytes;
@@ -119,7 +121,6 @@ impl BackupStore {
     }
 
     /// Reads the whole object and gives its size and SHA-256.
-    #[allow(dead_code)] // restore verifies with it (next slice)
     pub(crate) async fn digest(&self, key: &str) -> Result<Stored, BackupError> {
         let mut stream = self.inner.get(&ObjectPath::from(key)).await?.into_stream();
         let mut hasher = Sha256::new();
@@ -133,6 +134,17 @@ impl BackupStore {
             size,
             sha256: hex::encode(hasher.finalize()),
         })
+    }
+
+    /// The object's bytes, as they are read.
+    pub(crate) async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
+        BackupError,
+    > {
+        Ok(self.inner.get(&ObjectPath::from(key)).await?.into_stream())
     }
 
     /// Removes the object; one already gone is fine.
