@@ -4,6 +4,7 @@
 
 mod accounts;
 mod backups;
+mod backups_crash;
 mod bad_input;
 mod bootstrap;
 mod cli_config;

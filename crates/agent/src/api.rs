@@ -16,6 +16,7 @@ struct AppState {
     token_sha256: String,
     health: Health,
     config: AgentConfig,
+    reaper: crate::Reaper,
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -168,7 +169,7 @@ async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Re
         )
             .into_response();
     }
-    crate::backup::logical(&state.config).await
+    crate::backup::logical(&state.config, &state.reaper).await
 }
 
 /// `POST /restore/logical`: see [`crate::backup::restore_logical`].
@@ -187,7 +188,7 @@ async fn restore_logical(
     else {
         return (StatusCode::BAD_REQUEST, "x-berth-sha256 is required").into_response();
     };
-    crate::backup::restore_logical(&state.config, &expected, body).await
+    crate::backup::restore_logical(&state.config, &state.reaper, &expected, body).await
 }
 
 fn router(state: AppState) -> Router {
@@ -200,11 +201,17 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-pub(crate) async fn serve(listener: TcpListener, config: AgentConfig, health: Health) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    config: AgentConfig,
+    health: Health,
+    reaper: crate::Reaper,
+) {
     let state = AppState {
         token_sha256: config.token_sha256.clone(),
         health,
         config,
+        reaper,
     };
     if let Err(e) = axum::serve(listener, router(state)).await {
         tracing::error!(error = %e, "agent API stopped");

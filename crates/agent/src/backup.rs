@@ -16,19 +16,92 @@ use tokio_util::io::ReaderStream;
 /// At most this much of the dump tool's standard error is kept for the error message.
 const STDERR_KEPT: u64 = 4096;
 
-pub(crate) async fn logical(config: &AgentConfig) -> Response {
+/// A child of the reaper (as PID 1 the agent must never wait on a child itself),
+/// killed if the request goes away before it ended.
+struct Child {
+    pid: u32,
+    exit: Option<tokio::sync::oneshot::Receiver<crate::Exit>>,
+}
+
+impl Child {
+    async fn wait(&mut self) -> std::io::Result<crate::Exit> {
+        let rx = self
+            .exit
+            .take()
+            .ok_or_else(|| std::io::Error::other("waited twice"))?;
+        rx.await
+            .map_err(|_| std::io::Error::other("the reaper lost the child's exit"))
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.exit.is_some() {
+            if let Ok(pid) = i32::try_from(self.pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// The pipes of a spawned command, as tokio types.
+struct Spawned {
+    child: Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+}
+
+fn spawn(
+    reaper: &crate::Reaper,
+    spec: &berth_engine::CommandSpec,
+    stdin: bool,
+    stdout: bool,
+) -> std::io::Result<Spawned> {
+    let mut cmd = std::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .envs(spec.env.iter().cloned())
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(if stdout {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stderr(Stdio::piped());
+    let p = reaper.spawn_piped(&mut cmd)?;
+    Ok(Spawned {
+        child: Child {
+            pid: p.pid,
+            exit: Some(p.exit),
+        },
+        stdin: p
+            .stdin
+            .map(tokio::process::ChildStdin::from_std)
+            .transpose()?,
+        stdout: p
+            .stdout
+            .map(tokio::process::ChildStdout::from_std)
+            .transpose()?,
+        stderr: p
+            .stderr
+            .map(tokio::process::ChildStderr::from_std)
+            .transpose()?,
+    })
+}
+
+pub(crate) async fn logical(config: &AgentConfig, reaper: &crate::Reaper) -> Response {
     let engine = config.engine();
     let spec = engine.logical_dump_command(&config.version, &config.layout);
-    let mut child = match tokio::process::Command::new(&spec.program)
-        .args(&spec.args)
-        .envs(spec.env.iter().cloned())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(c) => c,
+    let Spawned {
+        mut child,
+        stdout,
+        stderr,
+        ..
+    } = match spawn(reaper, &spec, false, true) {
+        Ok(s) => s,
         Err(e) => {
             return (
                 StatusCode::CONFLICT,
@@ -37,7 +110,7 @@ pub(crate) async fn logical(config: &AgentConfig) -> Response {
                 .into_response()
         }
     };
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no pipes to the dump").into_response();
     };
     tracing::info!(program = %spec.program, "logical backup streaming");
@@ -64,7 +137,10 @@ pub(crate) async fn logical(config: &AgentConfig) -> Response {
                     stderr.trim()
                 )))
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "logical backup failed");
+                Err(e)
+            }
         }
     });
     Body::from_stream(body.chain(end)).into_response()
@@ -76,6 +152,7 @@ pub(crate) async fn logical(config: &AgentConfig) -> Response {
 /// failed (the control plane verified the object before; this catches a change since).
 pub(crate) async fn restore_logical(
     config: &AgentConfig,
+    reaper: &crate::Reaper,
     expected_sha256: &str,
     body: Body,
 ) -> Response {
@@ -91,16 +168,13 @@ pub(crate) async fn restore_logical(
         },
     };
     let spec = engine.logical_load_command(&config.version, &config.layout);
-    let mut child = match tokio::process::Command::new(&spec.program)
-        .args(&spec.args)
-        .envs(spec.env.iter().cloned())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(c) => c,
+    let Spawned {
+        mut child,
+        stdin,
+        stderr,
+        ..
+    } = match spawn(reaper, &spec, true, false) {
+        Ok(s) => s,
         Err(e) => {
             return (
                 StatusCode::CONFLICT,
@@ -109,7 +183,7 @@ pub(crate) async fn restore_logical(
                 .into_response()
         }
     };
-    let (Some(mut stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
+    let (Some(mut stdin), Some(stderr)) = (stdin, stderr) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no pipes to the loader").into_response();
     };
     let stderr_text = tokio::spawn(async move {

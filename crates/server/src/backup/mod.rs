@@ -43,6 +43,19 @@ pub(crate) enum BackupError {
     Source(String),
 }
 
+/// An error with its causes: the outermost alone often says too little ("error
+/// decoding response body").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// How many parts may be in flight to the store at once.
 const MAX_PARTS_IN_FLIGHT: usize = 4;
 
@@ -89,7 +102,7 @@ impl BackupStore {
     ) -> Result<Stored, BackupError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: std::error::Error,
     {
         let upload = self.inner.put_multipart(&ObjectPath::from(key)).await?;
         let mut writer = WriteMultipart::new(upload);
@@ -101,7 +114,7 @@ impl BackupStore {
                 Ok(c) => c,
                 Err(e) => {
                     let _ = writer.abort().await;
-                    return Err(BackupError::Source(e.to_string()));
+                    return Err(BackupError::Source(chain(&e)));
                 }
             };
             hasher.update(&chunk);
@@ -164,7 +177,7 @@ mod tests {
     async fn stored_bytes_are_counted_and_hashed_and_a_failed_stream_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = BackupStore::local(dir.path()).expect("store");
-        let chunks: Vec<Result<Bytes, String>> = vec![
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
             Ok(Bytes::from_static(b"hello ")),
             Ok(Bytes::from_static(b"world")),
         ];
@@ -177,9 +190,9 @@ mod tests {
         assert_eq!(store.digest("i/b.sql.zst").await.expect("digest"), stored);
         assert!(dir.path().join("backups/i/b.sql.zst").is_file());
 
-        let broken: Vec<Result<Bytes, String>> = vec![
+        let broken: Vec<Result<Bytes, std::io::Error>> = vec![
             Ok(Bytes::from_static(b"half")),
-            Err("the dump failed".into()),
+            Err(std::io::Error::other("the dump failed")),
         ];
         let err = store
             .put_stream("i/c.sql.zst", futures_util::stream::iter(broken), &|_| {})
