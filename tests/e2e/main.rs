@@ -3,6 +3,8 @@
 //! installation (see `berth_e2e::Berth`).
 
 mod accounts;
+mod backups;
+mod backups_crash;
 mod bad_input;
 mod bootstrap;
 mod cli_config;

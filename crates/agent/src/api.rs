@@ -16,6 +16,7 @@ struct AppState {
     token_sha256: String,
     health: Health,
     config: AgentConfig,
+    reaper: crate::Reaper,
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -156,19 +157,61 @@ async fn tls(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `POST /backup/logical`: see [`crate::backup`].
+async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if let Some(reason) = state.health.view().reason {
+        return (
+            StatusCode::CONFLICT,
+            format!("the engine is not started: {reason}"),
+        )
+            .into_response();
+    }
+    crate::backup::logical(&state.config, &state.reaper).await
+}
+
+/// `POST /restore/logical`: see [`crate::backup::restore_logical`].
+async fn restore_logical(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(expected) = headers
+        .get("x-berth-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return (StatusCode::BAD_REQUEST, "x-berth-sha256 is required").into_response();
+    };
+    crate::backup::restore_logical(&state.config, &state.reaper, &expected, body).await
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))
+        .route("/backup/logical", post(backup_logical))
+        .route("/restore/logical", post(restore_logical))
         .with_state(state)
 }
 
-pub(crate) async fn serve(listener: TcpListener, config: AgentConfig, health: Health) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    config: AgentConfig,
+    health: Health,
+    reaper: crate::Reaper,
+) {
     let state = AppState {
         token_sha256: config.token_sha256.clone(),
         health,
         config,
+        reaper,
     };
     if let Err(e) = axum::serve(listener, router(state)).await {
         tracing::error!(error = %e, "agent API stopped");

@@ -16,6 +16,7 @@
 //!    SIGTERM or SIGINT ask it for a fast, clean shutdown and exit when it has.
 
 mod api;
+mod backup;
 mod bootstrap;
 mod cgroup;
 mod reaper;
@@ -227,7 +228,12 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
     if let bootstrap::Outcome::Refused(reason) = &outcome {
         health.refuse(reason.clone());
     }
-    tokio::spawn(api::serve(listener, config.clone(), health.clone()));
+    tokio::spawn(api::serve(
+        listener,
+        config.clone(),
+        health.clone(),
+        reaper.clone(),
+    ));
     match outcome {
         bootstrap::Outcome::Ready => Ok(supervisor::supervise(&config, &reaper, &health).await),
         bootstrap::Outcome::Refused(_) => Ok(supervisor::stay_refused().await),

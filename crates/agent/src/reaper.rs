@@ -44,6 +44,20 @@ enum Slot {
     Exited(Exit),
 }
 
+/// A child started by [`Reaper::spawn_piped`].
+pub struct Piped {
+    /// Its process id.
+    pub pid: u32,
+    /// Yields its exit.
+    pub exit: oneshot::Receiver<Exit>,
+    /// Its standard input, if piped.
+    pub stdin: Option<std::process::ChildStdin>,
+    /// Its standard output, if piped.
+    pub stdout: Option<std::process::ChildStdout>,
+    /// Its standard error, if piped.
+    pub stderr: Option<std::process::ChildStderr>,
+}
+
 /// Starts children and reaps all of them.
 #[derive(Clone, Default)]
 pub struct Reaper {
@@ -109,9 +123,18 @@ impl Reaper {
         oneshot::Receiver<Exit>,
         Option<std::process::ChildStdin>,
     )> {
+        let p = self.spawn_piped(cmd)?;
+        Ok((p.pid, p.exit, p.stdin))
+    }
+
+    /// Spawns `cmd` with whatever pipes it asked for; its exit comes through the
+    /// reaper like every other child's (never wait on it directly).
+    pub fn spawn_piped(&self, cmd: &mut Command) -> std::io::Result<Piped> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let mut child = cmd.spawn()?;
         let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
         let pid = child.id();
         // Dropping `Child` neither waits nor kills: reaping is the loop's job.
         drop(child);
@@ -125,7 +148,13 @@ impl Reaper {
                 slots.insert(raw, Slot::Waiting(tx));
             }
         }
-        Ok((pid, rx, stdin))
+        Ok(Piped {
+            pid,
+            exit: rx,
+            stdin,
+            stdout,
+            stderr,
+        })
     }
 
     /// Runs `cmd` to completion, feeding it `input` on standard input when given.

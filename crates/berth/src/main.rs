@@ -8,6 +8,7 @@
 
 mod accounts;
 mod agent;
+mod backups;
 mod env;
 mod events;
 mod image;
@@ -100,6 +101,13 @@ enum Command {
     Task(tasks::TaskCmd),
     /// Show the event log: what changed, in order.
     Events(events::EventsArgs),
+    /// Backups: take, list, show, delete.
+    Backup {
+        #[command(subcommand)]
+        command: backups::BackupCommand,
+    },
+    /// Restore a backup into a new instance.
+    Restore(backups::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -165,6 +173,8 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Tasks(a) => tasks::list(a, env).await,
         Command::Task(a) => tasks::show(a, env).await,
         Command::Events(a) => events::run(a, env).await,
+        Command::Backup { command } => backups::run(command, env.client()?, env.fmt).await,
+        Command::Restore(a) => backups::restore(a, env.client()?, env.fmt).await,
     }
 }
 

@@ -2,6 +2,7 @@
 //! Argument parsing lives in the `berth` binary (only it knows clap).
 
 mod accounts;
+pub mod backups;
 mod client;
 pub mod events;
 mod login;
@@ -94,7 +95,12 @@ fn accepted_task(v: &Value) -> Result<TaskView> {
         .map_err(|e| CliError::Other(format!("unexpected answer: {e}")))
 }
 
-async fn finish_accepted(client: &Client, v: Value, follow: Follow, fmt: Format) -> Result<()> {
+pub(crate) async fn finish_accepted(
+    client: &Client,
+    v: Value,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
     let task = accepted_task(&v)?;
     if follow == Follow::NoWait {
         return output::accepted(&v, &task, fmt);

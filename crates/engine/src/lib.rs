@@ -247,6 +247,33 @@ pub trait Engine: Send + Sync {
 
     /// Connects to the engine for administration of databases and users.
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>>;
+
+    /// The agent's logical dump of every database (and the engine's users), written to
+    /// standard output over the local socket, consistent as of one moment.
+    fn logical_dump_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec;
+
+    /// The agent's loader of such a dump, read from standard input over the local
+    /// socket; it stops at the first error.
+    fn logical_load_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec;
+
+    /// SQL fed to the loader after a dump: the dump carries the source's superuser
+    /// password, and the new instance keeps its own (`secret` is the bootstrap secret:
+    /// a verifier or hash, never a password).
+    fn after_logical_load(&self, secret: &str) -> String;
+
+    /// Lines of a logical dump's header the loader must not run in a fresh instance
+    /// (its superuser exists already), if any.
+    fn logical_load_skips(&self) -> Option<LoadSkips>;
+}
+
+/// Exact lines dropped from the start of a dump, up to the first line that begins
+/// with `header_ends` (only the header: never a line of table data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSkips {
+    /// Lines to drop, without their newline.
+    pub lines: &'static [&'static str],
+    /// Where the header ends.
+    pub header_ends: &'static str,
 }
 
 /// The engine module for a kind.

@@ -253,8 +253,9 @@ pub fn for_transition(
             TaskKind::Restart => (K::InstanceRestarted, "instance restarted".to_owned()),
             TaskKind::Repair => (K::InstanceRepaired, "instance repaired".to_owned()),
             TaskKind::Delete => (K::InstanceDeleted, "instance deleted".to_owned()),
-            // Their own events (resized, parameters applied) say what changed.
-            TaskKind::Resize | TaskKind::Reconfigure => return None,
+            // Their own events (resized, parameters applied, the backup task) say
+            // what changed.
+            TaskKind::Resize | TaskKind::Reconfigure | TaskKind::Backup => return None,
         },
         E::Failed(kind) if to == S::Failed => (K::InstanceFailed, format!("{kind} failed{why}")),
         // A failed repair leaves it unavailable, a failed live change as it was:

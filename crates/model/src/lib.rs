@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod agent;
+pub mod backup;
 pub mod engine;
 pub mod event;
 pub mod ids;

@@ -124,10 +124,13 @@ impl InstanceStatus {
                 Ok(S::Deleting)
             }
             // Live changes need a running instance: they are applied to the engine.
-            (S::Available, E::Began(K::Resize | K::Reconfigure)) => Ok(S::Modifying),
-            (S::Unavailable | S::Stopped | S::Failed, E::Began(K::Resize | K::Reconfigure)) => {
-                invalid
-            }
+            // A backup reads from the running engine while it keeps serving: like a
+            // live change it holds the instance (one task at a time) as `modifying`.
+            (S::Available, E::Began(K::Resize | K::Reconfigure | K::Backup)) => Ok(S::Modifying),
+            (
+                S::Unavailable | S::Stopped | S::Failed,
+                E::Began(K::Resize | K::Reconfigure | K::Backup),
+            ) => invalid,
             // Finishing: only the task that is running can finish.
             (S::Creating, E::Succeeded(K::Create))
             | (S::Starting, E::Succeeded(K::Start))
@@ -142,9 +145,11 @@ impl InstanceStatus {
             | (S::Deleting, E::Failed(K::Delete)) => Ok(S::Failed),
             (S::Repairing, E::Failed(K::Repair)) => Ok(S::Unavailable),
             // A live change that failed left the instance running as it was.
+            // A failed backup changed nothing in the instance either.
             (
                 S::Modifying,
-                E::Succeeded(K::Resize | K::Reconfigure) | E::Failed(K::Resize | K::Reconfigure),
+                E::Succeeded(K::Resize | K::Reconfigure | K::Backup)
+                | E::Failed(K::Resize | K::Reconfigure | K::Backup),
             ) => Ok(S::Available),
             (_, E::Succeeded(_) | E::Failed(_)) => invalid,
             // Observations never override a task or the user's choice to stop.
@@ -219,6 +224,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Repair => "be repaired",
             TaskKind::Resize => "be resized (it must be available)",
             TaskKind::Reconfigure => "take new settings live (it must be available)",
+            TaskKind::Backup => "be backed up (it must be available)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -262,7 +268,9 @@ mod tests {
                 matches!(s, S::Available | S::Unavailable).then_some(S::Repairing)
             }
             E::Began(K::Delete) => Some(S::Deleting),
-            E::Began(K::Resize | K::Reconfigure) => (s == S::Available).then_some(S::Modifying),
+            E::Began(K::Resize | K::Reconfigure | K::Backup) => {
+                (s == S::Available).then_some(S::Modifying)
+            }
             E::Succeeded(k) => match (s, k) {
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
@@ -270,12 +278,12 @@ mod tests {
                 | (S::Repairing, K::Repair) => Some(S::Available),
                 (S::Stopping, K::Stop) => Some(S::Stopped),
                 (S::Deleting, K::Delete) => Some(S::Deleted),
-                (S::Modifying, K::Resize | K::Reconfigure) => Some(S::Available),
+                (S::Modifying, K::Resize | K::Reconfigure | K::Backup) => Some(S::Available),
                 _ => None,
             },
             E::Failed(k) => match (s, k) {
                 (S::Repairing, K::Repair) => Some(S::Unavailable),
-                (S::Modifying, K::Resize | K::Reconfigure) => Some(S::Available),
+                (S::Modifying, K::Resize | K::Reconfigure | K::Backup) => Some(S::Available),
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)

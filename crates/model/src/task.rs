@@ -27,11 +27,13 @@ pub enum TaskKind {
     Resize,
     /// Apply the instance's parameter group to the running engine.
     Reconfigure,
+    /// Take a backup of the running instance into the backup store.
+    Backup,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 8] = [
+    pub const ALL: [TaskKind; 9] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -40,6 +42,7 @@ impl TaskKind {
         Self::Repair,
         Self::Resize,
         Self::Reconfigure,
+        Self::Backup,
     ];
 
     /// The kind as the API spells it.
@@ -53,6 +56,7 @@ impl TaskKind {
             Self::Repair => "repair",
             Self::Resize => "resize",
             Self::Reconfigure => "reconfigure",
+            Self::Backup => "backup",
         }
     }
 
@@ -63,22 +67,36 @@ impl TaskKind {
             // Only a create makes a data volume. Everything else brings the member
             // back on the volume it has — and fails, saying so, when that is gone —
             // so a lost volume is never silently replaced by an empty database.
-            Self::Create => vec![
-                S::EnsureImage,
-                S::EnsureAgent,
-                S::EnsureNetwork,
-                S::EnsureVolume,
-                S::EnsureContainer,
-                S::EnsureParams,
-                S::EnsureTls,
-                S::EnsureRunning,
-                S::WaitReady,
-            ],
+            Self::Create => {
+                // A restore checks the backup's bytes before anything is made, so a
+                // corrupt backup leaves no instance that looks usable.
+                let mut steps = if options.backup.is_some() {
+                    vec![S::VerifyBackup]
+                } else {
+                    vec![]
+                };
+                steps.extend([
+                    S::EnsureImage,
+                    S::EnsureAgent,
+                    S::EnsureNetwork,
+                    S::EnsureVolume,
+                    S::EnsureContainer,
+                    S::EnsureParams,
+                    S::EnsureTls,
+                    S::EnsureRunning,
+                    S::WaitReady,
+                ]);
+                if options.backup.is_some() {
+                    steps.push(S::LoadBackup);
+                }
+                steps
+            }
             Self::Repair | Self::Start => bring_back(),
             // Also how a server certificate is renewed: a task the user sees, live.
             Self::Reconfigure => vec![S::EnsureTls, S::ApplySettings],
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
+            Self::Backup => vec![S::EnsureBackupStored],
             Self::Restart => {
                 let mut steps = vec![S::EnsureStopped];
                 steps.extend(bring_back());
@@ -142,6 +160,10 @@ pub struct TaskOptions {
     /// Resize: the memory asked for, in MiB (stored like `cpus_millis`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// Backup: the backup this task takes (its record is made by the task's step).
+    /// Create: the backup the new instance is restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::backup::BackupId>,
 }
 
 /// One step, named for what it ensures.
@@ -182,6 +204,14 @@ pub enum StepName {
     /// The engine's settings match the spec and parameters: live ones applied, the
     /// others recorded as pending restart.
     ApplySettings,
+    /// The backup's object is in the backup store, complete, with its size and
+    /// checksum recorded (a repeat takes the backup again from the start).
+    EnsureBackupStored,
+    /// The backup to restore is complete and its stored bytes match its checksum.
+    VerifyBackup,
+    /// The backup's dump is loaded into the new instance (whose superuser keeps its
+    /// own password).
+    LoadBackup,
 }
 
 impl StepName {
@@ -204,6 +234,9 @@ impl StepName {
             Self::Forget => "forget",
             Self::UpdateLimits => "update_limits",
             Self::ApplySettings => "apply_settings",
+            Self::EnsureBackupStored => "ensure_backup_stored",
+            Self::VerifyBackup => "verify_backup",
+            Self::LoadBackup => "load_backup",
         }
     }
 }
@@ -372,6 +405,19 @@ mod tests {
                 "{kind} must not make a data volume"
             );
         }
+    }
+
+    #[test]
+    fn a_restore_verifies_first_and_loads_last() {
+        let plan = TaskKind::Create.plan(TaskOptions {
+            backup: Some(crate::backup::BackupId::new_random()),
+            ..Default::default()
+        });
+        assert_eq!(plan.first(), Some(&StepName::VerifyBackup));
+        assert_eq!(plan.last(), Some(&StepName::LoadBackup));
+        assert!(!TaskKind::Create
+            .plan(TaskOptions::default())
+            .contains(&StepName::LoadBackup));
     }
 
     #[test]

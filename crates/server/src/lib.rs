@@ -8,6 +8,7 @@
 
 pub mod api;
 mod auth;
+mod backup;
 mod error;
 mod members;
 pub mod reconcile;
@@ -17,6 +18,7 @@ pub mod tls;
 mod views;
 
 pub use auth::write_private;
+pub use backup::{BackupAccepted, BackupView};
 pub use error::ApiError;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 
@@ -375,6 +377,13 @@ pub async fn serve(config: Config) -> Result<()> {
     let resumed = ctx.tasks.resume_all(&ctx).await?;
     if resumed > 0 {
         info!(resumed, "resuming unfinished tasks");
+    }
+    // A backup whose task is gone can never complete: never leave it looking alive.
+    if let Ok(n @ 1..) = ctx.store.fail_abandoned_backups().await {
+        warn!(
+            backups = n,
+            "marked backups abandoned by a stopped control plane failed"
+        );
     }
     match ctx.runtime.prune_agent_volumes(&ctx.agent.sha256).await {
         Ok(removed) if !removed.is_empty() => {

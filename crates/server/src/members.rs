@@ -196,7 +196,7 @@ pub(crate) async fn apply_settings(
         .map_err(|e| format!("agent sent an unreadable answer: {}", without_url(&e)))
 }
 
-fn without_url(e: &reqwest::Error) -> String {
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     if let Some(url) = e.url() {
         s = s.replace(url.as_str(), "agent");

@@ -163,6 +163,11 @@ pub(crate) async fn run(
             ))
         }
         StepName::UpdateLimits => update_limits(ctx, task, &inst).await,
+        StepName::VerifyBackup => crate::backup::verify_backup(ctx, task).await,
+        StepName::LoadBackup => crate::backup::load_backup(ctx, task, &inst, progress).await,
+        StepName::EnsureBackupStored => {
+            crate::backup::ensure_backup_stored(ctx, task, &inst, progress).await
+        }
         StepName::ApplySettings => {
             let name = container_name(&inst);
             let ip = ctx

@@ -7,6 +7,7 @@
 //! SQLite is the embedded default. The PostgreSQL backend is not written yet; the
 //! schema and queries keep to the SQL both understand.
 
+mod backups;
 mod events;
 mod fits;
 mod groups;

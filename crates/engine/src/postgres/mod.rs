@@ -481,6 +481,56 @@ impl Engine for Postgres {
         Ok(())
     }
 
+    fn logical_dump_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec {
+        // Every database plus roles (`pg_dumpall` skips CREATE ROLE for the user it runs
+        // as, so it loads into a fresh instance's superuser). Local socket, trusted.
+        CommandSpec {
+            program: bin(version, "pg_dumpall"),
+            args: vec![
+                format!("--host={}", layout.run_dir.display()),
+                "--username=postgres".into(),
+                "--no-password".into(),
+                "--quote-all-identifiers".into(),
+            ],
+            env: vec![],
+            stdin: None,
+        }
+    }
+
+    fn logical_load_command(&self, version: &EngineVersion, layout: &Layout) -> CommandSpec {
+        CommandSpec {
+            program: bin(version, "psql"),
+            args: vec![
+                format!("--host={}", layout.run_dir.display()),
+                "--username=postgres".into(),
+                "--dbname=postgres".into(),
+                "--no-password".into(),
+                "--no-psqlrc".into(),
+                "--quiet".into(),
+                "--set=ON_ERROR_STOP=1".into(),
+            ],
+            env: vec![],
+            stdin: None,
+        }
+    }
+
+    fn logical_load_skips(&self) -> Option<crate::LoadSkips> {
+        // pg_dumpall creates every role, the superuser too; roles come before the
+        // first database (`\connect`).
+        Some(crate::LoadSkips {
+            lines: &["CREATE ROLE \"postgres\";", "CREATE ROLE postgres;"],
+            header_ends: "\\connect",
+        })
+    }
+
+    fn after_logical_load(&self, secret: &str) -> String {
+        // A SCRAM verifier holds base64 and `$:` only: no quote can end the literal.
+        format!(
+            "\\connect postgres\nALTER ROLE postgres PASSWORD '{}';\n",
+            secret.replace('\'', "''")
+        )
+    }
+
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
         Ok(Box::new(admin::PgAdmin::connect(target).await?))
     }

@@ -95,15 +95,27 @@ async fn view_of(ctx: &Ctx, inst: &InstanceRecord) -> Result<InstanceView, ApiEr
 pub(crate) async fn create(
     State(ctx): State<Ctx>,
     body: Result<Json<CreateRequest>, JsonRejection>,
-) -> Result<
-    (
-        StatusCode,
-        axum::Extension<super::events::EventSubject>,
-        Json<Accepted>,
-    ),
-    ApiError,
-> {
+) -> Result<Created, ApiError> {
     let Json(req) = body?;
+    create_with(&ctx, req, TaskOptions::default()).await
+}
+
+/// What a create answers: 202, the accepted task, and the instance the `api` event
+/// is about.
+pub(crate) type Created = (
+    StatusCode,
+    axum::Extension<super::events::EventSubject>,
+    Json<Accepted>,
+);
+
+/// Creates an instance with a create task of these options (a restore names its
+/// backup there).
+pub(crate) async fn create_with(
+    ctx: &Ctx,
+    req: CreateRequest,
+    options: TaskOptions,
+) -> Result<Created, ApiError> {
+    let ctx = ctx.clone();
     let host = ctx.runtime.host_capacity().await?;
     let (name, spec) = req.validate(&host)?;
     if let Some(g) = &req.params {
@@ -131,13 +143,7 @@ pub(crate) async fn create(
         created_at: now.clone(),
         updated_at: now.clone(),
     };
-    let task = TaskRecord::new(
-        inst.id,
-        inst.name.clone(),
-        TaskKind::Create,
-        TaskOptions::default(),
-        &now,
-    );
+    let task = TaskRecord::new(inst.id, inst.name.clone(), TaskKind::Create, options, &now);
     // A port picked for the user may be taken by a create running beside this one:
     // pick again. A port the user asked for is theirs to change.
     let mut tries = 0;

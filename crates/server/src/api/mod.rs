@@ -1,6 +1,7 @@
 //! The REST API under `/v1`, its OpenAPI document, and `/healthz`.
 
 mod accounts;
+mod backups;
 mod events;
 mod instances;
 mod params;
@@ -78,6 +79,10 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(params::show, params::update, params::delete))
         .routes(routes!(params::attach))
         .routes(routes!(params::catalog))
+        .routes(routes!(backups::create))
+        .routes(routes!(backups::restore))
+        .routes(routes!(backups::list))
+        .routes(routes!(backups::show, backups::delete))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(events::list))

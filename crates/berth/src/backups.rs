@@ -1,0 +1,103 @@
+//! `berth backup …`: argument parsing only; the work is in `berth_cli::backups`.
+
+use berth_cli::{Client, Follow, Format};
+use clap::Subcommand;
+
+/// Backups of instances, kept in the backup store.
+#[derive(Subcommand)]
+pub(crate) enum BackupCommand {
+    /// Take a backup of a running instance (it keeps serving meanwhile).
+    Create {
+        /// Instance name.
+        name: String,
+        /// How: `logical` (the engine's own dump).
+        #[arg(long, default_value = "logical")]
+        kind: String,
+        /// Return at once instead of following the task.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List backups, newest first.
+    List {
+        /// Only backups of this instance (it may be deleted since).
+        name: Option<String>,
+    },
+    /// Show a backup: state, size, checksum.
+    Show {
+        /// Backup id.
+        id: String,
+    },
+    /// Delete a backup and its stored object.
+    Delete {
+        /// Backup id.
+        id: String,
+    },
+}
+
+/// `berth restore`: a new instance from a backup.
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The instance the backup was taken from (it may be deleted since).
+    source: String,
+    /// The new instance's name (restoring into the source itself is not offered:
+    /// restore beside it, then switch clients).
+    #[arg(long)]
+    to: String,
+    /// The backup to restore (`berth backup list SOURCE`).
+    #[arg(long)]
+    backup: String,
+    /// CPU limit (default: the source's).
+    #[arg(long)]
+    cpus: Option<String>,
+    /// Memory (default: the source's).
+    #[arg(long)]
+    memory: Option<String>,
+    /// Storage (default: the source's).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Return at once instead of following the task.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+/// Runs `berth restore`.
+pub(crate) async fn restore(args: RestoreArgs, client: Client, fmt: Format) -> anyhow::Result<u8> {
+    let follow = if args.no_wait {
+        Follow::NoWait
+    } else {
+        Follow::Wait
+    };
+    let a = berth_cli::backups::RestoreArgs {
+        source: args.source,
+        to: args.to,
+        backup: args.backup,
+        cpus: args.cpus,
+        memory: args.memory,
+        storage: args.storage,
+    };
+    berth_cli::backups::restore(&client, a, follow, fmt).await?;
+    Ok(0)
+}
+
+/// Runs one `berth backup` command.
+pub(crate) async fn run(command: BackupCommand, client: Client, fmt: Format) -> anyhow::Result<u8> {
+    use berth_cli::backups as b;
+    match command {
+        BackupCommand::Create {
+            name,
+            kind,
+            no_wait,
+        } => {
+            let follow = if no_wait {
+                Follow::NoWait
+            } else {
+                Follow::Wait
+            };
+            b::create(&client, &name, &kind, follow, fmt).await?
+        }
+        BackupCommand::List { name } => b::list(&client, name.as_deref(), fmt).await?,
+        BackupCommand::Show { id } => b::show(&client, &id, fmt).await?,
+        BackupCommand::Delete { id } => b::delete(&client, &id, fmt).await?,
+    }
+    Ok(0)
+}

@@ -1,0 +1,207 @@
+//! Backups: the backup store (an `object_store` behind one small type) and the step
+//! that streams a member's dump into it.
+//!
+//! The store is a local directory (`<data-dir>/backups`) through
+//! `object_store::local::LocalFileSystem`; S3 is the same code with `AmazonS3Builder`
+//! behind [`BackupStore`]. Bytes go from the agent's response straight into a
+//! multipart upload, hashed (SHA-256 of the stored, compressed bytes) on the way:
+//! nothing is copied to a local file first.
+
+mod restore;
+mod take;
+mod view;
+
+pub use view::{BackupAccepted, BackupView};
+
+pub(crate) use restore::{load_backup, verify_backup};
+pub(crate) use take::ensure_backup_stored;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+/// What can go wrong moving a backup's bytes.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BackupError {
+    /// The backup store refused or failed.
+    #[error("backup store: {0}")]
+    Store(#[from] object_store::Error),
+    /// The backup store's directory could not be made.
+    #[error("making the backup store directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The source of the bytes (the agent) failed mid-way.
+    #[error("{0}")]
+    Source(String),
+}
+
+/// An error with its causes: the outermost alone often says too little ("error
+/// decoding response body").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// How many parts may be in flight to the store at once.
+const MAX_PARTS_IN_FLIGHT: usize = 4;
+
+/// Where backups are kept.
+#[derive(Clone, Debug)]
+pub(crate) struct BackupStore {
+    inner: Arc<dyn ObjectStore>,
+}
+
+/// A stored object's size and SHA-256 (hex).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Stored {
+    pub size: u64,
+    pub sha256: String,
+}
+
+impl BackupStore {
+    /// The embedded default: a directory under the data directory.
+    pub(crate) fn local(data_dir: &Path) -> Result<Self, BackupError> {
+        let dir = data_dir.join("backups");
+        std::fs::create_dir_all(&dir).map_err(|source| BackupError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            inner: Arc::new(fs),
+        })
+    }
+
+    /// The store of this control plane.
+    pub(crate) fn of(ctx: &crate::Ctx) -> Result<Self, BackupError> {
+        Self::local(&ctx.config.data_dir)
+    }
+
+    /// Streams `body` into the object `key`, hashing as it goes; the object appears
+    /// only once complete (a failed upload is aborted, leaving nothing).
+    pub(crate) async fn put_stream<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Stored, BackupError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::error::Error,
+    {
+        let upload = self.inner.put_multipart(&ObjectPath::from(key)).await?;
+        let mut writer = WriteMultipart::new(upload);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(BackupError::Source(chain(&e)));
+                }
+            };
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            if let Err(e) = writer.wait_for_capacity(MAX_PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(e.into());
+            }
+            writer.put(chunk);
+            progress(size);
+        }
+        writer.finish().await?;
+        Ok(Stored {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// Reads the whole object and gives its size and SHA-256.
+    pub(crate) async fn digest(&self, key: &str) -> Result<Stored, BackupError> {
+        let mut stream = self.inner.get(&ObjectPath::from(key)).await?.into_stream();
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Stored {
+            size,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+
+    /// The object's bytes, as they are read.
+    pub(crate) async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
+        BackupError,
+    > {
+        Ok(self.inner.get(&ObjectPath::from(key)).await?.into_stream())
+    }
+
+    /// Removes the object; one already gone is fine.
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), BackupError> {
+        match self.inner.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stored_bytes_are_counted_and_hashed_and_a_failed_stream_leaves_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BackupStore::local(dir.path()).expect("store");
+        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
+        let stored = store
+            .put_stream("i/b.sql.zst", futures_util::stream::iter(chunks), &|_| {})
+            .await
+            .expect("put");
+        assert_eq!(stored.size, 11);
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(b"hello world")));
+        assert_eq!(store.digest("i/b.sql.zst").await.expect("digest"), stored);
+        assert!(dir.path().join("backups/i/b.sql.zst").is_file());
+
+        let broken: Vec<Result<Bytes, std::io::Error>> = vec![
+            Ok(Bytes::from_static(b"half")),
+            Err(std::io::Error::other("the dump failed")),
+        ];
+        let err = store
+            .put_stream("i/c.sql.zst", futures_util::stream::iter(broken), &|_| {})
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains("the dump failed"));
+        assert!(store.digest("i/c.sql.zst").await.is_err(), "no object");
+
+        store.delete("i/b.sql.zst").await.expect("delete");
+        store.delete("i/b.sql.zst").await.expect("delete twice");
+    }
+}

@@ -1,0 +1,109 @@
+//! The `ensure_backup_stored` step: record the backup `running`, stream the member's
+//! dump into the backup store, then record size and checksum — only then is it good.
+
+use super::BackupStore;
+use crate::members::{container_name, key, without_url};
+use crate::steps::StepError;
+use crate::Ctx;
+use berth_model::agent::AGENT_PORT;
+use berth_model::backup::{BackupKind, BackupRecord};
+use berth_model::{InstanceRecord, TaskRecord};
+
+/// The whole dump must arrive within this long.
+const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+pub(crate) async fn ensure_backup_stored(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<String, StepError> {
+    let id = task
+        .options
+        .backup
+        .ok_or_else(|| StepError::Fatal("the task names no backup".into()))?;
+    // The record keeps the first start time across a repeat of this step.
+    let record = match ctx.store.backup(id).await? {
+        Some(b) => b,
+        None => BackupRecord::begin(
+            id,
+            inst.id,
+            inst.name.to_string(),
+            inst.spec.engine,
+            inst.spec.version.clone(),
+            BackupKind::Logical,
+            &berth_store::now(),
+        ),
+    };
+    ctx.store.begin_backup(&record).await?;
+    match stream(ctx, inst, &record, progress).await {
+        Ok(stored) => {
+            ctx.store
+                .finish_backup(id, stored.size, &stored.sha256)
+                .await?;
+            Ok(format!(
+                "backup {id} stored: {} bytes, sha256 {}",
+                stored.size, stored.sha256
+            ))
+        }
+        Err(e) => {
+            let reason = match &e {
+                StepError::Retry(r) | StepError::Fatal(r) => r.clone(),
+            };
+            // A retry sets it running again; a final failure leaves it failed.
+            ctx.store.fail_backup(id, &reason).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn stream(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    record: &BackupRecord,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<super::Stored, StepError> {
+    let name = container_name(inst);
+    let ip = ctx
+        .runtime
+        .inspect_member(key(inst))
+        .await?
+        .filter(|o| o.running)
+        .and_then(|o| o.ip)
+        .ok_or_else(|| StepError::Fatal(format!("container {name} is not running")))?;
+    let store = BackupStore::of(ctx).map_err(|e| StepError::Fatal(e.to_string()))?;
+    let url = format!(
+        "http://{}/backup/logical",
+        std::net::SocketAddr::new(ip, AGENT_PORT)
+    );
+    let resp = ctx
+        .http
+        .post(url)
+        .bearer_auth(inst.agent_token.expose())
+        .timeout(BACKUP_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| StepError::Retry(format!("agent does not answer: {}", without_url(&e))))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(StepError::Fatal(format!(
+            "the agent could not take the backup ({status}): {text}"
+        )));
+    }
+    let body = resp.bytes_stream();
+    store
+        .put_stream(&record.object, body, &|n| {
+            progress(&format!("streamed {} to the backup store", human_bytes(n)))
+        })
+        .await
+        .map_err(|e| StepError::Fatal(format!("the backup could not be stored: {e}")))
+}
+
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}

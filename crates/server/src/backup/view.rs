@@ -1,0 +1,76 @@
+//! Backups as the API presents them.
+
+use berth_model::backup::{BackupKind, BackupRecord, BackupState};
+use berth_model::{EngineKind, InstanceId};
+use serde::{Deserialize, Serialize};
+
+/// A backup, as `backup list` and `backup show` present it.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupView {
+    /// Stable id.
+    #[schema(value_type = String)]
+    pub id: berth_model::backup::BackupId,
+    /// The instance it was taken from (by its name then; it may be gone since).
+    pub instance: String,
+    /// That instance's id.
+    #[schema(value_type = String)]
+    pub instance_id: InstanceId,
+    /// The engine.
+    pub engine: EngineKind,
+    /// Its version.
+    #[schema(value_type = String)]
+    pub version: String,
+    /// How it was taken.
+    pub kind: BackupKind,
+    /// Where it is.
+    pub state: BackupState,
+    /// Complete and checksummed: the only backups a restore accepts.
+    pub complete: bool,
+    /// Bytes stored (zstd-compressed), once complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// SHA-256 of the stored bytes (hex), once complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The object's key in the backup store.
+    pub object: String,
+    /// When it began (RFC 3339).
+    pub started_at: String,
+    /// When it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<&BackupRecord> for BackupView {
+    fn from(b: &BackupRecord) -> Self {
+        Self {
+            id: b.id,
+            instance: b.instance_name.clone(),
+            instance_id: b.instance_id,
+            engine: b.engine,
+            version: b.version.to_string(),
+            kind: b.kind,
+            state: b.state,
+            complete: b.is_complete(),
+            size_bytes: b.size_bytes,
+            sha256: b.sha256.clone(),
+            object: b.object.clone(),
+            started_at: b.started_at.clone(),
+            finished_at: b.finished_at.clone(),
+            error: b.error.clone(),
+        }
+    }
+}
+
+/// The answer to `backup create`: the backup's id and the task taking it.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupAccepted {
+    /// The backup being taken; `GET /v1/backups/{id}` shows it.
+    #[schema(value_type = String)]
+    pub backup: berth_model::backup::BackupId,
+    /// The task taking it.
+    pub task: crate::TaskView,
+}
