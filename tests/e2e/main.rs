@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod lifecycle;
 mod many;
+mod metrics;
 mod params;
 mod repair;
 mod resize;
