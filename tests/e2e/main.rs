@@ -12,6 +12,7 @@ mod events;
 mod faults;
 mod lifecycle;
 mod many;
+mod metrics;
 mod params;
 mod repair;
 mod resize;

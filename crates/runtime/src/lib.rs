@@ -12,9 +12,11 @@ mod agent_volume;
 mod catalog;
 mod containers;
 pub mod image;
+mod stats;
 
 pub use agent_volume::AGENT_MOUNT;
 pub use containers::{working_set, ContainerObservation, MemberContainer, MemberKey};
+pub use stats::{member_stats, MemberContainerRef, MemberStats};
 
 use berth_model::{labels, CpuMillis, HostCapacity, SiteId};
 use bollard::Docker;

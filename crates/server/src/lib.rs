@@ -11,6 +11,7 @@ mod auth;
 mod backup;
 mod error;
 mod members;
+pub mod metrics;
 pub mod reconcile;
 mod steps;
 pub mod tasks;
@@ -186,6 +187,8 @@ pub struct Ctx {
     /// Set when the control plane is stopping: long-lived responses (event streams)
     /// end, so a graceful shutdown does not wait on them forever.
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The control plane's own metrics, for `GET /metrics`.
+    pub metrics: metrics::Metrics,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -363,6 +366,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         catalogs: Default::default(),
         ca,
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
+        metrics: metrics::Metrics::default(),
         _lock: Arc::new(lock),
     };
     Ok(ctx)

@@ -344,7 +344,10 @@ async fn apply(ctx: &Ctx, instances: &[InstanceRecord], action: &Action) {
 pub async fn run_forever(ctx: Ctx) {
     let mut certificates_checked: Option<std::time::Instant> = None;
     loop {
-        if let Err(e) = run_once(&ctx).await {
+        let started = std::time::Instant::now();
+        let pass = run_once(&ctx).await;
+        ctx.metrics.reconcile_pass(started.elapsed(), pass.is_ok());
+        if let Err(e) = pass {
             warn!(error = %e, "reconcile pass failed; retrying");
         }
         if certificates_checked.is_none_or(|t| t.elapsed() >= crate::tls::RENEW_CHECK) {

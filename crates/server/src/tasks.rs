@@ -32,6 +32,7 @@ impl TaskRunner {
         let runner = self.clone();
         tokio::spawn(async move {
             let span = info_span!("task", task = %id);
+            let _running = ctx.metrics.task_running();
             run(&ctx, id).instrument(span).await;
             runner
                 .running
@@ -86,6 +87,7 @@ async fn run(ctx: &Ctx, id: TaskId) {
         return;
     }
     info!(kind = %task.kind, instance = %task.instance_name, "task running");
+    ctx.metrics.task_begun(task.kind);
     task.state = TaskState::Running;
     if let Err(e) = ctx.store.update_task(&task).await {
         warn!(error = %e, "cannot record task start");
@@ -158,6 +160,7 @@ async fn fail(ctx: &Ctx, task: &mut TaskRecord, i: usize, millis: u64, reason: S
 async fn finish(ctx: &Ctx, task: &TaskRecord, event: InstanceEvent, detail: Option<&str>) {
     // A delete's `forget` step already moved the instance to deleted.
     let event = (task.kind != TaskKind::Delete || task.state == TaskState::Failed).then_some(event);
+    ctx.metrics.task_ended(task.kind, task.state);
     if let Err(e) = ctx.store.finish_task(task, event, detail).await {
         warn!(error = %e, "cannot record the task's end; it resumes at next start");
     }

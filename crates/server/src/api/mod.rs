@@ -4,6 +4,7 @@ mod accounts;
 mod backups;
 mod events;
 mod instances;
+mod metrics;
 mod params;
 mod problems;
 mod tasks;
@@ -141,9 +142,17 @@ pub fn router(ctx: Ctx) -> Router {
             events::record_api_call,
         ))
         .fallback(|| async { ApiError::NotFound("no such API route; see /v1/openapi.json".into()) })
-        .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+        .layer(middleware::from_fn_with_state(ctx.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::time_api_call,
+        ));
+    // Not under /v1 and not in the document: Prometheus' text format, not JSON.
+    let scrape =
+        get(metrics::metrics).layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", scrape)
         .merge(api)
         // In the extractors (not a tower layer), so an oversized body is a 413
         // problem document like every other refusal.
