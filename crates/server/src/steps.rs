@@ -169,14 +169,7 @@ pub(crate) async fn run(
             crate::backup::ensure_backup_stored(ctx, task, &inst, progress).await
         }
         StepName::ApplySettings => {
-            let name = container_name(&inst);
-            let ip = ctx
-                .runtime
-                .inspect_member(key(&inst))
-                .await?
-                .filter(|o| o.running)
-                .and_then(|o| o.ip)
-                .ok_or_else(|| StepError::Fatal(format!("container {name} is not running")))?;
+            let ip = running_member_ip(ctx, &inst).await?;
             let (params, revision) = group_params(ctx, &inst).await?;
             let applied = members::apply_settings(ctx, &inst, ip, Some(&params))
                 .await
@@ -232,6 +225,22 @@ pub(crate) async fn run(
             Ok("the instance is deleted".into())
         }
     }
+}
+
+/// The address of the member's running container on its network, where its agent
+/// and engine answer; a step that needs them fails, saying so, when it does not run.
+pub(crate) async fn running_member_ip(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Result<std::net::IpAddr, StepError> {
+    ctx.runtime
+        .inspect_member(key(inst))
+        .await?
+        .filter(|o| o.running)
+        .and_then(|o| o.ip)
+        .ok_or_else(|| {
+            StepError::Fatal(format!("container {} is not running", container_name(inst)))
+        })
 }
 
 /// The image members of this instance run: an operator's upstream image for the

@@ -2,7 +2,7 @@
 //! made) and `load_backup` (once the new instance answers).
 
 use super::BackupStore;
-use crate::members::{container_name, key, without_url};
+use crate::members::without_url;
 use crate::steps::StepError;
 use crate::Ctx;
 use berth_model::agent::AGENT_PORT;
@@ -67,14 +67,7 @@ pub(crate) async fn load_backup(
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<String, StepError> {
     let b = complete_backup(ctx, task).await?;
-    let name = container_name(inst);
-    let ip = ctx
-        .runtime
-        .inspect_member(key(inst))
-        .await?
-        .filter(|o| o.running)
-        .and_then(|o| o.ip)
-        .ok_or_else(|| StepError::Fatal(format!("container {name} is not running")))?;
+    let ip = crate::steps::running_member_ip(ctx, inst).await?;
     let store = BackupStore::of(ctx).map_err(|e| StepError::Fatal(e.to_string()))?;
     let total = b.size_bytes.unwrap_or(0);
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));

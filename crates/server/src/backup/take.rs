@@ -2,7 +2,7 @@
 //! dump into the backup store, then record size and checksum — only then is it good.
 
 use super::BackupStore;
-use crate::members::{container_name, key, without_url};
+use crate::members::without_url;
 use crate::steps::StepError;
 use crate::Ctx;
 use berth_model::agent::AGENT_PORT;
@@ -63,14 +63,7 @@ async fn stream(
     record: &BackupRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<super::Stored, StepError> {
-    let name = container_name(inst);
-    let ip = ctx
-        .runtime
-        .inspect_member(key(inst))
-        .await?
-        .filter(|o| o.running)
-        .and_then(|o| o.ip)
-        .ok_or_else(|| StepError::Fatal(format!("container {name} is not running")))?;
+    let ip = crate::steps::running_member_ip(ctx, inst).await?;
     let store = BackupStore::of(ctx).map_err(|e| StepError::Fatal(e.to_string()))?;
     let url = format!(
         "http://{}/backup/logical",
