@@ -12,6 +12,7 @@ mod events;
 mod faults;
 mod lifecycle;
 mod many;
+mod members;
 mod metrics;
 mod params;
 mod repair;

@@ -20,7 +20,7 @@ struct AppState {
 }
 
 /// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -191,8 +191,36 @@ async fn restore_logical(
     crate::backup::restore_logical(&state.config, &state.reaper, &expected, body).await
 }
 
+/// `GET /clone`: see [`crate::replication::clone_source`] (authorised by the
+/// replication password, not the control plane's token: replicas call it).
+async fn clone_source(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    crate::replication::clone_source(&state.config, &state.reaper, &headers).await
+}
+
+/// `POST /replication`: see [`crate::replication::set`].
+async fn replication(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(repl): Json<berth_model::agent::Replication>,
+) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if let Some(reason) = state.health.view().reason {
+        return (
+            StatusCode::CONFLICT,
+            format!("the engine is not started: {reason}"),
+        )
+            .into_response();
+    }
+    let ready = state.health.view().state == crate::HealthState::Ready;
+    crate::replication::set(&state.config, ready, repl).await
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/clone", get(clone_source))
+        .route("/replication", post(replication))
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))

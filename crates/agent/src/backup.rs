@@ -18,13 +18,13 @@ const STDERR_KEPT: u64 = 4096;
 
 /// A child of the reaper (as PID 1 the agent must never wait on a child itself),
 /// killed if the request goes away before it ended.
-struct Child {
+pub(crate) struct Child {
     pid: u32,
     exit: Option<tokio::sync::oneshot::Receiver<crate::Exit>>,
 }
 
 impl Child {
-    async fn wait(&mut self) -> std::io::Result<crate::Exit> {
+    pub(crate) async fn wait(&mut self) -> std::io::Result<crate::Exit> {
         let rx = self
             .exit
             .take()
@@ -48,11 +48,11 @@ impl Drop for Child {
 }
 
 /// The pipes of a spawned command, as tokio types.
-struct Spawned {
-    child: Child,
-    stdin: Option<tokio::process::ChildStdin>,
-    stdout: Option<tokio::process::ChildStdout>,
-    stderr: Option<tokio::process::ChildStderr>,
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) stdin: Option<tokio::process::ChildStdin>,
+    pub(crate) stdout: Option<tokio::process::ChildStdout>,
+    pub(crate) stderr: Option<tokio::process::ChildStderr>,
 }
 
 fn spawn(
@@ -61,7 +61,25 @@ fn spawn(
     stdin: bool,
     stdout: bool,
 ) -> std::io::Result<Spawned> {
+    spawn_as(reaper, spec, None, stdin, stdout)
+}
+
+/// Spawns `spec` with the pipes asked for, as `user` when given (else as root).
+pub(crate) fn spawn_as(
+    reaper: &crate::Reaper,
+    spec: &berth_engine::CommandSpec,
+    user: Option<&nix::unistd::User>,
+    stdin: bool,
+    stdout: bool,
+) -> std::io::Result<Spawned> {
+    use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(&spec.program);
+    if let Some(user) = user {
+        cmd.uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .env("HOME", &user.dir)
+            .env("USER", &user.name);
+    }
     cmd.args(&spec.args)
         .envs(spec.env.iter().cloned())
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })

@@ -36,6 +36,8 @@ pub(crate) enum How {
     Bootstrapped,
     /// The database was there already; Berth took it as it was.
     Adopted,
+    /// Berth copied it from the instance's primary (a replica).
+    Cloned,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +52,8 @@ struct Record {
 pub(crate) enum Decision {
     /// Make a new database in an absent or empty directory.
     Bootstrap,
+    /// A replica's absent or empty directory: copy the primary's database into it.
+    Clone,
     /// Berth's own bootstrap did not finish: clear what it made and bootstrap again.
     Redo,
     /// A finished database without Berth's record: record it as ready, touch nothing.
@@ -60,8 +64,17 @@ pub(crate) enum Decision {
     Refuse(String),
 }
 
-/// Decides from what was recorded and what the directory holds. Pure.
-pub(crate) fn decide(recorded: Option<Recorded>, data: &DataDirState) -> Decision {
+/// Decides from what was recorded and what the directory holds, and whether the
+/// member is a replica (whose empty directory is cloned, never bootstrapped: a
+/// replica with a database of its own would follow nobody). Pure.
+pub(crate) fn decide(recorded: Option<Recorded>, data: &DataDirState, replica: bool) -> Decision {
+    match decide_primary(recorded, data) {
+        Decision::Bootstrap if replica => Decision::Clone,
+        other => other,
+    }
+}
+
+fn decide_primary(recorded: Option<Recorded>, data: &DataDirState) -> Decision {
     use DataDirState as D;
     match (recorded, data) {
         (_, D::Incompatible(why)) => Decision::Refuse(format!(
@@ -166,7 +179,9 @@ pub(crate) async fn ensure_database(
     let record = record_path(config);
     let recorded = read_record(&record);
     let seen = engine.inspect_data_dir(&config.version, layout);
-    let decision = decide(recorded, &seen);
+    let replication =
+        crate::replication::read(config).filter(|r| r.role == berth_model::member::Role::Replica);
+    let decision = decide(recorded, &seen, replication.is_some());
     info!(?recorded, ?seen, ?decision, data = %data.display(), "data directory inspected");
     match decision {
         Decision::Start => Ok(Outcome::Ready),
@@ -181,10 +196,40 @@ pub(crate) async fn ensure_database(
             // its unfinished bootstrap made.
             warn!(data = %data.display(), "an earlier bootstrap did not finish; starting it over");
             std::fs::remove_dir_all(&data).map_err(io(data.display().to_string()))?;
-            bootstrap(config, reaper, user, &record).await
+            match &replication {
+                Some(repl) => clone(config, reaper, user, &record, repl).await,
+                None => bootstrap(config, reaper, user, &record).await,
+            }
         }
         Decision::Bootstrap => bootstrap(config, reaper, user, &record).await,
+        Decision::Clone => match &replication {
+            Some(repl) => clone(config, reaper, user, &record, repl).await,
+            None => bootstrap(config, reaper, user, &record).await,
+        },
     }
+}
+
+/// A replica's first start: the primary's database copied into the empty directory,
+/// under the same `initializing` record as a bootstrap (an interrupted clone is
+/// Berth's own unfinished work, cleared and redone).
+async fn clone(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    user: &User,
+    record: &Path,
+    repl: &berth_model::agent::Replication,
+) -> Result<Outcome> {
+    let data = config.engine().data_dir(&config.layout);
+    let started = Instant::now();
+    write_record(record, Recorded::Initializing, None)?;
+    owned_dir(&data, user)?;
+    crate::replication::clone(config, reaper, user, repl).await?;
+    write_record(record, Recorded::Ready, Some(How::Cloned))?;
+    info!(
+        millis = started.elapsed().as_millis() as u64,
+        "data directory cloned from the primary"
+    );
+    Ok(Outcome::Ready)
 }
 
 async fn bootstrap(
@@ -281,7 +326,18 @@ mod tests {
             (ready, &partial, Decision::Start),
         ];
         for (recorded, data, want) in table {
-            assert_eq!(decide(recorded, data), want, "{recorded:?} {data:?}");
+            assert_eq!(decide(recorded, data, false), want, "{recorded:?} {data:?}");
+            // A replica clones where a primary would bootstrap; nothing else differs.
+            let replica = if want == Decision::Bootstrap {
+                Decision::Clone
+            } else {
+                want
+            };
+            assert_eq!(
+                decide(recorded, data, true),
+                replica,
+                "{recorded:?} {data:?}"
+            );
         }
         // Never deleted, never started: half a database nobody recorded, foreign files,
         // another version, or a recorded database that has gone.
@@ -296,14 +352,16 @@ mod tests {
             (init, &old),
             (ready, &old),
         ] {
-            let d = decide(recorded, data);
-            assert!(is_refused(&d), "{recorded:?} {data:?} gave {d:?}");
+            for replica in [false, true] {
+                let d = decide(recorded, data, replica);
+                assert!(is_refused(&d), "{recorded:?} {data:?} gave {d:?}");
+            }
         }
     }
 
     #[test]
     fn refusals_name_what_was_found() {
-        let d = decide(None, &D::Foreign("notes.txt".into()));
+        let d = decide(None, &D::Foreign("notes.txt".into()), false);
         let Decision::Refuse(why) = d else {
             panic!("not refused")
         };

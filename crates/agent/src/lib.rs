@@ -20,6 +20,7 @@ mod backup;
 mod bootstrap;
 mod cgroup;
 mod reaper;
+mod replication;
 mod supervisor;
 mod tls;
 
@@ -128,6 +129,7 @@ pub fn current_settings(config: &AgentConfig) -> berth_engine::Settings {
     berth_engine::Settings {
         resources: cgroup::resources(config.resources),
         params,
+        replication: replication::read(config),
     }
 }
 

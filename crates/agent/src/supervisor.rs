@@ -247,6 +247,7 @@ async fn wait_ready(config: AgentConfig, health: Health, pid: u32) {
                 millis = started.elapsed().as_millis() as u64,
                 "engine ready"
             );
+            crate::replication::apply_after_start(&config).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -30,6 +30,15 @@ pub struct CreateCmd {
     /// Host port of the endpoint, fixed for the instance's life (default: a free one).
     #[arg(long)]
     port: Option<u16>,
+    /// Members: a primary and N-1 replicas, each its own container and volume (1-5).
+    #[arg(long)]
+    members: Option<u16>,
+    /// Replicas that must have a commit before it returns (default 0: asynchronous).
+    #[arg(long)]
+    sync: Option<u8>,
+    /// While a synchronous replica is missing: strict (commits wait) or available.
+    #[arg(long, value_parser = ["strict", "available"])]
+    sync_mode: Option<String>,
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
@@ -45,6 +54,9 @@ pub async fn create(c: CreateCmd, env: &Env) -> anyhow::Result<u8> {
         storage: c.storage,
         params: c.params,
         port: c.port,
+        members: c.members,
+        sync: c.sync,
+        sync_mode: c.sync_mode,
     };
     berth_cli::create(&env.client()?, args, follow(c.no_wait), env.fmt).await?;
     Ok(0)

@@ -15,6 +15,7 @@ mod image;
 mod instances;
 mod login;
 mod params;
+mod scale;
 mod serve;
 mod tasks;
 
@@ -77,6 +78,8 @@ enum Command {
     Restart(instances::ActionCmd),
     /// Change CPU and memory of a running instance, without a restart.
     Resize(instances::ResizeCmd),
+    /// Add or remove replicas, or change synchronous replication, online.
+    Scale(scale::ScaleCmd),
     /// Delete an instance; its data volume is kept unless --purge.
     Delete(instances::DeleteCmd),
     /// Show the superuser's credentials and a connection URI.
@@ -162,6 +165,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Stop(a) => instances::action(a, "stop", env).await,
         Command::Restart(a) => instances::action(a, "restart", env).await,
         Command::Resize(a) => instances::resize(a, env).await,
+        Command::Scale(a) => scale::scale(a, env).await,
         Command::Delete(a) => instances::delete(a, env).await,
         Command::Credentials(a) => instances::credentials(a, env).await,
         Command::Ca(a) => instances::ca(a, env).await,

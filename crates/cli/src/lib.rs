@@ -79,6 +79,12 @@ pub struct CreateArgs {
     pub params: Option<String>,
     /// Host port of the endpoint.
     pub port: Option<u16>,
+    /// Members (a primary and replicas).
+    pub members: Option<u16>,
+    /// Replicas that confirm a commit.
+    pub sync: Option<u8>,
+    /// `strict` or `available`.
+    pub sync_mode: Option<String>,
 }
 
 /// Whether to follow a task to its end.
@@ -141,8 +147,44 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
     if let Some(p) = args.port {
         body["port"] = Value::from(p);
     }
+    if let Some(m) = args.members {
+        body["members"] = Value::from(m);
+    }
+    if let Some(k) = args.sync {
+        body["sync"] = Value::from(k);
+    }
+    if let Some(m) = args.sync_mode {
+        body["sync_mode"] = Value::String(m);
+    }
     let v: Value = client.post("/v1/instances", &body).await?;
     finish_accepted(client, v, follow, fmt).await
+}
+
+/// `berth scale`.
+pub async fn scale(
+    client: &Client,
+    name: &str,
+    body: Value,
+    follow: Follow,
+    fmt: Format,
+) -> Result<()> {
+    let v: Value = client
+        .post(&format!("/v1/instances/{name}/scale"), &body)
+        .await?;
+    finish_and_show(client, v, follow, fmt).await
+}
+
+/// Follows an accepted change, then shows the instance as it now is.
+async fn finish_and_show(client: &Client, v: Value, follow: Follow, fmt: Format) -> Result<()> {
+    let task = accepted_task(&v)?;
+    finish_accepted(client, v, follow, fmt).await?;
+    if fmt == Format::Table && follow == Follow::Wait {
+        let inst: InstanceView = client
+            .get(&format!("/v1/instances/{}", task.instance))
+            .await?;
+        output::instance(&inst, fmt)?;
+    }
+    Ok(())
 }
 
 /// `berth start|stop|restart`.
@@ -181,15 +223,7 @@ pub async fn resize(
     let v: Value = client
         .patch(&format!("/v1/instances/{name}"), &body)
         .await?;
-    let task = accepted_task(&v)?;
-    finish_accepted(client, v, follow, fmt).await?;
-    if fmt == Format::Table && follow == Follow::Wait {
-        let inst: InstanceView = client
-            .get(&format!("/v1/instances/{}", task.instance))
-            .await?;
-        output::instance(&inst, fmt)?;
-    }
-    Ok(())
+    finish_and_show(client, v, follow, fmt).await
 }
 
 /// `berth delete`.

@@ -105,8 +105,37 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
                 )
             },
         ),
+        (
+            "replication",
+            match (i.members.len(), i.sync) {
+                (1, _) => "one member".to_owned(),
+                (n, 0) => format!("{n} members, asynchronous"),
+                (n, k) => format!(
+                    "{n} members, a commit waits for {k} replica(s) ({})",
+                    i.sync_mode
+                ),
+            },
+        ),
         ("created", i.created_at.clone()),
     ]);
+    let mut t = table(&["member", "role", "state", "sync", "lag", "container"]);
+    for m in &i.members {
+        let lag = match (m.lag_bytes, m.lag_seconds) {
+            (Some(b), Some(s)) => format!("{b} B, {s:.1} s"),
+            (Some(b), None) => format!("{b} B"),
+            (None, Some(s)) => format!("{s:.1} s"),
+            (None, None) => "-".to_owned(),
+        };
+        t.add_row(vec![
+            m.name.clone(),
+            m.role.as_str().to_owned(),
+            m.state.clone().unwrap_or_else(|| "-".into()),
+            if m.sync { "yes" } else { "no" }.to_owned(),
+            lag,
+            m.container.clone(),
+        ]);
+    }
+    println!("{t}");
     Ok(())
 }
 

@@ -129,6 +129,25 @@ pub struct Settings {
     pub resources: Resources,
     /// Settings the user chose (a parameter group). They win over derived ones.
     pub params: std::collections::BTreeMap<String, String>,
+    /// How the member replicates (none: a lone primary).
+    pub replication: Option<berth_model::agent::Replication>,
+}
+
+/// How a replica's empty data directory is filled from its primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClonePlan {
+    /// Commands (run as [`Engine::os_user`]) that pull the copy from the primary
+    /// themselves, over the engine's replication protocol.
+    Pull(Vec<CommandSpec>),
+    /// The primary's agent streams its engine's physical backup (`GET /clone`, see
+    /// [`Engine::clone_source_command`]) into `receive`'s standard input; `finish`
+    /// then makes the copy startable.
+    Stream {
+        /// Reads the stream into the data directory.
+        receive: CommandSpec,
+        /// Run after the stream ended well.
+        finish: Vec<CommandSpec>,
+    },
 }
 
 /// One database engine: what the control plane, the agent and the CLI must know.
@@ -264,6 +283,29 @@ pub trait Engine: Send + Sync {
     /// Lines of a logical dump's header the loader must not run in a fresh instance
     /// (its superuser exists already), if any.
     fn logical_load_skips(&self) -> Option<LoadSkips>;
+
+    /// How a replica's empty data directory is filled from `repl.source`.
+    fn clone_plan(
+        &self,
+        version: &EngineVersion,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> ClonePlan;
+
+    /// On a primary: the command whose standard output is the stream a
+    /// [`ClonePlan::Stream`] replica reads (none when replicas pull by themselves).
+    fn clone_source_command(&self, version: &EngineVersion, layout: &Layout)
+        -> Option<CommandSpec>;
+
+    /// Brings the running engine in line with `repl` (the configuration files were
+    /// rendered from it already): on a primary the replication account, one slot per
+    /// replica and the synchronous replicas; on a replica whom it follows. Idempotent;
+    /// its own writes never wait for synchronous replicas.
+    async fn apply_replication(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<()>;
 }
 
 /// Exact lines dropped from the start of a dump, up to the first line that begins
@@ -305,6 +347,17 @@ pub(crate) fn fits_in_memory(
         ));
     }
     Ok(())
+}
+
+/// `sync -f DIR`: one syncfs of the volume holding `dir`, cheaper than fsyncing each
+/// file a bootstrap or clone wrote.
+pub(crate) fn sync_command(dir: &Path) -> CommandSpec {
+    CommandSpec {
+        program: "sync".into(),
+        args: vec!["-f".into(), dir.display().to_string()],
+        env: vec![],
+        stdin: None,
+    }
 }
 
 pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {

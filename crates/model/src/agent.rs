@@ -22,3 +22,36 @@ pub mod env {
     /// SHA-256 (hex) of the token the control plane presents to the agent.
     pub const TOKEN_SHA256: &str = "BERTH_AGENT_TOKEN_SHA256";
 }
+
+/// The file on a member's data volume, beside the data directory, that says how the
+/// member replicates. The control plane writes it before a member's first start and
+/// sends it to a running agent (`POST /replication`); the agent renders the engine's
+/// configuration from it at every start. No file: a lone primary.
+pub const REPLICATION_FILE: &str = "berth-replication.json";
+
+/// The replication account, the same on every engine.
+pub const REPLICATION_USER: &str = "berth_replicator";
+
+/// How one member replicates: its role, whom it follows, whom it serves.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Replication {
+    /// This member.
+    pub member: crate::MemberId,
+    /// What Berth made it.
+    pub role: crate::member::Role,
+    /// For a replica: the primary's host name on the instance's network (its
+    /// container name) and client port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<(String, u16)>,
+    /// The replication account's password.
+    pub password: crate::Secret,
+    /// For a primary: every replica it serves (a slot for each on PostgreSQL).
+    #[serde(default)]
+    pub replicas: Vec<crate::MemberId>,
+    /// How many replicas confirm a commit.
+    #[serde(default)]
+    pub sync: u8,
+    /// Whether commits wait for a missing synchronous replica.
+    #[serde(default)]
+    pub sync_mode: crate::member::SyncMode,
+}

@@ -255,7 +255,10 @@ pub fn for_transition(
             TaskKind::Delete => (K::InstanceDeleted, "instance deleted".to_owned()),
             // Their own events (resized, parameters applied, the backup task) say
             // what changed.
-            TaskKind::Resize | TaskKind::Reconfigure | TaskKind::Backup => return None,
+            // (the members added and removed, for a scale).
+            TaskKind::Resize | TaskKind::Reconfigure | TaskKind::Backup | TaskKind::Scale => {
+                return None
+            }
         },
         E::Failed(kind) if to == S::Failed => (K::InstanceFailed, format!("{kind} failed{why}")),
         // A failed repair leaves it unavailable, a failed live change as it was:

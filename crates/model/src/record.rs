@@ -33,6 +33,10 @@ pub struct InstanceRecord {
     pub superuser_password: Secret,
     /// The token the control plane presents to this instance's agents.
     pub agent_token: Secret,
+    /// The replication account's password (replicas connect to the primary with it).
+    pub replication_password: Secret,
+    /// The members, which one is primary, and how many confirm a commit.
+    pub topology: crate::member::Topology,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// RFC 3339 time of the last change.
@@ -139,6 +143,8 @@ impl InstanceRecord {
             params_revision: 0,
             superuser_password: Secret::new("pw"),
             agent_token: Secret::new("tok"),
+            replication_password: Secret::new("repl"),
+            topology: crate::member::Topology::default(),
             created_at: String::new(),
             updated_at: String::new(),
         }

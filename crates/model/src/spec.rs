@@ -42,6 +42,20 @@ pub struct CreateRequest {
     #[serde(default)]
     #[schema(minimum = 1024, maximum = 65535)]
     pub port: Option<u16>,
+    /// Members: a primary and `members - 1` replicas, each its own container and
+    /// volume (1–5). Default 1.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 5)]
+    pub members: Option<u16>,
+    /// How many replicas must have a commit before it returns (fewer than
+    /// `members`; MariaDB waits for one at most). Default 0: asynchronous.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 4)]
+    pub sync: Option<u8>,
+    /// While a synchronous replica is missing: `strict` (the default) makes commits
+    /// wait, `available` lets them go on asynchronously.
+    #[serde(default)]
+    pub sync_mode: Option<crate::member::SyncMode>,
 }
 
 /// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.
@@ -113,6 +127,9 @@ pub enum SpecError {
     /// Unknown version.
     #[error(transparent)]
     Version(#[from] UnknownVersion),
+    /// Bad member count or sync setting.
+    #[error(transparent)]
+    Members(#[from] crate::member::MemberError),
     /// The request does not fit the host.
     #[error("{what} {asked} is more than this host has ({host}); ask for at most {host}")]
     BeyondHost {
@@ -187,6 +204,44 @@ impl CreateRequest {
             },
         ))
     }
+}
+
+impl CreateRequest {
+    /// The members asked for, checked for the engine.
+    pub fn topology(
+        &self,
+        engine: EngineKind,
+    ) -> Result<crate::member::Topology, crate::member::MemberError> {
+        let members = self.members.unwrap_or(1);
+        let sync = self.sync.unwrap_or(0);
+        crate::member::check(engine, members, sync)?;
+        Ok(crate::member::Topology::new(
+            members,
+            sync,
+            self.sync_mode.unwrap_or_default(),
+        ))
+    }
+}
+
+/// The body of `POST /v1/instances/{name}/scale`: what changes, each optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    /// How many members the instance has afterwards (1–5): replicas are added or
+    /// removed, never the primary.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 5)]
+    pub members: Option<u16>,
+    /// How many replicas confirm a commit afterwards.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 4)]
+    pub sync: Option<u8>,
+    /// `strict` or `available`.
+    #[serde(default)]
+    pub sync_mode: Option<crate::member::SyncMode>,
+    /// Also remove the volumes of removed replicas.
+    #[serde(default)]
+    pub purge: bool,
 }
 
 /// A resize, as sent: each field optional, each validated like at creation.

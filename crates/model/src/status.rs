@@ -126,10 +126,12 @@ impl InstanceStatus {
             // Live changes need a running instance: they are applied to the engine.
             // A backup reads from the running engine while it keeps serving: like a
             // live change it holds the instance (one task at a time) as `modifying`.
-            (S::Available, E::Began(K::Resize | K::Reconfigure | K::Backup)) => Ok(S::Modifying),
+            (S::Available, E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale)) => {
+                Ok(S::Modifying)
+            }
             (
                 S::Unavailable | S::Stopped | S::Failed,
-                E::Began(K::Resize | K::Reconfigure | K::Backup),
+                E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale),
             ) => invalid,
             // Finishing: only the task that is running can finish.
             (S::Creating, E::Succeeded(K::Create))
@@ -148,8 +150,8 @@ impl InstanceStatus {
             // A failed backup changed nothing in the instance either.
             (
                 S::Modifying,
-                E::Succeeded(K::Resize | K::Reconfigure | K::Backup)
-                | E::Failed(K::Resize | K::Reconfigure | K::Backup),
+                E::Succeeded(K::Resize | K::Reconfigure | K::Backup | K::Scale)
+                | E::Failed(K::Resize | K::Reconfigure | K::Backup | K::Scale),
             ) => Ok(S::Available),
             (_, E::Succeeded(_) | E::Failed(_)) => invalid,
             // Observations never override a task or the user's choice to stop.
@@ -225,6 +227,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Resize => "be resized (it must be available)",
             TaskKind::Reconfigure => "take new settings live (it must be available)",
             TaskKind::Backup => "be backed up (it must be available)",
+            TaskKind::Scale => "change its members (it must be available)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -268,7 +271,7 @@ mod tests {
                 matches!(s, S::Available | S::Unavailable).then_some(S::Repairing)
             }
             E::Began(K::Delete) => Some(S::Deleting),
-            E::Began(K::Resize | K::Reconfigure | K::Backup) => {
+            E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale) => {
                 (s == S::Available).then_some(S::Modifying)
             }
             E::Succeeded(k) => match (s, k) {
@@ -278,12 +281,16 @@ mod tests {
                 | (S::Repairing, K::Repair) => Some(S::Available),
                 (S::Stopping, K::Stop) => Some(S::Stopped),
                 (S::Deleting, K::Delete) => Some(S::Deleted),
-                (S::Modifying, K::Resize | K::Reconfigure | K::Backup) => Some(S::Available),
+                (S::Modifying, K::Resize | K::Reconfigure | K::Backup | K::Scale) => {
+                    Some(S::Available)
+                }
                 _ => None,
             },
             E::Failed(k) => match (s, k) {
                 (S::Repairing, K::Repair) => Some(S::Unavailable),
-                (S::Modifying, K::Resize | K::Reconfigure | K::Backup) => Some(S::Available),
+                (S::Modifying, K::Resize | K::Reconfigure | K::Backup | K::Scale) => {
+                    Some(S::Available)
+                }
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)

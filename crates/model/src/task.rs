@@ -29,11 +29,13 @@ pub enum TaskKind {
     Reconfigure,
     /// Take a backup of the running instance into the backup store.
     Backup,
+    /// Add or remove replicas, or change how many confirm a commit, online.
+    Scale,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 9] = [
+    pub const ALL: [TaskKind; 10] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -43,6 +45,7 @@ impl TaskKind {
         Self::Resize,
         Self::Reconfigure,
         Self::Backup,
+        Self::Scale,
     ];
 
     /// The kind as the API spells it.
@@ -57,6 +60,7 @@ impl TaskKind {
             Self::Resize => "resize",
             Self::Reconfigure => "reconfigure",
             Self::Backup => "backup",
+            Self::Scale => "scale",
         }
     }
 
@@ -86,9 +90,11 @@ impl TaskKind {
                     S::EnsureRunning,
                     S::WaitReady,
                 ]);
+                // Loaded before replicas exist: they clone what is there.
                 if options.backup.is_some() {
                     steps.push(S::LoadBackup);
                 }
+                steps.extend([S::EnsureReplication, S::EnsureReplicas]);
                 steps
             }
             Self::Repair | Self::Start => bring_back(),
@@ -97,6 +103,15 @@ impl TaskKind {
             Self::Resize => vec![S::UpdateLimits, S::ApplySettings],
             Self::Stop => vec![S::EnsureStopped],
             Self::Backup => vec![S::EnsureBackupStored],
+            // Removed replicas go first, so their slots are inactive when dropped.
+            Self::Scale => vec![
+                S::EnsureTopology,
+                S::EnsureImage,
+                S::EnsureAgent,
+                S::RemoveExtraMembers,
+                S::EnsureReplication,
+                S::EnsureReplicas,
+            ],
             Self::Restart => {
                 let mut steps = vec![S::EnsureStopped];
                 steps.extend(bring_back());
@@ -127,6 +142,8 @@ fn bring_back() -> Vec<StepName> {
         S::EnsureTls,
         S::EnsureRunning,
         S::WaitReady,
+        S::EnsureReplication,
+        S::EnsureReplicas,
     ]
 }
 
@@ -164,6 +181,15 @@ pub struct TaskOptions {
     /// Create: the backup the new instance is restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupId>,
+    /// Scale: how many members the instance has at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<u16>,
+    /// Scale: how many replicas confirm a commit at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<u8>,
+    /// Scale: whether commits wait for a missing synchronous replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_mode: Option<crate::member::SyncMode>,
 }
 
 /// One step, named for what it ensures.
@@ -212,6 +238,17 @@ pub enum StepName {
     /// The backup's dump is loaded into the new instance (whose superuser keeps its
     /// own password).
     LoadBackup,
+    /// The stored members and sync settings are the scale's target.
+    EnsureTopology,
+    /// The primary serves exactly the replicas the instance has: the replication
+    /// account, a slot per replica (PostgreSQL), the synchronous replicas.
+    EnsureReplication,
+    /// Every replica has its volume and container, runs, and follows the primary
+    /// (cloned from it when its volume is new).
+    EnsureReplicas,
+    /// Members the instance no longer has are stopped and their containers gone
+    /// (their volumes too, with purge).
+    RemoveExtraMembers,
 }
 
 impl StepName {
@@ -237,6 +274,10 @@ impl StepName {
             Self::EnsureBackupStored => "ensure_backup_stored",
             Self::VerifyBackup => "verify_backup",
             Self::LoadBackup => "load_backup",
+            Self::EnsureTopology => "ensure_topology",
+            Self::EnsureReplication => "ensure_replication",
+            Self::EnsureReplicas => "ensure_replicas",
+            Self::RemoveExtraMembers => "remove_extra_members",
         }
     }
 }
@@ -382,8 +423,9 @@ mod tests {
                 "{kind} repeats a step"
             );
         }
+        // Every plan that brings an instance up ends with its replicas following.
         let create = TaskKind::Create.plan(TaskOptions::default());
-        assert_eq!(create.last(), Some(&StepName::WaitReady));
+        assert_eq!(create.last(), Some(&StepName::EnsureReplicas));
         let delete = TaskKind::Delete.plan(TaskOptions::default());
         assert!(!delete.contains(&StepName::RemoveVolume));
         let purge = TaskKind::Delete.plan(TaskOptions {
@@ -394,7 +436,13 @@ mod tests {
         assert_eq!(purge.last(), Some(&StepName::Forget));
         let restart = TaskKind::Restart.plan(TaskOptions::default());
         assert_eq!(restart.first(), Some(&StepName::EnsureStopped));
-        assert_eq!(restart.last(), Some(&StepName::WaitReady));
+        assert_eq!(restart.last(), Some(&StepName::EnsureReplicas));
+        // A scale removes replicas before the primary drops their slots, and never
+        // touches the primary's own volume.
+        let scale = TaskKind::Scale.plan(TaskOptions::default());
+        let at = |s| scale.iter().position(|p| *p == s);
+        assert!(at(StepName::RemoveExtraMembers) < at(StepName::EnsureReplication));
+        assert!(at(StepName::EnsureReplication) < at(StepName::EnsureReplicas));
         for kind in TaskKind::ALL {
             let makes_volume = kind
                 .plan(TaskOptions::default())
@@ -414,7 +462,10 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(plan.first(), Some(&StepName::VerifyBackup));
-        assert_eq!(plan.last(), Some(&StepName::LoadBackup));
+        // Loaded into the primary before replicas exist: they clone it.
+        let at = |s| plan.iter().position(|p| *p == s);
+        assert!(at(StepName::LoadBackup) < at(StepName::EnsureReplicas));
+        assert!(at(StepName::WaitReady) < at(StepName::LoadBackup));
         assert!(!TaskKind::Create
             .plan(TaskOptions::default())
             .contains(&StepName::LoadBackup));

@@ -51,8 +51,9 @@ pub struct MemberContainer {
     pub memory_bytes: i64,
     /// `/dev/shm` size in bytes.
     pub shm_bytes: i64,
-    /// Container port published to clients, the host address and port.
-    pub publish: (u16, String, u16),
+    /// Container port published to clients, the host address and port (none: the
+    /// member is reached on the instance's network only).
+    pub publish: Option<(u16, String, u16)>,
     /// Other ports the container listens on (the agent's).
     pub expose: Vec<u16>,
     /// Seconds Docker waits after SIGTERM before SIGKILL.
@@ -113,16 +114,18 @@ impl Runtime {
         if self.find_member(spec.key).await?.is_some() {
             return Ok(Outcome::AlreadyThere);
         }
-        let (client_port, host_ip, host_port) = &spec.publish;
-        let mut exposed: Vec<String> = vec![format!("{client_port}/tcp")];
-        exposed.extend(spec.expose.iter().map(|p| format!("{p}/tcp")));
-        let port_bindings = HashMap::from([(
-            format!("{client_port}/tcp"),
-            Some(vec![PortBinding {
-                host_ip: Some(host_ip.clone()),
-                host_port: Some(host_port.to_string()),
-            }]),
-        )]);
+        let mut exposed: Vec<String> = spec.expose.iter().map(|p| format!("{p}/tcp")).collect();
+        let mut port_bindings = HashMap::new();
+        if let Some((client_port, host_ip, host_port)) = &spec.publish {
+            exposed.push(format!("{client_port}/tcp"));
+            port_bindings.insert(
+                format!("{client_port}/tcp"),
+                Some(vec![PortBinding {
+                    host_ip: Some(host_ip.clone()),
+                    host_port: Some(host_port.to_string()),
+                }]),
+            );
+        }
         let mount = |(source, target): &(String, String), read_only: bool| Mount {
             source: Some(source.clone()),
             target: Some(target.clone()),

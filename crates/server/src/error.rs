@@ -178,6 +178,8 @@ impl From<SpecError> for ApiError {
             SpecError::Size(s) => s.into(),
             // The document lists every version, not which engine has which.
             SpecError::Version(_) => ApiError::Unprocessable(e.to_string()),
+            // Within the document's ranges, refused by the rules between fields.
+            SpecError::Members(_) => ApiError::Unprocessable(e.to_string()),
             SpecError::Name(_) | SpecError::Engine(_) => ApiError::InvalidRequest(e.to_string()),
         }
     }

@@ -13,6 +13,7 @@ mod error;
 mod members;
 pub mod metrics;
 pub mod reconcile;
+mod replicas;
 mod steps;
 pub mod tasks;
 pub mod tls;

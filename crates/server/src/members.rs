@@ -10,9 +10,6 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// The only member until replicas land.
-pub(crate) const PRIMARY: MemberId = MemberId(0);
-
 pub(crate) fn instance_labels(ctx: &Ctx, inst: &InstanceRecord) -> HashMap<String, String> {
     ctx.runtime.labels(&[
         (labels::INSTANCE, inst.id.to_string()),
@@ -31,30 +28,36 @@ pub(crate) fn member_labels(
     l
 }
 
-pub(crate) fn container_name(inst: &InstanceRecord) -> String {
-    labels::container_name(&inst.name, inst.id, PRIMARY)
+pub(crate) fn container_name(inst: &InstanceRecord, member: MemberId) -> String {
+    labels::container_name(&inst.name, inst.id, member)
 }
 
 /// How Docker objects of the member are found: by labels, never by name alone.
-pub(crate) fn key(inst: &InstanceRecord) -> MemberKey {
+pub(crate) fn key(inst: &InstanceRecord, member: MemberId) -> MemberKey {
     MemberKey {
         instance: inst.id,
-        member: PRIMARY,
+        member,
     }
+}
+
+/// The current primary's key.
+pub(crate) fn primary_key(inst: &InstanceRecord) -> MemberKey {
+    key(inst, inst.topology.primary)
 }
 
 pub(crate) fn network_name(inst: &InstanceRecord) -> String {
     labels::network_name(&inst.name, inst.id)
 }
 
-pub(crate) fn volume_name(inst: &InstanceRecord) -> String {
-    labels::volume_name(&inst.name, inst.id, PRIMARY)
+pub(crate) fn volume_name(inst: &InstanceRecord, member: MemberId) -> String {
+    labels::volume_name(&inst.name, inst.id, member)
 }
 
 /// The member container for an instance, given its image and agent volume.
 pub(crate) fn member_container(
     ctx: &Ctx,
     inst: &InstanceRecord,
+    member: MemberId,
     image: &str,
     agent_volume: &str,
 ) -> MemberContainer {
@@ -74,25 +77,28 @@ pub(crate) fn member_container(
     );
     let memory = inst.spec.memory.bytes();
     MemberContainer {
-        key: key(inst),
-        name: container_name(inst),
+        key: key(inst, member),
+        name: container_name(inst, member),
         image: image.to_owned(),
-        labels: member_labels(ctx, inst, PRIMARY),
+        labels: member_labels(ctx, inst, member),
         env,
         entrypoint: vec![format!("{AGENT_DIR}/berth"), "agent".into()],
         network: network_name(inst),
-        data_volume: (volume_name(inst), DATA_DIR.into()),
+        data_volume: (volume_name(inst, member), DATA_DIR.into()),
         agent_volume: (agent_volume.to_owned(), AGENT_DIR.into()),
         nano_cpus: inst.spec.cpus.nano_cpus(),
         memory_bytes: i64::try_from(memory).unwrap_or(i64::MAX),
         // Parallel query and hash joins use POSIX shared memory; Docker's default
         // 64MiB /dev/shm is too small beyond toy sizes.
         shm_bytes: i64::try_from((memory / 4).max(64 * 1024 * 1024)).unwrap_or(i64::MAX),
-        publish: (
-            eng.client_port(),
-            ctx.config.publish_address.clone(),
-            inst.port,
-        ),
+        // Clients reach the primary; replicas are reached on the instance's network.
+        publish: (member == inst.topology.primary).then(|| {
+            (
+                eng.client_port(),
+                ctx.config.publish_address.clone(),
+                inst.port,
+            )
+        }),
         expose: vec![AGENT_PORT],
         stop_timeout: 60,
     }
@@ -202,4 +208,69 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
         s = s.replace(url.as_str(), "agent");
     }
     s
+}
+
+/// What a member is told about its replication: its role, whom it follows (the
+/// primary's container name on the instance's network) and, on the primary, whom it
+/// serves.
+pub(crate) fn replication_for(
+    inst: &InstanceRecord,
+    member: MemberId,
+) -> berth_model::agent::Replication {
+    use berth_model::member::Role;
+    let t = &inst.topology;
+    let role = if member == t.primary {
+        Role::Primary
+    } else {
+        Role::Replica
+    };
+    berth_model::agent::Replication {
+        member,
+        role,
+        source: (role == Role::Replica).then(|| {
+            (
+                container_name(inst, t.primary),
+                engine(inst.spec.engine).client_port(),
+            )
+        }),
+        password: inst.replication_password.clone(),
+        replicas: if role == Role::Primary {
+            t.replicas().collect()
+        } else {
+            vec![]
+        },
+        sync: t.sync,
+        sync_mode: t.sync_mode,
+    }
+}
+
+/// Sends a member its replication settings; the agent keeps them and applies them
+/// to the running engine.
+pub(crate) async fn send_replication(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    ip: IpAddr,
+    repl: &berth_model::agent::Replication,
+) -> Result<(), String> {
+    let url = format!(
+        "http://{}/replication",
+        std::net::SocketAddr::new(ip, AGENT_PORT)
+    );
+    let resp = ctx
+        .http
+        .post(url)
+        .bearer_auth(inst.agent_token.expose())
+        .json(repl)
+        .timeout(std::time::Duration::from_secs(60))
+        .send()
+        .await
+        .map_err(|e| format!("agent does not answer: {}", without_url(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!(
+            "agent could not apply replication ({status}): {text}"
+        ));
+    }
+    Ok(())
 }

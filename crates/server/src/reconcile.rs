@@ -187,6 +187,51 @@ pub fn plan(instances: &[InstanceRecord], observed: &Observed) -> Vec<Action> {
     actions
 }
 
+fn severity(seen: &MemberSeen) -> u8 {
+    match seen {
+        MemberSeen::Healthy => 0,
+        MemberSeen::NotAnswering(_) => 1,
+        MemberSeen::Down(_) => 2,
+        MemberSeen::Missing => 3,
+    }
+}
+
+async fn observe_member(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    m: berth_model::MemberId,
+) -> Result<MemberSeen, String> {
+    let name = members::container_name(inst, m);
+    Ok(
+        match ctx
+            .runtime
+            .inspect_member(members::key(inst, m))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => MemberSeen::Missing,
+            Some(obs) if !obs.running => MemberSeen::Down(obs),
+            Some(obs) => match obs.ip {
+                None => MemberSeen::NotAnswering(format!(
+                    "container {name} has no address on its network"
+                )),
+                Some(ip) => match members::agent_health(ctx, inst, ip).await {
+                    Ok(h) if h.ready => MemberSeen::Healthy,
+                    Ok(h) => MemberSeen::NotAnswering(match (h.refusal(), &h.last_exit) {
+                        (Some(why), _) => format!("{name}: {why}"),
+                        (None, Some(exit)) => format!(
+                            "{name}: engine is {} after {} restarts (last: {exit})",
+                            h.state, h.restarts
+                        ),
+                        (None, None) => format!("{name}: engine is {}", h.state),
+                    }),
+                    Err(e) => MemberSeen::NotAnswering(format!("{name}: {e}")),
+                },
+            },
+        },
+    )
+}
+
 /// Gathers observations of the instances; `observed` already holds Docker's listings.
 async fn observe(
     ctx: &Ctx,
@@ -197,29 +242,16 @@ async fn observe(
         .iter()
         .filter(|i| !i.status.is_busy())
         .map(|inst| async move {
-            let seen = match ctx.runtime.inspect_member(members::key(inst)).await {
-                Ok(None) => MemberSeen::Missing,
-                Ok(Some(obs)) if !obs.running => MemberSeen::Down(obs),
-                Ok(Some(obs)) => match obs.ip {
-                    None => {
-                        MemberSeen::NotAnswering("container has no address on its network".into())
-                    }
-                    Some(ip) => match members::agent_health(ctx, inst, ip).await {
-                        Ok(h) if h.ready => MemberSeen::Healthy,
-                        Ok(h) => MemberSeen::NotAnswering(match (h.refusal(), &h.last_exit) {
-                            (Some(why), _) => why,
-                            (None, Some(exit)) => format!(
-                                "engine is {} after {} restarts (last: {exit})",
-                                h.state, h.restarts
-                            ),
-                            (None, None) => format!("engine is {}", h.state),
-                        }),
-                        Err(e) => MemberSeen::NotAnswering(e),
-                    },
-                },
-                Err(e) => return Err(e.to_string()),
-            };
-            Ok((inst.id, seen))
+            // The instance is as well as its worst member: a missing replica is
+            // repaired like a missing primary (the repair brings every member back).
+            let mut worst = MemberSeen::Healthy;
+            for m in &inst.topology.members {
+                let seen = observe_member(ctx, inst, *m).await?;
+                if severity(&seen) > severity(&worst) {
+                    worst = seen;
+                }
+            }
+            Ok::<_, String>((inst.id, worst))
         });
     for r in futures_util::future::join_all(checks).await {
         let (id, seen) = r?;

@@ -4,7 +4,7 @@
 use crate::members::{self, container_name, key, network_name, volume_name};
 use crate::Ctx;
 use berth_engine::engine;
-use berth_model::{InstanceEvent, InstanceRecord, StepName, TaskKind, TaskRecord};
+use berth_model::{InstanceEvent, InstanceRecord, MemberId, StepName, TaskKind, TaskRecord};
 use berth_runtime::{image, RuntimeError};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub(crate) async fn run(
         .instance(task.instance_id)
         .await?
         .ok_or_else(|| StepError::Fatal("the instance is gone from the store".into()))?;
+    let primary = inst.topology.primary;
+    let create = task.kind == TaskKind::Create;
     match step {
         StepName::EnsureImage => ensure_image(ctx, &inst, progress)
             .await
@@ -82,67 +84,26 @@ pub(crate) async fn run(
                 format!("network {name} exists"),
             ))
         }
-        StepName::EnsureVolume => {
-            let name = volume_name(&inst);
-            let o = ctx
-                .runtime
-                .ensure_volume(&name, members::member_labels(ctx, &inst, members::PRIMARY))
-                .await?;
-            Ok(o.say(
-                format!("created volume {name}"),
-                format!("volume {name} exists"),
-            ))
-        }
-        StepName::EnsureContainer => {
-            let tag = image_tag(ctx, &inst);
-            let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
-            let spec = members::member_container(ctx, &inst, &tag, &agent_volume);
-            if task.kind != TaskKind::Create
-                && !ctx
-                    .runtime
-                    .volume_exists(
-                        &spec.data_volume.0,
-                        &members::member_labels(ctx, &inst, members::PRIMARY),
-                    )
-                    .await?
-            {
-                // Never bootstrap an empty database in place of lost data silently.
-                return Err(StepError::Fatal(format!(
-                    "the data volume {} is missing, so instance {} cannot be brought back with its data; \
-                     restore it from a backup or delete the instance",
-                    spec.data_volume.0, inst.name
-                )));
-            }
-            let o = ctx.runtime.ensure_container(&spec).await?;
-            Ok(o.say(
-                format!("created container {}", spec.name),
-                format!("container {} exists", spec.name),
-            ))
-        }
+        StepName::EnsureVolume => ensure_volume(ctx, &inst, primary).await,
+        StepName::EnsureContainer => ensure_container(ctx, &inst, primary, create).await,
         StepName::EnsureTls => crate::tls::ensure_tls(ctx, &inst).await,
-        StepName::EnsureRunning => {
-            let name = container_name(&inst);
-            let o = ctx.runtime.ensure_running(key(&inst)).await?;
-            Ok(o.say(
-                format!("started container {name}"),
-                format!("container {name} is running"),
-            ))
-        }
-        StepName::WaitReady => wait_ready(ctx, &inst).await,
+        StepName::EnsureRunning => ensure_running(ctx, &inst, primary).await,
+        StepName::WaitReady => wait_ready(ctx, &inst, primary).await,
         StepName::EnsureStopped => {
-            let name = container_name(&inst);
-            let o = ctx.runtime.ensure_stopped(key(&inst), 60).await?;
-            Ok(o.say(
-                format!("stopped container {name}"),
-                format!("container {name} is not running"),
-            ))
+            // The primary first: PostgreSQL's clean shutdown sends the replicas
+            // everything it wrote before they stop.
+            let mut said = vec![];
+            for m in every_member(ctx, &inst).await? {
+                said.push(ensure_stopped(ctx, &inst, m).await?);
+            }
+            Ok(said.join("; "))
         }
         StepName::RemoveContainer => {
-            let name = container_name(&inst);
-            Ok(ctx.runtime.remove_member(key(&inst)).await?.say(
-                format!("removed container {name}"),
-                format!("container {name} is gone"),
-            ))
+            let mut said = vec![];
+            for m in every_member(ctx, &inst).await? {
+                said.push(remove_container(ctx, &inst, m).await?);
+            }
+            Ok(said.join("; "))
         }
         StepName::RemoveNetwork => {
             let name = network_name(&inst);
@@ -153,14 +114,12 @@ pub(crate) async fn run(
             ))
         }
         StepName::RemoveVolume => {
-            let name = volume_name(&inst);
-            let owner = members::member_labels(ctx, &inst, members::PRIMARY);
-            let o = ctx.runtime.remove_owned_volume(&name, &owner).await?;
+            let mut said = vec![];
+            for m in every_member(ctx, &inst).await? {
+                said.push(remove_volume(ctx, &inst, m).await?);
+            }
             ctx.store.mark_purged(inst.id).await?;
-            Ok(o.say(
-                format!("removed volume {name}"),
-                format!("volume {name} is gone"),
-            ))
+            Ok(said.join("; "))
         }
         StepName::UpdateLimits => update_limits(ctx, task, &inst).await,
         StepName::VerifyBackup => crate::backup::verify_backup(ctx, task).await,
@@ -168,52 +127,15 @@ pub(crate) async fn run(
         StepName::EnsureBackupStored => {
             crate::backup::ensure_backup_stored(ctx, task, &inst, progress).await
         }
-        StepName::ApplySettings => {
-            let ip = running_member_ip(ctx, &inst).await?;
-            let (params, revision) = group_params(ctx, &inst).await?;
-            let applied = members::apply_settings(ctx, &inst, ip, Some(&params))
-                .await
-                .map_err(StepError::Fatal)?;
-            ctx.store
-                .params_applied(inst.id, revision, Some(&applied.pending_restart))
-                .await?;
-            Ok(if applied.pending_restart.is_empty() {
-                "every setting applied live".to_owned()
-            } else {
-                format!(
-                    "applied live; waiting for a restart: {}",
-                    applied.pending_restart.join(", ")
-                )
-            })
+        StepName::ApplySettings => apply_settings(ctx, &inst).await,
+        StepName::EnsureParams => ensure_params(ctx, &inst, primary, create).await,
+        StepName::EnsureTopology => crate::replicas::ensure_topology(ctx, task, &inst).await,
+        StepName::EnsureReplication => crate::replicas::ensure_replication(ctx, &inst).await,
+        StepName::EnsureReplicas => {
+            crate::replicas::ensure_replicas(ctx, task, &inst, progress).await
         }
-        StepName::EnsureParams => {
-            if task.kind == TaskKind::Create && inst.param_group.is_none() {
-                // A fresh volume has no parameters file, which the agent reads as
-                // "none": nothing to write on the create path.
-                return Ok(
-                    "no parameter group; engine defaults and Berth's derived settings".to_owned(),
-                );
-            }
-            let (params, revision) = group_params(ctx, &inst).await?;
-            let body = serde_json::to_vec_pretty(&params).unwrap_or_default();
-            ctx.runtime
-                .put_file(
-                    key(&inst),
-                    berth_model::agent::DATA_DIR,
-                    "berth-params.json",
-                    &body,
-                )
-                .await?;
-            ctx.store.mark_params_applied(inst.id, revision).await?;
-            Ok(match &inst.param_group {
-                Some(g) => format!(
-                    "member has the {} settings of group {g} (revision {revision})",
-                    params.len()
-                ),
-                None => {
-                    "no parameter group; engine defaults and Berth's derived settings".to_owned()
-                }
-            })
+        StepName::RemoveExtraMembers => {
+            crate::replicas::remove_extra_members(ctx, task, &inst).await
         }
         StepName::Forget => {
             crate::tls::forget(ctx, &inst);
@@ -227,26 +149,210 @@ pub(crate) async fn run(
     }
 }
 
-/// The address of the member's running container on its network, where its agent
+/// The topology's members, primary first, then any member Docker still has a
+/// container or volume of (a scale-down interrupted, say): what stop, remove and
+/// purge must reach.
+pub(crate) async fn every_member(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Result<Vec<MemberId>, StepError> {
+    let mut out = vec![inst.topology.primary];
+    out.extend(inst.topology.replicas());
+    for m in crate::replicas::members_in_docker(ctx, inst).await? {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn ensure_volume(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    let name = volume_name(inst, m);
+    let o = ctx
+        .runtime
+        .ensure_volume(&name, members::member_labels(ctx, inst, m))
+        .await?;
+    Ok(o.say(
+        format!("created volume {name}"),
+        format!("volume {name} exists"),
+    ))
+}
+
+/// The member's container exists. Only a create (or a new replica, which is a copy
+/// of the primary) may start on a new volume: anywhere else a missing volume fails.
+pub(crate) async fn ensure_container(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    m: MemberId,
+    new_volume_allowed: bool,
+) -> StepResult {
+    let tag = image_tag(ctx, inst);
+    let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
+    let spec = members::member_container(ctx, inst, m, &tag, &agent_volume);
+    if !new_volume_allowed
+        && !ctx
+            .runtime
+            .volume_exists(&spec.data_volume.0, &members::member_labels(ctx, inst, m))
+            .await?
+    {
+        // Never bootstrap an empty database in place of lost data silently.
+        return Err(StepError::Fatal(format!(
+            "the data volume {} is missing, so instance {} cannot be brought back with its data; \
+             restore it from a backup or delete the instance",
+            spec.data_volume.0, inst.name
+        )));
+    }
+    let o = ctx.runtime.ensure_container(&spec).await?;
+    Ok(o.say(
+        format!("created container {}", spec.name),
+        format!("container {} exists", spec.name),
+    ))
+}
+
+pub(crate) async fn ensure_running(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    let name = container_name(inst, m);
+    let o = ctx.runtime.ensure_running(key(inst, m)).await?;
+    Ok(o.say(
+        format!("started container {name}"),
+        format!("container {name} is running"),
+    ))
+}
+
+async fn ensure_stopped(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    let name = container_name(inst, m);
+    let o = ctx.runtime.ensure_stopped(key(inst, m), 60).await?;
+    Ok(o.say(
+        format!("stopped container {name}"),
+        format!("container {name} is not running"),
+    ))
+}
+
+pub(crate) async fn remove_container(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    let name = container_name(inst, m);
+    Ok(ctx.runtime.remove_member(key(inst, m)).await?.say(
+        format!("removed container {name}"),
+        format!("container {name} is gone"),
+    ))
+}
+
+pub(crate) async fn remove_volume(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    let name = volume_name(inst, m);
+    let owner = members::member_labels(ctx, inst, m);
+    let o = ctx.runtime.remove_owned_volume(&name, &owner).await?;
+    Ok(o.say(
+        format!("removed volume {name}"),
+        format!("volume {name} is gone"),
+    ))
+}
+
+/// The member's volume holds its group's parameters and its replication settings,
+/// read by the agent at start.
+pub(crate) async fn ensure_params(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    m: MemberId,
+    create: bool,
+) -> StepResult {
+    let replicated = inst.topology.members.len() > 1;
+    if replicated || !inst.replication_password.expose().is_empty() {
+        let repl = members::replication_for(inst, m);
+        let body = serde_json::to_vec_pretty(&repl).unwrap_or_default();
+        ctx.runtime
+            .put_file(
+                key(inst, m),
+                berth_model::agent::DATA_DIR,
+                berth_model::agent::REPLICATION_FILE,
+                &body,
+            )
+            .await?;
+    }
+    if create && inst.param_group.is_none() {
+        // A fresh volume has no parameters file, which the agent reads as "none":
+        // nothing to write on the create path.
+        return Ok("no parameter group; engine defaults and Berth's derived settings".to_owned());
+    }
+    let (params, revision) = group_params(ctx, inst).await?;
+    let body = serde_json::to_vec_pretty(&params).unwrap_or_default();
+    ctx.runtime
+        .put_file(
+            key(inst, m),
+            berth_model::agent::DATA_DIR,
+            "berth-params.json",
+            &body,
+        )
+        .await?;
+    if m == inst.topology.primary {
+        ctx.store.mark_params_applied(inst.id, revision).await?;
+    }
+    Ok(match &inst.param_group {
+        Some(g) => format!(
+            "member has the {} settings of group {g} (revision {revision})",
+            params.len()
+        ),
+        None => "no parameter group; engine defaults and Berth's derived settings".to_owned(),
+    })
+}
+
+/// Settings go to the replicas first, then the primary: PostgreSQL wants some of a
+/// standby's settings at least the primary's.
+async fn apply_settings(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
+    let (params, revision) = group_params(ctx, inst).await?;
+    let mut order: Vec<MemberId> = inst.topology.replicas().collect();
+    order.push(inst.topology.primary);
+    let mut pending = std::collections::BTreeSet::new();
+    for m in order {
+        let ip = member_ip(ctx, inst, m).await?;
+        let applied = members::apply_settings(ctx, inst, ip, Some(&params))
+            .await
+            .map_err(|e| StepError::Fatal(format!("{}: {e}", container_name(inst, m))))?;
+        pending.extend(applied.pending_restart);
+    }
+    let pending: Vec<String> = pending.into_iter().collect();
+    ctx.store
+        .params_applied(inst.id, revision, Some(&pending))
+        .await?;
+    Ok(if pending.is_empty() {
+        "every setting applied live".to_owned()
+    } else {
+        format!(
+            "applied live; waiting for a restart: {}",
+            pending.join(", ")
+        )
+    })
+}
+
+/// The address of the primary's running container on its network, where its agent
 /// and engine answer; a step that needs them fails, saying so, when it does not run.
 pub(crate) async fn running_member_ip(
     ctx: &Ctx,
     inst: &InstanceRecord,
 ) -> Result<std::net::IpAddr, StepError> {
+    member_ip(ctx, inst, inst.topology.primary).await
+}
+
+/// The address of a member's running container on the instance's network.
+pub(crate) async fn member_ip(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    m: MemberId,
+) -> Result<std::net::IpAddr, StepError> {
     ctx.runtime
-        .inspect_member(key(inst))
+        .inspect_member(key(inst, m))
         .await?
         .filter(|o| o.running)
         .and_then(|o| o.ip)
         .ok_or_else(|| {
-            StepError::Fatal(format!("container {} is not running", container_name(inst)))
+            StepError::Fatal(format!(
+                "container {} is not running",
+                container_name(inst, m)
+            ))
         })
 }
 
 /// The image members of this instance run: an operator's upstream image for the
 /// engine version when configured, else the one Berth builds from Debian packages.
 /// The settings of the instance's group and its revision (none: empty, revision 0).
-async fn group_params(
+pub(crate) async fn group_params(
     ctx: &Ctx,
     inst: &InstanceRecord,
 ) -> Result<(std::collections::BTreeMap<String, String>, i64), StepError> {
@@ -262,7 +368,7 @@ async fn group_params(
     }
 }
 
-fn image_tag(ctx: &Ctx, inst: &InstanceRecord) -> String {
+pub(crate) fn image_tag(ctx: &Ctx, inst: &InstanceRecord) -> String {
     ctx.config
         .upstream_image(inst.spec.engine, &inst.spec.version)
         .map(str::to_owned)
@@ -281,12 +387,12 @@ async fn ensure_image(
 
 /// Waits until the member's agent reports the engine ready. Fails early, with the
 /// reason, when the container stops or the agent refuses its data directory.
-async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
-    let name = container_name(inst);
+pub(crate) async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    let name = container_name(inst, m);
     let started = Instant::now();
     let mut last = String::from("no answer yet");
     while started.elapsed() < READY_TIMEOUT {
-        match ctx.runtime.inspect_member(key(inst)).await? {
+        match ctx.runtime.inspect_member(key(inst, m)).await? {
             None => return Err(StepError::Fatal(format!("container {name} disappeared"))),
             Some(obs) if !obs.running && obs.status != "restarting" && obs.status != "created" => {
                 return Err(StepError::Fatal(format!(
@@ -299,7 +405,7 @@ async fn wait_ready(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
                 if let Some(ip) = obs.ip {
                     match members::agent_health(ctx, inst, ip).await {
                         Ok(h) if h.ready => {
-                            return Ok(format!("{} answers queries", inst.spec.engine));
+                            return Ok(format!("{} answers queries on {name}", inst.spec.engine));
                         }
                         Ok(h) => match h.refusal() {
                             Some(why) => return Err(StepError::Fatal(why)),
@@ -332,20 +438,26 @@ async fn update_limits(ctx: &Ctx, task: &TaskRecord, inst: &InstanceRecord) -> S
             .map_err(|e| StepError::Fatal(format!("the resize's memory target: {e}")))?;
     }
     let memory = i64::try_from(spec.memory.bytes()).unwrap_or(i64::MAX);
-    ctx.runtime
-        .update_limits(key(inst), spec.cpus.nano_cpus(), memory)
-        .await
-        .map_err(|e| match e {
-            e if e.is_unreachable() => StepError::Retry(e.to_string()),
-            e => StepError::Fatal(format!(
-                "Docker refused the new limits ({e}); instance {} keeps {} cpus and {} memory",
-                inst.name, inst.spec.cpus, inst.spec.memory
-            )),
-        })?;
+    for m in &inst.topology.members {
+        ctx.runtime
+            .update_limits(key(inst, *m), spec.cpus.nano_cpus(), memory)
+            .await
+            .map_err(|e| match e {
+                e if e.is_unreachable() => StepError::Retry(e.to_string()),
+                e => StepError::Fatal(format!(
+                    "Docker refused the new limits for {} ({e}); instance {} keeps {} cpus and {} memory",
+                    container_name(inst, *m),
+                    inst.name,
+                    inst.spec.cpus,
+                    inst.spec.memory
+                )),
+            })?;
+    }
     ctx.store.set_spec(inst.id, &spec).await?;
     Ok(format!(
-        "container {} now has {} cpus and {} memory, without a restart",
-        container_name(inst),
+        "{} member(s) of {} now have {} cpus and {} memory each, without a restart",
+        inst.topology.members.len(),
+        inst.name,
         spec.cpus,
         spec.memory
     ))

@@ -207,12 +207,15 @@ fn due(ctx: &Ctx, inst: &InstanceRecord) -> Option<model_tls::Renewal> {
     )
 }
 
-/// Step `ensure_tls`: the member's volume holds a valid certificate (issued or renewed
-/// when due) and a running engine uses it.
-pub(crate) async fn ensure_tls(ctx: &Ctx, inst: &InstanceRecord) -> Result<String, StepError> {
+/// The instance's certificate as kept, issued or renewed first when due; and why it
+/// was, if it was.
+fn current(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Result<(Stored, Option<model_tls::Renewal>), StepError> {
     let names = wanted_names(ctx, inst);
-    let (stored, why) = match (load(ctx, inst), due(ctx, inst)) {
-        (Some(s), None) => (s, None),
+    match (load(ctx, inst), due(ctx, inst)) {
+        (Some(s), None) => Ok((s, None)),
         (_, Some(why)) => {
             let (bundle, issued) = ctx.ca.issue(&names, now()).map_err(StepError::Fatal)?;
             let s = Stored { issued, bundle };
@@ -224,11 +227,21 @@ pub(crate) async fn ensure_tls(ctx: &Ctx, inst: &InstanceRecord) -> Result<Strin
                     path.display()
                 ))
             })?;
-            (s, Some(why))
+            Ok((s, Some(why)))
         }
-        (None, None) => return Err(StepError::Fatal("no certificate and none due".into())),
-    };
-    let key = crate::members::key(inst);
+        (None, None) => Err(StepError::Fatal("no certificate and none due".into())),
+    }
+}
+
+/// Puts the bundle on the member's volume and, when it runs, has its engine use it.
+/// Whether a running engine reloaded a changed certificate.
+async fn install(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    member: berth_model::MemberId,
+    stored: &Stored,
+) -> Result<bool, StepError> {
+    let key = crate::members::key(inst, member);
     let body = serde_json::to_vec(&stored.bundle).unwrap_or_default();
     ctx.runtime
         .put_file(
@@ -244,16 +257,44 @@ pub(crate) async fn ensure_tls(ctx: &Ctx, inst: &InstanceRecord) -> Result<Strin
         .await?
         .filter(|o| o.running)
         .and_then(|o| o.ip);
-    let live = match ip {
-        Some(ip) => {
-            let changed = reload(ctx, inst, ip).await.map_err(StepError::Retry)?;
-            if changed {
-                "; the engine reloaded it without a restart"
-            } else {
-                ""
-            }
+    match ip {
+        Some(ip) => reload(ctx, inst, ip).await.map_err(StepError::Retry),
+        None => Ok(false),
+    }
+}
+
+/// One member (a new replica) gets the instance's certificate before it starts.
+pub(crate) async fn ensure_member_tls(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    member: berth_model::MemberId,
+) -> Result<(), StepError> {
+    let (stored, _) = current(ctx, inst)?;
+    install(ctx, inst, member, &stored).await.map(|_| ())
+}
+
+/// Step `ensure_tls`: every member's volume holds a valid certificate (issued or
+/// renewed when due) and running engines use it.
+pub(crate) async fn ensure_tls(ctx: &Ctx, inst: &InstanceRecord) -> Result<String, StepError> {
+    let (stored, why) = current(ctx, inst)?;
+    let mut reloaded = false;
+    for m in &inst.topology.members {
+        // Members without a container yet (replicas a create makes later) get it
+        // when they are made.
+        if ctx
+            .runtime
+            .find_member(crate::members::key(inst, *m))
+            .await?
+            .is_none()
+        {
+            continue;
         }
-        None => "",
+        reloaded |= install(ctx, inst, *m, &stored).await?;
+    }
+    let live = if reloaded {
+        "; the engine reloaded it without a restart"
+    } else {
+        ""
     };
     let until = time::OffsetDateTime::from_unix_timestamp(stored.issued.not_after)
         .map(|t| t.date().to_string())

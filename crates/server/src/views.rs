@@ -56,6 +56,12 @@ pub struct InstanceView {
     pub pending_restart: Vec<String>,
     /// The engine settings Berth derives from memory, with their current values.
     pub memory_settings: std::collections::BTreeMap<String, String>,
+    /// The members: one primary and its replicas.
+    pub members: Vec<MemberView>,
+    /// How many replicas confirm a commit (0: asynchronous).
+    pub sync: u8,
+    /// Whether commits wait while a synchronous replica is missing.
+    pub sync_mode: berth_model::member::SyncMode,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last change (RFC 3339).
@@ -89,8 +95,58 @@ impl InstanceView {
                 .memory_settings(r.spec.memory.mib())
                 .into_iter()
                 .collect(),
+            members: r
+                .topology
+                .members
+                .iter()
+                .map(|m| MemberView::assigned(r, *m))
+                .collect(),
+            sync: r.topology.sync,
+            sync_mode: r.topology.sync_mode,
             created_at: r.created_at.clone(),
             updated_at: r.updated_at.clone(),
+        }
+    }
+}
+
+/// One member of an instance.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MemberView {
+    /// `<instance>-<n>`.
+    pub name: String,
+    /// Its container's name.
+    pub container: String,
+    /// `primary` or `replica`.
+    pub role: berth_model::member::Role,
+    /// What was seen just now (`ready`, `starting`, `stopped`, `missing`, …);
+    /// absent in listings, which do not look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Whether the primary counts this replica as synchronous.
+    pub sync: bool,
+    /// How far behind the primary it is, in bytes of log, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// How far behind the primary it is, in seconds, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+}
+
+impl MemberView {
+    /// The member as the store has it, before anyone looked.
+    pub fn assigned(r: &InstanceRecord, m: berth_model::MemberId) -> Self {
+        let role = r
+            .topology
+            .role(m)
+            .unwrap_or(berth_model::member::Role::Replica);
+        Self {
+            name: berth_model::member::display_name(&r.name, m),
+            container: berth_model::labels::container_name(&r.name, r.id, m),
+            role,
+            state: None,
+            sync: role == berth_model::member::Role::Replica && r.topology.sync > 0,
+            lag_bytes: None,
+            lag_seconds: None,
         }
     }
 }

@@ -371,6 +371,26 @@ impl Store {
         Ok(())
     }
 
+    /// Records the instance's members and sync settings (and, for an instance made
+    /// before members, its first replication password).
+    pub async fn set_topology(
+        &self,
+        id: InstanceId,
+        topology: &berth_model::member::Topology,
+        replication_password: Option<&berth_model::Secret>,
+    ) -> Result<()> {
+        let body = serde_json::to_string(topology).unwrap_or_default();
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE instances SET topology = ");
+        q.push_bind(body).push(", updated_at = ").push_bind(now());
+        if let Some(p) = replication_password {
+            q.push(", replication_password = ")
+                .push_bind(p.expose().to_owned());
+        }
+        q.push(" WHERE id = ").push_bind(id.to_string());
+        q.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Records that the instance's data volume was removed.
     pub async fn mark_purged(&self, id: InstanceId) -> Result<()> {
         sqlx::query("UPDATE instances SET purged = 1 WHERE id = ?")

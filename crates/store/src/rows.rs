@@ -61,6 +61,15 @@ pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         },
         superuser_password: Secret::new(row.try_get::<String, _>("superuser_password")?),
         agent_token: Secret::new(row.try_get::<String, _>("agent_token")?),
+        // Empty for instances made before members; the first scale sets one.
+        replication_password: Secret::new(
+            row.try_get::<Option<String>, _>("replication_password")?
+                .unwrap_or_default(),
+        ),
+        topology: {
+            let t: String = row.try_get("topology")?;
+            serde_json::from_str(&t).map_err(|_| corrupt("topology", &t))?
+        },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -86,8 +95,9 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
 pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO instances (id, name, project, engine, version, cpus_millis, memory_mib, storage_mib,
-            status, status_detail, port, superuser_password, agent_token, created_at, updated_at, param_group)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            status, status_detail, port, superuser_password, agent_token, created_at, updated_at, param_group,
+            replication_password, topology)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(i.id.to_string())
     .bind(i.name.as_str())
@@ -105,6 +115,8 @@ pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRec
     .bind(&i.created_at)
     .bind(&i.updated_at)
     .bind(i.param_group.as_deref())
+    .bind(i.replication_password.expose())
+    .bind(serde_json::to_string(&i.topology).unwrap_or_default())
     .execute(conn)
     .await?;
     Ok(())

@@ -67,6 +67,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+                replication: None,
             },
         );
         assert!(cnf.contains("max_connections = 200"));

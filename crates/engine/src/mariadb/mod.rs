@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod datadir;
 mod literal;
+mod replication;
 
 use datadir::{judge_data_dir, MARKER};
 use literal::{option_value, sql_literal};
@@ -119,6 +120,7 @@ fn berth_cnf(layout: &Layout, data: &Path, settings: &Settings) -> String {
             refused.len()
         ));
     }
+    lines.extend(replication::cnf_lines(settings.replication.as_ref()));
     lines.extend(tls_lines(layout, layout.tls_installed()));
     lines.push(String::new());
     lines.join("\n")
@@ -290,12 +292,7 @@ impl Engine for Mariadb {
                 env: vec![],
                 stdin: None,
             },
-            CommandSpec {
-                program: "sync".into(),
-                args: vec!["-f".into(), data],
-                env: vec![],
-                stdin: None,
-            },
+            crate::sync_command(Path::new(&data)),
         ]
     }
 
@@ -488,6 +485,20 @@ impl Engine for Mariadb {
             "ssl_capath",
             "tls_version",
             "require_secure_transport",
+            // Replication is Berth's: members, GTIDs and semi-synchronous commits.
+            "server_id",
+            "log_bin",
+            "relay_log",
+            "binlog_format",
+            "log_slave_updates",
+            "gtid_strict_mode",
+            "skip_slave_start",
+            "read_only",
+            "rpl_semi_sync_master_enabled",
+            "rpl_semi_sync_slave_enabled",
+            "rpl_semi_sync_master_wait_point",
+            "rpl_semi_sync_master_wait_no_slave",
+            "rpl_semi_sync_master_timeout",
         ]
     }
 
@@ -570,6 +581,28 @@ impl Engine for Mariadb {
 
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
         Ok(Box::new(admin::MyAdmin::connect(target).await?))
+    }
+
+    fn clone_plan(
+        &self,
+        _version: &EngineVersion,
+        layout: &Layout,
+        _repl: &berth_model::agent::Replication,
+    ) -> crate::ClonePlan {
+        let (receive, finish) = replication::receive(&self.data_dir(layout));
+        crate::ClonePlan::Stream { receive, finish }
+    }
+
+    fn clone_source_command(&self, _: &EngineVersion, layout: &Layout) -> Option<CommandSpec> {
+        Some(replication::source_command(layout))
+    }
+
+    async fn apply_replication(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<()> {
+        replication::apply(layout, &self.data_dir(layout), repl).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

@@ -52,6 +52,7 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+                replication: None,
             },
         );
         assert!(conf.contains("work_mem = '64MB'"));

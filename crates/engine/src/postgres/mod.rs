@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod conf;
 mod datadir;
+mod replication;
 
 use conf::conf_line;
 use datadir::judge_data_dir;
@@ -75,6 +76,7 @@ fn postgresql_conf(layout: &Layout, settings: &Settings) -> String {
             lines.push(format!("{k} = '{v}'"));
         }
     }
+    lines.extend(replication::conf_lines(settings.replication.as_ref()));
     let (usable, refused) = crate::usable_params(&Postgres, &settings.params);
     if !usable.is_empty() {
         lines.push("# From the instance's parameter group.".to_owned());
@@ -114,6 +116,7 @@ fn pg_hba(tls: bool) -> &'static str {
         "\
 # Written by the Berth agent. Local socket: the agent only. Network: TLS + SCRAM.
 local     all all trust
+hostssl   replication berth_replicator all scram-sha-256
 hostssl   all all 0.0.0.0/0 scram-sha-256
 hostssl   all all ::/0      scram-sha-256
 hostnossl all all all       reject
@@ -263,12 +266,7 @@ impl Engine for Postgres {
                 env: vec![],
                 stdin: None,
             },
-            CommandSpec {
-                program: "sync".into(),
-                args: vec!["-f".into(), data.display().to_string()],
-                env: vec![],
-                stdin: None,
-            },
+            crate::sync_command(&data),
         ]
     }
 
@@ -279,7 +277,8 @@ impl Engine for Postgres {
             &data.join("postgresql.conf"),
             &(postgresql_conf(layout, settings) + &ssl_lines(layout, tls)),
         )?;
-        write_file(&data.join("pg_hba.conf"), pg_hba(tls))
+        write_file(&data.join("pg_hba.conf"), pg_hba(tls))?;
+        replication::write_role_files(&data, settings.replication.as_ref())
     }
 
     fn memory_settings(&self, memory_mib: u64) -> Vec<(String, String)> {
@@ -446,6 +445,16 @@ impl Engine for Postgres {
             "ssl_min_protocol_version",
             "ssl_passphrase_command",
             "archive_mode",
+            // Replication is Berth's: members, slots and synchronous replicas.
+            "wal_level",
+            "max_wal_senders",
+            "max_replication_slots",
+            "hot_standby",
+            "hot_standby_feedback",
+            "wal_log_hints",
+            "primary_conninfo",
+            "primary_slot_name",
+            "synchronous_standby_names",
         ]
     }
 
@@ -535,6 +544,31 @@ impl Engine for Postgres {
         Ok(Box::new(admin::PgAdmin::connect(target).await?))
     }
 
+    fn clone_plan(
+        &self,
+        version: &EngineVersion,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> crate::ClonePlan {
+        crate::ClonePlan::Pull(replication::clone_commands(
+            version,
+            &self.data_dir(layout),
+            repl,
+        ))
+    }
+
+    fn clone_source_command(&self, _: &EngineVersion, _: &Layout) -> Option<CommandSpec> {
+        None
+    }
+
+    async fn apply_replication(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<()> {
+        replication::apply(layout, repl).await
+    }
+
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
         let client = local_client(layout).await?;
         client
@@ -611,6 +645,7 @@ mod tests {
                     cpu_millis: 2000,
                 },
                 params: [("work_mem".to_owned(), "64MB".to_owned())].into(),
+                replication: None,
             },
         );
         assert!(conf.contains("unix_socket_directories = '/run/berth'"));

@@ -53,7 +53,7 @@ async fn session(ctx: &Ctx, name: &str) -> Result<Box<dyn Admin>, ApiError> {
     }
     let ip = ctx
         .runtime
-        .inspect_member(crate::members::key(&inst))
+        .inspect_member(crate::members::primary_key(&inst))
         .await?
         .and_then(|o| o.ip)
         .ok_or_else(|| {

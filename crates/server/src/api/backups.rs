@@ -217,6 +217,7 @@ pub(crate) async fn restore(
             .or_else(|| source.as_ref().map(|s| s.spec.storage.to_string())),
         params: None,
         port: req.port,
+        ..Default::default()
     };
     super::instances::create_with(
         &ctx,

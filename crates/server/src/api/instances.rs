@@ -20,7 +20,7 @@ fn project() -> ProjectId {
     ProjectId::default_project()
 }
 
-fn random_secret() -> Secret {
+pub(crate) fn random_secret() -> Secret {
     Secret::new(Alphanumeric.sample_string(&mut rand::rng(), 32))
 }
 
@@ -118,6 +118,9 @@ pub(crate) async fn create_with(
     let ctx = ctx.clone();
     let host = ctx.runtime.host_capacity().await?;
     let (name, spec) = req.validate(&host)?;
+    let topology = req
+        .topology(spec.engine)
+        .map_err(berth_model::SpecError::from)?;
     if let Some(g) = &req.params {
         super::params::check_attachable(&ctx, g, spec.engine, &spec.version, spec.memory.mib())
             .await?;
@@ -140,6 +143,8 @@ pub(crate) async fn create_with(
         params_revision: 0,
         superuser_password: random_secret(),
         agent_token: random_secret(),
+        replication_password: random_secret(),
+        topology,
         created_at: now.clone(),
         updated_at: now.clone(),
     };
@@ -181,7 +186,9 @@ pub(crate) async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<InstanceView>, ApiError> {
     let inst = ctx.store.instance_by_name(&project(), &name).await?;
-    Ok(Json(view_of(&ctx, &inst).await?))
+    let mut view = view_of(&ctx, &inst).await?;
+    view.members = super::members::live_members(&ctx, &inst).await;
+    Ok(Json(view))
 }
 
 async fn begin(
@@ -365,7 +372,7 @@ pub(crate) async fn resize(
     if wanted.memory < current.memory {
         if let Some(used) = ctx
             .runtime
-            .memory_in_use(crate::members::key(&inst))
+            .memory_in_use(crate::members::primary_key(&inst))
             .await?
         {
             let used_mib = used / (1024 * 1024);

@@ -3,7 +3,8 @@
 mod accounts;
 mod backups;
 mod events;
-mod instances;
+pub(crate) mod instances;
+mod members;
 mod metrics;
 mod params;
 mod problems;
@@ -70,6 +71,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
             instances::resize
         ))
         .routes(routes!(instances::action))
+        .routes(routes!(members::scale))
         .routes(routes!(instances::credentials))
         .routes(routes!(accounts::list_databases, accounts::create_database))
         .routes(routes!(accounts::drop_database))

@@ -1,0 +1,40 @@
+//! `berth scale NAME [--members N] [--sync K] [--sync-mode M] [--purge]`.
+
+use crate::env::{follow, Env};
+
+#[derive(clap::Args)]
+pub struct ScaleCmd {
+    /// Instance name.
+    name: String,
+    /// Members afterwards (1-5): replicas are added (cloned from the primary) or the
+    /// highest removed; never the primary.
+    #[arg(long)]
+    members: Option<u16>,
+    /// Replicas that must have a commit before it returns.
+    #[arg(long)]
+    sync: Option<u8>,
+    /// While a synchronous replica is missing: strict (commits wait) or available.
+    #[arg(long, value_parser = ["strict", "available"])]
+    sync_mode: Option<String>,
+    /// Also remove the volumes of removed replicas.
+    #[arg(long)]
+    purge: bool,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub async fn scale(c: ScaleCmd, env: &Env) -> anyhow::Result<u8> {
+    let mut body = serde_json::json!({ "purge": c.purge });
+    if let Some(m) = c.members {
+        body["members"] = m.into();
+    }
+    if let Some(k) = c.sync {
+        body["sync"] = k.into();
+    }
+    if let Some(m) = c.sync_mode {
+        body["sync_mode"] = m.into();
+    }
+    berth_cli::scale(&env.client()?, &c.name, body, follow(c.no_wait), env.fmt).await?;
+    Ok(0)
+}

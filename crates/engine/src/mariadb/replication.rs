@@ -1,0 +1,266 @@
+//! MariaDB GTID replication: binary logs on every member, `mariabackup` streamed
+//! from the primary's agent for the clone, `CHANGE MASTER … MASTER_USE_GTID =
+//! slave_pos` and `read_only` on replicas, semi-synchronous replication with the
+//! `AFTER_SYNC` wait point for synchronous commits.
+
+use super::{local_conn, socket};
+use crate::{CommandSpec, EngineError, Layout, Result};
+use berth_model::agent::{Replication, REPLICATION_USER};
+use berth_model::member::{Role, SyncMode};
+use berth_model::EngineKind;
+use mysql_async::prelude::Queryable;
+use std::path::Path;
+
+/// How long a commit waits for the semi-synchronous replica before MariaDB goes on
+/// asynchronously. Strict: as long as MariaDB allows (about 49 days), so commits wait
+/// rather than silently lose their second copy. Available: one second.
+pub(super) fn semi_sync_timeout_ms(mode: SyncMode) -> u64 {
+    match mode {
+        SyncMode::Strict => u64::from(u32::MAX),
+        SyncMode::Available => 1000,
+    }
+}
+
+/// berth.cnf lines for the member's role. Binary logs with GTIDs are on for every
+/// member, so any of them can become the primary.
+pub(super) fn cnf_lines(repl: Option<&Replication>) -> Vec<String> {
+    let server_id = repl.map_or(1, |r| u32::from(r.member.0) + 1);
+    let mut lines = vec![
+        format!("server_id = {server_id}"),
+        "log_bin = mariadb-bin".to_owned(),
+        "log_bin_index = mariadb-bin.index".to_owned(),
+        "relay_log = mariadb-relay".to_owned(),
+        "binlog_format = ROW".to_owned(),
+        "log_slave_updates = ON".to_owned(),
+        "gtid_strict_mode = ON".to_owned(),
+        // Replication starts only once the agent pointed it at the current primary.
+        "skip_slave_start = ON".to_owned(),
+    ];
+    let Some(repl) = repl else {
+        return lines;
+    };
+    if repl.role == Role::Replica {
+        lines.push("read_only = ON".to_owned());
+    }
+    if repl.sync > 0 {
+        lines.extend([
+            "rpl_semi_sync_master_enabled = ON".to_owned(),
+            "rpl_semi_sync_slave_enabled = ON".to_owned(),
+            "rpl_semi_sync_master_wait_point = AFTER_SYNC".to_owned(),
+            "rpl_semi_sync_master_wait_no_slave = ON".to_owned(),
+            format!(
+                "rpl_semi_sync_master_timeout = {}",
+                semi_sync_timeout_ms(repl.sync_mode)
+            ),
+        ]);
+    }
+    lines
+}
+
+/// The primary's agent streams this: a physical backup of the running server.
+pub(super) fn source_command(layout: &Layout) -> CommandSpec {
+    CommandSpec {
+        program: "mariabackup".into(),
+        args: vec![
+            "--backup".into(),
+            "--stream=xbstream".into(),
+            format!("--socket={}", socket(layout).display()),
+            "--user=root".into(),
+            format!("--target-dir={}", layout.run_dir.join("clone").display()),
+        ],
+        env: vec![],
+        stdin: None,
+    }
+}
+
+/// The replica's side: unpack the stream into the data directory, then make it
+/// consistent.
+pub(super) fn receive(data: &Path) -> (CommandSpec, Vec<CommandSpec>) {
+    (
+        CommandSpec {
+            program: "mbstream".into(),
+            args: vec!["-x".into(), "-C".into(), data.display().to_string()],
+            env: vec![],
+            stdin: None,
+        },
+        vec![
+            CommandSpec {
+                program: "mariabackup".into(),
+                args: vec![
+                    "--prepare".into(),
+                    format!("--target-dir={}", data.display()),
+                ],
+                env: vec![],
+                stdin: None,
+            },
+            crate::sync_command(data),
+        ],
+    )
+}
+
+fn refused(e: mysql_async::Error) -> EngineError {
+    EngineError::Refused {
+        engine: EngineKind::Mariadb,
+        reason: e.to_string(),
+    }
+}
+
+/// A MariaDB string literal.
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The GTID position a clone was taken at, from mariabackup's `xtrabackup_binlog_info`
+/// (`<file> <position> <gtid list>`).
+pub(super) fn clone_gtid(info: &str) -> Option<String> {
+    let gtid = info.split_whitespace().nth(2)?;
+    gtid.chars()
+        .all(|c| c.is_ascii_digit() || c == '-' || c == ',')
+        .then(|| gtid.to_owned())
+}
+
+/// Primary: the replication account (not written to the binary log: replicas get it
+/// in their clone, and Berth's writes never wait for a replica) and semi-sync live.
+/// Replica: `read_only`, then following the primary by GTID from where its clone or
+/// its relay log left off.
+pub(super) async fn apply(layout: &Layout, data: &Path, repl: &Replication) -> Result<()> {
+    let mut conn = local_conn(layout).await?;
+    let sync = repl.sync > 0;
+    let on = |b: bool| if b { "ON" } else { "OFF" };
+    let mut sql = vec![format!(
+        "SET GLOBAL rpl_semi_sync_master_enabled = {}, rpl_semi_sync_slave_enabled = {}, \
+         rpl_semi_sync_master_wait_point = AFTER_SYNC, rpl_semi_sync_master_wait_no_slave = ON, \
+         rpl_semi_sync_master_timeout = {}",
+        on(sync && repl.role == Role::Primary),
+        on(sync),
+        semi_sync_timeout_ms(repl.sync_mode)
+    )];
+    match repl.role {
+        Role::Primary => {
+            sql.extend([
+                "SET SESSION sql_log_bin = 0".to_owned(),
+                format!(
+                    "CREATE USER IF NOT EXISTS {REPLICATION_USER}@'%' IDENTIFIED BY {} REQUIRE SSL",
+                    literal(repl.password.expose())
+                ),
+                format!(
+                    "ALTER USER {REPLICATION_USER}@'%' IDENTIFIED BY {} REQUIRE SSL WITH MAX_USER_CONNECTIONS 10",
+                    literal(repl.password.expose())
+                ),
+                format!("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO {REPLICATION_USER}@'%'"),
+                "SET GLOBAL read_only = OFF".to_owned(),
+            ]);
+            for q in sql {
+                conn.query_drop(q).await.map_err(refused)?;
+            }
+        }
+        Role::Replica => {
+            for q in sql {
+                conn.query_drop(q).await.map_err(refused)?;
+            }
+            conn.query_drop("SET GLOBAL read_only = ON")
+                .await
+                .map_err(refused)?;
+            let Some((host, port)) = &repl.source else {
+                return Ok(());
+            };
+            let status: Option<mysql_async::Row> = conn
+                .query_first("SHOW SLAVE STATUS")
+                .await
+                .map_err(refused)?;
+            let current_host = status
+                .as_ref()
+                .and_then(|r| r.get_opt::<String, _>("Master_Host"))
+                .and_then(|r| r.ok());
+            if current_host.as_deref() != Some(host.as_str()) {
+                conn.query_drop("STOP SLAVE").await.map_err(refused)?;
+                // A fresh clone starts from the position mariabackup recorded.
+                let info = data.join("xtrabackup_binlog_info");
+                if let Some(gtid) = std::fs::read_to_string(&info)
+                    .ok()
+                    .and_then(|t| clone_gtid(&t))
+                {
+                    conn.query_drop(format!("SET GLOBAL gtid_slave_pos = {}", literal(&gtid)))
+                        .await
+                        .map_err(refused)?;
+                }
+                conn.query_drop(format!(
+                    "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {port}, MASTER_USER = {}, \
+                     MASTER_PASSWORD = {}, MASTER_USE_GTID = slave_pos, MASTER_SSL = 1, \
+                     MASTER_CONNECT_RETRY = 1",
+                    literal(host),
+                    literal(REPLICATION_USER),
+                    literal(repl.password.expose()),
+                ))
+                .await
+                .map_err(refused)?;
+                let _ = std::fs::rename(&info, data.join("xtrabackup_binlog_info.applied"));
+            }
+            // Semi-sync on the replica side takes effect when the I/O thread starts.
+            conn.query_drop("STOP SLAVE IO_THREAD")
+                .await
+                .map_err(refused)?;
+            conn.query_drop("START SLAVE").await.map_err(refused)?;
+        }
+    }
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::{MemberId, Secret};
+
+    fn repl(role: Role, sync: u8, mode: SyncMode) -> Replication {
+        Replication {
+            member: MemberId(2),
+            role,
+            source: Some(("berth-db-12345678-0".into(), 3306)),
+            password: Secret::new("s3cret"),
+            replicas: vec![],
+            sync,
+            sync_mode: mode,
+        }
+    }
+
+    #[test]
+    fn every_member_logs_gtids_and_replicas_are_read_only() {
+        let lone = cnf_lines(None).join("\n");
+        assert!(lone.contains("server_id = 1") && lone.contains("gtid_strict_mode = ON"));
+        assert!(!lone.contains("read_only"));
+        let r = cnf_lines(Some(&repl(Role::Replica, 0, SyncMode::Strict))).join("\n");
+        assert!(
+            r.contains("server_id = 3") && r.contains("read_only = ON"),
+            "{r}"
+        );
+        assert!(!r.contains("rpl_semi_sync"));
+        assert!(
+            !r.contains("s3cret"),
+            "no password in the configuration file"
+        );
+    }
+
+    #[test]
+    fn strict_sync_waits_and_available_sync_goes_on() {
+        let strict = cnf_lines(Some(&repl(Role::Primary, 1, SyncMode::Strict))).join("\n");
+        assert!(strict.contains("rpl_semi_sync_master_wait_point = AFTER_SYNC"));
+        assert!(strict.contains(&format!("rpl_semi_sync_master_timeout = {}", u32::MAX)));
+        let avail = cnf_lines(Some(&repl(Role::Primary, 1, SyncMode::Available))).join("\n");
+        assert!(avail.contains("rpl_semi_sync_master_timeout = 1000"));
+    }
+
+    #[test]
+    fn the_clone_position_is_read_from_mariabackup() {
+        assert_eq!(
+            clone_gtid("mariadb-bin.000002\t385\t0-1-17\n").as_deref(),
+            Some("0-1-17")
+        );
+        assert_eq!(
+            clone_gtid("mariadb-bin.000002 385 0-1-17,1-2-3").as_deref(),
+            Some("0-1-17,1-2-3")
+        );
+        assert_eq!(clone_gtid("mariadb-bin.000002 385"), None);
+        assert_eq!(clone_gtid("f 1 0-1-1';DROP"), None);
+    }
+}

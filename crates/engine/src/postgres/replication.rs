@@ -1,0 +1,232 @@
+//! PostgreSQL physical streaming replication: one slot per replica on the primary,
+//! `pg_basebackup` for the clone, `primary_conninfo` and `standby.signal` on replicas,
+//! `synchronous_standby_names = 'ANY K (…)'` for synchronous commits.
+
+use super::{bin, conf::conf_line, local_client};
+use crate::{write_file, CommandSpec, EngineError, Layout, Result};
+use berth_model::agent::{Replication, REPLICATION_USER};
+use berth_model::member::{replication_name, Role};
+use berth_model::{EngineKind, EngineVersion};
+use std::path::Path;
+
+/// postgresql.conf lines for the member's role.
+pub(super) fn conf_lines(repl: Option<&Replication>) -> Vec<String> {
+    let mut lines = vec![
+        "# Replication (from berth-replication.json).".to_owned(),
+        "wal_level = replica".to_owned(),
+        "max_wal_senders = 10".to_owned(),
+        "max_replication_slots = 10".to_owned(),
+        "hot_standby = on".to_owned(),
+        "hot_standby_feedback = on".to_owned(),
+        "wal_log_hints = on".to_owned(),
+    ];
+    let Some(repl) = repl else {
+        return lines;
+    };
+    match repl.role {
+        Role::Primary => {
+            if repl.sync > 0 && !repl.replicas.is_empty() {
+                lines.push(conf_line(
+                    "synchronous_standby_names",
+                    &sync_names(repl.sync, &repl.replicas),
+                ));
+            }
+        }
+        Role::Replica => {
+            if let Some((host, port)) = &repl.source {
+                lines.push(conf_line("primary_conninfo", &conninfo(repl, host, *port)));
+                lines.push(conf_line(
+                    "primary_slot_name",
+                    &replication_name(repl.member),
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// `ANY K ("berth_m1", "berth_m2")`: a commit returns once any K of them have it.
+pub(super) fn sync_names(k: u8, replicas: &[berth_model::MemberId]) -> String {
+    let names: Vec<String> = replicas
+        .iter()
+        .map(|m| format!("\"{}\"", replication_name(*m)))
+        .collect();
+    format!("ANY {k} ({})", names.join(", "))
+}
+
+/// The replica's connection to its primary: TLS, the replication account, its own
+/// application name (what `synchronous_standby_names` lists).
+fn conninfo(repl: &Replication, host: &str, port: u16) -> String {
+    format!(
+        "host={host} port={port} user={REPLICATION_USER} password={} application_name={} sslmode=require connect_timeout=5",
+        quote_conninfo(repl.password.expose()),
+        replication_name(repl.member)
+    )
+}
+
+/// A libpq connection-string value in single quotes (backslash and quote escaped).
+fn quote_conninfo(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// `standby.signal` says "start as a replica"; it is there exactly when the member is
+/// one.
+pub(super) fn write_role_files(data: &Path, repl: Option<&Replication>) -> Result<()> {
+    let signal = data.join("standby.signal");
+    let replica = repl.is_some_and(|r| r.role == Role::Replica);
+    if replica {
+        write_file(&signal, "")?;
+    } else if signal.exists() {
+        std::fs::remove_file(&signal).map_err(|source| EngineError::Io {
+            path: signal.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// `pg_basebackup` from the primary into the data directory, streaming the WAL it
+/// needs, through the replica's own slot (made by the primary beforehand).
+pub(super) fn clone_commands(
+    version: &EngineVersion,
+    data: &Path,
+    repl: &Replication,
+) -> Vec<CommandSpec> {
+    let Some((host, port)) = &repl.source else {
+        return vec![];
+    };
+    vec![
+        CommandSpec {
+            program: bin(version, "pg_basebackup"),
+            args: vec![
+                format!("--pgdata={}", data.display()),
+                format!("--host={host}"),
+                format!("--port={port}"),
+                format!("--username={REPLICATION_USER}"),
+                format!("--slot={}", replication_name(repl.member)),
+                "--wal-method=stream".into(),
+                "--checkpoint=fast".into(),
+                "--no-password".into(),
+            ],
+            env: vec![
+                ("PGPASSWORD".into(), repl.password.expose().to_owned()),
+                ("PGSSLMODE".into(), "require".into()),
+                ("PGAPPNAME".into(), replication_name(repl.member)),
+                ("PGCONNECT_TIMEOUT".into(), "10".into()),
+            ],
+            stdin: None,
+        },
+        crate::sync_command(data),
+    ]
+}
+
+fn refused(e: tokio_postgres::Error) -> EngineError {
+    EngineError::Refused {
+        engine: EngineKind::Postgres,
+        reason: e.to_string(),
+    }
+}
+
+/// SQL string literal (standard_conforming_strings is on).
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// Primary: the replication account with its password, exactly one slot per replica
+/// (slots of removed replicas dropped once inactive), and the configuration reloaded.
+/// Replica: the configuration reloaded (it follows `primary_conninfo`).
+pub(super) async fn apply(layout: &Layout, repl: &Replication) -> Result<()> {
+    let client = local_client(layout).await?;
+    client
+        .simple_query("SELECT pg_reload_conf()")
+        .await
+        .map_err(refused)?;
+    if repl.role != Role::Primary {
+        return Ok(());
+    }
+    // Berth's own writes never wait for synchronous replicas (none may be there yet).
+    let sql = format!(
+        "SET synchronous_commit = local;
+         DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {user}) THEN
+             CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN;
+           END IF;
+         END $$;
+         ALTER ROLE {REPLICATION_USER} WITH REPLICATION LOGIN CONNECTION LIMIT 10 PASSWORD {password};",
+        user = literal(REPLICATION_USER),
+        password = literal(repl.password.expose()),
+    );
+    client.batch_execute(&sql).await.map_err(refused)?;
+    let wanted: Vec<String> = repl.replicas.iter().map(|m| replication_name(*m)).collect();
+    for slot in &wanted {
+        client
+            .execute(
+                "SELECT pg_create_physical_replication_slot($1::text, true)
+                 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1::text)",
+                &[slot],
+            )
+            .await
+            .map_err(refused)?;
+    }
+    client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE slot_name LIKE 'berth\\_m%' AND NOT active AND NOT (slot_name = ANY($1))",
+            &[&wanted],
+        )
+        .await
+        .map_err(refused)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::member::SyncMode;
+    use berth_model::{MemberId, Secret};
+
+    fn repl(role: Role) -> Replication {
+        Replication {
+            member: MemberId(1),
+            role,
+            source: Some(("berth-db-12345678-0".into(), 5432)),
+            password: Secret::new("s3cret"),
+            replicas: vec![MemberId(1), MemberId(2)],
+            sync: 1,
+            sync_mode: SyncMode::Strict,
+        }
+    }
+
+    #[test]
+    fn a_primary_lists_its_synchronous_replicas() {
+        let lines = conf_lines(Some(&repl(Role::Primary))).join("\n");
+        assert!(
+            lines.contains(r#"synchronous_standby_names = 'ANY 1 ("berth_m1", "berth_m2")'"#),
+            "{lines}"
+        );
+        assert!(!lines.contains("primary_conninfo"));
+        let lone = conf_lines(None).join("\n");
+        assert!(!lone.contains("synchronous_standby_names") && lone.contains("wal_level"));
+    }
+
+    #[test]
+    fn a_replica_follows_its_primary_through_its_slot() {
+        let lines = conf_lines(Some(&repl(Role::Replica))).join("\n");
+        assert!(lines.contains("primary_slot_name = 'berth_m1'"), "{lines}");
+        assert!(lines.contains("application_name=berth_m1"), "{lines}");
+        assert!(lines.contains("sslmode=require"), "{lines}");
+        // The password is quoted for libpq, then for the configuration file.
+        assert!(lines.contains("password=''s3cret''"), "{lines}");
+        assert!(!lines.contains("synchronous_standby_names"));
+    }
+
+    #[test]
+    fn the_clone_keeps_the_password_out_of_argv() {
+        let v = EngineKind::Postgres.version("15").expect("version");
+        let cmds = clone_commands(&v, Path::new("/d"), &repl(Role::Replica));
+        assert!(cmds[0].program.ends_with("pg_basebackup"));
+        assert!(cmds[0].args.iter().all(|a| !a.contains("s3cret")));
+        assert!(cmds[0].args.contains(&"--slot=berth_m1".to_owned()));
+        assert!(cmds[0].env.iter().any(|(k, _)| k == "PGPASSWORD"));
+    }
+}

@@ -1,0 +1,211 @@
+//! The steps that make and remove replicas, and keep the primary serving exactly the
+//! replicas the instance has. Each checks before it acts, like every step.
+
+use crate::members::{self, container_name};
+use crate::steps::{self, StepError};
+use crate::Ctx;
+use berth_model::{labels, EventKind, InstanceRecord, MemberId, NewEvent, TaskKind, TaskRecord};
+use std::collections::BTreeSet;
+
+type StepResult = Result<String, StepError>;
+
+/// Members Docker has a container or a volume of, for this instance (found by
+/// labels), whether or not the topology still lists them.
+pub(crate) async fn members_in_docker(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Result<BTreeSet<MemberId>, StepError> {
+    let id = inst.id.to_string();
+    let mut out = BTreeSet::new();
+    let mut objects = ctx.runtime.list_containers().await?;
+    objects.extend(ctx.runtime.list_volumes().await?);
+    for o in objects {
+        if o.labels.get(labels::INSTANCE) != Some(&id) {
+            continue;
+        }
+        if let Some(m) = o
+            .labels
+            .get(labels::MEMBER)
+            .and_then(|m| m.parse::<u16>().ok())
+        {
+            out.insert(MemberId(m));
+        }
+    }
+    Ok(out)
+}
+
+/// Step `ensure_topology`: the stored members and sync settings are the scale's
+/// target. Computed from what is stored, so running it again changes nothing.
+pub(crate) async fn ensure_topology(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+) -> StepResult {
+    let o = &task.options;
+    let count = o.members.unwrap_or(inst.topology.members.len() as u16);
+    let mut target = inst.topology.scaled(count);
+    target.sync = o.sync.unwrap_or(target.sync);
+    target.sync_mode = o.sync_mode.unwrap_or(target.sync_mode);
+    berth_model::member::check(inst.spec.engine, target.members.len() as u16, target.sync)
+        .map_err(|e| StepError::Fatal(e.to_string()))?;
+    // Instances made before members have no replication password yet.
+    let password = inst
+        .replication_password
+        .expose()
+        .is_empty()
+        .then(crate::api::instances::random_secret);
+    if target == inst.topology && password.is_none() {
+        return Ok(format!(
+            "{} member(s), sync {} ({})",
+            target.members.len(),
+            target.sync,
+            target.sync_mode
+        ));
+    }
+    ctx.store
+        .set_topology(inst.id, &target, password.as_ref())
+        .await?;
+    Ok(format!(
+        "the instance now has {} member(s) (was {}), sync {} ({})",
+        target.members.len(),
+        inst.topology.members.len(),
+        target.sync,
+        target.sync_mode
+    ))
+}
+
+/// Step `ensure_replication`: the primary's agent has the replication account, a
+/// slot for each replica (none for removed ones), and the synchronous replicas.
+pub(crate) async fn ensure_replication(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
+    let t = &inst.topology;
+    if t.members.len() == 1 && inst.replication_password.expose().is_empty() {
+        return Ok("one member: nothing replicates".into());
+    }
+    let ip = steps::running_member_ip(ctx, inst).await?;
+    let repl = members::replication_for(inst, t.primary);
+    members::send_replication(ctx, inst, ip, &repl)
+        .await
+        .map_err(StepError::Retry)?;
+    let replicas = repl.replicas.len();
+    Ok(match (replicas, t.sync) {
+        (0, _) => format!("{} serves no replica", container_name(inst, t.primary)),
+        (n, 0) => format!(
+            "{} serves {n} replica(s), asynchronously",
+            container_name(inst, t.primary)
+        ),
+        (n, k) => format!(
+            "{} serves {n} replica(s); a commit waits for {k} of them ({})",
+            container_name(inst, t.primary),
+            t.sync_mode
+        ),
+    })
+}
+
+/// Step `ensure_replicas`: every replica has its volume and container, is cloned
+/// from the primary when new, runs, and follows the current primary.
+pub(crate) async fn ensure_replicas(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> StepResult {
+    let replicas: Vec<MemberId> = inst.topology.replicas().collect();
+    if replicas.is_empty() {
+        return Ok("no replicas".into());
+    }
+    let mut said = vec![];
+    for m in replicas {
+        let name = container_name(inst, m);
+        progress(&format!("replica {name}"));
+        let existed = ctx
+            .runtime
+            .find_member(members::key(inst, m))
+            .await?
+            .is_some();
+        // A replica's volume is a copy of the primary: a new one is cloned into.
+        steps::ensure_volume(ctx, inst, m).await?;
+        steps::ensure_container(ctx, inst, m, true).await?;
+        steps::ensure_params(ctx, inst, m, false).await?;
+        crate::tls::ensure_member_tls(ctx, inst, m).await?;
+        steps::ensure_running(ctx, inst, m).await?;
+        steps::wait_ready(ctx, inst, m).await?;
+        let ip = steps::member_ip(ctx, inst, m).await?;
+        members::send_replication(ctx, inst, ip, &members::replication_for(inst, m))
+            .await
+            .map_err(StepError::Retry)?;
+        if !existed {
+            let display = berth_model::member::display_name(&inst.name, m);
+            let why = match task.kind {
+                TaskKind::Create => "created with the instance",
+                TaskKind::Scale => "added by a scale",
+                _ => "brought back",
+            };
+            ctx.store
+                .record_event(&NewEvent::instance(
+                    inst.id,
+                    inst.name.as_str(),
+                    EventKind::MemberAdded,
+                    format!("replica {display} ({name}) {why}, following the primary"),
+                    serde_json::json!({ "member": display, "container": name, "role": "replica" }),
+                ))
+                .await?;
+            said.push(format!("{name} cloned and following"));
+        } else {
+            said.push(format!("{name} following"));
+        }
+    }
+    Ok(said.join("; "))
+}
+
+/// Step `remove_extra_members`: members the topology no longer lists are stopped and
+/// their containers removed; their volumes too with purge. Never the primary.
+pub(crate) async fn remove_extra_members(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+) -> StepResult {
+    let extra: Vec<MemberId> = members_in_docker(ctx, inst)
+        .await?
+        .into_iter()
+        .filter(|m| !inst.topology.members.contains(m) && *m != inst.topology.primary)
+        .collect();
+    if extra.is_empty() {
+        return Ok("no member to remove".into());
+    }
+    let mut said = vec![];
+    for m in extra {
+        let name = container_name(inst, m);
+        let had_container = ctx
+            .runtime
+            .find_member(members::key(inst, m))
+            .await?
+            .is_some();
+        ctx.runtime
+            .ensure_stopped(members::key(inst, m), 60)
+            .await?;
+        said.push(steps::remove_container(ctx, inst, m).await?);
+        if task.options.purge {
+            said.push(steps::remove_volume(ctx, inst, m).await?);
+        }
+        if had_container {
+            let display = berth_model::member::display_name(&inst.name, m);
+            ctx.store
+                .record_event(&NewEvent::instance(
+                    inst.id,
+                    inst.name.as_str(),
+                    EventKind::MemberRemoved,
+                    format!(
+                        "replica {display} ({name}) removed{}",
+                        if task.options.purge {
+                            " with its volume"
+                        } else {
+                            "; its volume is kept"
+                        }
+                    ),
+                    serde_json::json!({ "member": display, "container": name, "purged": task.options.purge }),
+                ))
+                .await?;
+        }
+    }
+    Ok(said.join("; "))
+}

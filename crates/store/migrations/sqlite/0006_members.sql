@@ -1,0 +1,6 @@
+-- Members: which containers an instance is made of, which one is primary, how many
+-- replicas confirm a commit (JSON, model::member::Topology), and the replication
+-- account's password. Instances made before members existed are one primary, member 0.
+ALTER TABLE instances ADD COLUMN topology TEXT NOT NULL
+    DEFAULT '{"members":[0],"primary":0,"sync":0,"sync_mode":"strict"}';
+ALTER TABLE instances ADD COLUMN replication_password TEXT;

@@ -1,0 +1,215 @@
+//! Members: a primary and replicas cloned from it and kept streaming, synchronous
+//! commits, and scaling online. Real containers, real engines, both engines.
+
+use anyhow::{bail, Context};
+use berth_e2e::{docker, unique, Berth};
+use serde_json::Value;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_members_replicate_and_scale() -> anyhow::Result<()> {
+    members_replicate_and_scale("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_members_replicate_and_scale() -> anyhow::Result<()> {
+    members_replicate_and_scale("mariadb").await
+}
+
+/// Runs SQL inside a member over its local socket (as the engine's superuser), so a
+/// replica is read directly, not through any endpoint. Returns the output, trimmed.
+fn member_sql(container: &str, engine: &str, sql: &str) -> anyhow::Result<String> {
+    if engine == "mariadb" {
+        docker(&[
+            "exec",
+            container,
+            "mariadb",
+            "--socket=/run/berth/mysqld.sock",
+            "-uroot",
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ])
+    } else {
+        docker(&[
+            "exec",
+            "-u",
+            "postgres",
+            container,
+            "psql",
+            "-h",
+            "/run/berth",
+            "-d",
+            "postgres",
+            "-At",
+            "-c",
+            sql,
+        ])
+    }
+}
+
+fn members_of(v: &Value) -> Vec<Value> {
+    v["members"].as_array().cloned().unwrap_or_default()
+}
+
+fn with_role(v: &Value, role: &str) -> Vec<Value> {
+    members_of(v)
+        .into_iter()
+        .filter(|m| m["role"] == role)
+        .collect()
+}
+
+/// Waits until `sql` on the member prints `want`.
+async fn until_member_says(
+    b: &Berth,
+    container: &str,
+    engine: &str,
+    sql: &str,
+    want: &str,
+) -> anyhow::Result<()> {
+    b.eventually(
+        &format!("{container} to answer {want:?} to {sql:?}"),
+        Duration::from_secs(60),
+        || async { member_sql(container, engine, sql).unwrap_or_default() == want },
+    )
+    .await
+}
+
+async fn members_replicate_and_scale(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("mb-{}", &engine[..2]));
+    let created = b
+        .cli_json(&[
+            "create",
+            &name,
+            "--engine",
+            engine,
+            "--members",
+            "3",
+            "--sync",
+            "1",
+            "--memory",
+            "256MiB",
+            "--cpus",
+            "0.5",
+            "--storage",
+            "1GiB",
+        ])
+        .context("create --members 3 --sync 1")?;
+    assert_eq!(created["state"], "succeeded", "{created}");
+
+    let shown = b.cli_json(&["show", &name])?;
+    assert_eq!(shown["sync"], 1, "{shown}");
+    assert_eq!(with_role(&shown, "primary").len(), 1, "{shown}");
+    let replicas = with_role(&shown, "replica");
+    assert_eq!(replicas.len(), 2, "{shown}");
+    for m in members_of(&shown) {
+        assert_eq!(m["state"], "ready", "{m}");
+        let container = m["container"].as_str().context("container")?;
+        assert!(docker(&["inspect", container]).is_ok(), "{container}");
+    }
+
+    // A write through the endpoint reaches every replica, which is read-only.
+    let (table, in_recovery) = if engine == "mariadb" {
+        ("app.t", "SELECT @@read_only")
+    } else {
+        ("t", "SELECT pg_is_in_recovery()")
+    };
+    let mut db = b.db(&name).await?;
+    if engine == "mariadb" {
+        db.exec("CREATE DATABASE app").await?;
+    }
+    db.exec(&format!("CREATE TABLE {table} (n INT PRIMARY KEY)"))
+        .await?;
+    db.exec(&format!("INSERT INTO {table} VALUES (1), (2), (3)"))
+        .await?;
+    let count = format!("SELECT count(*) FROM {table}");
+    let replica_yes = if engine == "mariadb" { "1" } else { "t" };
+    for r in &replicas {
+        let c = r["container"].as_str().context("container")?;
+        until_member_says(&b, c, engine, &count, "3").await?;
+        assert_eq!(member_sql(c, engine, in_recovery)?, replica_yes, "{c}");
+    }
+    let primary = with_role(&shown, "primary")[0]["container"]
+        .as_str()
+        .context("primary")?
+        .to_owned();
+    let replica_no = if engine == "mariadb" { "0" } else { "f" };
+    assert_eq!(member_sql(&primary, engine, in_recovery)?, replica_no);
+
+    // The primary names its synchronous replicas to the engine.
+    if engine == "postgres" {
+        let names = member_sql(&primary, engine, "SHOW synchronous_standby_names")?;
+        assert!(names.starts_with("ANY 1 ("), "{names}");
+        let streaming = member_sql(
+            &primary,
+            engine,
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'",
+        )?;
+        assert_eq!(streaming, "2");
+    } else {
+        let status = member_sql(&primary, engine, "SELECT @@rpl_semi_sync_master_enabled")?;
+        assert_eq!(status, "1");
+    }
+
+    // Scale down: the highest replica goes, the primary stays, the endpoint too.
+    let port = shown["endpoint"]["port"].clone();
+    let down = b.cli_json(&["scale", &name, "--members", "2", "--purge"])?;
+    assert_eq!(down["state"], "succeeded", "{down}");
+    let shown = b.cli_json(&["show", &name])?;
+    assert_eq!(members_of(&shown).len(), 2, "{shown}");
+    assert_eq!(shown["endpoint"]["port"], port);
+    let gone = replicas
+        .iter()
+        .map(|r| r["container"].as_str().unwrap_or_default().to_owned())
+        .max()
+        .context("a replica")?;
+    assert!(docker(&["inspect", &gone]).is_err(), "{gone} still exists");
+    if engine == "postgres" {
+        let slots = member_sql(
+            &primary,
+            engine,
+            "SELECT count(*) FROM pg_replication_slots",
+        )?;
+        assert_eq!(slots, "1", "the removed replica's slot is dropped");
+    }
+
+    // Writes go on; scale up again: the new replica is cloned with everything.
+    db.exec(&format!("INSERT INTO {table} VALUES (4)")).await?;
+    let up = b.cli_json(&["scale", &name, "--members", "3"])?;
+    assert_eq!(up["state"], "succeeded", "{up}");
+    let shown = b.cli_json(&["show", &name])?;
+    assert_eq!(with_role(&shown, "replica").len(), 2, "{shown}");
+    for r in with_role(&shown, "replica") {
+        let c = r["container"].as_str().context("container")?;
+        until_member_says(&b, c, engine, &count, "4").await?;
+    }
+
+    // Sync beyond the replicas, or beyond what MariaDB can wait for, is refused
+    // with the reason, and changes nothing.
+    let out = b.cli(&["scale", &name, "--sync", "3"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--sync 3 needs at least 4 members"), "{err}");
+    if engine == "mariadb" {
+        let out = b.cli(&["scale", &name, "--sync", "2"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("one replica only"), "{err}");
+    }
+
+    // The events say which members came and went.
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    let kinds: Vec<String> = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect();
+    let added = kinds.iter().filter(|k| *k == "member.added").count();
+    let removed = kinds.iter().filter(|k| *k == "member.removed").count();
+    if added != 3 || removed != 1 {
+        bail!("expected 3 member.added and 1 member.removed events, got {kinds:?}");
+    }
+    Ok(())
+}
