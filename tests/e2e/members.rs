@@ -213,3 +213,119 @@ async fn members_replicate_and_scale(engine: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_strict_sync_waits_for_a_replica() -> anyhow::Result<()> {
+    strict_sync_waits_for_a_replica("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_strict_sync_waits_for_a_replica() -> anyhow::Result<()> {
+    strict_sync_waits_for_a_replica("mariadb").await
+}
+
+/// With `--sync 1` (strict, the default) a commit does not return while no replica
+/// can confirm it, and returns once one can: it never silently becomes asynchronous.
+/// The replica is frozen (`docker pause`), so nothing repairs it behind the test.
+async fn strict_sync_waits_for_a_replica(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("ss-{}", &engine[..2]));
+    let created = b.cli_json(&[
+        "create",
+        &name,
+        "--engine",
+        engine,
+        "--members",
+        "2",
+        "--sync",
+        "1",
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+    ])?;
+    assert_eq!(created["state"], "succeeded", "{created}");
+    let shown = b.cli_json(&["show", &name])?;
+    let replica = with_role(&shown, "replica")[0]["container"]
+        .as_str()
+        .context("replica")?
+        .to_owned();
+    let table = if engine == "mariadb" { "app.t" } else { "t" };
+    let mut db = b.db(&name).await?;
+    if engine == "mariadb" {
+        db.exec("CREATE DATABASE app").await?;
+    }
+    db.exec(&format!("CREATE TABLE {table} (n INT PRIMARY KEY)"))
+        .await?;
+
+    docker(&["pause", &replica])?;
+    let insert = format!("INSERT INTO {table} VALUES (1)");
+    let pending = tokio::spawn(async move { db.exec(&insert).await.map(|_| db) });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let waited = !pending.is_finished();
+    docker(&["unpause", &replica])?;
+    assert!(waited, "the commit returned with no replica to confirm it");
+    let mut db = tokio::time::timeout(Duration::from_secs(60), pending)
+        .await
+        .context("the commit did not return once the replica was back")???;
+    let rows = db.strings(&format!("SELECT count(*) FROM {table}")).await?;
+    assert_eq!(rows, vec!["1".to_owned()]);
+    until_member_says(
+        &b,
+        &replica,
+        engine,
+        &format!("SELECT count(*) FROM {table}"),
+        "1",
+    )
+    .await
+}
+
+/// A replica removed with `docker rm -f` comes back by itself (reconcile repairs the
+/// instance), as a replica of the current primary, with what was written meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_replica_comes_back_as_a_replica() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("rr-po");
+    let created = b.cli_json(&[
+        "create",
+        &name,
+        "--engine",
+        "postgres",
+        "--members",
+        "2",
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+    ])?;
+    assert_eq!(created["state"], "succeeded", "{created}");
+    let shown = b.cli_json(&["show", &name])?;
+    let replica = with_role(&shown, "replica")[0]["container"]
+        .as_str()
+        .context("replica")?
+        .to_owned();
+    docker(&["rm", "-f", &replica])?;
+    let mut db = b.db(&name).await?;
+    db.exec("CREATE TABLE t (n INT); INSERT INTO t VALUES (7)")
+        .await?;
+    until_member_says(&b, &replica, "postgres", "SELECT sum(n) FROM t", "7").await?;
+    assert_eq!(
+        member_sql(&replica, "postgres", "SELECT pg_is_in_recovery()")?,
+        "t"
+    );
+    b.eventually(
+        "the instance to be available again",
+        Duration::from_secs(60),
+        || async {
+            b.get(&format!("/v1/instances/{name}"))
+                .await
+                .map(|v| v["status"] == "available")
+                .unwrap_or(false)
+        },
+    )
+    .await
+}
