@@ -329,3 +329,120 @@ async fn a_removed_replica_comes_back_as_a_replica() -> anyhow::Result<()> {
     )
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_switchover_twice() -> anyhow::Result<()> {
+    switchover_twice("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_switchover_twice() -> anyhow::Result<()> {
+    switchover_twice("mariadb").await
+}
+
+fn primary_container(v: &Value) -> anyhow::Result<String> {
+    Ok(with_role(v, "primary")
+        .first()
+        .and_then(|m| m["container"].as_str())
+        .context("a primary")?
+        .to_owned())
+}
+
+/// Two switchovers: each time the target becomes a writable primary with every row,
+/// the old primary follows it in the same container (no new clone), and a
+/// switchover to a member that is not there is refused with the reason.
+async fn switchover_twice(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("so-{}", &engine[..2]));
+    let created = b.cli_json(&[
+        "create",
+        &name,
+        "--engine",
+        engine,
+        "--members",
+        "3",
+        "--sync",
+        "1",
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+    ])?;
+    assert_eq!(created["state"], "succeeded", "{created}");
+    let (table, read_only) = if engine == "mariadb" {
+        ("app.t", "SELECT @@read_only")
+    } else {
+        ("t", "SELECT pg_is_in_recovery()")
+    };
+    let (yes, no) = if engine == "mariadb" {
+        ("1", "0")
+    } else {
+        ("t", "f")
+    };
+    let first = primary_container(&b.cli_json(&["show", &name])?)?;
+    if engine == "mariadb" {
+        member_sql(&first, engine, "CREATE DATABASE app")?;
+    }
+    member_sql(
+        &first,
+        engine,
+        &format!("CREATE TABLE {table} (n INT PRIMARY KEY)"),
+    )?;
+    member_sql(&first, engine, &format!("INSERT INTO {table} VALUES (1)"))?;
+
+    let out = b.cli(&["switchover", &name, "--to", &format!("{name}-9")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("has no member"),
+        "{err}"
+    );
+
+    let mut rows = 1;
+    let mut previous = first;
+    for to in [Some(format!("{name}-1")), None] {
+        let old_id = docker(&["inspect", "-f", "{{.Id}}", &previous])?;
+        let mut args = vec!["switchover", name.as_str()];
+        if let Some(to) = &to {
+            args.extend(["--to", to.as_str()]);
+        }
+        let done = b.cli_json(&args)?;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        let shown = b.cli_json(&["show", &name])?;
+        let primary = primary_container(&shown)?;
+        assert_ne!(primary, previous, "{shown}");
+        if let Some(to) = &to {
+            let want = with_role(&shown, "primary")[0]["name"].clone();
+            assert_eq!(&want, to.as_str(), "{shown}");
+        }
+        for m in members_of(&shown) {
+            assert_eq!(m["state"], "ready", "{m}");
+        }
+        // The new primary takes writes; the old one follows it, same container.
+        assert_eq!(member_sql(&primary, engine, read_only)?, no);
+        rows += 1;
+        member_sql(
+            &primary,
+            engine,
+            &format!("INSERT INTO {table} VALUES ({rows})"),
+        )?;
+        assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &previous])?, old_id);
+        let count = format!("SELECT count(*) FROM {table}");
+        for m in with_role(&shown, "replica") {
+            let c = m["container"].as_str().context("container")?;
+            until_member_says(&b, c, engine, &count, &rows.to_string()).await?;
+            assert_eq!(member_sql(c, engine, read_only)?, yes, "{c}");
+        }
+        previous = primary;
+    }
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    let changes = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["kind"] == "member.role-changed")
+        .count();
+    assert_eq!(changes, 2, "{events}");
+    Ok(())
+}

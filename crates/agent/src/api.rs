@@ -17,6 +17,7 @@ struct AppState {
     health: Health,
     config: AgentConfig,
     reaper: crate::Reaper,
+    fence: crate::switchover::Held,
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -217,8 +218,36 @@ async fn replication(
     crate::replication::set(&state.config, ready, repl).await
 }
 
+async fn fence(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    crate::switchover::fence(&state.config, &state.fence).await
+}
+
+async fn caught_up(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(q): Json<crate::switchover::CaughtUpQuery>,
+) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    crate::switchover::caught_up(&state.config, q).await
+}
+
+async fn promote(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    crate::switchover::promote(&state.config).await
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
+        .route("/fence", post(fence))
+        .route("/caught-up", post(caught_up))
+        .route("/promote", post(promote))
         .route("/clone", get(clone_source))
         .route("/replication", post(replication))
         .route("/health", get(health))
@@ -240,6 +269,7 @@ pub(crate) async fn serve(
         health,
         config,
         reaper,
+        fence: Default::default(),
     };
     if let Err(e) = axum::serve(listener, router(state)).await {
         tracing::error!(error = %e, "agent API stopped");

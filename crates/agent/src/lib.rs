@@ -22,6 +22,7 @@ mod cgroup;
 mod reaper;
 mod replication;
 mod supervisor;
+mod switchover;
 mod tls;
 
 pub use reaper::{Exit, Reaper};

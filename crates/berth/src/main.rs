@@ -80,6 +80,8 @@ enum Command {
     Resize(instances::ResizeCmd),
     /// Add or remove replicas, or change synchronous replication, online.
     Scale(scale::ScaleCmd),
+    /// Make a replica the primary with no transaction lost.
+    Switchover(scale::SwitchoverCmd),
     /// Delete an instance; its data volume is kept unless --purge.
     Delete(instances::DeleteCmd),
     /// Show the superuser's credentials and a connection URI.
@@ -166,6 +168,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Restart(a) => instances::action(a, "restart", env).await,
         Command::Resize(a) => instances::resize(a, env).await,
         Command::Scale(a) => scale::scale(a, env).await,
+        Command::Switchover(a) => scale::switchover(a, env).await,
         Command::Delete(a) => instances::delete(a, env).await,
         Command::Credentials(a) => instances::credentials(a, env).await,
         Command::Ca(a) => instances::ca(a, env).await,

@@ -1,4 +1,5 @@
-//! `berth scale NAME [--members N] [--sync K] [--sync-mode M] [--purge]`.
+//! Members: `berth scale NAME [--members N] [--sync K] [--sync-mode M] [--purge]`
+//! and `berth switchover NAME [--to MEMBER]`.
 
 use crate::env::{follow, Env};
 
@@ -35,6 +36,44 @@ pub async fn scale(c: ScaleCmd, env: &Env) -> anyhow::Result<u8> {
     if let Some(m) = c.sync_mode {
         body["sync_mode"] = m.into();
     }
-    berth_cli::scale(&env.client()?, &c.name, body, follow(c.no_wait), env.fmt).await?;
+    berth_cli::members_change(
+        &env.client()?,
+        &c.name,
+        "scale",
+        body,
+        follow(c.no_wait),
+        env.fmt,
+    )
+    .await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct SwitchoverCmd {
+    /// Instance name.
+    name: String,
+    /// The replica that becomes the primary (`NAME-N` as `show` lists it, or N);
+    /// default: a ready replica.
+    #[arg(long)]
+    to: Option<String>,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub async fn switchover(c: SwitchoverCmd, env: &Env) -> anyhow::Result<u8> {
+    let body = match c.to {
+        Some(to) => serde_json::json!({ "to": to }),
+        None => serde_json::json!({}),
+    };
+    berth_cli::members_change(
+        &env.client()?,
+        &c.name,
+        "switchover",
+        body,
+        follow(c.no_wait),
+        env.fmt,
+    )
+    .await?;
     Ok(0)
 }

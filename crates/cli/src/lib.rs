@@ -160,16 +160,18 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
     finish_accepted(client, v, follow, fmt).await
 }
 
-/// `berth scale`.
-pub async fn scale(
+/// `berth scale` and `berth switchover`: `POST /v1/instances/{name}/{action}`,
+/// followed, then the instance shown.
+pub async fn members_change(
     client: &Client,
     name: &str,
+    action: &str,
     body: Value,
     follow: Follow,
     fmt: Format,
 ) -> Result<()> {
     let v: Value = client
-        .post(&format!("/v1/instances/{name}/scale"), &body)
+        .post(&format!("/v1/instances/{name}/{action}"), &body)
         .await?;
     finish_and_show(client, v, follow, fmt).await
 }

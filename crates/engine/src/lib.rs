@@ -306,6 +306,27 @@ pub trait Engine: Send + Sync {
         layout: &Layout,
         repl: &berth_model::agent::Replication,
     ) -> Result<()>;
+
+    /// On the primary, before a switchover: stops it taking writes from now on,
+    /// with `guard` holding the stop until it is dropped (or the member stops), and
+    /// says up to where it wrote. `None` when the engine's own clean shutdown is the
+    /// fence (PostgreSQL ships all it wrote to its replicas before it exits).
+    async fn fence(&self, layout: &Layout) -> Result<Option<Fence>>;
+
+    /// On the switchover's target: whether it has everything the old primary wrote
+    /// (`position` from [`Engine::fence`], when it gave one) and applied it.
+    async fn caught_up(&self, layout: &Layout, position: Option<&str>) -> Result<bool>;
+
+    /// Makes this replica the primary, writable.
+    async fn promote(&self, layout: &Layout) -> Result<()>;
+}
+
+/// A primary that takes no more writes while this lives.
+pub struct Fence {
+    /// How far it wrote (an engine-specific position: a GTID list).
+    pub position: String,
+    /// Keeps the fence up (a session holding a lock).
+    pub guard: Box<dyn std::any::Any + Send + Sync>,
 }
 
 /// Exact lines dropped from the start of a dump, up to the first line that begins

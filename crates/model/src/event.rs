@@ -256,9 +256,11 @@ pub fn for_transition(
             // Their own events (resized, parameters applied, the backup task) say
             // what changed.
             // (the members added and removed, for a scale).
-            TaskKind::Resize | TaskKind::Reconfigure | TaskKind::Backup | TaskKind::Scale => {
-                return None
-            }
+            TaskKind::Resize
+            | TaskKind::Reconfigure
+            | TaskKind::Backup
+            | TaskKind::Scale
+            | TaskKind::Switchover => return None,
         },
         E::Failed(kind) if to == S::Failed => (K::InstanceFailed, format!("{kind} failed{why}")),
         // A failed repair leaves it unavailable, a failed live change as it was:

@@ -126,12 +126,13 @@ impl InstanceStatus {
             // Live changes need a running instance: they are applied to the engine.
             // A backup reads from the running engine while it keeps serving: like a
             // live change it holds the instance (one task at a time) as `modifying`.
-            (S::Available, E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale)) => {
-                Ok(S::Modifying)
-            }
+            (
+                S::Available,
+                E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover),
+            ) => Ok(S::Modifying),
             (
                 S::Unavailable | S::Stopped | S::Failed,
-                E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale),
+                E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover),
             ) => invalid,
             // Finishing: only the task that is running can finish.
             (S::Creating, E::Succeeded(K::Create))
@@ -150,8 +151,8 @@ impl InstanceStatus {
             // A failed backup changed nothing in the instance either.
             (
                 S::Modifying,
-                E::Succeeded(K::Resize | K::Reconfigure | K::Backup | K::Scale)
-                | E::Failed(K::Resize | K::Reconfigure | K::Backup | K::Scale),
+                E::Succeeded(K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover)
+                | E::Failed(K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover),
             ) => Ok(S::Available),
             (_, E::Succeeded(_) | E::Failed(_)) => invalid,
             // Observations never override a task or the user's choice to stop.
@@ -228,6 +229,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Reconfigure => "take new settings live (it must be available)",
             TaskKind::Backup => "be backed up (it must be available)",
             TaskKind::Scale => "change its members (it must be available)",
+            TaskKind::Switchover => "switch over (it must be available)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -271,7 +273,7 @@ mod tests {
                 matches!(s, S::Available | S::Unavailable).then_some(S::Repairing)
             }
             E::Began(K::Delete) => Some(S::Deleting),
-            E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale) => {
+            E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover) => {
                 (s == S::Available).then_some(S::Modifying)
             }
             E::Succeeded(k) => match (s, k) {
@@ -281,16 +283,18 @@ mod tests {
                 | (S::Repairing, K::Repair) => Some(S::Available),
                 (S::Stopping, K::Stop) => Some(S::Stopped),
                 (S::Deleting, K::Delete) => Some(S::Deleted),
-                (S::Modifying, K::Resize | K::Reconfigure | K::Backup | K::Scale) => {
-                    Some(S::Available)
-                }
+                (
+                    S::Modifying,
+                    K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover,
+                ) => Some(S::Available),
                 _ => None,
             },
             E::Failed(k) => match (s, k) {
                 (S::Repairing, K::Repair) => Some(S::Unavailable),
-                (S::Modifying, K::Resize | K::Reconfigure | K::Backup | K::Scale) => {
-                    Some(S::Available)
-                }
+                (
+                    S::Modifying,
+                    K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover,
+                ) => Some(S::Available),
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)

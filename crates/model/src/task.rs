@@ -31,11 +31,13 @@ pub enum TaskKind {
     Backup,
     /// Add or remove replicas, or change how many confirm a commit, online.
     Scale,
+    /// Make a replica the primary with no transaction lost; the old primary follows it.
+    Switchover,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 10] = [
+    pub const ALL: [TaskKind; 11] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -46,6 +48,7 @@ impl TaskKind {
         Self::Reconfigure,
         Self::Backup,
         Self::Scale,
+        Self::Switchover,
     ];
 
     /// The kind as the API spells it.
@@ -61,6 +64,7 @@ impl TaskKind {
             Self::Reconfigure => "reconfigure",
             Self::Backup => "backup",
             Self::Scale => "scale",
+            Self::Switchover => "switchover",
         }
     }
 
@@ -109,6 +113,14 @@ impl TaskKind {
                 S::EnsureImage,
                 S::EnsureAgent,
                 S::RemoveExtraMembers,
+                S::EnsureReplication,
+                S::EnsureReplicas,
+            ],
+            // Writes stop on the old primary before the target is promoted, and the
+            // old primary then follows the new one like any replica.
+            Self::Switchover => vec![
+                S::HandOverWrites,
+                S::PromoteTarget,
                 S::EnsureReplication,
                 S::EnsureReplicas,
             ],
@@ -190,6 +202,9 @@ pub struct TaskOptions {
     /// Scale: whether commits wait for a missing synchronous replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_mode: Option<crate::member::SyncMode>,
+    /// Switchover: the member that becomes the primary (its number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_member: Option<u16>,
 }
 
 /// One step, named for what it ensures.
@@ -249,6 +264,11 @@ pub enum StepName {
     /// Members the instance no longer has are stopped and their containers gone
     /// (their volumes too, with purge).
     RemoveExtraMembers,
+    /// The old primary takes no more writes, the target has everything it wrote,
+    /// and the old primary is stopped cleanly.
+    HandOverWrites,
+    /// The target is the primary, takes writes, and the store says so.
+    PromoteTarget,
 }
 
 impl StepName {
@@ -278,6 +298,8 @@ impl StepName {
             Self::EnsureReplication => "ensure_replication",
             Self::EnsureReplicas => "ensure_replicas",
             Self::RemoveExtraMembers => "remove_extra_members",
+            Self::HandOverWrites => "hand_over_writes",
+            Self::PromoteTarget => "promote_target",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reconcile;
 mod replicas;
 mod steps;
+mod switchover;
 pub mod tasks;
 pub mod tls;
 mod views;

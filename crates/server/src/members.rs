@@ -274,3 +274,34 @@ pub(crate) async fn send_replication(
     }
     Ok(())
 }
+
+/// Posts `body` to one of the member's agent routes; the answer as JSON (`null` when
+/// it had no body).
+pub(crate) async fn agent_post(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    ip: IpAddr,
+    path: &str,
+    body: &serde_json::Value,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, String> {
+    let url = format!("http://{}{path}", std::net::SocketAddr::new(ip, AGENT_PORT));
+    let resp = ctx
+        .http
+        .post(url)
+        .bearer_auth(inst.agent_token.expose())
+        .json(body)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| format!("agent does not answer: {}", without_url(&e)))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("agent answered {status}: {text}"));
+    }
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&text).map_err(|e| format!("agent sent an unreadable answer: {e}"))
+}

@@ -134,6 +134,8 @@ pub(crate) async fn run(
         StepName::EnsureReplicas => {
             crate::replicas::ensure_replicas(ctx, task, &inst, progress).await
         }
+        StepName::HandOverWrites => crate::switchover::hand_over_writes(ctx, task, &inst).await,
+        StepName::PromoteTarget => crate::switchover::promote_target(ctx, task, &inst).await,
         StepName::RemoveExtraMembers => {
             crate::replicas::remove_extra_members(ctx, task, &inst).await
         }

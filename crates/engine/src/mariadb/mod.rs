@@ -605,6 +605,18 @@ impl Engine for Mariadb {
         replication::apply(layout, &self.data_dir(layout), repl).await
     }
 
+    async fn fence(&self, layout: &Layout) -> Result<Option<crate::Fence>> {
+        replication::fence(layout).await.map(Some)
+    }
+
+    async fn caught_up(&self, layout: &Layout, position: Option<&str>) -> Result<bool> {
+        replication::caught_up(layout, position).await
+    }
+
+    async fn promote(&self, layout: &Layout) -> Result<()> {
+        replication::promote(layout).await
+    }
+
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
         use mysql_async::prelude::Queryable;
         let not_ready = |reason: String| EngineError::NotReady {

@@ -176,13 +176,21 @@ pub(super) async fn apply(layout: &Layout, data: &Path, repl: &Replication) -> R
                 conn.query_drop("STOP SLAVE").await.map_err(refused)?;
                 // A fresh clone starts from the position mariabackup recorded.
                 let info = data.join("xtrabackup_binlog_info");
-                if let Some(gtid) = std::fs::read_to_string(&info)
+                // A member that was primary, or followed another one, goes on from
+                // its own binary log (every member logs what it applies).
+                match std::fs::read_to_string(&info)
                     .ok()
                     .and_then(|t| clone_gtid(&t))
                 {
-                    conn.query_drop(format!("SET GLOBAL gtid_slave_pos = {}", literal(&gtid)))
+                    Some(gtid) => conn
+                        .query_drop(format!("SET GLOBAL gtid_slave_pos = {}", literal(&gtid)))
                         .await
-                        .map_err(refused)?;
+                        .map_err(refused)?,
+                    None if current_host.is_some() || status.is_none() => conn
+                        .query_drop("SET GLOBAL gtid_slave_pos = @@GLOBAL.gtid_binlog_pos")
+                        .await
+                        .map_err(refused)?,
+                    None => {}
                 }
                 conn.query_drop(format!(
                     "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {port}, MASTER_USER = {}, \
@@ -202,6 +210,77 @@ pub(super) async fn apply(layout: &Layout, data: &Path, repl: &Replication) -> R
                 .map_err(refused)?;
             conn.query_drop("START SLAVE").await.map_err(refused)?;
         }
+    }
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
+/// `FLUSH TABLES WITH READ LOCK` in a session kept by the guard: no write, not even
+/// the superuser's, commits on this member while it is held; and the GTID position
+/// of everything written before.
+pub(super) async fn fence(layout: &Layout) -> Result<crate::Fence> {
+    let mut conn = local_conn(layout).await?;
+    conn.query_drop("SET GLOBAL read_only = ON")
+        .await
+        .map_err(refused)?;
+    conn.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(refused)?;
+    let position: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(refused)?;
+    Ok(crate::Fence {
+        position: position.unwrap_or_default(),
+        guard: Box::new(tokio::sync::Mutex::new(conn)),
+    })
+}
+
+/// Per replication domain, the highest sequence number of a GTID list
+/// (`domain-server-seq,…`).
+pub(super) fn gtid_seqs(list: &str) -> std::collections::BTreeMap<u32, u64> {
+    list.split(',')
+        .filter_map(|g| {
+            let mut parts = g.trim().split('-');
+            let domain = parts.next()?.parse().ok()?;
+            let _server = parts.next()?;
+            let seq = parts.next()?.parse().ok()?;
+            Some((domain, seq))
+        })
+        .collect()
+}
+
+/// Whether `have` includes every domain of `want` at least as far.
+pub(super) fn gtid_covers(have: &str, want: &str) -> bool {
+    let have = gtid_seqs(have);
+    gtid_seqs(want)
+        .iter()
+        .all(|(d, seq)| have.get(d).is_some_and(|h| h >= seq))
+}
+
+/// The replica applied everything up to `position` (its SQL thread's GTID position).
+pub(super) async fn caught_up(layout: &Layout, position: Option<&str>) -> Result<bool> {
+    let mut conn = local_conn(layout).await?;
+    let have: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_slave_pos")
+        .await
+        .map_err(refused)?;
+    let _ = conn.disconnect().await;
+    Ok(gtid_covers(
+        &have.unwrap_or_default(),
+        position.unwrap_or(""),
+    ))
+}
+
+/// Stops following, forgets the old primary, takes writes.
+pub(super) async fn promote(layout: &Layout) -> Result<()> {
+    let mut conn = local_conn(layout).await?;
+    for q in [
+        "STOP SLAVE",
+        "RESET SLAVE ALL",
+        "SET GLOBAL read_only = OFF",
+    ] {
+        conn.query_drop(q).await.map_err(refused)?;
     }
     let _ = conn.disconnect().await;
     Ok(())
@@ -248,6 +327,18 @@ mod tests {
         assert!(strict.contains(&format!("rpl_semi_sync_master_timeout = {}", u32::MAX)));
         let avail = cnf_lines(Some(&repl(Role::Primary, 1, SyncMode::Available))).join("\n");
         assert!(avail.contains("rpl_semi_sync_master_timeout = 1000"));
+    }
+
+    #[test]
+    fn a_gtid_position_covers_another_domain_by_domain() {
+        assert!(gtid_covers("0-1-17", "0-1-17"));
+        assert!(gtid_covers("0-2-20,1-1-3", "0-1-17"));
+        assert!(!gtid_covers("0-1-16", "0-1-17"));
+        assert!(!gtid_covers("0-1-17", "0-1-17,1-1-1"));
+        assert!(
+            gtid_covers("0-1-1", ""),
+            "nothing written: nothing to wait for"
+        );
     }
 
     #[test]

@@ -569,6 +569,18 @@ impl Engine for Postgres {
         replication::apply(layout, repl).await
     }
 
+    async fn fence(&self, _: &Layout) -> Result<Option<crate::Fence>> {
+        Ok(None)
+    }
+
+    async fn caught_up(&self, layout: &Layout, _: Option<&str>) -> Result<bool> {
+        replication::caught_up(layout).await
+    }
+
+    async fn promote(&self, layout: &Layout) -> Result<()> {
+        replication::promote(layout).await
+    }
+
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
         let client = local_client(layout).await?;
         client

@@ -179,6 +179,51 @@ pub(super) async fn apply(layout: &Layout, repl: &Replication) -> Result<()> {
     Ok(())
 }
 
+/// A replica has applied all it received and is not receiving more: once its
+/// primary shut down cleanly, that is everything the primary wrote.
+pub(super) async fn caught_up(layout: &Layout) -> Result<bool> {
+    let client = local_client(layout).await?;
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(),
+                    pg_last_wal_receive_lsn() IS NOT NULL
+                      AND pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(),
+                    NOT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+            &[],
+        )
+        .await
+        .map_err(refused)?;
+    let (in_recovery, replayed, not_streaming): (bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    Ok(in_recovery && replayed && not_streaming)
+}
+
+/// `pg_promote`: the replica leaves recovery on a new timeline and takes writes.
+pub(super) async fn promote(layout: &Layout) -> Result<()> {
+    let client = local_client(layout).await?;
+    let in_recovery: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .map_err(refused)?
+        .get(0);
+    if !in_recovery {
+        return Ok(());
+    }
+    let promoted: bool = client
+        .query_one("SELECT pg_promote(true, 60)", &[])
+        .await
+        .map_err(refused)?
+        .get(0);
+    if promoted {
+        Ok(())
+    } else {
+        Err(EngineError::Refused {
+            engine: EngineKind::Postgres,
+            reason: "the replica did not finish its promotion within 60 s".into(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

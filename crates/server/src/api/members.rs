@@ -1,4 +1,5 @@
-//! `/v1/instances/{name}/scale`, and what `show` says of each member right now.
+//! `/v1/instances/{name}/scale` and `/switchover`, and what `show` says of each
+//! member right now.
 
 use super::problems::{Conflict, NotFound, Unprocessable};
 use crate::error::ApiError;
@@ -85,4 +86,102 @@ pub(crate) async fn live_members(ctx: &Ctx, inst: &InstanceRecord) -> Vec<Member
         view
     });
     futures_util::future::join_all(looks).await
+}
+
+/// The body of `POST /v1/instances/{name}/switchover`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchoverRequest {
+    /// The replica that becomes the primary (`<instance>-<n>`, or `n`); the
+    /// healthiest replica when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// Make a replica the primary with no transaction lost: writes stop on the old
+/// primary, the target applies all of it and is promoted, and the old primary
+/// follows it without a new clone. Refused, with the reason, when the target is
+/// not a healthy replica.
+#[utoipa::path(post, operation_id = "switchover_instance", path = "/v1/instances/{name}/switchover", params(("name" = String, Path)), request_body = SwitchoverRequest, responses(
+    (status = 202, body = Accepted),
+    NotFound, Conflict, Unprocessable,
+))]
+pub(crate) async fn switchover(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    body: Result<Json<SwitchoverRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Json(req) = body?;
+    let inst = ctx
+        .store
+        .instance_by_name(&ProjectId::default_project(), &name)
+        .await?;
+    if inst.topology.members.len() < 2 {
+        return Err(ApiError::Unprocessable(format!(
+            "instance {name} has no replica to switch over to; add one with `berth scale {name} --members 2`"
+        )));
+    }
+    if inst.status != InstanceStatus::Available {
+        return Err(ApiError::InvalidState(format!(
+            "instance {name} is {}; a switchover needs it available",
+            inst.status
+        )));
+    }
+    let live = live_members(&ctx, &inst).await;
+    let target = match &req.to {
+        Some(to) => {
+            let wanted = to
+                .strip_prefix(&format!("{name}-"))
+                .unwrap_or(to)
+                .parse::<u16>()
+                .ok()
+                .map(berth_model::MemberId)
+                .filter(|m| inst.topology.members.contains(m))
+                .ok_or_else(|| {
+                    ApiError::Unprocessable(format!(
+                        "instance {name} has no member {to:?}; its members are {}",
+                        live.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+            if wanted == inst.topology.primary {
+                return Err(ApiError::Unprocessable(format!(
+                    "{to} is the primary already; name one of its replicas"
+                )));
+            }
+            wanted
+        }
+        None => inst
+            .topology
+            .replicas()
+            .zip(live.iter().filter(|m| m.role == berth_model::member::Role::Replica))
+            .find(|(_, v)| v.state.as_deref() == Some("ready"))
+            .map(|(m, _)| m)
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "no replica of instance {name} is ready to take over; `berth show {name}` says why"
+                ))
+            })?,
+    };
+    let view = live
+        .iter()
+        .find(|v| v.name == berth_model::member::display_name(&inst.name, target));
+    if let Some(v) = view.filter(|v| v.state.as_deref() != Some("ready")) {
+        return Err(ApiError::Unprocessable(format!(
+            "{} cannot take over: it is {}, not ready; wait until `berth show {name}` says ready",
+            v.name,
+            v.state.as_deref().unwrap_or("unknown")
+        )));
+    }
+    let options = TaskOptions {
+        target_member: Some(target.0),
+        ..Default::default()
+    };
+    let (inst, task) = crate::tasks::begin(&ctx, &inst, TaskKind::Switchover, options).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            task: TaskView::from(&task),
+            instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
+        }),
+    ))
 }

@@ -1,0 +1,54 @@
+//! The agent's part of a switchover, each a route the control plane calls in turn:
+//! fence the old primary (`POST /fence`), ask the target whether it has caught up
+//! (`POST /caught-up`), promote it (`POST /promote`).
+
+use crate::AgentConfig;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::{Arc, Mutex};
+
+/// The fence the old primary holds until its container stops.
+#[derive(Clone, Default)]
+pub(crate) struct Held(Arc<Mutex<Option<berth_engine::Fence>>>);
+
+/// `POST /fence`: no more writes commit here; answers the position written so far.
+pub(crate) async fn fence(config: &AgentConfig, held: &Held) -> Response {
+    match config.engine().fence(&config.layout).await {
+        Ok(fence) => {
+            let position = fence.as_ref().map(|f| f.position.clone());
+            *held.0.lock().unwrap_or_else(|p| p.into_inner()) = fence;
+            tracing::warn!(?position, "fenced: this member takes no more writes");
+            Json(serde_json::json!({ "position": position })).into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct CaughtUpQuery {
+    position: Option<String>,
+}
+
+/// `POST /caught-up`: whether this replica applied everything up to the position.
+pub(crate) async fn caught_up(config: &AgentConfig, q: CaughtUpQuery) -> Response {
+    match config
+        .engine()
+        .caught_up(&config.layout, q.position.as_deref())
+        .await
+    {
+        Ok(done) => Json(serde_json::json!({ "caught_up": done })).into_response(),
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}
+
+/// `POST /promote`: this replica becomes the primary.
+pub(crate) async fn promote(config: &AgentConfig) -> Response {
+    match config.engine().promote(&config.layout).await {
+        Ok(()) => {
+            tracing::warn!("promoted: this member is now the primary");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,157 @@
+//! The steps of a switchover that only a switchover has: handing writes over from
+//! the old primary, and promoting the target. The rest (the new primary's slots and
+//! synchronous replicas, every other member following it) are the ordinary
+//! `ensure_replication` and `ensure_replicas` steps, run against the new topology.
+
+use crate::members::{self, container_name};
+use crate::steps::{self, StepError};
+use crate::Ctx;
+use berth_model::{EventKind, InstanceRecord, MemberId, NewEvent, TaskRecord};
+use std::time::{Duration, Instant};
+
+type StepResult = Result<String, StepError>;
+
+/// How long the target may take to apply what the old primary wrote.
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+fn target(task: &TaskRecord) -> Result<MemberId, StepError> {
+    task.options
+        .target_member
+        .map(MemberId)
+        .ok_or_else(|| StepError::Fatal("the switchover names no target".into()))
+}
+
+/// Polls the target until it has everything up to `position`.
+async fn wait_caught_up(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    to: MemberId,
+    position: &serde_json::Value,
+) -> Result<Duration, StepError> {
+    let ip = steps::member_ip(ctx, inst, to).await?;
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < CATCH_UP {
+        match members::agent_post(
+            ctx,
+            inst,
+            ip,
+            "/caught-up",
+            &serde_json::json!({ "position": position }),
+            Duration::from_secs(5),
+        )
+        .await
+        {
+            Ok(v) if v["caught_up"] == true => return Ok(started.elapsed()),
+            Ok(_) => last = "still applying".into(),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(StepError::Fatal(format!(
+        "{} did not catch up with the old primary within {}s ({last}); the old primary is \
+         stopped and writes wait: run the switchover again, or `berth start {}`",
+        container_name(inst, to),
+        CATCH_UP.as_secs(),
+        inst.name
+    )))
+}
+
+/// Step `hand_over_writes`: the old primary takes no more writes (fenced, then
+/// stopped cleanly: PostgreSQL ships what it wrote to its replicas as it shuts
+/// down), and the target has applied all of it. Nothing acknowledged is left behind.
+pub(crate) async fn hand_over_writes(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+) -> StepResult {
+    let to = target(task)?;
+    let old = inst.topology.primary;
+    if old == to {
+        return Ok(format!(
+            "{} is the primary already",
+            container_name(inst, to)
+        ));
+    }
+    let started = Instant::now();
+    let mut position = serde_json::Value::Null;
+    if let Ok(ip) = steps::member_ip(ctx, inst, old).await {
+        let v = members::agent_post(
+            ctx,
+            inst,
+            ip,
+            "/fence",
+            &serde_json::json!({}),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| StepError::Fatal(format!("fencing {}: {e}", container_name(inst, old))))?;
+        position = v["position"].clone();
+        if !position.is_null() {
+            wait_caught_up(ctx, inst, to, &position).await?;
+        }
+    }
+    ctx.runtime
+        .ensure_stopped(members::key(inst, old), 60)
+        .await?;
+    let caught = wait_caught_up(ctx, inst, to, &position).await?;
+    Ok(format!(
+        "{} takes no more writes and is stopped; {} has all it wrote ({} ms in all, {} ms waiting)",
+        container_name(inst, old),
+        container_name(inst, to),
+        started.elapsed().as_millis(),
+        caught.as_millis()
+    ))
+}
+
+/// Step `promote_target`: the target leaves recovery and takes writes, is told it is
+/// the primary (its synchronous replicas), and the store records it.
+pub(crate) async fn promote_target(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+) -> StepResult {
+    let to = target(task)?;
+    let old = inst.topology.primary;
+    let ip = steps::member_ip(ctx, inst, to).await?;
+    members::agent_post(
+        ctx,
+        inst,
+        ip,
+        "/promote",
+        &serde_json::json!({}),
+        Duration::from_secs(90),
+    )
+    .await
+    .map_err(|e| StepError::Fatal(format!("promoting {}: {e}", container_name(inst, to))))?;
+    if old == to {
+        return Ok(format!("{} is the primary", container_name(inst, to)));
+    }
+    let mut topology = inst.topology.clone();
+    topology.primary = to;
+    ctx.store.set_topology(inst.id, &topology, None).await?;
+    let promoted = InstanceRecord {
+        topology,
+        ..inst.clone()
+    };
+    members::send_replication(ctx, &promoted, ip, &members::replication_for(&promoted, to))
+        .await
+        .map_err(StepError::Retry)?;
+    let (old_name, new_name) = (
+        berth_model::member::display_name(&inst.name, old),
+        berth_model::member::display_name(&inst.name, to),
+    );
+    ctx.store
+        .record_event(&NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            EventKind::RoleChanged,
+            format!("{new_name} is the primary; {old_name} becomes its replica"),
+            serde_json::json!({ "primary": new_name, "was": old_name, "reason": "switchover" }),
+        ))
+        .await?;
+    Ok(format!(
+        "{} is the primary and takes writes",
+        container_name(inst, to)
+    ))
+}
