@@ -446,3 +446,56 @@ async fn switchover_twice(engine: &str) -> anyhow::Result<()> {
     assert_eq!(changes, 2, "{events}");
     Ok(())
 }
+
+/// `berth restart` of several members is rolling: the replicas restart first, then
+/// a switchover, then the old primary restarts as a replica; every row stays and
+/// every member is ready at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_of_members_is_rolling() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("rl-po");
+    let created = b.cli_json(&[
+        "create",
+        &name,
+        "--engine",
+        "postgres",
+        "--members",
+        "2",
+        "--sync",
+        "1",
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+    ])?;
+    assert_eq!(created["state"], "succeeded", "{created}");
+    let before = primary_container(&b.cli_json(&["show", &name])?)?;
+    member_sql(
+        &before,
+        "postgres",
+        "CREATE TABLE t (n INT); INSERT INTO t VALUES (1)",
+    )?;
+    let done = b.cli_json(&["restart", &name])?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let steps: Vec<&str> = done["steps"]
+        .as_array()
+        .context("steps")?
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(steps.first(), Some(&"restart_replicas"), "{steps:?}");
+    assert!(steps.contains(&"promote_target"), "{steps:?}");
+    let shown = b.cli_json(&["show", &name])?;
+    let after = primary_container(&shown)?;
+    assert_ne!(
+        after, before,
+        "the primary moved once, to a restarted replica"
+    );
+    for m in members_of(&shown) {
+        assert_eq!(m["state"], "ready", "{m}");
+    }
+    member_sql(&after, "postgres", "INSERT INTO t VALUES (2)")?;
+    until_member_says(&b, &before, "postgres", "SELECT sum(n) FROM t", "3").await
+}

@@ -124,6 +124,15 @@ impl TaskKind {
                 S::EnsureReplication,
                 S::EnsureReplicas,
             ],
+            // Rolling, when there is a replica to hand over to: replicas first, then
+            // a switchover, whose last steps start the old primary again as a replica.
+            Self::Restart if options.target_member.is_some() => vec![
+                S::RestartReplicas,
+                S::HandOverWrites,
+                S::PromoteTarget,
+                S::EnsureReplication,
+                S::EnsureReplicas,
+            ],
             Self::Restart => {
                 let mut steps = vec![S::EnsureStopped];
                 steps.extend(bring_back());
@@ -202,7 +211,8 @@ pub struct TaskOptions {
     /// Scale: whether commits wait for a missing synchronous replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_mode: Option<crate::member::SyncMode>,
-    /// Switchover: the member that becomes the primary (its number).
+    /// Switchover, and a rolling restart: the member that becomes the primary (its
+    /// number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_member: Option<u16>,
 }
@@ -269,6 +279,8 @@ pub enum StepName {
     HandOverWrites,
     /// The target is the primary, takes writes, and the store says so.
     PromoteTarget,
+    /// Every replica was stopped and started again (one at a time), and follows.
+    RestartReplicas,
 }
 
 impl StepName {
@@ -300,6 +312,7 @@ impl StepName {
             Self::RemoveExtraMembers => "remove_extra_members",
             Self::HandOverWrites => "hand_over_writes",
             Self::PromoteTarget => "promote_target",
+            Self::RestartReplicas => "restart_replicas",
         }
     }
 }

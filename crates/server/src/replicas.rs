@@ -209,3 +209,19 @@ pub(crate) async fn remove_extra_members(
     }
     Ok(said.join("; "))
 }
+
+/// Step `restart_replicas`: each replica in turn is stopped cleanly, gets its
+/// settings again, and starts and follows — the first half of a rolling restart.
+pub(crate) async fn restart_replicas(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
+    let mut said = vec![];
+    for m in inst.topology.replicas() {
+        ctx.runtime
+            .ensure_stopped(members::key(inst, m), 60)
+            .await?;
+        steps::ensure_params(ctx, inst, m, false).await?;
+        steps::ensure_running(ctx, inst, m).await?;
+        steps::wait_ready(ctx, inst, m).await?;
+        said.push(format!("{} restarted", container_name(inst, m)));
+    }
+    Ok(said.join("; "))
+}

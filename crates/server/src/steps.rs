@@ -136,6 +136,7 @@ pub(crate) async fn run(
         }
         StepName::HandOverWrites => crate::switchover::hand_over_writes(ctx, task, &inst).await,
         StepName::PromoteTarget => crate::switchover::promote_target(ctx, task, &inst).await,
+        StepName::RestartReplicas => crate::replicas::restart_replicas(ctx, &inst).await,
         StepName::RemoveExtraMembers => {
             crate::replicas::remove_extra_members(ctx, task, &inst).await
         }

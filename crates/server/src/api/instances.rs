@@ -263,7 +263,18 @@ pub(crate) async fn action(
             )))
         }
     };
-    begin(&ctx, &name, kind, TaskOptions::default()).await
+    let mut options = TaskOptions::default();
+    if kind == TaskKind::Restart {
+        // Several members: a rolling restart, with one short switch instead of an
+        // outage, when a replica is ready to take over.
+        let inst = ctx.store.instance_by_name(&project(), &name).await?;
+        if inst.status == InstanceStatus::Available && inst.topology.members.len() > 1 {
+            options.target_member = super::members::ready_replica(&ctx, &inst)
+                .await
+                .map(|m| m.0);
+        }
+    }
+    begin(&ctx, &name, kind, options).await
 }
 
 /// The superuser's credentials and a connection URI.

@@ -140,7 +140,10 @@ pub(crate) async fn switchover(
                 .ok_or_else(|| {
                     ApiError::Unprocessable(format!(
                         "instance {name} has no member {to:?}; its members are {}",
-                        live.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+                        live.iter()
+                            .map(|m| m.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?;
             if wanted == inst.topology.primary {
@@ -150,17 +153,11 @@ pub(crate) async fn switchover(
             }
             wanted
         }
-        None => inst
-            .topology
-            .replicas()
-            .zip(live.iter().filter(|m| m.role == berth_model::member::Role::Replica))
-            .find(|(_, v)| v.state.as_deref() == Some("ready"))
-            .map(|(m, _)| m)
-            .ok_or_else(|| {
-                ApiError::Unprocessable(format!(
-                    "no replica of instance {name} is ready to take over; `berth show {name}` says why"
-                ))
-            })?,
+        None => ready_in(&inst, &live).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "no replica of instance {name} is ready to take over; `berth show {name}` says why"
+            ))
+        })?,
     };
     let view = live
         .iter()
@@ -184,4 +181,24 @@ pub(crate) async fn switchover(
             instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
         }),
     ))
+}
+
+/// The first replica seen ready in `live`.
+fn ready_in(inst: &InstanceRecord, live: &[MemberView]) -> Option<berth_model::MemberId> {
+    inst.topology
+        .replicas()
+        .zip(
+            live.iter()
+                .filter(|m| m.role == berth_model::member::Role::Replica),
+        )
+        .find(|(_, v)| v.state.as_deref() == Some("ready"))
+        .map(|(m, _)| m)
+}
+
+/// A replica ready to take over right now, if any.
+pub(crate) async fn ready_replica(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Option<berth_model::MemberId> {
+    ready_in(inst, &live_members(ctx, inst).await)
 }
