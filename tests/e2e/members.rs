@@ -499,3 +499,96 @@ async fn a_restart_of_members_is_rolling() -> anyhow::Result<()> {
     member_sql(&after, "postgres", "INSERT INTO t VALUES (2)")?;
     until_member_says(&b, &before, "postgres", "SELECT sum(n) FROM t", "3").await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_available_sync_goes_on_and_says_so() -> anyhow::Result<()> {
+    available_sync_goes_on_and_says_so("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_available_sync_goes_on_and_says_so() -> anyhow::Result<()> {
+    available_sync_goes_on_and_says_so("mariadb").await
+}
+
+fn event_kinds(v: &Value) -> Vec<String> {
+    v["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With `--sync-mode available`, a commit goes on while the synchronous replica is
+/// frozen; `show` and an event say synchronous replication is degraded, and another
+/// event says so when it is restored.
+async fn available_sync_goes_on_and_says_so(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("av-{}", &engine[..2]));
+    let created = b.cli_json(&[
+        "create",
+        &name,
+        "--engine",
+        engine,
+        "--members",
+        "2",
+        "--sync",
+        "1",
+        "--sync-mode",
+        "available",
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+    ])?;
+    assert_eq!(created["state"], "succeeded", "{created}");
+    let shown = b.cli_json(&["show", &name])?;
+    assert_eq!(shown["sync_mode"], "available");
+    let replica = with_role(&shown, "replica")[0]["container"]
+        .as_str()
+        .context("replica")?
+        .to_owned();
+    let table = if engine == "mariadb" { "app.t" } else { "t" };
+    let mut db = b.db(&name).await?;
+    if engine == "mariadb" {
+        db.exec("CREATE DATABASE app").await?;
+    }
+    db.exec(&format!("CREATE TABLE {table} (n INT PRIMARY KEY)"))
+        .await?;
+    docker(&["pause", &replica])?;
+    let insert = format!("INSERT INTO {table} VALUES (1)");
+    let committed = tokio::time::timeout(Duration::from_secs(45), db.exec(&insert)).await;
+    let degraded = b
+        .eventually(
+            "show to say sync is degraded",
+            Duration::from_secs(30),
+            || async {
+                b.get(&format!("/v1/instances/{name}"))
+                    .await
+                    .map(|v| v["sync_degraded"].is_string())
+                    .unwrap_or(false)
+            },
+        )
+        .await;
+    docker(&["unpause", &replica])?;
+    committed.context("the commit waited although sync mode is available")??;
+    degraded?;
+    b.eventually("a sync.restored event", Duration::from_secs(60), || async {
+        b.get(&format!("/v1/events?instance={name}"))
+            .await
+            .map(|v| {
+                let kinds = event_kinds(&v);
+                kinds.iter().any(|k| k == "sync.degraded")
+                    && kinds.iter().any(|k| k == "sync.restored")
+            })
+            .unwrap_or(false)
+    })
+    .await?;
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    assert!(shown.get("sync_degraded").is_none(), "{shown}");
+    Ok(())
+}

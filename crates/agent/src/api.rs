@@ -45,6 +45,7 @@ struct HealthBody {
     ready: bool,
     engine: String,
     version: String,
+    /// The role Berth gave this member.
     role: &'static str,
 }
 
@@ -65,7 +66,7 @@ async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
         ready,
         engine: state.config.engine.to_string(),
         version: state.config.version.to_string(),
-        role: "primary",
+        role: crate::replication::read(&state.config).map_or("primary", |r| r.role.as_str()),
     })
     .into_response()
 }

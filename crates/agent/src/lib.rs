@@ -231,6 +231,7 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
     if let bootstrap::Outcome::Refused(reason) = &outcome {
         health.refuse(reason.clone());
     }
+    tokio::spawn(replication::watch_sync(config.clone(), health.clone()));
     tokio::spawn(api::serve(
         listener,
         config.clone(),

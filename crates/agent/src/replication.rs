@@ -302,3 +302,35 @@ pub(crate) async fn apply_after_start(config: &AgentConfig) {
         }
     }
 }
+
+/// On a primary with synchronous replicas, about every second: how many confirm
+/// commits (and, in `available` mode, commits released or made to wait again),
+/// kept in the health report for the control plane.
+pub(crate) async fn watch_sync(config: AgentConfig, health: crate::Health) {
+    let engine = config.engine();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let repl =
+            read(&config).filter(|r| r.role == berth_model::member::Role::Primary && r.sync > 0);
+        let Some(repl) = repl else {
+            health.set_sync_degraded(None);
+            continue;
+        };
+        if health.view().state != crate::HealthState::Ready {
+            continue;
+        }
+        match engine.sync_status(&config.layout, &repl).await {
+            Ok(why) => {
+                let before = health.view().sync_degraded;
+                if before != why {
+                    match &why {
+                        Some(w) => warn!(reason = %w, "synchronous replication degraded"),
+                        None => info!("synchronous replication restored"),
+                    }
+                }
+                health.set_sync_degraded(why);
+            }
+            Err(e) => warn!(error = %e, "cannot read synchronous replication's state"),
+        }
+    }
+}

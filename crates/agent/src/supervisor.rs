@@ -37,6 +37,9 @@ pub(crate) struct HealthView {
     pub last_exit: Option<String>,
     /// Why the engine is not started, when it is refused.
     pub reason: Option<String>,
+    /// On a primary with synchronous replicas: why commits are not confirmed by
+    /// as many replicas as asked, while that lasts.
+    pub sync_degraded: Option<String>,
 }
 
 /// Shared view of the engine's health.
@@ -51,6 +54,7 @@ impl Health {
             restarts: 0,
             last_exit: None,
             reason: None,
+            sync_degraded: None,
         })))
     }
 
@@ -65,6 +69,10 @@ impl Health {
             h.state = HealthState::Refused;
             h.reason = Some(reason);
         });
+    }
+
+    pub(crate) fn set_sync_degraded(&self, why: Option<String>) {
+        self.update(|h| h.sync_degraded = why);
     }
 
     fn update(&self, f: impl FnOnce(&mut HealthView)) {

@@ -116,6 +116,10 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
                 ),
             },
         ),
+        (
+            "degraded",
+            i.sync_degraded.clone().unwrap_or_else(|| "-".to_owned()),
+        ),
         ("created", i.created_at.clone()),
     ]);
     let mut t = table(&["member", "role", "state", "sync", "lag", "container"]);

@@ -319,6 +319,17 @@ pub trait Engine: Send + Sync {
 
     /// Makes this replica the primary, writable.
     async fn promote(&self, layout: &Layout) -> Result<()>;
+
+    /// On a primary with synchronous replicas: `None` while at least `repl.sync` of
+    /// them confirm commits, else why not. In `available` mode commits are released
+    /// while that lasts (PostgreSQL: `synchronous_standby_names` cleared through
+    /// `ALTER SYSTEM`, reset once enough replicas are back; MariaDB does it itself
+    /// after its semi-sync timeout).
+    async fn sync_status(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<Option<String>>;
 }
 
 /// A primary that takes no more writes while this lives.

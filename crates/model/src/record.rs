@@ -37,6 +37,8 @@ pub struct InstanceRecord {
     pub replication_password: Secret,
     /// The members, which one is primary, and how many confirm a commit.
     pub topology: crate::member::Topology,
+    /// Why commits are not confirmed by `topology.sync` replicas, while that lasts.
+    pub sync_degraded: Option<String>,
     /// RFC 3339 creation time.
     pub created_at: String,
     /// RFC 3339 time of the last change.
@@ -145,6 +147,7 @@ impl InstanceRecord {
             agent_token: Secret::new("tok"),
             replication_password: Secret::new("repl"),
             topology: crate::member::Topology::default(),
+            sync_degraded: None,
             created_at: String::new(),
             updated_at: String::new(),
         }

@@ -116,6 +116,9 @@ pub(crate) struct AgentHealth {
     /// Why the agent refuses to start the engine (state `refused`).
     #[serde(default)]
     pub reason: Option<String>,
+    /// On a primary: why synchronous commits are not confirmed as asked.
+    #[serde(default)]
+    pub sync_degraded: Option<String>,
 }
 
 impl AgentHealth {

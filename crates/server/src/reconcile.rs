@@ -196,6 +196,20 @@ fn severity(seen: &MemberSeen) -> u8 {
     }
 }
 
+/// What the primary's agent says of synchronous replication becomes the instance's
+/// (and an event when it changed).
+async fn record_sync(ctx: &Ctx, inst: &InstanceRecord, h: &members::AgentHealth) {
+    let why = h
+        .sync_degraded
+        .as_deref()
+        .filter(|_| inst.topology.sync > 0);
+    if why != inst.sync_degraded.as_deref() {
+        if let Err(e) = ctx.store.set_sync_degraded(inst.id, why).await {
+            info!(instance = %inst.name, "sync state not recorded: {e}");
+        }
+    }
+}
+
 async fn observe_member(
     ctx: &Ctx,
     inst: &InstanceRecord,
@@ -216,7 +230,12 @@ async fn observe_member(
                     "container {name} has no address on its network"
                 )),
                 Some(ip) => match members::agent_health(ctx, inst, ip).await {
-                    Ok(h) if h.ready => MemberSeen::Healthy,
+                    Ok(h) if h.ready => {
+                        if m == inst.topology.primary {
+                            record_sync(ctx, inst, &h).await;
+                        }
+                        MemberSeen::Healthy
+                    }
                     Ok(h) => MemberSeen::NotAnswering(match (h.refusal(), &h.last_exit) {
                         (Some(why), _) => format!("{name}: {why}"),
                         (None, Some(exit)) => format!(

@@ -76,9 +76,15 @@ pub(crate) async fn ensure_topology(
 
 /// Step `ensure_replication`: the primary's agent has the replication account, a
 /// slot for each replica (none for removed ones), and the synchronous replicas.
-pub(crate) async fn ensure_replication(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
+pub(crate) async fn ensure_replication(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+) -> StepResult {
     let t = &inst.topology;
-    if t.members.len() == 1 && inst.replication_password.expose().is_empty() {
+    if t.members.len() == 1
+        && (task.kind == TaskKind::Create || inst.replication_password.expose().is_empty())
+    {
         return Ok("one member: nothing replicates".into());
     }
     let ip = steps::running_member_ip(ctx, inst).await?;

@@ -130,7 +130,7 @@ pub(crate) async fn run(
         StepName::ApplySettings => apply_settings(ctx, &inst).await,
         StepName::EnsureParams => ensure_params(ctx, &inst, primary, create).await,
         StepName::EnsureTopology => crate::replicas::ensure_topology(ctx, task, &inst).await,
-        StepName::EnsureReplication => crate::replicas::ensure_replication(ctx, &inst).await,
+        StepName::EnsureReplication => crate::replicas::ensure_replication(ctx, task, &inst).await,
         StepName::EnsureReplicas => {
             crate::replicas::ensure_replicas(ctx, task, &inst, progress).await
         }
@@ -256,8 +256,9 @@ pub(crate) async fn ensure_params(
     m: MemberId,
     create: bool,
 ) -> StepResult {
-    let replicated = inst.topology.members.len() > 1;
-    if replicated || !inst.replication_password.expose().is_empty() {
+    // A lone primary being created has nothing to replicate yet (its first scale
+    // writes the file); any other member keeps its role on its volume.
+    if inst.topology.members.len() > 1 || !create {
         let repl = members::replication_for(inst, m);
         let body = serde_json::to_vec_pretty(&repl).unwrap_or_default();
         ctx.runtime

@@ -62,6 +62,10 @@ pub struct InstanceView {
     pub sync: u8,
     /// Whether commits wait while a synchronous replica is missing.
     pub sync_mode: berth_model::member::SyncMode,
+    /// Why commits are not confirmed by `sync` replicas right now (absent when they
+    /// are, or the instance is asynchronous).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_degraded: Option<String>,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last change (RFC 3339).
@@ -103,6 +107,7 @@ impl InstanceView {
                 .collect(),
             sync: r.topology.sync,
             sync_mode: r.topology.sync_mode,
+            sync_degraded: r.sync_degraded.clone(),
             created_at: r.created_at.clone(),
             updated_at: r.updated_at.clone(),
         }

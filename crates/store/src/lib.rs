@@ -391,6 +391,43 @@ impl Store {
         Ok(())
     }
 
+    /// Records whether synchronous replication is degraded (and why), with a
+    /// `sync.degraded` or `sync.restored` event when that changed.
+    pub async fn set_sync_degraded(&self, id: InstanceId, why: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inst = rows::instance_by_id(&mut tx, id)
+            .await?
+            .ok_or_else(|| StoreError::NoSuchInstance(id.to_string()))?;
+        if inst.sync_degraded.as_deref() == why {
+            return Ok(());
+        }
+        sqlx::query("UPDATE instances SET sync_degraded = ? WHERE id = ?")
+            .bind(why)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let (kind, message) = match why {
+            Some(w) => (
+                berth_model::EventKind::SyncDegraded,
+                format!("synchronous replication degraded: {w}"),
+            ),
+            None => (
+                berth_model::EventKind::SyncRestored,
+                "synchronous replication restored: enough replicas confirm commits again"
+                    .to_owned(),
+            ),
+        };
+        let details = json!({ "sync": inst.topology.sync, "sync_mode": inst.topology.sync_mode.as_str(), "reason": why });
+        events::insert(
+            &mut tx,
+            &NewEvent::instance(id, inst.name.as_str(), kind, message, details),
+        )
+        .await?;
+        tx.commit().await?;
+        self.events_written();
+        Ok(())
+    }
+
     /// Records that the instance's data volume was removed.
     pub async fn mark_purged(&self, id: InstanceId) -> Result<()> {
         sqlx::query("UPDATE instances SET purged = 1 WHERE id = ?")

@@ -66,6 +66,7 @@ pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
             row.try_get::<Option<String>, _>("replication_password")?
                 .unwrap_or_default(),
         ),
+        sync_degraded: row.try_get("sync_degraded")?,
         topology: {
             let t: String = row.try_get("topology")?;
             serde_json::from_str(&t).map_err(|_| corrupt("topology", &t))?

@@ -617,6 +617,14 @@ impl Engine for Mariadb {
         replication::promote(layout).await
     }
 
+    async fn sync_status(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<Option<String>> {
+        replication::sync_status(layout, repl).await
+    }
+
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
         use mysql_async::prelude::Queryable;
         let not_ready = |reason: String| EngineError::NotReady {

@@ -286,6 +286,44 @@ pub(super) async fn promote(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Whether semi-synchronous replication is on and has a replica to confirm commits.
+pub(super) async fn sync_status(layout: &Layout, repl: &Replication) -> Result<Option<String>> {
+    let mut conn = local_conn(layout).await?;
+    let rows: Vec<(String, String)> = conn
+        .query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN \
+             ('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_clients')",
+        )
+        .await
+        .map_err(refused)?;
+    let _ = conn.disconnect().await;
+    let get = |k: &str| {
+        rows.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let clients: u32 = get("Rpl_semi_sync_master_clients").parse().unwrap_or(0);
+    let on = get("Rpl_semi_sync_master_status").eq_ignore_ascii_case("ON");
+    let available = repl.sync_mode == SyncMode::Available;
+    Ok(match (clients, on) {
+        (0, _) => Some(format!(
+            "no semi-synchronous replica is connected; {}",
+            if available {
+                "commits go on asynchronously until one is back"
+            } else {
+                "commits wait until one is back"
+            }
+        )),
+        (_, false) => Some(
+            "semi-synchronous replication fell back to asynchronous after a timeout; \
+             it resumes once a replica catches up"
+                .into(),
+        ),
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -524,10 +524,15 @@ impl Engine for Postgres {
     }
 
     fn logical_load_skips(&self) -> Option<crate::LoadSkips> {
-        // pg_dumpall creates every role, the superuser too; roles come before the
-        // first database (`\connect`).
+        // pg_dumpall creates every role, the superuser and the replication account
+        // too (the new instance has both, with passwords of its own); roles come
+        // before the first database (`\connect`).
         Some(crate::LoadSkips {
-            lines: &["CREATE ROLE \"postgres\";", "CREATE ROLE postgres;"],
+            lines: &[
+                "CREATE ROLE \"postgres\";",
+                "CREATE ROLE postgres;",
+                "CREATE ROLE berth_replicator;",
+            ],
             header_ends: "\\connect",
         })
     }
@@ -579,6 +584,14 @@ impl Engine for Postgres {
 
     async fn promote(&self, layout: &Layout) -> Result<()> {
         replication::promote(layout).await
+    }
+
+    async fn sync_status(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<Option<String>> {
+        replication::sync_status(layout, repl).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

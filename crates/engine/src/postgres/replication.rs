@@ -19,6 +19,10 @@ pub(super) fn conf_lines(repl: Option<&Replication>) -> Vec<String> {
         "hot_standby = on".to_owned(),
         "hot_standby_feedback = on".to_owned(),
         "wal_log_hints = on".to_owned(),
+        // A replica that stops answering (frozen, cut off) is noticed in seconds, not
+        // the default minute; a parameter group may set it otherwise.
+        "wal_sender_timeout = '10s'".to_owned(),
+        "wal_receiver_status_interval = '1s'".to_owned(),
     ];
     let Some(repl) = repl else {
         return lines;
@@ -222,6 +226,52 @@ pub(super) async fn promote(layout: &Layout) -> Result<()> {
             reason: "the replica did not finish its promotion within 60 s".into(),
         })
     }
+}
+
+/// How many of the synchronous candidates stream; in `available` mode, commits are
+/// released while too few do.
+pub(super) async fn sync_status(layout: &Layout, repl: &Replication) -> Result<Option<String>> {
+    let client = local_client(layout).await?;
+    let names: Vec<String> = repl.replicas.iter().map(|m| replication_name(*m)).collect();
+    let streaming: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming' AND application_name = ANY($1)",
+            &[&names],
+        )
+        .await
+        .map_err(refused)?
+        .get(0);
+    let current: String = client
+        .query_one("SELECT current_setting('synchronous_standby_names')", &[])
+        .await
+        .map_err(refused)?
+        .get(0);
+    let wanted = i64::from(repl.sync);
+    let short = streaming < wanted;
+    let released = current.trim().is_empty();
+    let available = repl.sync_mode == berth_model::member::SyncMode::Available;
+    let change = match (short && available, released) {
+        (true, false) => Some("ALTER SYSTEM SET synchronous_standby_names = ''"),
+        (false, true) => Some("ALTER SYSTEM RESET synchronous_standby_names"),
+        _ => None,
+    };
+    if let Some(sql) = change {
+        client.simple_query(sql).await.map_err(refused)?;
+        client
+            .simple_query("SELECT pg_reload_conf()")
+            .await
+            .map_err(refused)?;
+    }
+    Ok(short.then(|| {
+        format!(
+            "{streaming} of the {wanted} synchronous replica(s) needed stream; {}",
+            if available {
+                "commits go on asynchronously until one is back"
+            } else {
+                "commits wait until one is back"
+            }
+        )
+    }))
 }
 
 #[cfg(test)]

@@ -145,6 +145,7 @@ pub(crate) async fn create_with(
         agent_token: random_secret(),
         replication_password: random_secret(),
         topology,
+        sync_degraded: None,
         created_at: now.clone(),
         updated_at: now.clone(),
     };

@@ -4,3 +4,5 @@
 ALTER TABLE instances ADD COLUMN topology TEXT NOT NULL
     DEFAULT '{"members":[0],"primary":0,"sync":0,"sync_mode":"strict"}';
 ALTER TABLE instances ADD COLUMN replication_password TEXT;
+-- Why commits are not confirmed by as many replicas as asked, while that lasts.
+ALTER TABLE instances ADD COLUMN sync_degraded TEXT;
