@@ -4,6 +4,7 @@ pub(crate) mod admin;
 mod datadir;
 mod literal;
 mod replication;
+mod role;
 
 use datadir::{judge_data_dir, MARKER};
 use literal::{option_value, sql_literal};
@@ -615,6 +616,10 @@ impl Engine for Mariadb {
 
     async fn promote(&self, layout: &Layout) -> Result<()> {
         replication::promote(layout).await
+    }
+
+    async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
+        crate::bounded_probe(EngineKind::Mariadb, role::probe(layout)).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

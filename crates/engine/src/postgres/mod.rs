@@ -4,6 +4,7 @@ pub(crate) mod admin;
 mod conf;
 mod datadir;
 mod replication;
+mod role;
 
 use conf::conf_line;
 use datadir::judge_data_dir;
@@ -579,6 +580,10 @@ impl Engine for Postgres {
 
     async fn promote(&self, layout: &Layout) -> Result<()> {
         replication::promote(layout).await
+    }
+
+    async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
+        crate::bounded_probe(EngineKind::Postgres, role::probe(layout)).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
