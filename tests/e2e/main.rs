@@ -18,6 +18,7 @@ mod params;
 mod repair;
 mod resize;
 mod resume;
+mod role;
 mod setup;
 mod sites;
 mod tls;
