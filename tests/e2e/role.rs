@@ -62,6 +62,26 @@ async fn role_of_one_member(engine: &str) -> Result<()> {
     assert_eq!(r["replicas"], json!([]), "{r}");
     assert!(r["lag_seconds"].is_null(), "a primary has no lag: {r}");
 
+    if engine == "mariadb" {
+        // A replication source that never answers: a replica, not ready, and why.
+        db.exec("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=1")
+            .await?;
+        let (status, r) = role(http.clone()).await?;
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["role"], "replica", "{r}");
+        assert_eq!(r["ready"], false, "{r}");
+        assert_eq!(r["replication_running"], false, "{r}");
+        assert!(
+            r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("IO thread")),
+            "{r}"
+        );
+        db.exec("RESET SLAVE ALL").await?;
+        let (_, r) = role(http.clone()).await?;
+        assert_eq!(r["role"], "primary", "{r}");
+    }
+
     // The session ends: the count follows (the probe's own is never counted).
     let before = r["connections"].as_u64().unwrap_or(0);
     drop(db);
@@ -87,6 +107,38 @@ async fn role_of_one_member(engine: &str) -> Result<()> {
         .status()
         .as_u16();
     assert_eq!(health, 401);
+
+    if engine == "postgres" {
+        // In recovery with no primary to stream from: a replica, not ready, and why.
+        docker(&[
+            "exec",
+            &container,
+            "touch",
+            "/var/lib/berth/data/standby.signal",
+        ])?;
+        docker(&["restart", &container])?;
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            if let Ok((_, r)) = role(http.clone()).await {
+                if r["role"] == "replica" {
+                    last = r;
+                    break;
+                }
+                last = r;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(last["role"], "replica", "{last}");
+        assert_eq!(last["ready"], false, "{last}");
+        assert_eq!(last["read_only"], true, "{last}");
+        assert_eq!(last["replication_running"], false, "{last}");
+        assert!(
+            last["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("WAL receiver")),
+            "{last}"
+        );
+    }
     Ok(())
 }
 

@@ -61,7 +61,9 @@ async fn cluster(primary: usize) -> Cluster {
         agent_port,
         max_lag: Duration::from_secs(10),
         probe_interval: Duration::from_millis(50),
-        probe_timeout: Duration::from_millis(40),
+        // Longer than a round (the next waits for it): a loaded machine must not
+        // turn a slow answer into a routing change mid-test.
+        probe_timeout: Duration::from_millis(500),
         hold: Duration::from_millis(1500),
         rw_listen: local,
         ro_listen: local,
