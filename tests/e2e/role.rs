@@ -68,15 +68,7 @@ async fn role_of_one_member(engine: &str) -> Result<()> {
             .await?;
         let (status, r) = role(http.clone()).await?;
         assert_eq!(status, 200, "{r}");
-        assert_eq!(r["role"], "replica", "{r}");
-        assert_eq!(r["ready"], false, "{r}");
-        assert_eq!(r["replication_running"], false, "{r}");
-        assert!(
-            r["reason"]
-                .as_str()
-                .is_some_and(|s| s.contains("IO thread")),
-            "{r}"
-        );
+        assert_stalled_replica(&r, "IO thread");
         db.exec("RESET SLAVE ALL").await?;
         let (_, r) = role(http.clone()).await?;
         assert_eq!(r["role"], "primary", "{r}");
@@ -128,18 +120,18 @@ async fn role_of_one_member(engine: &str) -> Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        assert_eq!(last["role"], "replica", "{last}");
-        assert_eq!(last["ready"], false, "{last}");
         assert_eq!(last["read_only"], true, "{last}");
-        assert_eq!(last["replication_running"], false, "{last}");
-        assert!(
-            last["reason"]
-                .as_str()
-                .is_some_and(|s| s.contains("WAL receiver")),
-            "{last}"
-        );
+        assert_stalled_replica(&last, "WAL receiver");
     }
     Ok(())
+}
+
+/// A replica whose replication does not run: not ready, and the reason says `why`.
+fn assert_stalled_replica(r: &Value, why: &str) {
+    assert_eq!(r["role"], "replica", "{r}");
+    assert_eq!(r["ready"], false, "{r}");
+    assert_eq!(r["replication_running"], false, "{r}");
+    assert!(r["reason"].as_str().is_some_and(|s| s.contains(why)), "{r}");
 }
 
 /// Removes the hand-made endpoint container even when the test fails (declared
