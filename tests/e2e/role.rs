@@ -100,29 +100,6 @@ async fn role_of_one_member(engine: &str) -> Result<()> {
         .as_u16();
     assert_eq!(health, 401);
 
-    if engine == "postgres" {
-        // In recovery with no primary to stream from: a replica, not ready, and why.
-        docker(&[
-            "exec",
-            &container,
-            "touch",
-            "/var/lib/berth/data/standby.signal",
-        ])?;
-        docker(&["restart", &container])?;
-        let mut last = Value::Null;
-        for _ in 0..100 {
-            if let Ok((_, r)) = role(http.clone()).await {
-                if r["role"] == "replica" {
-                    last = r;
-                    break;
-                }
-                last = r;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert_eq!(last["read_only"], true, "{last}");
-        assert_stalled_replica(&last, "WAL receiver");
-    }
     Ok(())
 }
 
@@ -134,14 +111,123 @@ fn assert_stalled_replica(r: &Value, why: &str) {
     assert!(r["reason"].as_str().is_some_and(|s| s.contains(why)), "{r}");
 }
 
-/// Removes the hand-made endpoint container even when the test fails (declared
-/// after the `Berth`, so it goes first and the network can be removed after it).
-struct Removed(String);
+/// `berth endpoint` as the control plane will run it (until it does): PID 1 of a
+/// container from the engine image, on the instance's network, with the agent
+/// volume. Removed even when the test fails (declared after the `Berth`, so it goes
+/// first and the network can be removed after it).
+struct EndpointContainer {
+    name: String,
+    ip: String,
+    http: reqwest::Client,
+}
 
-impl Drop for Removed {
+impl Drop for EndpointContainer {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
+        let _ = docker(&["rm", "-f", &self.name]);
     }
+}
+
+impl EndpointContainer {
+    /// Starts one beside `member` (image, network and agent volume from it).
+    fn start(member: &str, candidates: &[&str], engine_port: u16) -> Result<Self> {
+        let inspect = |f: &str, c: &str| -> Result<String> {
+            Ok(docker(&["inspect", "-f", f, c])?.trim().to_owned())
+        };
+        let image = inspect("{{.Config.Image}}", member)?;
+        let networks = "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}";
+        let network = inspect(networks, member)?;
+        let network = network.split_whitespace().next().context("a network")?;
+        let agent = "{{range .Mounts}}{{if eq .Destination \"/opt/berth\"}}{{.Name}}{{end}}{{end}}";
+        let agent_volume = inspect(agent, member)?;
+        let mut ep = Self {
+            name: unique("berth-e2e-endpoint"),
+            ip: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()?,
+        };
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &ep.name,
+            "--network",
+            network,
+            "-v",
+            &format!("{agent_volume}:/opt/berth:ro"),
+            "-e",
+            &format!("BERTH_ENDPOINT_MEMBERS={}", candidates.join(",")),
+            "-e",
+            &format!("BERTH_ENDPOINT_ENGINE_PORT={engine_port}"),
+            "-e",
+            "BERTH_ENDPOINT_PROBE_INTERVAL_MS=300",
+            "-p",
+            "127.0.0.1::6432",
+            "-p",
+            "127.0.0.1::6433",
+            "--entrypoint",
+            "/opt/berth/berth",
+            &image,
+            "endpoint",
+        ])?;
+        ep.ip = container_ip(&ep.name)?;
+        Ok(ep)
+    }
+
+    async fn status(&self) -> Result<Value> {
+        let url = format!("http://{}:8008/status", self.ip);
+        Ok(self.http.get(url).send().await?.json().await?)
+    }
+
+    /// Polls `/status` until `check` holds (at most 10 s).
+    async fn until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
+        let mut last = Value::Null;
+        for _ in 0..100 {
+            if let Ok(v) = self.status().await {
+                if check(&v) {
+                    return Ok(v);
+                }
+                last = v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!(
+            "{what} not within 10s: {last}\n{}",
+            docker(&["logs", &self.name])?
+        )
+    }
+
+    /// The instance's URI, through this endpoint's `listener` port (6432 or 6433).
+    async fn uri(&self, b: &Berth, instance: &str, listener: u16) -> Result<String> {
+        let creds = b
+            .get(&format!("/v1/instances/{instance}/credentials"))
+            .await?;
+        let published = docker(&["port", &self.name, &format!("{listener}/tcp")])?;
+        let port = published
+            .trim()
+            .rsplit(':')
+            .next()
+            .context("published port")?;
+        with_port(creds["uri"].as_str().context("uri")?, port)
+    }
+}
+
+fn container_ip(container: &str) -> Result<String> {
+    let ips = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
+    let out = docker(&["inspect", "-f", ips, container])?;
+    Ok(out
+        .split_whitespace()
+        .next()
+        .context("an address")?
+        .to_owned())
+}
+
+/// The URI with another port (the host stays: the certificate names it).
+fn with_port(uri: &str, port: &str) -> Result<String> {
+    let (head, rest) = uri.split_once('@').context("uri has credentials")?;
+    let slash = rest.find('/').context("uri has a path")?;
+    let host = rest[..slash].rsplit_once(':').context("uri has a port")?.0;
+    Ok(format!("{head}@{host}:{port}{}", &rest[slash..]))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,135 +240,140 @@ async fn mariadb_through_an_endpoint_container() -> Result<()> {
     endpoint_container("mariadb", 3306).await
 }
 
-/// `berth endpoint` as the control plane will run it (until it does): PID 1 of a
-/// container from the engine image, on the instance's network, with the agent
-/// volume; one real member and one candidate whose name does not resolve. Clients
-/// reach the engine through both listeners with TLS verified end to end, and the
-/// container stops at once, cleanly, on `docker stop`.
+/// One real member and one candidate whose name does not resolve: clients reach the
+/// engine through both listeners with TLS verified end to end, reads fall back to
+/// the primary visibly, and the container stops at once, cleanly, on `docker stop`.
 async fn endpoint_container(engine: &str, engine_port: u16) -> Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("ep-{engine}"));
     b.create(&name, json!({"engine": engine, "memory": "512MiB"}))
         .await?;
     let member = b.member_container(&name)?;
-    let inspect = |f: &str| -> Result<String> {
-        Ok(docker(&["inspect", "-f", f, &member])?.trim().to_owned())
-    };
-    let image = inspect("{{.Config.Image}}")?;
-    let network = inspect("{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}")?;
-    let network = network.split_whitespace().next().context("a network")?;
-    let agent_volume =
-        inspect("{{range .Mounts}}{{if eq .Destination \"/opt/berth\"}}{{.Name}}{{end}}{{end}}")?;
-    let ep = Removed(unique("berth-e2e-endpoint"));
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &ep.0,
-        "--network",
-        network,
-        "-v",
-        &format!("{agent_volume}:/opt/berth:ro"),
-        "-e",
-        &format!("BERTH_ENDPOINT_MEMBERS={member},{member}-absent"),
-        "-e",
-        &format!("BERTH_ENDPOINT_ENGINE_PORT={engine_port}"),
-        "-e",
-        "BERTH_ENDPOINT_PROBE_INTERVAL_MS=300",
-        "-p",
-        "127.0.0.1::6432",
-        "-p",
-        "127.0.0.1::6433",
-        "--entrypoint",
-        "/opt/berth/berth",
-        &image,
-        "endpoint",
-    ])?;
-    let ip = docker(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-        &ep.0,
-    ])?;
-    let ip = ip
-        .split_whitespace()
-        .next()
-        .context("endpoint address")?
-        .to_owned();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()?;
-    let status = || async {
-        let v: Value = http
-            .get(format!("http://{ip}:8008/status"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        anyhow::Ok(v)
-    };
-    let mut s = Value::Null;
-    for _ in 0..100 {
-        if let Ok(v) = status().await {
-            if v["rw_target"] == member.as_str() {
-                s = v;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        s["rw_target"],
-        member.as_str(),
-        "no read-write target in 10s: {s}\n{}",
-        docker(&["logs", &ep.0])?
-    );
-    // One member: reads fall back to the primary, and the status says why.
+    let absent = format!("{member}-absent");
+    let ep = EndpointContainer::start(&member, &[&member, &absent], engine_port)?;
+    let s = ep
+        .until("a read-write target", |s| s["rw_target"] == member.as_str())
+        .await?;
     assert_eq!(s["ro_fallback"], true, "{s}");
-    let absent = &s["members"][1];
-    assert_eq!(absent["answered"], false, "{s}");
-    assert!(
-        absent["excluded"]
-            .as_str()
-            .is_some_and(|e| e.contains("no answer")),
-        "{s}"
-    );
+    assert_eq!(s["members"][1]["answered"], false, "{s}");
+    let excluded = s["members"][1]["excluded"].as_str().unwrap_or("");
+    assert!(excluded.contains("no answer"), "{s}");
 
-    let creds = b.get(&format!("/v1/instances/{name}/credentials")).await?;
-    let uri = creds["uri"].as_str().context("uri")?;
-    for port in ["6432/tcp", "6433/tcp"] {
-        let published = docker(&["port", &ep.0, port])?;
-        let host_port = published
-            .trim()
-            .rsplit(':')
-            .next()
-            .context("published port")?;
-        let mut db = Db::connect(&with_port(uri, host_port)?).await?;
+    for (listener, key) in [(6432, "rw"), (6433, "ro")] {
+        let mut db = Db::connect(&ep.uri(&b, &name, listener).await?).await?;
         assert_eq!(db.strings("SELECT 1").await?, ["1"]);
-        let s = status().await?;
-        let open = &s["connections"][member.as_str()];
-        let key = if port.starts_with("6432") { "rw" } else { "ro" };
-        assert_eq!(open[key], 1, "{s}");
+        let s = ep.status().await?;
+        assert_eq!(s["connections"][member.as_str()][key], 1, "{s}");
     }
 
     let started = std::time::Instant::now();
-    docker(&["stop", "-t", "10", &ep.0])?;
+    docker(&["stop", "-t", "10", &ep.name])?;
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "SIGTERM was not handled: stop took {:?}",
-        started.elapsed()
+        took < Duration::from_secs(5),
+        "SIGTERM not handled: {took:?}"
     );
-    assert_eq!(
-        docker(&["inspect", "-f", "{{.State.ExitCode}}", &ep.0])?.trim(),
-        "0"
-    );
+    let code = docker(&["inspect", "-f", "{{.State.ExitCode}}", &ep.name])?;
+    assert_eq!(code.trim(), "0");
     Ok(())
 }
 
-/// The URI with another port (the host stays: the certificate names it).
-fn with_port(uri: &str, port: &str) -> Result<String> {
-    let (head, rest) = uri.split_once('@').context("uri has credentials")?;
-    let slash = rest.find('/').context("uri has a path")?;
-    let host = rest[..slash].rsplit_once(':').context("uri has a port")?.0;
-    Ok(format!("{head}@{host}:{port}{}", &rest[slash..]))
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_replicas_report_lag_and_serve_reads() -> Result<()> {
+    replicas_through_an_endpoint("postgres", 5432).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_replicas_report_lag_and_serve_reads() -> Result<()> {
+    replicas_through_an_endpoint("mariadb", 3306).await
+}
+
+/// Two streaming members: the replica reports its lag and the primary sees it; the
+/// endpoint sends writes to the primary and reads to the replica, where the write is
+/// read back from a read-only engine.
+async fn replicas_through_an_endpoint(engine: &str, engine_port: u16) -> Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("epr-{}", &engine[..2]));
+    let shown = b
+        .create(
+            &name,
+            json!({"engine": engine, "memory": "512MiB", "members": 2}),
+        )
+        .await?;
+    let container = |role: &str| -> Result<String> {
+        let members = shown["members"].as_array().context("members")?;
+        let m = members
+            .iter()
+            .find(|m| m["role"] == role)
+            .context("a member")?;
+        Ok(m["container"].as_str().context("container")?.to_owned())
+    };
+    let (primary, replica) = (container("primary")?, container("replica")?);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let role_of = |c: String| {
+        let http = http.clone();
+        async move {
+            let url = format!("http://{}:8008/role", container_ip(&c)?);
+            let v: Value = http.get(url).send().await?.json().await?;
+            anyhow::Ok(v)
+        }
+    };
+    let mut r = Value::Null;
+    for _ in 0..100 {
+        r = role_of(replica.clone()).await?;
+        if r["ready"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(r["role"], "replica", "{r}");
+    assert_eq!(r["ready"], true, "{r}");
+    assert_eq!(r["read_only"], true, "{r}");
+    assert_eq!(r["replication_running"], true, "{r}");
+    assert!(r["lag_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{r}");
+    let p = role_of(primary.clone()).await?;
+    assert_eq!(p["role"], "primary", "{p}");
+    assert_eq!(p["replicas"].as_array().map(Vec::len), Some(1), "{p}");
+
+    let ep = EndpointContainer::start(&primary, &[&primary, &replica], engine_port)?;
+    let s = ep
+        .until("a replica as read-only target", |s| {
+            s["rw_target"] == primary.as_str() && s["ro_targets"][0]["member"] == replica.as_str()
+        })
+        .await?;
+    assert_eq!(s["ro_fallback"], false, "{s}");
+    let mut rw = Db::connect(&ep.uri(&b, &name, 6432).await?).await?;
+    let (table, read_only) = if engine == "mariadb" {
+        rw.exec("CREATE DATABASE app").await?;
+        ("app.t", "SELECT @@read_only")
+    } else {
+        ("t", "SELECT pg_is_in_recovery()::int")
+    };
+    rw.exec(&format!("CREATE TABLE {table} (n INT PRIMARY KEY)"))
+        .await?;
+    rw.exec(&format!("INSERT INTO {table} VALUES (7)")).await?;
+    let mut ro = Db::connect(&ep.uri(&b, &name, 6433).await?).await?;
+    assert_eq!(
+        ro.strings(read_only).await?,
+        ["1"],
+        "reads reached the primary"
+    );
+    let read = format!("SELECT CAST(n AS CHAR(8)) FROM {table}");
+    let read = if engine == "mariadb" {
+        read
+    } else {
+        read.replace("CHAR(8)", "text")
+    };
+    let mut seen = vec![];
+    for _ in 0..50 {
+        seen = ro.strings(&read).await.unwrap_or_default();
+        if seen == ["7"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, ["7"], "the write did not reach the replica's readers");
+    Ok(())
 }

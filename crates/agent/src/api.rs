@@ -1,6 +1,7 @@
 //! The agent's HTTP API, on the instance's private network. Every route but `GET
-//! /role` (role and lag only, for the endpoint: see [`crate::role`]) needs the bearer
-//! token whose SHA-256 the control plane put in the agent's environment.
+//! /role` (open: role and lag only, for the endpoint, see [`crate::role`]) and `GET
+//! /clone` (the replication password) needs the bearer token whose SHA-256 the
+//! control plane put in the agent's environment.
 
 use crate::supervisor::HealthView;
 use crate::{AgentConfig, Health};

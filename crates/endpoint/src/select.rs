@@ -12,8 +12,9 @@
 //!   maximum, weighted by [`weight`]; when none qualifies, read-only connections go
 //!   to the read-write target (`ro_fallback`), with the reason.
 
-use berth_model::agent::{MemberRole, RoleReport};
+use berth_model::agent::RoleReport;
 use berth_model::endpoint::{MemberProbe, WeightedTarget};
+use berth_model::member::Role;
 use std::collections::BTreeMap;
 
 /// One candidate's probe this round.
@@ -79,7 +80,7 @@ pub fn select(probes: &[Probe], max_lag_seconds: f64, previous_keep: Option<&str
         .filter(|p| {
             p.outcome
                 .as_ref()
-                .is_ok_and(|r| r.ready && r.role == Some(MemberRole::Primary))
+                .is_ok_and(|r| r.ready && r.role == Some(Role::Primary))
         })
         .map(|p| p.member.as_str())
         .collect();
@@ -126,19 +127,19 @@ pub fn select(probes: &[Probe], max_lag_seconds: f64, previous_keep: Option<&str
                         "the engine does not answer: {}",
                         r.reason.as_deref().unwrap_or("unknown")
                     )),
-                    Some(MemberRole::Primary) if s.rw.as_deref() == Some(p.member.as_str()) => None,
-                    Some(MemberRole::Primary) => Some(
+                    Some(Role::Primary) if s.rw.as_deref() == Some(p.member.as_str()) => None,
+                    Some(Role::Primary) => Some(
                         s.rw_reason
                             .clone()
                             .filter(|_| r.ready)
                             .unwrap_or_else(|| "primary, not ready".to_owned()),
                     ),
-                    Some(MemberRole::Replica) => {
+                    Some(Role::Replica) => {
                         replicas += 1;
                         replica_exclusion(r, max_lag_seconds)
                     }
                 };
-                if r.role == Some(MemberRole::Replica) && m.excluded.is_none() {
+                if r.role == Some(Role::Replica) && m.excluded.is_none() {
                     s.ro.push(WeightedTarget {
                         member: p.member.clone(),
                         weight: weight(r, max_lag_seconds),

@@ -23,15 +23,9 @@ fn ro_members(s: &Selection) -> Vec<&str> {
 fn writes_go_to_the_one_ready_primary_and_reads_to_fresh_replicas() {
     let s = select(
         &[
-            ok("m0", RoleReport::example(MemberRole::Primary, true, None)),
-            ok(
-                "m1",
-                RoleReport::example(MemberRole::Replica, true, Some(0.0)),
-            ),
-            ok(
-                "m2",
-                RoleReport::example(MemberRole::Replica, true, Some(30.0)),
-            ),
+            ok("m0", RoleReport::example(Role::Primary, true, None)),
+            ok("m1", RoleReport::example(Role::Replica, true, Some(0.0))),
+            ok("m2", RoleReport::example(Role::Replica, true, Some(30.0))),
             silent("m3"),
         ],
         10.0,
@@ -53,8 +47,8 @@ fn writes_go_to_the_one_ready_primary_and_reads_to_fresh_replicas() {
 fn two_primaries_get_no_writes_and_keep_no_writer() {
     let s = select(
         &[
-            ok("m0", RoleReport::example(MemberRole::Primary, true, None)),
-            ok("m1", RoleReport::example(MemberRole::Primary, true, None)),
+            ok("m0", RoleReport::example(Role::Primary, true, None)),
+            ok("m1", RoleReport::example(Role::Primary, true, None)),
         ],
         10.0,
         Some("m0"),
@@ -67,21 +61,13 @@ fn two_primaries_get_no_writes_and_keep_no_writer() {
 
 #[test]
 fn a_silent_primary_keeps_its_writers_but_a_demoted_one_does_not() {
-    let replica = || {
-        ok(
-            "m1",
-            RoleReport::example(MemberRole::Replica, true, Some(0.0)),
-        )
-    };
+    let replica = || ok("m1", RoleReport::example(Role::Replica, true, Some(0.0)));
     let s = select(&[silent("m0"), replica()], 10.0, Some("m0"));
     assert_eq!((s.rw, s.rw_keep.as_deref()), (None, Some("m0")));
-    let demoted = ok(
-        "m0",
-        RoleReport::example(MemberRole::Replica, true, Some(0.0)),
-    );
+    let demoted = ok("m0", RoleReport::example(Role::Replica, true, Some(0.0)));
     let s = select(&[demoted, replica()], 10.0, Some("m0"));
     assert_eq!(s.rw_keep, None);
-    let moved = ok("m1", RoleReport::example(MemberRole::Primary, true, None));
+    let moved = ok("m1", RoleReport::example(Role::Primary, true, None));
     let s = select(&[silent("m0"), moved], 10.0, Some("m0"));
     assert_eq!(s.rw_keep.as_deref(), Some("m1"));
 }
@@ -90,12 +76,9 @@ fn a_silent_primary_keeps_its_writers_but_a_demoted_one_does_not() {
 fn with_no_qualifying_replica_reads_fall_back_to_the_primary() {
     let s = select(
         &[
-            ok("m0", RoleReport::example(MemberRole::Primary, true, None)),
-            ok(
-                "m1",
-                RoleReport::example(MemberRole::Replica, false, Some(0.0)),
-            ),
-            ok("m2", RoleReport::example(MemberRole::Replica, true, None)),
+            ok("m0", RoleReport::example(Role::Primary, true, None)),
+            ok("m1", RoleReport::example(Role::Replica, false, Some(0.0))),
+            ok("m2", RoleReport::example(Role::Replica, true, None)),
         ],
         10.0,
         None,
@@ -114,9 +97,9 @@ fn with_no_qualifying_replica_reads_fall_back_to_the_primary() {
 
 #[test]
 fn weight_falls_with_lag_probe_time_and_full_slots() {
-    let base = RoleReport::example(MemberRole::Replica, true, Some(0.0));
+    let base = RoleReport::example(Role::Replica, true, Some(0.0));
     assert_eq!(weight(&base, 10.0), 1000);
-    let lagging = RoleReport::example(MemberRole::Replica, true, Some(7.5));
+    let lagging = RoleReport::example(Role::Replica, true, Some(7.5));
     assert_eq!(weight(&lagging, 10.0), 250);
     let slow = RoleReport {
         probe_ms: Some(10.0),
@@ -147,8 +130,8 @@ fn the_spreader_follows_weights_exactly_and_interleaves() {
 fn arb_report() -> impl Strategy<Value = Result<RoleReport, String>> {
     let role = prop_oneof![
         Just(None),
-        Just(Some(MemberRole::Primary)),
-        Just(Some(MemberRole::Replica))
+        Just(Some(Role::Primary)),
+        Just(Some(Role::Replica))
     ];
     let r = (
         role,
@@ -186,14 +169,14 @@ proptest! {
         let s = select(&probes, max_lag, prev.as_deref());
         let by_name = |m: &str| probes.iter().find(|p| p.member == m).and_then(|p| p.outcome.as_ref().ok());
         let ready_primaries = probes.iter().filter(|p| {
-            p.outcome.as_ref().is_ok_and(|r| r.ready && r.role == Some(MemberRole::Primary))
+            p.outcome.as_ref().is_ok_and(|r| r.ready && r.role == Some(Role::Primary))
         }).count();
         // Writes go to a ready primary, and only when it is the only one.
         match &s.rw {
             Some(rw) => {
                 prop_assert_eq!(ready_primaries, 1);
                 let r = by_name(rw).expect("rw answered");
-                prop_assert!(r.ready && r.role == Some(MemberRole::Primary));
+                prop_assert!(r.ready && r.role == Some(Role::Primary));
                 prop_assert_eq!(s.rw_keep.as_ref(), Some(rw));
             }
             None => {
@@ -209,7 +192,7 @@ proptest! {
             if s.ro_fallback {
                 prop_assert_eq!(Some(&t.member), s.rw.as_ref());
             } else {
-                prop_assert!(r.ready && r.role == Some(MemberRole::Replica));
+                prop_assert!(r.ready && r.role == Some(Role::Replica));
                 prop_assert!(r.lag_seconds.is_some_and(|l| l <= max_lag));
             }
         }

@@ -8,8 +8,9 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_endpoint::{Endpoint, EndpointConfig};
-use berth_model::agent::{MemberRole, RoleReport};
+use berth_model::agent::RoleReport;
 use berth_model::endpoint::EndpointStatus;
+use berth_model::member::Role;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -33,9 +34,9 @@ async fn cluster(primary: usize) -> Cluster {
     let reports: Reports = Arc::new(Mutex::new(BTreeMap::new()));
     for (i, m) in MEMBERS.iter().enumerate() {
         let r = if i == primary {
-            RoleReport::example(MemberRole::Primary, true, None)
+            RoleReport::example(Role::Primary, true, None)
         } else {
-            RoleReport::example(MemberRole::Replica, true, Some(0.0))
+            RoleReport::example(Role::Replica, true, Some(0.0))
         };
         reports.lock().expect("lock").insert((*m).to_owned(), r);
     }
@@ -207,8 +208,8 @@ async fn writes_follow_the_primary_and_old_sessions_are_cut() {
     assert_eq!(s.rw_target.as_deref(), Some(MEMBERS[0]));
 
     // Switchover: m0 becomes a replica, m1 the primary.
-    c.set(0, RoleReport::example(MemberRole::Replica, true, Some(0.0)));
-    c.set(1, RoleReport::example(MemberRole::Primary, true, None));
+    c.set(0, RoleReport::example(Role::Replica, true, Some(0.0)));
+    c.set(1, RoleReport::example(Role::Primary, true, None));
     assert!(
         closed(&mut held).await,
         "a session stayed on the old primary"
@@ -218,7 +219,7 @@ async fn writes_follow_the_primary_and_old_sessions_are_cut() {
 
     // Two members say primary: writes go to neither, and the open session is cut.
     let (mut on_m1, _) = c.open(rw).await;
-    c.set(2, RoleReport::example(MemberRole::Primary, true, None));
+    c.set(2, RoleReport::example(Role::Primary, true, None));
     assert!(
         closed(&mut on_m1).await,
         "a session stayed with two primaries"
@@ -237,7 +238,7 @@ async fn writes_follow_the_primary_and_old_sessions_are_cut() {
     );
 
     // A connection that arrives in the gap is held until a primary is back.
-    c.set(2, RoleReport::example(MemberRole::Replica, true, Some(0.0)));
+    c.set(2, RoleReport::example(Role::Replica, true, Some(0.0)));
     let (_s, reached) = c.open(rw).await;
     assert_eq!(reached, MEMBERS[1]);
 }
@@ -247,7 +248,7 @@ async fn reads_spread_by_weight_skip_a_lagging_replica_and_fall_back() {
     let c = cluster(0).await;
     let ro = c.endpoint.ro_addr;
     // Lag 7.5 s of 10 leaves m2 a quarter of m1's weight.
-    c.set(2, RoleReport::example(MemberRole::Replica, true, Some(7.5)));
+    c.set(2, RoleReport::example(Role::Replica, true, Some(7.5)));
     let s = c
         .until("weights follow lag", |s| {
             s.ro_targets.iter().map(|t| t.weight).collect::<Vec<_>>() == [1000, 250]
@@ -265,10 +266,7 @@ async fn reads_spread_by_weight_skip_a_lagging_replica_and_fall_back() {
     assert_eq!(s.connections.get(MEMBERS[2]).map(|n| n.ro), Some(10));
 
     // m2 falls 30 s behind: no new sessions reach it, until it catches up.
-    c.set(
-        2,
-        RoleReport::example(MemberRole::Replica, true, Some(30.0)),
-    );
+    c.set(2, RoleReport::example(Role::Replica, true, Some(30.0)));
     let s = c.until("m2 excluded", |s| s.ro_targets.len() == 1).await;
     let m2 = s
         .members
@@ -281,20 +279,14 @@ async fn reads_spread_by_weight_skip_a_lagging_replica_and_fall_back() {
     );
     let (_held2, counts) = c.spread(ro, 10).await;
     assert_eq!(counts.keys().collect::<Vec<_>>(), [MEMBERS[1]]);
-    c.set(2, RoleReport::example(MemberRole::Replica, true, Some(0.0)));
+    c.set(2, RoleReport::example(Role::Replica, true, Some(0.0)));
     c.until("m2 back", |s| s.ro_targets.len() == 2).await;
     let (_held3, counts) = c.spread(ro, 10).await;
     assert_eq!(counts.get(MEMBERS[2]), Some(&5), "{counts:?}");
 
     // No replica qualifies: reads go to the primary, and the status says so.
-    c.set(
-        1,
-        RoleReport::example(MemberRole::Replica, false, Some(0.0)),
-    );
-    c.set(
-        2,
-        RoleReport::example(MemberRole::Replica, true, Some(60.0)),
-    );
+    c.set(1, RoleReport::example(Role::Replica, false, Some(0.0)));
+    c.set(2, RoleReport::example(Role::Replica, true, Some(60.0)));
     let s = c.until("fallback", |s| s.ro_fallback).await;
     assert!(s
         .ro_reason

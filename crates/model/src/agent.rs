@@ -62,23 +62,13 @@ pub struct Replication {
 /// REST health checks do). Every other agent route needs the token.
 pub const ROLE_PATH: &str = "/role";
 
-/// What a member is in its instance's replication, as its engine says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MemberRole {
-    /// Accepts writes; replicas stream from it.
-    Primary,
-    /// Follows a primary; read-only.
-    Replica,
-}
-
 /// `GET /role`: what the engine said about itself just now (one bounded probe over
 /// the local socket). `role` is `None` when the engine did not answer: unknown is a
 /// value of its own, never guessed.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoleReport {
     /// Primary or replica; `None` when the engine did not answer.
-    pub role: Option<MemberRole>,
+    pub role: Option<crate::member::Role>,
     /// The engine answered, and, on a replica, replication is running. A replica
     /// whose replication stopped is not ready: its data would silently grow old.
     pub ready: bool,
@@ -114,16 +104,16 @@ pub struct RoleReport {
 impl RoleReport {
     /// Whether a member of this role with this replication state may take
     /// connections: a primary that answers is; a replica only while replication runs.
-    pub fn ready_for(role: MemberRole, replication_running: Option<bool>) -> bool {
+    pub fn ready_for(role: crate::member::Role, replication_running: Option<bool>) -> bool {
         match role {
-            MemberRole::Primary => true,
-            MemberRole::Replica => replication_running == Some(true),
+            crate::member::Role::Primary => true,
+            crate::member::Role::Replica => replication_running == Some(true),
         }
     }
 
     /// A report with only role, readiness and lag set (tests' stand-in members).
     #[cfg(any(test, feature = "testing"))]
-    pub fn example(role: MemberRole, ready: bool, lag_seconds: Option<f64>) -> Self {
+    pub fn example(role: crate::member::Role, ready: bool, lag_seconds: Option<f64>) -> Self {
         Self {
             role: Some(role),
             ready,
@@ -164,14 +154,14 @@ mod tests {
     #[test]
     fn roles_are_lowercase_in_json_and_unknown_is_null() {
         let r = RoleReport {
-            role: Some(MemberRole::Primary),
+            role: Some(crate::member::Role::Primary),
             ready: true,
             ..RoleReport::default()
         };
         let v = serde_json::to_value(&r).expect("json");
         assert_eq!(v["role"], "primary");
         assert_eq!(
-            serde_json::to_value(MemberRole::Replica).expect("json"),
+            serde_json::to_value(crate::member::Role::Replica).expect("json"),
             "replica"
         );
         let u = serde_json::to_value(RoleReport::unknown("down")).expect("json");
@@ -182,9 +172,15 @@ mod tests {
 
     #[test]
     fn a_replica_is_ready_only_while_replication_runs() {
-        assert!(RoleReport::ready_for(MemberRole::Primary, None));
-        assert!(RoleReport::ready_for(MemberRole::Replica, Some(true)));
-        assert!(!RoleReport::ready_for(MemberRole::Replica, Some(false)));
-        assert!(!RoleReport::ready_for(MemberRole::Replica, None));
+        assert!(RoleReport::ready_for(crate::member::Role::Primary, None));
+        assert!(RoleReport::ready_for(
+            crate::member::Role::Replica,
+            Some(true)
+        ));
+        assert!(!RoleReport::ready_for(
+            crate::member::Role::Replica,
+            Some(false)
+        ));
+        assert!(!RoleReport::ready_for(crate::member::Role::Replica, None));
     }
 }

@@ -3,7 +3,7 @@
 //! reports. The control plane creates the container; the endpoint probes the members'
 //! agents (`GET /role`) and forwards client connections to the right member.
 
-use crate::agent::MemberRole;
+use crate::member::Role;
 use std::collections::BTreeMap;
 
 /// Read-write listener inside the endpoint container: always reaches the primary.
@@ -82,7 +82,7 @@ pub struct MemberProbe {
     /// Whether it answered at all (`false`: did not resolve, refused, timed out).
     pub answered: bool,
     /// Its role, when its engine said.
-    pub role: Option<MemberRole>,
+    pub role: Option<Role>,
     /// Ready as its agent reports it.
     pub ready: bool,
     /// Replication lag in seconds, when known.

@@ -4,7 +4,8 @@
 //! configured (`SHOW SLAVE STATUS` returns a row); otherwise it is the primary.
 
 use crate::{EngineError, Layout, Result};
-use berth_model::agent::{MemberRole, ReplicaReport, RoleReport};
+use berth_model::agent::{ReplicaReport, RoleReport};
+use berth_model::member::Role;
 use berth_model::EngineKind;
 use mysql_async::prelude::Queryable;
 use mysql_async::Row;
@@ -99,9 +100,9 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
             ..RoleReport::default()
         };
         let role = if read_only != 0 || slave.is_some() {
-            MemberRole::Replica
+            Role::Replica
         } else {
-            MemberRole::Primary
+            Role::Primary
         };
         match &slave {
             Some(st) => {
@@ -116,13 +117,13 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
                     ));
                 }
             }
-            None if role == MemberRole::Replica => {
+            None if role == Role::Replica => {
                 report.replication_running = Some(false);
                 report.reason = Some("read_only with no replication source".to_owned());
             }
             None => {}
         }
-        if role == MemberRole::Primary {
+        if role == Role::Primary {
             let rows: Vec<(String, String)> = conn.query(REPLICAS_SQL).await.map_err(refused)?;
             report.replicas = rows
                 .into_iter()

@@ -1,7 +1,8 @@
 //! `probe_role` for PostgreSQL: one bounded probe over the local socket.
 
 use crate::{EngineError, Layout, Result};
-use berth_model::agent::{MemberRole, ReplicaReport, RoleReport};
+use berth_model::agent::{ReplicaReport, RoleReport};
+use berth_model::member::Role;
 use berth_model::EngineKind;
 use std::time::Instant;
 
@@ -39,13 +40,13 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
     let probe_ms = started.elapsed().as_secs_f64() * 1000.0;
     let in_recovery: bool = row.get(0);
     let role = if in_recovery {
-        MemberRole::Replica
+        Role::Replica
     } else {
-        MemberRole::Primary
+        Role::Primary
     };
     let replication_running: Option<bool> = row.get(6);
     let mut replicas = vec![];
-    if role == MemberRole::Primary {
+    if role == Role::Primary {
         for r in client.query(REPLICAS_SQL, &[]).await.map_err(refused)? {
             replicas.push(ReplicaReport {
                 name: r.get(0),
