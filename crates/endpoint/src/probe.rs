@@ -10,7 +10,10 @@ use tracing::{info, warn};
 
 pub(crate) async fn run(shared: Arc<Shared>) {
     let config = &shared.config;
+    // Members are on the instance's network: never through an HTTP_PROXY the
+    // container may have inherited.
     let http = match reqwest::Client::builder()
+        .no_proxy()
         .timeout(config.probe_timeout)
         .connect_timeout(config.probe_timeout)
         .build()
