@@ -179,10 +179,10 @@ impl EndpointContainer {
         Ok(self.http.get(url).send().await?.json().await?)
     }
 
-    /// Polls `/status` until `check` holds (at most 10 s).
+    /// Polls `/status` until `check` holds (at most 20 s).
     async fn until(&self, what: &str, check: impl Fn(&Value) -> bool) -> Result<Value> {
         let mut last = Value::Null;
-        for _ in 0..100 {
+        for _ in 0..200 {
             if let Ok(v) = self.status().await {
                 if check(&v) {
                     return Ok(v);
@@ -279,18 +279,19 @@ async fn endpoint_container(engine: &str, engine_port: u16) -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn postgres_replicas_report_lag_and_serve_reads() -> Result<()> {
+async fn postgres_endpoint_follows_replicas_and_a_switchover() -> Result<()> {
     replicas_through_an_endpoint("postgres", 5432).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn mariadb_replicas_report_lag_and_serve_reads() -> Result<()> {
+async fn mariadb_endpoint_follows_replicas_and_a_switchover() -> Result<()> {
     replicas_through_an_endpoint("mariadb", 3306).await
 }
 
 /// Two streaming members: the replica reports its lag and the primary sees it; the
 /// endpoint sends writes to the primary and reads to the replica, where the write is
-/// read back from a read-only engine.
+/// read back from a read-only engine; after a switchover the same two addresses
+/// follow the new roles.
 async fn replicas_through_an_endpoint(engine: &str, engine_port: u16) -> Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("epr-{}", &engine[..2]));
@@ -375,5 +376,31 @@ async fn replicas_through_an_endpoint(engine: &str, engine_port: u16) -> Result<
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(seen, ["7"], "the write did not reach the replica's readers");
+
+    // Switchover: the session on the old primary ends; the same two addresses now
+    // reach the new primary for writes and the old one, a replica now, for reads.
+    let done = b.cli_json(&["switchover", &name])?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        rw.exec("SELECT 1").await.is_err(),
+        "a session stayed on the old primary"
+    );
+    ep.until("the roles swapped in the endpoint", |s| {
+        s["rw_target"] == replica.as_str() && s["ro_targets"][0]["member"] == primary.as_str()
+    })
+    .await?;
+    let mut rw = Db::connect(&ep.uri(&b, &name, 6432).await?).await?;
+    assert_eq!(
+        rw.strings(read_only).await?,
+        ["0"],
+        "writes reached a replica"
+    );
+    rw.exec(&format!("INSERT INTO {table} VALUES (8)")).await?;
+    let mut ro = Db::connect(&ep.uri(&b, &name, 6433).await?).await?;
+    assert_eq!(
+        ro.strings(read_only).await?,
+        ["1"],
+        "reads reached the primary"
+    );
     Ok(())
 }
