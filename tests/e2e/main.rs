@@ -8,6 +8,7 @@ mod backups_crash;
 mod bad_input;
 mod bootstrap;
 mod cli_config;
+mod endpoint;
 mod events;
 mod faults;
 mod lifecycle;
