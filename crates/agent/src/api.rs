@@ -1,5 +1,7 @@
-//! The agent's HTTP API, on the instance's private network. Every route needs the
-//! bearer token whose SHA-256 the control plane put in the agent's environment.
+//! The agent's HTTP API, on the instance's private network. Every route but `GET
+//! /role` (open: role and lag only, for the endpoint, see [`crate::role`]) and `GET
+//! /clone` (the replication password) needs the bearer token whose SHA-256 the
+//! control plane put in the agent's environment.
 
 use crate::supervisor::HealthView;
 use crate::{AgentConfig, Health};
@@ -244,6 +246,13 @@ async fn promote(State(state): State<AppState>, headers: HeaderMap) -> Response 
     crate::switchover::promote(&state.config).await
 }
 
+/// `GET /role`, the one open route: see [`crate::role`].
+async fn role(State(state): State<AppState>) -> Response {
+    crate::role::report(&state.config, &state.health)
+        .await
+        .into_response()
+}
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/fence", post(fence))
@@ -251,6 +260,7 @@ fn router(state: AppState) -> Router {
         .route("/promote", post(promote))
         .route("/clone", get(clone_source))
         .route("/replication", post(replication))
+        .route(berth_model::agent::ROLE_PATH, get(role))
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))

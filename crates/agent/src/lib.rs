@@ -21,6 +21,7 @@ mod bootstrap;
 mod cgroup;
 mod reaper;
 mod replication;
+mod role;
 mod supervisor;
 mod switchover;
 mod tls;

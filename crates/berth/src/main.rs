@@ -9,6 +9,7 @@
 mod accounts;
 mod agent;
 mod backups;
+mod endpoint;
 mod env;
 mod events;
 mod image;
@@ -62,6 +63,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run as a member container's agent (PID 1). Not for interactive use.
     Agent(agent::AgentArgs),
+    /// Run as an instance's endpoint (PID 1 of its container). Not for interactive use.
+    #[command(hide = true)]
+    Endpoint(endpoint::EndpointArgs),
     /// Build engine images from Debian packages (no registry needed).
     Image(image::ImageArgs),
     /// Create an instance.
@@ -118,7 +122,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     berth_engine::install_crypto_provider();
-    if !matches!(cli.command, Command::Serve(_) | Command::Agent(_)) {
+    if !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Agent(_) | Command::Endpoint(_)
+    ) {
         // A CLI whose output is piped into `head` should end quietly, as Unix tools
         // do, instead of panicking on a closed pipe: restore the default SIGPIPE.
         // SAFETY: called before any thread exists; SIG_DFL is always valid.
@@ -159,6 +166,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
     match command {
         Command::Serve(a) => serve::run(a, env).await,
         Command::Agent(a) => agent::run(a, env).await,
+        Command::Endpoint(a) => endpoint::run(a, env).await,
         Command::Image(a) => image::run(a, env).await,
         Command::Create(a) => instances::create(a, env).await,
         Command::List(a) => instances::list(a, env).await,

@@ -66,6 +66,27 @@ impl EngineError {
     }
 }
 
+/// The bound of one [`Engine::probe_role`].
+pub const ROLE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs a role probe within [`ROLE_PROBE_TIMEOUT`].
+pub(crate) async fn bounded_probe<F>(
+    engine: EngineKind,
+    probe: F,
+) -> Result<berth_model::agent::RoleReport>
+where
+    F: std::future::Future<Output = Result<berth_model::agent::RoleReport>>,
+{
+    tokio::time::timeout(ROLE_PROBE_TIMEOUT, probe)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EngineError::NotReady {
+                engine,
+                reason: format!("no answer within {ROLE_PROBE_TIMEOUT:?}"),
+            })
+        })
+}
+
 /// Result of engine hooks.
 pub type Result<T> = std::result::Result<T, EngineError>;
 
@@ -236,6 +257,11 @@ pub trait Engine: Send + Sync {
 
     /// Succeeds once the engine answers a trivial query over its local socket.
     async fn check_ready(&self, layout: &Layout) -> Result<()>;
+
+    /// The member's role, replication lag and load, asked of the running engine over
+    /// the local socket; bounded by [`ROLE_PROBE_TIMEOUT`]. Fails (`NotReady`) when
+    /// the engine does not answer in time.
+    async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport>;
 
     /// Every setting the engine has, read from the running engine (over the layout's
     /// local socket): type, unit, range, allowed values, default, restart flag.

@@ -4,6 +4,7 @@ pub(crate) mod admin;
 mod datadir;
 mod literal;
 mod replication;
+mod role;
 
 use datadir::{judge_data_dir, MARKER};
 use literal::{option_value, sql_literal};
@@ -623,6 +624,10 @@ impl Engine for Mariadb {
         repl: &berth_model::agent::Replication,
     ) -> Result<Option<String>> {
         replication::sync_status(layout, repl).await
+    }
+
+    async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
+        crate::bounded_probe(EngineKind::Mariadb, role::probe(layout)).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

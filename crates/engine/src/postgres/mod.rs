@@ -4,6 +4,7 @@ pub(crate) mod admin;
 mod conf;
 mod datadir;
 mod replication;
+mod role;
 
 use conf::conf_line;
 use datadir::judge_data_dir;
@@ -592,6 +593,10 @@ impl Engine for Postgres {
         repl: &berth_model::agent::Replication,
     ) -> Result<Option<String>> {
         replication::sync_status(layout, repl).await
+    }
+
+    async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
+        crate::bounded_probe(EngineKind::Postgres, role::probe(layout)).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

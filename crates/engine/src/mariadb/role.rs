@@ -1,0 +1,183 @@
+//! `probe_role` for MariaDB: one bounded probe over the local socket.
+//!
+//! A member is a replica when `@@read_only` is on or it has a replication source
+//! configured (`SHOW SLAVE STATUS` returns a row); otherwise it is the primary.
+
+use crate::{EngineError, Layout, Result};
+use berth_model::agent::{ReplicaReport, RoleReport};
+use berth_model::member::Role;
+use berth_model::EngineKind;
+use mysql_async::prelude::Queryable;
+use mysql_async::Row;
+use std::time::Instant;
+
+/// Client sessions: not the probe itself, not replication or system threads.
+const SELF_SQL: &str = "SELECT @@read_only, @@max_connections,
+  (SELECT COUNT(*) FROM information_schema.PROCESSLIST
+     WHERE ID <> CONNECTION_ID() AND USER <> 'system user'
+       AND COMMAND NOT LIKE 'Binlog Dump%' AND COMMAND <> 'Daemon')";
+
+/// On a primary: the binlog dump threads, one per connected replica.
+const REPLICAS_SQL: &str = "SELECT HOST, COALESCE(STATE, '') FROM information_schema.PROCESSLIST
+  WHERE COMMAND LIKE 'Binlog Dump%' ORDER BY HOST";
+
+/// What `SHOW SLAVE STATUS` says, the columns Berth reads.
+#[derive(Debug, Default, PartialEq)]
+struct SlaveStatus {
+    io_running: Option<String>,
+    sql_running: Option<String>,
+    seconds_behind: Option<u64>,
+    master_log_file: Option<String>,
+    read_pos: Option<u64>,
+    relay_master_log_file: Option<String>,
+    exec_pos: Option<u64>,
+}
+
+impl SlaveStatus {
+    fn from_row(row: &Row) -> Self {
+        let s = |c: &str| {
+            row.get_opt::<Option<String>, _>(c)
+                .and_then(|r| r.ok())
+                .flatten()
+        };
+        let n = |c: &str| {
+            row.get_opt::<Option<u64>, _>(c)
+                .and_then(|r| r.ok())
+                .flatten()
+        };
+        Self {
+            io_running: s("Slave_IO_Running"),
+            sql_running: s("Slave_SQL_Running"),
+            seconds_behind: n("Seconds_Behind_Master"),
+            master_log_file: s("Master_Log_File"),
+            read_pos: n("Read_Master_Log_Pos"),
+            relay_master_log_file: s("Relay_Master_Log_File"),
+            exec_pos: n("Exec_Master_Log_Pos"),
+        }
+    }
+
+    /// Both threads run (`Connecting` is not running: nothing arrives).
+    fn running(&self) -> bool {
+        self.io_running.as_deref() == Some("Yes") && self.sql_running.as_deref() == Some("Yes")
+    }
+
+    /// Bytes read from the primary's binlog but not executed yet; only comparable
+    /// when both positions are in the same binlog file.
+    fn lag_bytes(&self) -> Option<u64> {
+        match (
+            &self.master_log_file,
+            &self.relay_master_log_file,
+            self.read_pos,
+            self.exec_pos,
+        ) {
+            (Some(a), Some(b), Some(read), Some(exec)) if a == b => Some(read.saturating_sub(exec)),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
+    let refused = |e: mysql_async::Error| EngineError::NotReady {
+        engine: EngineKind::Mariadb,
+        reason: e.to_string(),
+    };
+    let mut conn = super::local_conn(layout).await?;
+    let result = async {
+        let started = Instant::now();
+        let row: Option<(i64, i64, i64)> = conn.query_first(SELF_SQL).await.map_err(refused)?;
+        let probe_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (read_only, max_connections, connections) = row.unwrap_or_default();
+        let slave: Option<SlaveStatus> = conn
+            .query_first::<Row, _>("SHOW SLAVE STATUS")
+            .await
+            .map_err(refused)?
+            .map(|r| SlaveStatus::from_row(&r));
+        let mut report = RoleReport {
+            read_only: read_only != 0,
+            connections: Some(clamp_u32(connections)),
+            max_connections: Some(clamp_u32(max_connections)),
+            probe_ms: Some(probe_ms),
+            ..RoleReport::default()
+        };
+        let role = if read_only != 0 || slave.is_some() {
+            Role::Replica
+        } else {
+            Role::Primary
+        };
+        match &slave {
+            Some(st) => {
+                report.replication_running = Some(st.running());
+                report.lag_seconds = st.seconds_behind.map(|s| s as f64);
+                report.lag_bytes = st.lag_bytes();
+                if !st.running() {
+                    report.reason = Some(format!(
+                        "replication is not running (IO thread {}, SQL thread {})",
+                        st.io_running.as_deref().unwrap_or("unknown"),
+                        st.sql_running.as_deref().unwrap_or("unknown")
+                    ));
+                }
+            }
+            None if role == Role::Replica => {
+                report.replication_running = Some(false);
+                report.reason = Some("read_only with no replication source".to_owned());
+            }
+            None => {}
+        }
+        if role == Role::Primary {
+            let rows: Vec<(String, String)> = conn.query(REPLICAS_SQL).await.map_err(refused)?;
+            report.replicas = rows
+                .into_iter()
+                .map(|(host, state)| ReplicaReport {
+                    name: strip_port(&host).to_owned(),
+                    state,
+                    ..ReplicaReport::default()
+                })
+                .collect();
+        }
+        report.role = Some(role);
+        report.ready = RoleReport::ready_for(role, report.replication_running);
+        Ok(report)
+    }
+    .await;
+    let _ = conn.disconnect().await;
+    result
+}
+
+/// `PROCESSLIST.HOST` is `host:port` for TCP clients.
+fn strip_port(host: &str) -> &str {
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn clamp_u32(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_bytes_only_within_one_binlog_file() {
+        let mut st = SlaveStatus {
+            io_running: Some("Yes".into()),
+            sql_running: Some("Yes".into()),
+            master_log_file: Some("bin.000002".into()),
+            relay_master_log_file: Some("bin.000002".into()),
+            read_pos: Some(1500),
+            exec_pos: Some(1000),
+            ..SlaveStatus::default()
+        };
+        assert!(st.running());
+        assert_eq!(st.lag_bytes(), Some(500));
+        st.relay_master_log_file = Some("bin.000001".into());
+        assert_eq!(st.lag_bytes(), None);
+        st.io_running = Some("Connecting".into());
+        assert!(!st.running());
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(strip_port("172.18.0.3:40122"), "172.18.0.3");
+        assert_eq!(strip_port("replica1"), "replica1");
+    }
+}
