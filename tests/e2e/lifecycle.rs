@@ -98,11 +98,19 @@ async fn lifecycle(case: &Case) -> anyhow::Result<()> {
         ])?,
         "268435456 500000000"
     );
-    let published = docker(&["port", &container, case.client_port])?;
-    assert_eq!(
-        published.lines().next().and_then(|l| l.rsplit(':').next()),
-        Some(port.to_string().as_str())
-    );
+    // The member publishes nothing: clients come through the endpoint container,
+    // which publishes the read-write and read-only ports.
+    assert!(docker(&["port", &container, case.client_port]).is_err());
+    let endpoint = container.trim_end_matches("-0").to_owned() + "-endpoint";
+    let ro_port = inst["endpoint"]["ro_port"].as_u64().expect("ro_port");
+    for (listener, want) in [("6432/tcp", port), ("6433/tcp", ro_port)] {
+        let published = docker(&["port", &endpoint, listener])?;
+        assert_eq!(
+            published.lines().next().and_then(|l| l.rsplit(':').next()),
+            Some(want.to_string().as_str()),
+            "{listener}"
+        );
+    }
     assert_eq!(b.docker_objects("volume", Some(&id)).len(), 1);
     assert_eq!(b.docker_objects("network", Some(&id)).len(), 1);
 

@@ -131,6 +131,11 @@ async fn members_replicate_and_scale(engine: &str) -> anyhow::Result<()> {
         until_member_says(&b, c, engine, &count, "3").await?;
         assert_eq!(member_sql(c, engine, in_recovery)?, replica_yes, "{c}");
     }
+    // The read-only endpoint reaches a replica, with the rows.
+    let creds = b.cli_json(&["credentials", &name])?;
+    let mut ro = berth_e2e::Db::connect(creds["ro_uri"].as_str().context("ro_uri")?).await?;
+    assert_eq!(ro.strings(in_recovery).await?, vec![replica_yes.to_owned()]);
+    assert_eq!(ro.strings(&count).await?, vec!["3".to_owned()]);
     let primary = with_role(&shown, "primary")[0]["container"]
         .as_str()
         .context("primary")?
@@ -419,14 +424,13 @@ async fn switchover_twice(engine: &str) -> anyhow::Result<()> {
         for m in members_of(&shown) {
             assert_eq!(m["state"], "ready", "{m}");
         }
-        // The new primary takes writes; the old one follows it, same container.
+        // The new primary takes writes, through the same read-write endpoint; the
+        // old one follows it, same container.
         assert_eq!(member_sql(&primary, engine, read_only)?, no);
         rows += 1;
-        member_sql(
-            &primary,
-            engine,
-            &format!("INSERT INTO {table} VALUES ({rows})"),
-        )?;
+        let mut db = b.db(&name).await?;
+        db.exec(&format!("INSERT INTO {table} VALUES ({rows})"))
+            .await?;
         assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &previous])?, old_id);
         let count = format!("SELECT count(*) FROM {table}");
         for m in with_role(&shown, "replica") {

@@ -83,7 +83,17 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
         ("storage", i.storage.clone()),
         (
             "endpoint",
-            format!("{}:{}", i.endpoint.host, i.endpoint.port),
+            format!("{}:{} (read-write)", i.endpoint.host, i.endpoint.port),
+        ),
+        (
+            "read-only endpoint",
+            match (&i.endpoint.ro_fallback, &i.endpoint.ro_reason) {
+                (Some(true), Some(why)) => format!(
+                    "{}:{} (to the primary now: {why})",
+                    i.endpoint.host, i.endpoint.ro_port
+                ),
+                _ => format!("{}:{}", i.endpoint.host, i.endpoint.ro_port),
+            },
         ),
         (
             "follows memory",
@@ -153,6 +163,7 @@ pub(crate) fn credentials(c: &CredentialsView, fmt: Format) -> Result<()> {
         ("host", c.host.clone()),
         ("port", c.port.to_string()),
         ("uri", c.uri.clone()),
+        ("read-only uri", c.ro_uri.clone()),
         ("command", c.command.clone()),
         ("ca", c.ca_file.clone()),
     ]);

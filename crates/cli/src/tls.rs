@@ -63,6 +63,10 @@ async fn local_credentials(client: &Client, name: &str) -> Result<CredentialsVie
         .uri(&c.host, c.port, &c.user, &password, &ca)
         .expose()
         .to_owned();
+    c.ro_uri = eng
+        .uri(&c.host, c.ro_port, &c.user, &password, &ca)
+        .expose()
+        .to_owned();
     c.command =
         berth_engine::shell_line(&eng.client_command(&c.host, c.port, &c.user, &password, &ca));
     c.ca_file = ca;

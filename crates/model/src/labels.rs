@@ -11,6 +11,8 @@ pub const INSTANCE: &str = "io.berth.instance";
 pub const INSTANCE_NAME: &str = "io.berth.instance-name";
 /// Label on member containers and volumes: the member ordinal.
 pub const MEMBER: &str = "io.berth.member";
+/// Label on an instance's endpoint container (value `true`).
+pub const ENDPOINT: &str = "io.berth.endpoint";
 /// Label on instance objects: the project.
 pub const PROJECT: &str = "io.berth.project";
 /// Label on agent volumes: the SHA-256 of the `berth` binary they hold.
@@ -26,6 +28,11 @@ pub const IMAGE_ENGINE: &str = "io.berth.image-engine";
 /// site, instance and member labels, never by name alone.
 pub fn container_name(name: &InstanceName, id: InstanceId, member: MemberId) -> String {
     format!("berth-{name}-{}-{member}", id.short())
+}
+
+/// `berth-<instance>-<id>-endpoint`: the container of the instance's endpoints.
+pub fn endpoint_container_name(name: &InstanceName, id: InstanceId) -> String {
+    format!("berth-{name}-{}-endpoint", id.short())
 }
 
 /// The instance's private network. The id suffix keeps a re-created instance of

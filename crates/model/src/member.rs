@@ -92,6 +92,13 @@ pub struct Topology {
     /// What happens while fewer than `sync` replicas are there.
     #[serde(default)]
     pub sync_mode: SyncMode,
+    /// A replica further behind than this gets no new read-only connections.
+    #[serde(default = "default_max_lag_ms")]
+    pub max_lag_ms: u64,
+}
+
+fn default_max_lag_ms() -> u64 {
+    crate::endpoint::DEFAULT_MAX_LAG_MS
 }
 
 impl Default for Topology {
@@ -102,6 +109,7 @@ impl Default for Topology {
             primary: MemberId(0),
             sync: 0,
             sync_mode: SyncMode::Strict,
+            max_lag_ms: default_max_lag_ms(),
         }
     }
 }
@@ -123,12 +131,24 @@ pub enum MemberError {
         /// What was asked.
         sync: u8,
     },
+    /// Out of range.
+    #[error("--max-lag must be from 100 ms to 24 h; {0} ms was asked")]
+    MaxLag(u64),
     /// The engine cannot wait for that many.
     #[error(
         "MariaDB's semi-synchronous replication waits for one replica only, so --sync {0} \
          cannot be honoured; use --sync 1 (or 0 for asynchronous)"
     )]
     EngineSyncLimit(u8),
+}
+
+/// Checks a `--max-lag` in milliseconds.
+pub fn check_max_lag(ms: u64) -> Result<u64, MemberError> {
+    if (100..=86_400_000).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(MemberError::MaxLag(ms))
+    }
 }
 
 /// Checks a member count and sync setting for an engine.
@@ -153,6 +173,7 @@ impl Topology {
             primary: MemberId(0),
             sync,
             sync_mode,
+            max_lag_ms: default_max_lag_ms(),
         }
     }
 

@@ -21,8 +21,10 @@ pub struct InstanceRecord {
     pub status: InstanceStatus,
     /// Why it is in that status, when that needs saying ("container exited with code 137").
     pub status_detail: Option<String>,
-    /// Host port published for clients; fixed for the instance's life.
+    /// Host port of the read-write endpoint; fixed for the instance's life.
     pub port: u16,
+    /// Host port of the read-only endpoint; fixed for the instance's life.
+    pub ro_port: u16,
     /// Engine settings changed live that take effect only after a restart.
     pub pending_restart: Vec<String>,
     /// The parameter group attached, if any.
@@ -140,6 +142,7 @@ impl InstanceRecord {
             status,
             status_detail: None,
             port,
+            ro_port: port.wrapping_add(1),
             pending_restart: vec![],
             param_group: None,
             params_revision: 0,

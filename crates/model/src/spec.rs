@@ -56,6 +56,11 @@ pub struct CreateRequest {
     /// wait, `available` lets them go on asynchronously.
     #[serde(default)]
     pub sync_mode: Option<crate::member::SyncMode>,
+    /// A replica further behind than this many milliseconds gets no new read-only
+    /// connections (default 10000).
+    #[serde(default)]
+    #[schema(minimum = 100, maximum = 86400000)]
+    pub max_lag_ms: Option<u64>,
 }
 
 /// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.
@@ -215,11 +220,11 @@ impl CreateRequest {
         let members = self.members.unwrap_or(1);
         let sync = self.sync.unwrap_or(0);
         crate::member::check(engine, members, sync)?;
-        Ok(crate::member::Topology::new(
-            members,
-            sync,
-            self.sync_mode.unwrap_or_default(),
-        ))
+        let mut t = crate::member::Topology::new(members, sync, self.sync_mode.unwrap_or_default());
+        if let Some(ms) = self.max_lag_ms {
+            t.max_lag_ms = crate::member::check_max_lag(ms)?;
+        }
+        Ok(t)
     }
 }
 

@@ -98,7 +98,7 @@ impl TaskKind {
                 if options.backup.is_some() {
                     steps.push(S::LoadBackup);
                 }
-                steps.extend([S::EnsureReplication, S::EnsureReplicas]);
+                steps.extend([S::EnsureReplication, S::EnsureReplicas, S::EnsureEndpoint]);
                 steps
             }
             Self::Repair | Self::Start => bring_back(),
@@ -115,6 +115,7 @@ impl TaskKind {
                 S::RemoveExtraMembers,
                 S::EnsureReplication,
                 S::EnsureReplicas,
+                S::EnsureEndpoint,
             ],
             // Writes stop on the old primary before the target is promoted, and the
             // old primary then follows the new one like any replica.
@@ -123,6 +124,7 @@ impl TaskKind {
                 S::PromoteTarget,
                 S::EnsureReplication,
                 S::EnsureReplicas,
+                S::EnsureEndpoint,
             ],
             // Rolling, when there is a replica to hand over to: replicas first, then
             // a switchover, whose last steps start the old primary again as a replica.
@@ -132,6 +134,7 @@ impl TaskKind {
                 S::PromoteTarget,
                 S::EnsureReplication,
                 S::EnsureReplicas,
+                S::EnsureEndpoint,
             ],
             Self::Restart => {
                 let mut steps = vec![S::EnsureStopped];
@@ -165,6 +168,7 @@ fn bring_back() -> Vec<StepName> {
         S::WaitReady,
         S::EnsureReplication,
         S::EnsureReplicas,
+        S::EnsureEndpoint,
     ]
 }
 
@@ -281,6 +285,9 @@ pub enum StepName {
     PromoteTarget,
     /// Every replica was stopped and started again (one at a time), and follows.
     RestartReplicas,
+    /// The instance's endpoint container runs on its fixed ports and routes writes
+    /// to the current primary.
+    EnsureEndpoint,
 }
 
 impl StepName {
@@ -313,6 +320,7 @@ impl StepName {
             Self::HandOverWrites => "hand_over_writes",
             Self::PromoteTarget => "promote_target",
             Self::RestartReplicas => "restart_replicas",
+            Self::EnsureEndpoint => "ensure_endpoint",
         }
     }
 }
@@ -460,7 +468,7 @@ mod tests {
         }
         // Every plan that brings an instance up ends with its replicas following.
         let create = TaskKind::Create.plan(TaskOptions::default());
-        assert_eq!(create.last(), Some(&StepName::EnsureReplicas));
+        assert_eq!(create.last(), Some(&StepName::EnsureEndpoint));
         let delete = TaskKind::Delete.plan(TaskOptions::default());
         assert!(!delete.contains(&StepName::RemoveVolume));
         let purge = TaskKind::Delete.plan(TaskOptions {
@@ -471,7 +479,7 @@ mod tests {
         assert_eq!(purge.last(), Some(&StepName::Forget));
         let restart = TaskKind::Restart.plan(TaskOptions::default());
         assert_eq!(restart.first(), Some(&StepName::EnsureStopped));
-        assert_eq!(restart.last(), Some(&StepName::EnsureReplicas));
+        assert_eq!(restart.last(), Some(&StepName::EnsureEndpoint));
         // A scale removes replicas before the primary drops their slots, and never
         // touches the primary's own volume.
         let scale = TaskKind::Scale.plan(TaskOptions::default());

@@ -1,4 +1,4 @@
-//! Member containers.
+//! An instance's containers: its members, and its endpoint.
 
 use crate::{status, Outcome, Result, Runtime};
 use berth_model::{labels, InstanceId, MemberId};
@@ -24,11 +24,36 @@ pub struct MemberKey {
     pub member: MemberId,
 }
 
-/// Everything that defines a member container.
+/// Which of an instance's containers: a member, or the endpoint (found by its
+/// `io.berth.endpoint` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerKey {
+    /// A member's container.
+    Member(MemberKey),
+    /// The instance's endpoint container.
+    Endpoint(InstanceId),
+}
+
+impl From<MemberKey> for ContainerKey {
+    fn from(k: MemberKey) -> Self {
+        Self::Member(k)
+    }
+}
+
+impl std::fmt::Display for ContainerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Member(k) => write!(f, "member {} of instance {}", k.member, k.instance),
+            Self::Endpoint(i) => write!(f, "the endpoint of instance {i}"),
+        }
+    }
+}
+
+/// Everything that defines one of an instance's containers.
 #[derive(Clone, Debug)]
 pub struct MemberContainer {
     /// Whose container it is (its labels say so too).
-    pub key: MemberKey,
+    pub key: ContainerKey,
     /// `berth-<instance>-<id>-<n>`.
     pub name: String,
     /// Engine image.
@@ -41,8 +66,8 @@ pub struct MemberContainer {
     pub entrypoint: Vec<String>,
     /// The instance's network.
     pub network: String,
-    /// Data volume and where it is mounted.
-    pub data_volume: (String, String),
+    /// Data volume and where it is mounted (none for the endpoint).
+    pub data_volume: Option<(String, String)>,
     /// Agent volume and where it is mounted (read-only).
     pub agent_volume: (String, String),
     /// CPU limit in nano-CPUs.
@@ -51,9 +76,9 @@ pub struct MemberContainer {
     pub memory_bytes: i64,
     /// `/dev/shm` size in bytes.
     pub shm_bytes: i64,
-    /// Container port published to clients, the host address and port (none: the
-    /// member is reached on the instance's network only).
-    pub publish: Option<(u16, String, u16)>,
+    /// Container ports published to clients, with the host address and port (none
+    /// for members: they are reached on the instance's network, through the endpoint).
+    pub publish: Vec<(u16, String, u16)>,
     /// Other ports the container listens on (the agent's).
     pub expose: Vec<u16>,
     /// Seconds Docker waits after SIGTERM before SIGKILL.
@@ -80,16 +105,20 @@ pub struct ContainerObservation {
 }
 
 impl Runtime {
-    /// The id of the member's container, found by this site's labels.
-    pub async fn find_member(&self, key: MemberKey) -> Result<Option<String>> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![
-                format!("{}={}", labels::SITE, self.site()),
-                format!("{}={}", labels::INSTANCE, key.instance),
-                format!("{}={}", labels::MEMBER, key.member),
-            ],
-        )]);
+    /// The id of the container, found by this site's labels.
+    pub async fn find_member(&self, key: impl Into<ContainerKey>) -> Result<Option<String>> {
+        let mut wanted = vec![format!("{}={}", labels::SITE, self.site())];
+        match key.into() {
+            ContainerKey::Member(k) => wanted.extend([
+                format!("{}={}", labels::INSTANCE, k.instance),
+                format!("{}={}", labels::MEMBER, k.member),
+            ]),
+            ContainerKey::Endpoint(i) => wanted.extend([
+                format!("{}={i}", labels::INSTANCE),
+                format!("{}=true", labels::ENDPOINT),
+            ]),
+        }
+        let filters = HashMap::from([("label".to_owned(), wanted)]);
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
             .all(true)
             .filters(&filters)
@@ -103,7 +132,8 @@ impl Runtime {
     }
 
     /// The member's container id, or an error that says it is missing.
-    async fn member_id(&self, key: MemberKey) -> Result<String> {
+    async fn member_id(&self, key: impl Into<ContainerKey>) -> Result<String> {
+        let key = key.into();
         self.find_member(key)
             .await?
             .ok_or(crate::RuntimeError::NoContainer(key))
@@ -116,7 +146,7 @@ impl Runtime {
         }
         let mut exposed: Vec<String> = spec.expose.iter().map(|p| format!("{p}/tcp")).collect();
         let mut port_bindings = HashMap::new();
-        if let Some((client_port, host_ip, host_port)) = &spec.publish {
+        for (client_port, host_ip, host_port) in &spec.publish {
             exposed.push(format!("{client_port}/tcp"));
             port_bindings.insert(
                 format!("{client_port}/tcp"),
@@ -148,10 +178,13 @@ impl Runtime {
                 memory_swap: Some(spec.memory_bytes),
                 shm_size: Some(spec.shm_bytes),
                 port_bindings: Some(port_bindings),
-                mounts: Some(vec![
-                    mount(&spec.data_volume, false),
-                    mount(&spec.agent_volume, true),
-                ]),
+                mounts: Some(
+                    spec.data_volume
+                        .iter()
+                        .map(|v| mount(v, false))
+                        .chain([mount(&spec.agent_volume, true)])
+                        .collect(),
+                ),
                 // Databases come back after a reboot or a dockerd restart without
                 // the control plane (DESIGN principle 1); a user's stop is kept.
                 restart_policy: Some(RestartPolicy {
@@ -189,7 +222,10 @@ impl Runtime {
     }
 
     /// What Docker says about the member's container, `None` if it has none.
-    pub async fn inspect_member(&self, key: MemberKey) -> Result<Option<ContainerObservation>> {
+    pub async fn inspect_member(
+        &self,
+        key: impl Into<ContainerKey>,
+    ) -> Result<Option<ContainerObservation>> {
         match self.find_member(key).await? {
             Some(id) => self.inspect_container(&id).await,
             None => Ok(None),
@@ -239,7 +275,7 @@ impl Runtime {
     }
 
     /// Starts the member's container if it is not running.
-    pub async fn ensure_running(&self, key: MemberKey) -> Result<Outcome> {
+    pub async fn ensure_running(&self, key: impl Into<ContainerKey>) -> Result<Outcome> {
         let id = self.member_id(key).await?;
         match self
             .docker()
@@ -254,7 +290,11 @@ impl Runtime {
 
     /// Stops the container (SIGTERM to the agent, which shuts the engine down
     /// cleanly) if it runs; absent counts as stopped.
-    pub async fn ensure_stopped(&self, key: MemberKey, timeout_secs: i32) -> Result<Outcome> {
+    pub async fn ensure_stopped(
+        &self,
+        key: impl Into<ContainerKey>,
+        timeout_secs: i32,
+    ) -> Result<Outcome> {
         let Some(id) = self.find_member(key).await? else {
             return Ok(Outcome::AlreadyThere);
         };
@@ -267,7 +307,7 @@ impl Runtime {
     }
 
     /// Removes the member's container (forcibly) if it exists.
-    pub async fn remove_member(&self, key: MemberKey) -> Result<Outcome> {
+    pub async fn remove_member(&self, key: impl Into<ContainerKey>) -> Result<Outcome> {
         match self.find_member(key).await? {
             Some(id) => self.remove_container(&id).await,
             None => Ok(Outcome::AlreadyThere),

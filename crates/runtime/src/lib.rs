@@ -15,7 +15,7 @@ pub mod image;
 mod stats;
 
 pub use agent_volume::AGENT_MOUNT;
-pub use containers::{working_set, ContainerObservation, MemberContainer, MemberKey};
+pub use containers::{working_set, ContainerKey, ContainerObservation, MemberContainer, MemberKey};
 pub use stats::{member_stats, MemberContainerRef, MemberStats};
 
 use berth_model::{labels, CpuMillis, HostCapacity, SiteId};
@@ -53,9 +53,9 @@ pub enum RuntimeError {
         /// Its name.
         name: String,
     },
-    /// The member has no container (it was removed behind Berth's back).
-    #[error("instance {} member {} has no container", .0.instance, .0.member)]
-    NoContainer(MemberKey),
+    /// The container is not there (it was removed behind Berth's back).
+    #[error("{0} has no container")]
+    NoContainer(ContainerKey),
     /// Local I/O failed.
     #[error("{what}: {source}")]
     Io {

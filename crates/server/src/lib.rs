@@ -9,6 +9,7 @@
 pub mod api;
 mod auth;
 mod backup;
+mod endpoint;
 mod error;
 mod members;
 pub mod metrics;

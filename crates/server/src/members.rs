@@ -77,31 +77,100 @@ pub(crate) fn member_container(
     );
     let memory = inst.spec.memory.bytes();
     MemberContainer {
-        key: key(inst, member),
+        key: key(inst, member).into(),
         name: container_name(inst, member),
         image: image.to_owned(),
         labels: member_labels(ctx, inst, member),
         env,
         entrypoint: vec![format!("{AGENT_DIR}/berth"), "agent".into()],
         network: network_name(inst),
-        data_volume: (volume_name(inst, member), DATA_DIR.into()),
+        data_volume: Some((volume_name(inst, member), DATA_DIR.into())),
         agent_volume: (agent_volume.to_owned(), AGENT_DIR.into()),
         nano_cpus: inst.spec.cpus.nano_cpus(),
         memory_bytes: i64::try_from(memory).unwrap_or(i64::MAX),
         // Parallel query and hash joins use POSIX shared memory; Docker's default
         // 64MiB /dev/shm is too small beyond toy sizes.
         shm_bytes: i64::try_from((memory / 4).max(64 * 1024 * 1024)).unwrap_or(i64::MAX),
-        // Clients reach the primary; replicas are reached on the instance's network.
-        publish: (member == inst.topology.primary).then(|| {
-            (
-                eng.client_port(),
-                ctx.config.publish_address.clone(),
-                inst.port,
-            )
-        }),
+        // Clients come through the endpoint; members are on the instance's network.
+        publish: vec![],
         expose: vec![AGENT_PORT],
         stop_timeout: 60,
     }
+}
+
+/// The instance's endpoint container: `berth endpoint` from the engine's image and
+/// the agent volume, on the instance's network, publishing the read-write and
+/// read-only ports fixed at create. It finds the members by their container names
+/// (Docker's DNS), probing every possible member, so scaling never changes it.
+pub(crate) fn endpoint_container(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    image: &str,
+    agent_volume: &str,
+) -> MemberContainer {
+    use berth_model::endpoint::{env as ep, RO_PORT, RW_PORT, STATUS_PORT};
+    let candidates: Vec<String> = (0..berth_model::member::MAX_MEMBERS)
+        .map(|m| container_name(inst, MemberId(m)))
+        .collect();
+    let mut labels = instance_labels(ctx, inst);
+    labels.insert(labels::ENDPOINT.to_owned(), "true".to_owned());
+    let host = ctx.config.publish_address.clone();
+    MemberContainer {
+        key: berth_runtime::ContainerKey::Endpoint(inst.id),
+        name: labels::endpoint_container_name(&inst.name, inst.id),
+        image: image.to_owned(),
+        labels,
+        env: vec![
+            format!("{}={}", ep::MEMBERS, candidates.join(",")),
+            format!(
+                "{}={}",
+                ep::ENGINE_PORT,
+                engine(inst.spec.engine).client_port()
+            ),
+            format!("{}={}", ep::MAX_LAG_MS, inst.topology.max_lag_ms),
+        ],
+        entrypoint: vec![format!("{AGENT_DIR}/berth"), "endpoint".into()],
+        network: network_name(inst),
+        data_volume: None,
+        agent_volume: (agent_volume.to_owned(), AGENT_DIR.into()),
+        nano_cpus: 500_000_000,
+        memory_bytes: 128 * 1024 * 1024,
+        shm_bytes: 64 * 1024 * 1024,
+        publish: vec![
+            (RW_PORT, host.clone(), inst.port),
+            (RO_PORT, host, inst.ro_port),
+        ],
+        expose: vec![STATUS_PORT],
+        stop_timeout: 5,
+    }
+}
+
+/// What the endpoint says it routes to, if it answers.
+pub(crate) async fn endpoint_status(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Option<berth_model::endpoint::EndpointStatus> {
+    let obs = ctx
+        .runtime
+        .inspect_member(berth_runtime::ContainerKey::Endpoint(inst.id))
+        .await
+        .ok()
+        .flatten()
+        .filter(|o| o.running)?;
+    let url = format!(
+        "http://{}{}",
+        std::net::SocketAddr::new(obs.ip?, berth_model::endpoint::STATUS_PORT),
+        berth_model::endpoint::STATUS_PATH
+    );
+    ctx.http
+        .get(url)
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
 /// What a member's agent says about its engine.

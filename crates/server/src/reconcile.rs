@@ -263,7 +263,17 @@ async fn observe(
         .map(|inst| async move {
             // The instance is as well as its worst member: a missing replica is
             // repaired like a missing primary (the repair brings every member back).
-            let mut worst = MemberSeen::Healthy;
+            let mut worst = match ctx
+                .runtime
+                .inspect_member(berth_runtime::ContainerKey::Endpoint(inst.id))
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                // The endpoint is part of the instance: without it, no client gets in.
+                None => MemberSeen::Missing,
+                Some(obs) if !obs.running => MemberSeen::Down(obs),
+                Some(_) => MemberSeen::Healthy,
+            };
             for m in &inst.topology.members {
                 let seen = observe_member(ctx, inst, *m).await?;
                 if severity(&seen) > severity(&worst) {

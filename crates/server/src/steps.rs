@@ -5,7 +5,7 @@ use crate::members::{self, container_name, key, network_name, volume_name};
 use crate::Ctx;
 use berth_engine::engine;
 use berth_model::{InstanceEvent, InstanceRecord, MemberId, StepName, TaskKind, TaskRecord};
-use berth_runtime::{image, RuntimeError};
+use berth_runtime::{image, ContainerKey, RuntimeError};
 use std::time::{Duration, Instant};
 
 /// How a step failed.
@@ -96,6 +96,9 @@ pub(crate) async fn run(
             for m in every_member(ctx, &inst).await? {
                 said.push(ensure_stopped(ctx, &inst, m).await?);
             }
+            ctx.runtime
+                .ensure_stopped(ContainerKey::Endpoint(inst.id), 5)
+                .await?;
             Ok(said.join("; "))
         }
         StepName::RemoveContainer => {
@@ -103,6 +106,9 @@ pub(crate) async fn run(
             for m in every_member(ctx, &inst).await? {
                 said.push(remove_container(ctx, &inst, m).await?);
             }
+            ctx.runtime
+                .remove_member(ContainerKey::Endpoint(inst.id))
+                .await?;
             Ok(said.join("; "))
         }
         StepName::RemoveNetwork => {
@@ -136,6 +142,7 @@ pub(crate) async fn run(
         }
         StepName::HandOverWrites => crate::switchover::hand_over_writes(ctx, task, &inst).await,
         StepName::PromoteTarget => crate::switchover::promote_target(ctx, task, &inst).await,
+        StepName::EnsureEndpoint => crate::endpoint::ensure_endpoint(ctx, &inst).await,
         StepName::RestartReplicas => crate::replicas::restart_replicas(ctx, &inst).await,
         StepName::RemoveExtraMembers => {
             crate::replicas::remove_extra_members(ctx, task, &inst).await
@@ -192,17 +199,18 @@ pub(crate) async fn ensure_container(
     let tag = image_tag(ctx, inst);
     let agent_volume = berth_model::labels::agent_volume_name(&ctx.agent.sha256);
     let spec = members::member_container(ctx, inst, m, &tag, &agent_volume);
+    let volume = volume_name(inst, m);
     if !new_volume_allowed
         && !ctx
             .runtime
-            .volume_exists(&spec.data_volume.0, &members::member_labels(ctx, inst, m))
+            .volume_exists(&volume, &members::member_labels(ctx, inst, m))
             .await?
     {
         // Never bootstrap an empty database in place of lost data silently.
         return Err(StepError::Fatal(format!(
-            "the data volume {} is missing, so instance {} cannot be brought back with its data; \
+            "the data volume {volume} is missing, so instance {} cannot be brought back with its data; \
              restore it from a backup or delete the instance",
-            spec.data_volume.0, inst.name
+            inst.name
         )));
     }
     let o = ctx.runtime.ensure_container(&spec).await?;

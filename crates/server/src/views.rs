@@ -11,8 +11,18 @@ use serde::{Deserialize, Serialize};
 pub struct EndpointView {
     /// Host name or address.
     pub host: String,
-    /// Published port.
+    /// The read-write endpoint's port: always the current primary.
     pub port: u16,
+    /// The read-only endpoint's port: healthy replicas, or the primary when none
+    /// qualifies.
+    pub ro_port: u16,
+    /// Whether read-only connections go to the primary now (no replica qualifies);
+    /// absent in listings, which do not look.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ro_fallback: Option<bool>,
+    /// Why they do, when they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ro_reason: Option<String>,
 }
 
 /// An instance, as `show` and `list` present it.
@@ -92,6 +102,9 @@ impl InstanceView {
             endpoint: EndpointView {
                 host: endpoint_host.to_owned(),
                 port: r.port,
+                ro_port: r.ro_port,
+                ro_fallback: None,
+                ro_reason: None,
             },
             pending_restart: r.pending_restart.clone(),
             param_group: r.param_group.clone(),
@@ -224,8 +237,13 @@ pub struct CredentialsView {
     pub port: u16,
     /// Connection URI with the credentials; it verifies the server's certificate and
     /// host name against the CA in `ca_file` (PostgreSQL: `sslmode=verify-full`;
-    /// MariaDB: the MySQL connectors' `ssl-mode=VERIFY_IDENTITY`).
+    /// MariaDB: the MySQL connectors' `ssl-mode=VERIFY_IDENTITY`). The read-write
+    /// endpoint: always the primary.
     pub uri: String,
+    /// The same through the read-only endpoint: replicas.
+    pub ro_uri: String,
+    /// The read-only endpoint's port.
+    pub ro_port: u16,
     /// The engine's command-line client with the same verification, as one shell line
     /// (the password in its environment, never in its arguments).
     pub command: String,

@@ -203,16 +203,16 @@ impl Store {
         check: FitCheck<'_>,
     ) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT name FROM instances WHERE port = ? AND deleted_at IS NULL")
-                .bind(i64::from(inst.port))
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(instance) = holder {
-            return Err(StoreError::PortTaken {
-                port: inst.port,
-                instance,
-            });
+        for port in [inst.port, inst.ro_port] {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM instances WHERE (port = ?1 OR ro_port = ?1) AND deleted_at IS NULL",
+            )
+            .bind(i64::from(port))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(instance) = holder {
+                return Err(StoreError::PortTaken { port, instance });
+            }
         }
         fits::check_instance(
             &mut tx,
@@ -428,6 +428,18 @@ impl Store {
         Ok(())
     }
 
+    /// Gives an instance made before endpoints its read-only port.
+    pub async fn set_ro_port(&self, id: InstanceId, port: u16) -> Result<()> {
+        sqlx::query(
+            "UPDATE instances SET ro_port = ? WHERE id = ? AND (ro_port IS NULL OR ro_port = 0)",
+        )
+        .bind(i64::from(port))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records that the instance's data volume was removed.
     pub async fn mark_purged(&self, id: InstanceId) -> Result<()> {
         sqlx::query("UPDATE instances SET purged = 1 WHERE id = ?")
@@ -528,10 +540,12 @@ impl Store {
 
     /// Ports held by live instances.
     pub async fn ports_in_use(&self) -> Result<Vec<u16>> {
-        let ports: Vec<i64> =
-            sqlx::query_scalar("SELECT port FROM instances WHERE deleted_at IS NULL")
-                .fetch_all(&self.pool)
-                .await?;
+        let ports: Vec<i64> = sqlx::query_scalar(
+            "SELECT port FROM instances WHERE deleted_at IS NULL
+             UNION SELECT ro_port FROM instances WHERE deleted_at IS NULL AND ro_port IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(ports
             .into_iter()
             .filter_map(|p| u16::try_from(p).ok())

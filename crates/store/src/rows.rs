@@ -53,6 +53,10 @@ pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         status: parse(row, "status")?,
         status_detail: row.try_get("status_detail")?,
         port: u16::try_from(port).map_err(|_| corrupt("port", port))?,
+        ro_port: {
+            let p: Option<i64> = row.try_get("ro_port")?;
+            p.and_then(|p| u16::try_from(p).ok()).unwrap_or(0)
+        },
         param_group: row.try_get("param_group")?,
         params_revision: row.try_get("params_revision")?,
         pending_restart: {
@@ -97,8 +101,8 @@ pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRec
     sqlx::query(
         "INSERT INTO instances (id, name, project, engine, version, cpus_millis, memory_mib, storage_mib,
             status, status_detail, port, superuser_password, agent_token, created_at, updated_at, param_group,
-            replication_password, topology)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            replication_password, topology, ro_port)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(i.id.to_string())
     .bind(i.name.as_str())
@@ -118,6 +122,7 @@ pub(crate) async fn insert_instance(conn: &mut SqliteConnection, i: &InstanceRec
     .bind(i.param_group.as_deref())
     .bind(i.replication_password.expose())
     .bind(serde_json::to_string(&i.topology).unwrap_or_default())
+    .bind(i64::from(i.ro_port))
     .execute(conn)
     .await?;
     Ok(())

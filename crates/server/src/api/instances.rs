@@ -48,7 +48,7 @@ async fn check_requested_port(ctx: &Ctx, port: u16) -> Result<u16, ApiError> {
 }
 
 /// A free TCP port on the host, picked by the kernel and not held by any instance.
-async fn allocate_port(ctx: &Ctx) -> Result<u16, ApiError> {
+pub(crate) async fn allocate_port(ctx: &Ctx) -> Result<u16, ApiError> {
     let taken = ctx.store.ports_in_use().await?;
     for _ in 0..20 {
         let listener = std::net::TcpListener::bind(("0.0.0.0", 0))
@@ -129,6 +129,7 @@ pub(crate) async fn create_with(
         Some(p) => check_requested_port(&ctx, p).await?,
         None => allocate_port(&ctx).await?,
     };
+    let ro_port = allocate_port_besides(&ctx, port).await?;
     let now = berth_store::now();
     let mut inst = InstanceRecord {
         id: berth_model::InstanceId::new_random(),
@@ -138,6 +139,7 @@ pub(crate) async fn create_with(
         status: InstanceStatus::Creating,
         status_detail: None,
         port,
+        ro_port,
         pending_restart: vec![],
         param_group: req.params.clone(),
         params_revision: 0,
@@ -159,9 +161,14 @@ pub(crate) async fn create_with(
             .create_instance(&inst, &task, &super::params::fits)
             .await
         {
-            Err(berth_store::StoreError::PortTaken { .. }) if req.port.is_none() && tries < 5 => {
+            Err(berth_store::StoreError::PortTaken { port, .. })
+                if (req.port.is_none() || port == inst.ro_port) && tries < 5 =>
+            {
                 tries += 1;
-                inst.port = allocate_port(&ctx).await?;
+                if req.port.is_none() {
+                    inst.port = allocate_port(&ctx).await?;
+                }
+                inst.ro_port = allocate_port_besides(&ctx, inst.port).await?;
             }
             r => break r?,
         }
@@ -177,6 +184,17 @@ pub(crate) async fn create_with(
     ))
 }
 
+/// A free port for the read-only endpoint, other than the read-write one.
+pub(crate) async fn allocate_port_besides(ctx: &Ctx, rw: u16) -> Result<u16, ApiError> {
+    for _ in 0..5 {
+        let p = allocate_port(ctx).await?;
+        if p != rw {
+            return Ok(p);
+        }
+    }
+    Err(ApiError::Internal("could not find a free port".into()))
+}
+
 /// One instance.
 #[utoipa::path(get, operation_id = "show_instance", path = "/v1/instances/{name}", params(("name" = String, Path)), responses(
     (status = 200, body = InstanceView),
@@ -188,7 +206,7 @@ pub(crate) async fn show(
 ) -> Result<Json<InstanceView>, ApiError> {
     let inst = ctx.store.instance_by_name(&project(), &name).await?;
     let mut view = view_of(&ctx, &inst).await?;
-    view.members = super::members::live_members(&ctx, &inst).await;
+    super::members::look(&ctx, &inst, &mut view).await;
     Ok(Json(view))
 }
 
@@ -300,6 +318,17 @@ pub(crate) async fn credentials(
         &ca_file,
     ));
     Ok(Json(CredentialsView {
+        ro_uri: eng
+            .uri(
+                &host,
+                inst.ro_port,
+                &user,
+                &inst.superuser_password,
+                &ca_file,
+            )
+            .expose()
+            .to_owned(),
+        ro_port: inst.ro_port,
         uri: eng
             .uri(&host, inst.port, &user, &inst.superuser_password, &ca_file)
             .expose()

@@ -202,3 +202,24 @@ pub(crate) async fn ready_replica(
 ) -> Option<berth_model::MemberId> {
     ready_in(inst, &live_members(ctx, inst).await)
 }
+
+/// Fills in what `show` says right now: each member's state, and from the endpoint
+/// each replica's lag and where read-only connections go.
+pub(crate) async fn look(ctx: &Ctx, inst: &InstanceRecord, view: &mut InstanceView) {
+    let (members, status) = tokio::join!(
+        live_members(ctx, inst),
+        crate::members::endpoint_status(ctx, inst)
+    );
+    view.members = members;
+    let Some(status) = status else { return };
+    view.endpoint.ro_fallback = Some(status.ro_fallback);
+    view.endpoint.ro_reason = status.ro_reason.clone();
+    for m in view.members.iter_mut() {
+        if let Some(p) = status.members.iter().find(|p| p.member == m.container) {
+            if m.role == berth_model::member::Role::Replica {
+                m.lag_bytes = p.lag_bytes;
+                m.lag_seconds = p.lag_seconds;
+            }
+        }
+    }
+}
