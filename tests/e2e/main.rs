@@ -5,6 +5,7 @@
 mod accounts;
 mod backups;
 mod backups_crash;
+mod backups_s3;
 mod bad_input;
 mod bootstrap;
 mod cli_config;

@@ -2,15 +2,18 @@
 //! that streams a member's dump into it.
 //!
 //! The store is a local directory (`<data-dir>/backups`) through
-//! `object_store::local::LocalFileSystem`; S3 is the same code with `AmazonS3Builder`
-//! behind [`BackupStore`]. Bytes go from the agent's response straight into a
+//! `object_store::local::LocalFileSystem`, or an S3-compatible bucket through
+//! `AmazonS3Builder` (`config.rs`): the same calls behind [`BackupStore`]. Bytes go from the agent's response straight into a
 //! multipart upload, hashed (SHA-256 of the stored, compressed bytes) on the way:
 //! nothing is copied to a local file first.
 
+mod config;
 mod restore;
+pub(crate) mod schedule;
 mod take;
 mod view;
 
+pub use config::{BackupStoreConfig, S3Config, S3Credentials};
 pub use view::{BackupAccepted, BackupView};
 
 pub(crate) use restore::{load_backup, verify_backup};
@@ -38,6 +41,9 @@ pub(crate) enum BackupError {
         /// Why.
         source: std::io::Error,
     },
+    /// The configured store cannot be used (says what to check).
+    #[error("{0}")]
+    Unusable(String),
     /// The source of the bytes (the agent) failed mid-way.
     #[error("{0}")]
     Source(String),
@@ -49,11 +55,35 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Some errors (object_store's) already print their causes: say each once.
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
         cur = c.source();
     }
     s
+}
+
+/// Begins a backup task of a running instance (it keeps serving, shown `modifying`):
+/// the API's `backup create`, the scheduler, and delete's final backup.
+pub(crate) async fn start_backup(
+    ctx: &crate::Ctx,
+    inst: &berth_model::InstanceRecord,
+) -> Result<(berth_model::backup::BackupId, berth_model::TaskRecord), berth_store::StoreError> {
+    let id = berth_model::backup::BackupId::new_random();
+    let (_, task) = crate::tasks::begin(
+        ctx,
+        inst,
+        berth_model::TaskKind::Backup,
+        berth_model::TaskOptions {
+            backup: Some(id),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok((id, task))
 }
 
 /// How many parts may be in flight to the store at once.
@@ -73,23 +103,20 @@ pub(crate) struct Stored {
 }
 
 impl BackupStore {
-    /// The embedded default: a directory under the data directory.
-    pub(crate) fn local(data_dir: &Path) -> Result<Self, BackupError> {
-        let dir = data_dir.join("backups");
-        std::fs::create_dir_all(&dir).map_err(|source| BackupError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
-            .with_automatic_cleanup(true);
+    /// Opens the configured store (the embedded default: a directory under the data
+    /// directory) and checks that it answers.
+    pub(crate) async fn open(
+        config: &BackupStoreConfig,
+        data_dir: &Path,
+    ) -> Result<Self, BackupError> {
         Ok(Self {
-            inner: Arc::new(fs),
+            inner: config::open(config, data_dir).await?,
         })
     }
 
-    /// The store of this control plane.
+    /// The store of this control plane (opened once, at start).
     pub(crate) fn of(ctx: &crate::Ctx) -> Result<Self, BackupError> {
-        Self::local(&ctx.config.data_dir)
+        Ok(ctx.backups.clone())
     }
 
     /// Streams `body` into the object `key`, hashing as it goes; the object appears
@@ -176,7 +203,9 @@ mod tests {
     #[tokio::test]
     async fn stored_bytes_are_counted_and_hashed_and_a_failed_stream_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = BackupStore::local(dir.path()).expect("store");
+        let store = BackupStore::open(&BackupStoreConfig::Local, dir.path())
+            .await
+            .expect("store");
         let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
             Ok(Bytes::from_static(b"hello ")),
             Ok(Bytes::from_static(b"world")),
