@@ -19,7 +19,9 @@ pub mod tls;
 mod views;
 
 pub use auth::write_private;
-pub use backup::{BackupAccepted, BackupStoreConfig, BackupView, S3Config, S3Credentials};
+pub use backup::{
+    BackupAccepted, BackupPolicyView, BackupStoreConfig, BackupView, S3Config, S3Credentials,
+};
 pub use error::ApiError;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 

@@ -14,7 +14,7 @@ mod take;
 mod view;
 
 pub use config::{BackupStoreConfig, S3Config, S3Credentials};
-pub use view::{BackupAccepted, BackupView};
+pub use view::{BackupAccepted, BackupPolicyView, BackupView};
 
 pub(crate) use restore::{load_backup, verify_backup};
 pub(crate) use take::ensure_backup_stored;
@@ -84,6 +84,27 @@ pub(crate) async fn start_backup(
     )
     .await?;
     Ok((id, task))
+}
+
+/// The id of the final backup a delete takes first. Only an available instance can
+/// be backed up: any other is refused, saying how to go on, and nothing changes.
+pub(crate) async fn final_backup(
+    ctx: &crate::Ctx,
+    name: &str,
+) -> Result<Option<berth_model::backup::BackupId>, crate::ApiError> {
+    let inst = ctx
+        .store
+        .instance_by_name(&berth_model::ProjectId::default_project(), name)
+        .await?;
+    if inst.status != berth_model::InstanceStatus::Available {
+        return Err(crate::ApiError::InvalidState(format!(
+            "instance {name} is {}: a delete takes a final backup first, which needs it \
+             available; start it (`berth start {name}`) or wait for its task, or delete \
+             it with --skip-final-backup",
+            inst.status.as_str()
+        )));
+    }
+    Ok(Some(berth_model::backup::BackupId::new_random()))
 }
 
 /// How many parts may be in flight to the store at once.
