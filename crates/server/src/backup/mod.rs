@@ -107,6 +107,25 @@ pub(crate) async fn final_backup(
     Ok(Some(berth_model::backup::BackupId::new_random()))
 }
 
+/// Bytes for people: KiB below a MiB, else MiB, one decimal.
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// A restore's progress line: bytes loaded of the backup's, and the share.
+fn load_progress(done: u64, total: u64) -> String {
+    let percent = (done.min(total) * 100).checked_div(total).unwrap_or(100);
+    format!(
+        "loaded {} of {} ({percent}%)",
+        human_bytes(done),
+        human_bytes(total)
+    )
+}
+
 /// How many parts may be in flight to the store at once.
 const MAX_PARTS_IN_FLIGHT: usize = 4;
 
@@ -220,6 +239,17 @@ impl BackupStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines_give_bytes_for_people() {
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(
+            load_progress(1 << 20, 4 << 20),
+            "loaded 1.0 MiB of 4.0 MiB (25%)"
+        );
+        assert_eq!(load_progress(0, 0), "loaded 0.0 KiB of 0.0 KiB (100%)");
+    }
 
     #[tokio::test]
     async fn stored_bytes_are_counted_and_hashed_and_a_failed_stream_leaves_nothing() {
