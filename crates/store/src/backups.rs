@@ -298,6 +298,20 @@ impl Store {
         Ok(())
     }
 
+    /// Backups an unfinished task names (taking one, restoring from one, a delete's
+    /// final backup): retention leaves them alone.
+    pub async fn backups_in_use(&self) -> Result<std::collections::BTreeSet<BackupId>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT options FROM tasks WHERE state IN ('pending', 'running')")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|(o,)| serde_json::from_str::<berth_model::TaskOptions>(o).ok())
+            .filter_map(|o| o.backup)
+            .collect())
+    }
+
     /// The backups of one instance (by id), for retention.
     pub async fn backups_of(&self, instance: InstanceId) -> Result<Vec<BackupRecord>> {
         let rows = sqlx::query("SELECT * FROM backups WHERE instance_id = ? ORDER BY started_at")
@@ -361,5 +375,36 @@ mod policy_tests {
             events.last().map(|e| e.kind),
             Some(EventKind::BackupScheduled)
         );
+    }
+
+    #[tokio::test]
+    async fn a_backup_an_unfinished_task_names_is_in_use() {
+        let store = Store::in_memory().await.expect("store");
+        assert!(store.backups_in_use().await.expect("none").is_empty());
+        let id = BackupId::new_random();
+        // A create restoring backup `id`.
+        let inst = berth_model::InstanceRecord::example(
+            "db1",
+            berth_model::InstanceStatus::Creating,
+            40001,
+        );
+        let mut task = berth_model::TaskRecord::new(
+            inst.id,
+            inst.name.clone(),
+            berth_model::TaskKind::Create,
+            berth_model::TaskOptions {
+                backup: Some(id),
+                ..Default::default()
+            },
+            &crate::now(),
+        );
+        store
+            .create_instance(&inst, &task, &|_, _, _| Ok(()))
+            .await
+            .expect("created");
+        assert!(store.backups_in_use().await.expect("one").contains(&id));
+        task.state = berth_model::TaskState::Succeeded;
+        store.update_task(&task).await.expect("done");
+        assert!(store.backups_in_use().await.expect("none").is_empty());
     }
 }

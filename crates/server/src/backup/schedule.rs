@@ -137,7 +137,12 @@ async fn retain(
         })
         .collect();
     let store: &BackupStore = &ctx.backups;
+    let in_use = ctx.store.backups_in_use().await?;
     for id in expired(&candidates, p.retention, now) {
+        // A restore reading it, say: it goes at a later look, once that is done.
+        if in_use.contains(&id) {
+            continue;
+        }
         let Some(b) = backups.iter().find(|b| b.id == id) else {
             continue;
         };
