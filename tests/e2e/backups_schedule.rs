@@ -86,9 +86,11 @@ async fn a_schedule_runs_on_time_and_retention_deletes_what_expired() -> anyhow:
         .join(first["object"].as_str().context("object")?);
     assert!(first_object.is_file());
 
-    // The default until one is set: daily, keep everything.
+    // The default until one is set (serve's --default-backup-schedule: `off` in
+    // the harness, daily otherwise), keeping everything.
     let policy = b.cli_json(&["backup", "schedule", &name])?;
-    assert_eq!(policy["schedule"], "0 0 * * *", "{policy}");
+    assert_eq!(policy["schedule"], "off", "{policy}");
+    assert!(policy.get("next_run").is_none(), "{policy}");
     // A malformed cron expression is refused, says what a good one is, changes nothing.
     let (status, problem) = b
         .request(
@@ -108,7 +110,7 @@ async fn a_schedule_runs_on_time_and_retention_deletes_what_expired() -> anyhow:
     let out = b.cli(&["backup", "schedule", &name, "--cron", "every minute"]);
     assert!(!out.status.success());
     let unchanged = b.cli_json(&["backup", "schedule", &name])?;
-    assert_eq!(unchanged["schedule"], "0 0 * * *", "{unchanged}");
+    assert_eq!(unchanged["schedule"], "off", "{unchanged}");
     assert!(unchanged.get("keep_count").is_none(), "{unchanged}");
 
     let policy = b.cli_json(&[
@@ -152,6 +154,12 @@ async fn a_schedule_runs_on_time_and_retention_deletes_what_expired() -> anyhow:
         "{expired:?}"
     );
     assert!(b.get(&format!("/v1/backups/{id}")).await.is_ok());
+
+    // `off`: no more scheduled runs; the retention stays.
+    let off = b.cli_json(&["backup", "schedule", &name, "--cron", "off"])?;
+    assert_eq!(off["schedule"], "off", "{off}");
+    assert_eq!(off["keep_count"], 1, "{off}");
+    assert!(off.get("next_run").is_none(), "{off}");
     Ok(())
 }
 

@@ -181,6 +181,9 @@ impl Berth {
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--reconcile-interval", "1s"])
+            // No test's instance is backed up by a default schedule at midnight
+            // (a backup task would make its other calls wait); tests set one.
+            .args(["--default-backup-schedule", "off"])
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_CONFIG", self.cli_config())

@@ -38,7 +38,8 @@ pub(crate) enum BackupCommand {
     Schedule {
         /// Instance name.
         name: String,
-        /// When to back up: a cron expression, five fields, UTC (default "0 0 * * *").
+        /// When to back up: a cron expression, five fields, UTC (default "0 0 * * *"),
+        /// or `off`.
         #[arg(long)]
         cron: Option<String>,
         /// Keep backups taken within this many days (0: no limit by age).

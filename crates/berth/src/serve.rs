@@ -57,6 +57,14 @@ pub struct ServeArgs {
     /// file format, [default] section) instead of the environment.
     #[arg(long, env = "BERTH_S3_CREDENTIALS_FILE")]
     s3_credentials_file: Option<PathBuf>,
+    /// The backup schedule of an instance until one is set (`berth backup
+    /// schedule`): a cron expression (five fields, UTC), or `off`.
+    #[arg(
+        long,
+        env = "BERTH_DEFAULT_BACKUP_SCHEDULE",
+        default_value = "0 0 * * *"
+    )]
+    default_backup_schedule: String,
     /// Point the CLI configuration at this installation even if one exists already
     /// (by default it is written only when there is none).
     #[arg(long)]
@@ -90,6 +98,7 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         agent_binary: std::env::current_exe().context("finding the berth binary")?,
         upstream_images: args.images,
         backup_store,
+        default_backup_schedule: args.default_backup_schedule,
     };
     berth_server::serve(config).await?;
     Ok(0)

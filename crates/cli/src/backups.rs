@@ -216,7 +216,13 @@ pub async fn schedule(
     t.load_preset(NOTHING);
     for (k, v) in [
         ("instance", p.instance.clone()),
-        ("schedule", format!("{} (UTC)", p.schedule)),
+        (
+            "schedule",
+            match p.next_run {
+                Some(_) => format!("{} (UTC)", p.schedule),
+                None => p.schedule.clone(),
+            },
+        ),
         (
             "keep days",
             p.keep_days.map_or_else(none, |d| d.to_string()),

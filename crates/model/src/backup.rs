@@ -208,6 +208,9 @@ impl PartialEq for Schedule {
 impl Schedule {
     /// Every instance's schedule until one is set: daily at midnight UTC.
     pub const DEFAULT: &'static str = "0 0 * * *";
+    /// A policy's schedule when no backup is to run by itself (retention still
+    /// applies). Not a cron expression: [`Schedule::parse`] refuses it.
+    pub const OFF: &'static str = "off";
 
     /// Parses a cron expression; the error says what a good one looks like.
     pub fn parse(s: &str) -> Result<Self, String> {

@@ -99,6 +99,9 @@ pub struct Config {
     pub upstream_images: Vec<UpstreamImage>,
     /// Where backups are kept (`--backup-store`).
     pub backup_store: BackupStoreConfig,
+    /// The schedule of an instance until one is set (`--default-backup-schedule`),
+    /// a cron expression or `off`.
+    pub default_backup_schedule: String,
 }
 
 /// An operator's choice of a registry image for one engine version.
@@ -336,6 +339,10 @@ pub async fn start(config: Config) -> Result<Ctx> {
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io("restricting the data directory"))?;
+    if config.default_backup_schedule != berth_model::backup::Schedule::OFF {
+        berth_model::backup::Schedule::parse(&config.default_backup_schedule)
+            .map_err(|e| ServeError::Invalid(format!("--default-backup-schedule: {e}")))?;
+    }
     let lock = DataDirLock::acquire(&config.data_dir)?;
     // A store that cannot be reached stops serve now, not the first backup later.
     let backups = backup::BackupStore::open(&config.backup_store, &config.data_dir)

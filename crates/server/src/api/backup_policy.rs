@@ -26,7 +26,7 @@ const MAX_SCHEDULE_LEN: usize = 200;
 #[serde(deny_unknown_fields)]
 pub(crate) struct SetBackupPolicy {
     /// Cron expression, five fields (minute hour day-of-month month day-of-week), in
-    /// UTC; default `0 0 * * *` (daily at midnight).
+    /// UTC, or `off` for no scheduled backups; default `0 0 * * *` (daily at midnight).
     #[serde(default)]
     #[schema(max_length = 200)]
     schedule: Option<String>,
@@ -80,7 +80,7 @@ pub(crate) async fn show(
     let inst = instance(&ctx, &name).await?;
     let p = match ctx.store.backup_policy(inst.id).await? {
         Some(p) => p,
-        None => default_policy(&inst, &berth_store::now()),
+        None => default_policy(&ctx, &inst, &berth_store::now()),
     };
     Ok(Json(BackupPolicyView::from(&p)))
 }
@@ -115,11 +115,16 @@ pub(crate) async fn set(
         }
     }
     let inst = instance(&ctx, &name).await?;
-    let schedule = Schedule::parse(schedule).map_err(ApiError::Unprocessable)?;
+    let schedule = if schedule == Schedule::OFF {
+        Schedule::OFF.to_owned()
+    } else {
+        let s = Schedule::parse(schedule).map_err(ApiError::Unprocessable)?;
+        s.as_str().to_owned()
+    };
     let p = BackupPolicyRecord {
         instance_id: inst.id,
         instance_name: inst.name.to_string(),
-        schedule: schedule.as_str().to_owned(),
+        schedule,
         retention: Retention {
             keep_days: body.keep_days,
             keep_count: body.keep_count,

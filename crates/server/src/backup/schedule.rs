@@ -36,12 +36,13 @@ pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     parse_time(&berth_store::now()).unwrap_or_default()
 }
 
-/// The default policy of an instance, counting from `now`.
-pub(crate) fn default_policy(inst: &InstanceRecord, now: &str) -> BackupPolicyRecord {
+/// The default policy of an instance (`--default-backup-schedule`, keep all),
+/// counting from `now`.
+pub(crate) fn default_policy(ctx: &Ctx, inst: &InstanceRecord, now: &str) -> BackupPolicyRecord {
     BackupPolicyRecord {
         instance_id: inst.id,
         instance_name: inst.name.to_string(),
-        schedule: Schedule::DEFAULT.to_owned(),
+        schedule: ctx.config.default_backup_schedule.clone(),
         retention: Retention::default(),
         last_slot: now.to_owned(),
     }
@@ -56,7 +57,7 @@ async fn tick(ctx: &Ctx) -> Result<(), berth_store::StoreError> {
             Some(p) => run_if_due(ctx, inst, p, now).await?,
             None => {
                 ctx.store
-                    .set_backup_policy(&default_policy(inst, &format_time(now)), None)
+                    .set_backup_policy(&default_policy(ctx, inst, &format_time(now)), None)
                     .await?
             }
         }
@@ -73,8 +74,9 @@ async fn run_if_due(
     p: &BackupPolicyRecord,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), berth_store::StoreError> {
+    // `off` (or anything else not a schedule: each was checked before it was stored).
     let Ok(schedule) = Schedule::parse(&p.schedule) else {
-        return Ok(()); // checked before it was stored
+        return Ok(());
     };
     let last = parse_time(&p.last_slot).unwrap_or(now);
     let Some(slot) = schedule.due(last, now) else {
