@@ -26,3 +26,6 @@ if ! docker info >/dev/null 2>&1; then
   echo "error: the Docker engine does not answer \`docker info\`; start dockerd (and make its socket readable) first" >&2
   exit 1
 fi
+
+# The S3-compatible server the backup tests run against (built once, then cached).
+"$(dirname "$0")/s3-server.sh" >/dev/null

@@ -139,7 +139,7 @@ async fn main() -> Result<()> {
     // Warm-up: builds the image if needed and fills the agent volume; not counted.
     let warm = unique("bench-warm");
     b.create(&warm, json!({})).await?;
-    b.cli_json(&["delete", &warm, "--purge"])?;
+    b.cli_json(&["delete", &warm, "--purge", "--skip-final-backup"])?;
     let image = docker(&[
         "images",
         "berth/postgres",
@@ -161,7 +161,7 @@ async fn main() -> Result<()> {
         let (ms, steps) = berth_once(&b, &name).await?;
         berth.push(ms);
         breakdown.push(steps);
-        b.cli_json(&["delete", &name, "--purge"])?;
+        b.cli_json(&["delete", &name, "--purge", "--skip-final-backup"])?;
     }
     let floor_s = summary(floor);
     let berth_s = summary(berth);

@@ -17,7 +17,7 @@ async fn mariadb_logical_backup() -> anyhow::Result<()> {
 }
 
 /// The table the tests write, qualified for the engine (MariaDB has no default database).
-fn table(engine: &str) -> &'static str {
+pub(crate) fn table(engine: &str) -> &'static str {
     if engine == "mariadb" {
         "app.rows_t"
     } else {
@@ -25,7 +25,36 @@ fn table(engine: &str) -> &'static str {
     }
 }
 
-async fn write_rows(b: &Berth, name: &str, engine: &str, from: u32, to: u32) -> anyhow::Result<()> {
+/// Restores backup `id` of `source` into a new instance `to` with the CLI (which
+/// must succeed) and gives the rows of the test table there.
+pub(crate) async fn restore_rows(
+    b: &Berth,
+    source: &str,
+    to: &str,
+    id: &str,
+    engine: &str,
+) -> anyhow::Result<Vec<String>> {
+    let out = b.cli(&["restore", source, "--to", to, "--backup", id]);
+    anyhow::ensure!(
+        out.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut db = b.db(to).await?;
+    db.strings(&format!(
+        "SELECT CONCAT(n, '') FROM {} ORDER BY n",
+        table(engine)
+    ))
+    .await
+}
+
+pub(crate) async fn write_rows(
+    b: &Berth,
+    name: &str,
+    engine: &str,
+    from: u32,
+    to: u32,
+) -> anyhow::Result<()> {
     let mut db = b.db(name).await?;
     let t = table(engine);
     if from == 1 {
@@ -114,19 +143,7 @@ async fn logical_backup(engine: &str) -> anyhow::Result<()> {
     // Rows written after the backup are not in a restore of it.
     write_rows(&b, &name, engine, 4, 6).await?;
     let restored = unique(&format!("rs-{}", &engine[..2]));
-    let out = b.cli(&["restore", &name, "--to", &restored, "--backup", &id]);
-    assert!(
-        out.status.success(),
-        "restore: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut db = b.db(&restored).await?;
-    let rows = db
-        .strings(&format!(
-            "SELECT CONCAT(n, '') FROM {} ORDER BY n",
-            table(engine)
-        ))
-        .await?;
+    let rows = restore_rows(&b, &name, &restored, &id, engine).await?;
     assert_eq!(rows, ["1", "2", "3"]);
     let inst = b.get(&format!("/v1/instances/{restored}")).await?;
     assert_eq!(inst["status"], "available");

@@ -5,6 +5,9 @@
 mod accounts;
 mod backups;
 mod backups_crash;
+mod backups_delete;
+mod backups_s3;
+mod backups_schedule;
 mod bad_input;
 mod bootstrap;
 mod cli_config;

@@ -3,6 +3,8 @@
 //! port, own site id), so tests run in parallel without seeing each other, and its
 //! `Drop` removes every Docker object labelled with its site, even when a test fails.
 
+pub mod s3;
+
 use anyhow::{bail, Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::Value;
@@ -40,11 +42,30 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// Waits for a process that should end by itself and gives its output; kills it and
+/// fails, saying `what` and its stderr, if it is still running after `limit`.
+pub fn exited_within(mut child: Child, limit: Duration, what: &str) -> Result<Output> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output()?;
+    bail!(
+        "{what} was still running after {}s:\n{}",
+        limit.as_secs(),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Fails loudly when Docker is not there: an end-to-end test never passes without it.
@@ -160,6 +181,9 @@ impl Berth {
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--reconcile-interval", "1s"])
+            // No test's instance is backed up by a default schedule at midnight
+            // (a backup task would make its other calls wait); tests set one.
+            .args(["--default-backup-schedule", "off"])
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_CONFIG", self.cli_config())
@@ -192,7 +216,7 @@ impl Berth {
     /// Runs a second `berth serve` on this installation's data directory (another
     /// port) and returns how it ended; it must not run beside the first.
     pub fn serve_again_on_same_data_dir(&self) -> Result<Output> {
-        let mut child = Command::new(berth_bin())
+        let child = Command::new(berth_bin())
             .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -202,18 +226,10 @@ impl Berth {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting a second berth serve")?;
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if child.try_wait()?.is_some() {
-                return Ok(child.wait_with_output()?);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = child.kill();
-        let out = child.wait_with_output()?;
-        bail!(
-            "a second berth serve on the same data directory was still running after 30s:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        exited_within(
+            child,
+            Duration::from_secs(30),
+            "a second berth serve on the same data directory",
         )
     }
 

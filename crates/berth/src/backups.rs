@@ -32,6 +32,23 @@ pub(crate) enum BackupCommand {
         /// Backup id.
         id: String,
     },
+    /// Show or change an instance's backup schedule and retention. Scheduled
+    /// backups run when due (one missed while `berth serve` was down runs when it is
+    /// back); retention deletes expired backups, never the newest complete one.
+    Schedule {
+        /// Instance name.
+        name: String,
+        /// When to back up: a cron expression, five fields, UTC (default "0 0 * * *"),
+        /// or `off`.
+        #[arg(long)]
+        cron: Option<String>,
+        /// Keep backups taken within this many days (0: no limit by age).
+        #[arg(long)]
+        keep_days: Option<u32>,
+        /// Keep this many newest complete backups (0: no limit by count).
+        #[arg(long)]
+        keep_count: Option<u32>,
+    },
 }
 
 /// `berth restore`: a new instance from a backup.
@@ -98,6 +115,19 @@ pub(crate) async fn run(command: BackupCommand, client: Client, fmt: Format) -> 
         BackupCommand::List { name } => b::list(&client, name.as_deref(), fmt).await?,
         BackupCommand::Show { id } => b::show(&client, &id, fmt).await?,
         BackupCommand::Delete { id } => b::delete(&client, &id, fmt).await?,
+        BackupCommand::Schedule {
+            name,
+            cron,
+            keep_days,
+            keep_count,
+        } => {
+            let change = b::PolicyChange {
+                cron,
+                keep_days,
+                keep_count,
+            };
+            b::schedule(&client, &name, change, fmt).await?
+        }
     }
     Ok(0)
 }

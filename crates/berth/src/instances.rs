@@ -137,13 +137,26 @@ pub struct DeleteCmd {
     /// Also remove the data volume.
     #[arg(long)]
     purge: bool,
+    /// Delete without taking a final backup first (by default one is taken, and
+    /// kept after the instance: `berth backup list NAME`).
+    #[arg(long)]
+    skip_final_backup: bool,
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
 }
 
 pub async fn delete(c: DeleteCmd, env: &Env) -> anyhow::Result<u8> {
-    berth_cli::delete(&env.client()?, &c.name, c.purge, follow(c.no_wait), env.fmt).await?;
+    let client = env.client()?;
+    berth_cli::delete(
+        &client,
+        &c.name,
+        c.purge,
+        c.skip_final_backup,
+        follow(c.no_wait),
+        env.fmt,
+    )
+    .await?;
     Ok(0)
 }
 

@@ -37,6 +37,34 @@ pub struct ServeArgs {
     /// How long the event log keeps events (at least 1d; a shorter one is refused).
     #[arg(long, env = "BERTH_EVENT_RETENTION", default_value = "30d", value_parser = berth_model::event::parse_retention)]
     event_retention: std::time::Duration,
+    /// Where backups are kept: `local` (under the data directory) or
+    /// `s3://BUCKET/PREFIX` on an S3-compatible store. S3 credentials come from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) or
+    /// --s3-credentials-file; the store must answer at start.
+    #[arg(long, env = "BERTH_BACKUP_STORE", default_value = "local")]
+    backup_store: String,
+    /// The S3 endpoint URL, for a store that is not AWS (like http://127.0.0.1:9000).
+    #[arg(long, env = "BERTH_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// The S3 region.
+    #[arg(long, env = "BERTH_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Address buckets as ENDPOINT/BUCKET (path style), as most self-hosted S3
+    /// servers want; the default with --s3-endpoint.
+    #[arg(long, env = "BERTH_S3_PATH_STYLE")]
+    s3_path_style: Option<bool>,
+    /// A file with aws_access_key_id and aws_secret_access_key (AWS credentials
+    /// file format, [default] section) instead of the environment.
+    #[arg(long, env = "BERTH_S3_CREDENTIALS_FILE")]
+    s3_credentials_file: Option<PathBuf>,
+    /// The backup schedule of an instance until one is set (`berth backup
+    /// schedule`): a cron expression (five fields, UTC), or `off`.
+    #[arg(
+        long,
+        env = "BERTH_DEFAULT_BACKUP_SCHEDULE",
+        default_value = "0 0 * * *"
+    )]
+    default_backup_schedule: String,
     /// Point the CLI configuration at this installation even if one exists already
     /// (by default it is written only when there is none).
     #[arg(long)]
@@ -49,6 +77,13 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         .data_dir
         .or_else(|| dirs::data_dir().map(|d| d.join("berth")))
         .context("no data directory: pass --data-dir")?;
+    let backup_store = backup_store(
+        &args.backup_store,
+        args.s3_endpoint,
+        args.s3_region,
+        args.s3_path_style,
+        args.s3_credentials_file.as_deref(),
+    )?;
     let config = berth_server::Config {
         data_dir,
         listen: args.listen,
@@ -62,9 +97,43 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         reconcile_interval: args.reconcile_interval,
         agent_binary: std::env::current_exe().context("finding the berth binary")?,
         upstream_images: args.images,
+        backup_store,
+        default_backup_schedule: args.default_backup_schedule,
     };
     berth_server::serve(config).await?;
     Ok(0)
+}
+
+/// `--backup-store` with its S3 settings; S3-only flags without an S3 store are refused.
+fn backup_store(
+    location: &str,
+    endpoint: Option<String>,
+    region: String,
+    path_style: Option<bool>,
+    credentials_file: Option<&std::path::Path>,
+) -> anyhow::Result<berth_server::BackupStoreConfig> {
+    use berth_server::{BackupStoreConfig, S3Credentials};
+    let credentials = || match credentials_file {
+        Some(path) => S3Credentials::from_file(path),
+        None => S3Credentials::from_env(),
+    };
+    let mut config = BackupStoreConfig::parse_location(location, credentials)
+        .map_err(|e| anyhow::anyhow!("--backup-store: {e}"))?;
+    match &mut config {
+        BackupStoreConfig::S3(s3) => {
+            s3.path_style = path_style.unwrap_or(endpoint.is_some());
+            s3.endpoint = endpoint;
+            s3.region = region;
+        }
+        BackupStoreConfig::Local => {
+            if endpoint.is_some() || credentials_file.is_some() {
+                anyhow::bail!(
+                    "--s3-endpoint and --s3-credentials-file need --backup-store s3://BUCKET/PREFIX"
+                );
+            }
+        }
+    }
+    Ok(config)
 }
 
 /// Where engine root file systems are cached when no `--image-cache` is given.

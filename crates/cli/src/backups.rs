@@ -2,7 +2,7 @@
 
 use crate::output::{print_json, Format};
 use crate::{wait, CliError, Client, Follow, Result};
-use berth_server::{BackupAccepted, BackupView};
+use berth_server::{BackupAccepted, BackupPolicyView, BackupView};
 use comfy_table::presets::NOTHING;
 use comfy_table::Table;
 
@@ -170,4 +170,71 @@ pub async fn restore(
         .post(&format!("/v1/instances/{}/restore", args.source), &body)
         .await?;
     crate::finish_accepted(client, v, follow, fmt).await
+}
+
+/// What `berth backup schedule` changes; `None` keeps the current value, `Some(0)`
+/// for a retention rule removes it.
+#[derive(Debug, Default)]
+pub struct PolicyChange {
+    /// A new cron expression.
+    pub cron: Option<String>,
+    /// Keep backups this many days (0: no limit by age).
+    pub keep_days: Option<u32>,
+    /// Keep this many backups (0: no limit by count).
+    pub keep_count: Option<u32>,
+}
+
+/// `berth backup schedule`: shows an instance's backup policy, changed first when
+/// anything is given.
+pub async fn schedule(
+    client: &Client,
+    instance: &str,
+    change: PolicyChange,
+    fmt: Format,
+) -> Result<()> {
+    let path = format!("/v1/instances/{instance}/backup-policy");
+    let mut p: BackupPolicyView = client.get(&path).await?;
+    if change.cron.is_some() || change.keep_days.is_some() || change.keep_count.is_some() {
+        let rule = |given: Option<u32>, current| match given {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => current,
+        };
+        let body = serde_json::json!({
+            "schedule": change.cron.unwrap_or(p.schedule),
+            "keep_days": rule(change.keep_days, p.keep_days),
+            "keep_count": rule(change.keep_count, p.keep_count),
+        });
+        p = client.put(&path, &body).await?;
+    }
+    if fmt == Format::Json {
+        json(&p);
+        return Ok(());
+    }
+    let none = || "-".to_owned();
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    for (k, v) in [
+        ("instance", p.instance.clone()),
+        (
+            "schedule",
+            match p.next_run {
+                Some(_) => format!("{} (UTC)", p.schedule),
+                None => p.schedule.clone(),
+            },
+        ),
+        (
+            "keep days",
+            p.keep_days.map_or_else(none, |d| d.to_string()),
+        ),
+        (
+            "keep count",
+            p.keep_count.map_or_else(none, |d| d.to_string()),
+        ),
+        ("next run", p.next_run.clone().unwrap_or_else(none)),
+    ] {
+        t.add_row(vec![format!("{k}:"), v]);
+    }
+    println!("{t}");
+    Ok(())
 }

@@ -233,11 +233,14 @@ pub async fn delete(
     client: &Client,
     name: &str,
     purge: bool,
+    skip_final_backup: bool,
     follow: Follow,
     fmt: Format,
 ) -> Result<()> {
     let v: Value = client
-        .delete(&format!("/v1/instances/{name}?purge={purge}"))
+        .delete(&format!(
+            "/v1/instances/{name}?purge={purge}&skip_final_backup={skip_final_backup}"
+        ))
         .await?;
     finish_accepted(client, v, follow, fmt).await
 }

@@ -6,6 +6,7 @@
 //! object, so a backup cut short (a crash, a failed dump) is never listed as good.
 
 use crate::{EngineKind, EngineVersion, InstanceId};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -190,6 +191,181 @@ pub fn object_key(instance: InstanceId, backup: BackupId, kind: BackupKind) -> S
     format!("{instance}/{backup}.{kind}.{ext}")
 }
 
+/// When an instance is backed up by itself: a five-field cron expression (minute,
+/// hour, day of month, month, day of week), in UTC.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Schedule {
+    /// Every instance's schedule until one is set: daily at midnight UTC.
+    pub const DEFAULT: &'static str = "0 0 * * *";
+    /// A policy's schedule when no backup is to run by itself (retention still
+    /// applies). Not a cron expression: [`Schedule::parse`] refuses it.
+    pub const OFF: &'static str = "off";
+
+    /// Parses a cron expression; the error says what a good one looks like.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let text = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let usage = |why: &str| {
+            format!(
+                "{s:?} is not a cron expression ({why}); give five fields, minute hour \
+                 day-of-month month day-of-week, in UTC, like \"0 3 * * *\" for 03:00 daily"
+            )
+        };
+        if text.split(' ').count() != 5 {
+            return Err(usage("it needs exactly five fields"));
+        }
+        let cron = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Disallowed)
+            .year(croner::parser::Year::Disallowed)
+            .build()
+            .parse(&text)
+            .map_err(|e| usage(&e.to_string()))?;
+        Ok(Self { text, cron })
+    }
+
+    /// The expression, normalised (single spaces).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The run that is due at `now`, if any: the latest slot after `last` (the slot
+    /// of the previous run, or when the schedule was set) and no later than `now`.
+    /// Slots missed while the control plane was down collapse into this one run.
+    pub fn due(&self, last: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let slot = self.cron.find_previous_occurrence(&now, true).ok()?;
+        (slot > last).then_some(slot)
+    }
+
+    /// The first slot after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&t, false).ok()
+    }
+}
+
+/// How long backups are kept: each rule keeps what it names, and a backup goes only
+/// when no rule keeps it. With neither, every backup is kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Retention {
+    /// Keep backups taken within this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub keep_days: Option<u32>,
+    /// Keep this many newest complete backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub keep_count: Option<u32>,
+}
+
+/// An instance's backup policy as the store keeps it. It outlives the instance, so
+/// retention goes on removing the backups of a deleted instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupPolicyRecord {
+    /// The instance.
+    pub instance_id: InstanceId,
+    /// Its name.
+    pub instance_name: String,
+    /// The cron expression (checked by [`Schedule::parse`] before it is stored).
+    pub schedule: String,
+    /// How long backups are kept.
+    pub retention: Retention,
+    /// The slot of the last scheduled run, or when the schedule was set (RFC 3339):
+    /// the next run is the first slot after it.
+    pub last_slot: String,
+}
+
+/// A time as the store writes it (RFC 3339, UTC, seconds).
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// When an RFC 3339 timestamp is, if it is one.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A backup as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetentionCandidate {
+    /// The backup.
+    pub id: BackupId,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// Where it is.
+    pub state: BackupState,
+    /// Complete and checksummed (see [`BackupRecord::is_complete`]).
+    pub complete: bool,
+    /// Backups a restore from this one needs too (a base backup, archived logs).
+    /// Logical backups need none.
+    pub needs: Vec<BackupId>,
+}
+
+/// The backups of one instance that retention deletes now. Never the newest complete
+/// one (the last good backup), never one still running, never one a kept backup
+/// needs (transitively); a failed one goes once it is older than the oldest complete
+/// backup kept.
+pub fn expired(
+    backups: &[RetentionCandidate],
+    retention: Retention,
+    now: DateTime<Utc>,
+) -> Vec<BackupId> {
+    if retention.keep_days.is_none() && retention.keep_count.is_none() {
+        return Vec::new();
+    }
+    let mut good: Vec<&RetentionCandidate> = backups.iter().filter(|b| b.complete).collect();
+    good.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
+    let mut kept = std::collections::BTreeSet::new();
+    for (i, b) in good.iter().enumerate() {
+        let by_count = retention
+            .keep_count
+            .is_some_and(|n| i < usize::try_from(n).unwrap_or(usize::MAX));
+        let by_days = retention.keep_days.is_some_and(|d| {
+            now.signed_duration_since(b.started_at) < chrono::TimeDelta::days(i64::from(d))
+        });
+        if i == 0 || by_count || by_days {
+            kept.insert(b.id);
+        }
+    }
+    let oldest_kept = good
+        .iter()
+        .filter(|b| kept.contains(&b.id))
+        .map(|b| b.started_at)
+        .min();
+    for b in backups.iter().filter(|b| !b.complete) {
+        let newer_than_kept = oldest_kept.is_none_or(|t| b.started_at >= t);
+        if b.state == BackupState::Running || newer_than_kept {
+            kept.insert(b.id);
+        }
+    }
+    // What a kept backup needs is kept too, and what that needs.
+    let mut todo: Vec<BackupId> = kept.iter().copied().collect();
+    while let Some(id) = todo.pop() {
+        for b in backups.iter().filter(|b| b.id == id) {
+            for n in &b.needs {
+                if kept.insert(*n) {
+                    todo.push(*n);
+                }
+            }
+        }
+    }
+    backups
+        .iter()
+        .map(|b| b.id)
+        .filter(|id| !kept.contains(id))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +408,142 @@ mod tests {
             object_key(i, b, BackupKind::Logical),
             format!("{i}/{b}.logical.sql.zst")
         );
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn schedules_parse_and_a_missed_run_is_due_once() {
+        let s = Schedule::parse("*/15  3 * * *").expect("parsed");
+        assert_eq!(s.as_str(), "*/15 3 * * *");
+        assert!(Schedule::parse(Schedule::DEFAULT).is_ok());
+        for bad in [
+            "",
+            "* * * *",
+            "0 0 * * * *",
+            "61 * * * *",
+            "x y z * *",
+            "0 0 32 * *",
+        ] {
+            let err = Schedule::parse(bad).expect_err(bad);
+            assert!(err.contains("five fields"), "{err}");
+        }
+        let daily = Schedule::parse("0 3 * * *").expect("daily");
+        let set = at("2026-01-01T12:00:00Z");
+        assert_eq!(daily.due(set, at("2026-01-02T02:59:59Z")), None);
+        assert_eq!(
+            daily.due(set, at("2026-01-02T03:00:00Z")),
+            Some(at("2026-01-02T03:00:00Z"))
+        );
+        // Down for three days: one run, for the latest slot.
+        let slot = daily.due(set, at("2026-01-05T10:00:00Z"));
+        assert_eq!(slot, Some(at("2026-01-05T03:00:00Z")));
+        assert_eq!(
+            daily.due(slot.expect("slot"), at("2026-01-05T10:00:01Z")),
+            None
+        );
+        assert_eq!(daily.next_after(set), Some(at("2026-01-02T03:00:00Z")));
+    }
+
+    fn candidate(n: u8, day: u32, state: BackupState) -> RetentionCandidate {
+        RetentionCandidate {
+            id: BackupId(uuid::Uuid::from_u128(u128::from(n))),
+            started_at: at(&format!("2026-01-{day:02}T00:00:00Z")),
+            state,
+            complete: state == BackupState::Succeeded,
+            needs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn retention_keeps_what_a_rule_keeps_and_always_the_last_good_one() {
+        use BackupState::{Failed, Running, Succeeded};
+        let now = at("2026-01-10T12:00:00Z");
+        let bs = vec![
+            candidate(1, 1, Succeeded),
+            candidate(2, 2, Failed),
+            candidate(3, 3, Succeeded),
+            candidate(4, 8, Succeeded),
+            candidate(5, 9, Failed),
+            candidate(6, 9, Running),
+        ];
+        let ids = |v: &[u8]| -> Vec<BackupId> {
+            v.iter()
+                .map(|n| BackupId(uuid::Uuid::from_u128(u128::from(*n))))
+                .collect()
+        };
+        assert!(expired(&bs, Retention::default(), now).is_empty());
+        let count2 = Retention {
+            keep_count: Some(2),
+            keep_days: None,
+        };
+        assert_eq!(expired(&bs, count2, now), ids(&[1, 2]));
+        let days1 = Retention {
+            keep_days: Some(1),
+            keep_count: None,
+        };
+        // Nothing within a day: the last good one stays all the same.
+        assert_eq!(expired(&bs, days1, now), ids(&[1, 2, 3]));
+        let both = Retention {
+            keep_days: Some(8),
+            keep_count: Some(1),
+        };
+        assert_eq!(expired(&bs, both, now), ids(&[1, 2]));
+        // A kept backup's needs are kept.
+        let mut needy = bs.clone();
+        needy[3].needs = ids(&[1]);
+        assert_eq!(expired(&needy, count2, now), ids(&[2]));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retention_never_deletes_the_last_good_a_running_or_a_needed_backup(
+            days in proptest::collection::vec((1u32..28, 0u8..3, proptest::option::of(0usize..12)), 0..12),
+            keep_days in proptest::option::of(1u32..30),
+            keep_count in proptest::option::of(1u32..5),
+        ) {
+            let states = [BackupState::Running, BackupState::Succeeded, BackupState::Failed];
+            let mut bs: Vec<RetentionCandidate> = days
+                .iter()
+                .enumerate()
+                .map(|(i, (d, s, _))| candidate(u8::try_from(i).unwrap_or(0), *d, states[usize::from(*s)]))
+                .collect();
+            for (i, (_, _, need)) in days.iter().enumerate() {
+                if let Some(n) = need.filter(|n| *n < bs.len() && *n != i) {
+                    let id = bs[n].id;
+                    bs[i].needs.push(id);
+                }
+            }
+            let r = Retention { keep_days, keep_count };
+            let gone = expired(&bs, r, at("2026-02-01T00:00:00Z"));
+            let newest_good = bs.iter().filter(|b| b.complete).max_by(|a, b| {
+                a.started_at.cmp(&b.started_at).then(b.id.cmp(&a.id))
+            });
+            if let Some(b) = newest_good {
+                proptest::prop_assert!(!gone.contains(&b.id));
+            }
+            for b in &bs {
+                if b.state == BackupState::Running {
+                    proptest::prop_assert!(!gone.contains(&b.id));
+                }
+                if !gone.contains(&b.id) {
+                    for n in &b.needs {
+                        proptest::prop_assert!(!gone.contains(n), "a kept backup's need went");
+                    }
+                }
+            }
+            let good = bs.iter().filter(|b| b.complete).count();
+            let good_gone = bs.iter().filter(|b| b.complete && gone.contains(&b.id)).count();
+            if let Some(n) = keep_count {
+                proptest::prop_assert!(good - good_gone >= good.min(n as usize));
+            }
+            if keep_days.is_none() && keep_count.is_none() {
+                proptest::prop_assert!(gone.is_empty());
+            }
+        }
     }
 }

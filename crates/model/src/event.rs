@@ -94,11 +94,21 @@ pub enum EventKind {
     /// Synchronous replication caught up (not emitted yet).
     #[serde(rename = "sync.restored")]
     SyncRestored,
+    /// The schedule started a backup, or skipped a run it could not start (details:
+    /// slot, backup or reason).
+    #[serde(rename = "backup.scheduled")]
+    BackupScheduled,
+    /// Retention deleted a backup (details: backup, started_at, the rule).
+    #[serde(rename = "backup.expired")]
+    BackupExpired,
+    /// An instance's backup schedule or retention changed (details: the new policy).
+    #[serde(rename = "backup.policy-changed")]
+    BackupPolicyChanged,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 29] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -125,6 +135,9 @@ impl EventKind {
         Self::SwitchoverFailed,
         Self::SyncDegraded,
         Self::SyncRestored,
+        Self::BackupScheduled,
+        Self::BackupExpired,
+        Self::BackupPolicyChanged,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -156,6 +169,9 @@ impl EventKind {
             Self::SwitchoverFailed => "switchover.failed",
             Self::SyncDegraded => "sync.degraded",
             Self::SyncRestored => "sync.restored",
+            Self::BackupScheduled => "backup.scheduled",
+            Self::BackupExpired => "backup.expired",
+            Self::BackupPolicyChanged => "backup.policy-changed",
         }
     }
 }

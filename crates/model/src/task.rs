@@ -142,7 +142,12 @@ impl TaskKind {
                 steps
             }
             Self::Delete => {
-                let mut steps = vec![S::EnsureStopped, S::RemoveContainer, S::RemoveNetwork];
+                let mut steps = Vec::new();
+                // The final backup, taken while the instance still serves.
+                if options.backup.is_some() {
+                    steps.push(S::EnsureBackupStored);
+                }
+                steps.extend([S::EnsureStopped, S::RemoveContainer, S::RemoveNetwork]);
                 if options.purge {
                     steps.push(S::RemoveVolume);
                 }
@@ -203,6 +208,7 @@ pub struct TaskOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
     /// Backup: the backup this task takes (its record is made by the task's step).
+    /// Delete: the final backup, taken first.
     /// Create: the backup the new instance is restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::backup::BackupId>,
@@ -477,6 +483,15 @@ mod tests {
         });
         assert_eq!(purge.len(), delete.len() + 1);
         assert_eq!(purge.last(), Some(&StepName::Forget));
+        let with_final_backup = TaskKind::Delete.plan(TaskOptions {
+            backup: Some(crate::backup::BackupId::new_random()),
+            ..Default::default()
+        });
+        assert_eq!(
+            with_final_backup.first(),
+            Some(&StepName::EnsureBackupStored)
+        );
+        assert_eq!(with_final_backup[1..], delete[..]);
         let restart = TaskKind::Restart.plan(TaskOptions::default());
         assert_eq!(restart.first(), Some(&StepName::EnsureStopped));
         assert_eq!(restart.last(), Some(&StepName::EnsureEndpoint));

@@ -22,7 +22,9 @@ pub mod tls;
 mod views;
 
 pub use auth::write_private;
-pub use backup::{BackupAccepted, BackupView};
+pub use backup::{
+    BackupAccepted, BackupPolicyView, BackupStoreConfig, BackupView, S3Config, S3Credentials,
+};
 pub use error::ApiError;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 
@@ -98,6 +100,11 @@ pub struct Config {
     /// Upstream images to use instead of building, per engine version (where a
     /// registry is reachable).
     pub upstream_images: Vec<UpstreamImage>,
+    /// Where backups are kept (`--backup-store`).
+    pub backup_store: BackupStoreConfig,
+    /// The schedule of an instance until one is set (`--default-backup-schedule`),
+    /// a cron expression or `off`.
+    pub default_backup_schedule: String,
 }
 
 /// An operator's choice of a registry image for one engine version.
@@ -192,6 +199,8 @@ pub struct Ctx {
     pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
     /// The control plane's own metrics, for `GET /metrics`.
     pub metrics: metrics::Metrics,
+    /// Where backups are kept, opened (and checked) once at start.
+    pub(crate) backups: backup::BackupStore,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -333,7 +342,15 @@ pub async fn start(config: Config) -> Result<Ctx> {
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(io("restricting the data directory"))?;
+    if config.default_backup_schedule != berth_model::backup::Schedule::OFF {
+        berth_model::backup::Schedule::parse(&config.default_backup_schedule)
+            .map_err(|e| ServeError::Invalid(format!("--default-backup-schedule: {e}")))?;
+    }
     let lock = DataDirLock::acquire(&config.data_dir)?;
+    // A store that cannot be reached stops serve now, not the first backup later.
+    let backups = backup::BackupStore::open(&config.backup_store, &config.data_dir)
+        .await
+        .map_err(|e| ServeError::Invalid(e.to_string()))?;
     let store = Store::open(&config.data_dir.join("berth.db")).await?;
     let site = store.site_id().await?;
     auth::bootstrap_admin_token(&store, &config).await?;
@@ -370,6 +387,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         ca,
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         metrics: metrics::Metrics::default(),
+        backups,
         _lock: Arc::new(lock),
     };
     Ok(ctx)
@@ -402,6 +420,7 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(prebuild_images(ctx.clone()));
     tokio::spawn(reconcile::run_forever(ctx.clone()));
     tokio::spawn(prune_events_forever(ctx.clone()));
+    tokio::spawn(backup::schedule::run_forever(ctx.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(io(format!("listening on {listen}")))?;

@@ -2,7 +2,9 @@
 //! until it is deleted, whatever happens to the instance it came from.
 
 use crate::{Result, Store, StoreError};
-use berth_model::backup::{BackupId, BackupRecord};
+use berth_model::backup::{BackupId, BackupPolicyRecord, BackupRecord, Retention};
+use berth_model::event::NewEvent;
+use berth_model::InstanceId;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
@@ -190,5 +192,219 @@ mod tests {
             .is_empty());
         store.delete_backup(b.id).await.expect("delete");
         assert!(store.backup(b.id).await.expect("read").is_none());
+    }
+}
+
+fn policy_from_row(row: &SqliteRow) -> Result<BackupPolicyRecord> {
+    let count = |c: &'static str| -> Result<Option<u32>> {
+        let v: Option<i64> = row.try_get(c)?;
+        v.map(|n| u32::try_from(n).map_err(|_| corrupt(c, n)))
+            .transpose()
+    };
+    Ok(BackupPolicyRecord {
+        instance_id: crate::rows::parse(row, "instance_id")?,
+        instance_name: row.try_get("instance_name")?,
+        schedule: row.try_get("schedule")?,
+        retention: Retention {
+            keep_days: count("keep_days")?,
+            keep_count: count("keep_count")?,
+        },
+        last_slot: row.try_get("last_slot")?,
+    })
+}
+
+impl Store {
+    /// An instance's backup policy, if one was stored.
+    pub async fn backup_policy(&self, instance: InstanceId) -> Result<Option<BackupPolicyRecord>> {
+        sqlx::query("SELECT * FROM backup_policies WHERE instance_id = ?")
+            .bind(instance.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(policy_from_row)
+            .transpose()
+    }
+
+    /// Every stored backup policy (of instances that exist or existed).
+    pub async fn backup_policies(&self) -> Result<Vec<BackupPolicyRecord>> {
+        let rows = sqlx::query("SELECT * FROM backup_policies ORDER BY instance_name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(policy_from_row).collect()
+    }
+
+    /// Stores a policy, whole; with `event`, in the same transaction.
+    pub async fn set_backup_policy(
+        &self,
+        p: &BackupPolicyRecord,
+        event: Option<&NewEvent>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO backup_policies (instance_id, instance_name, schedule, keep_days,
+                                          keep_count, last_slot)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (instance_id) DO UPDATE SET instance_name = excluded.instance_name,
+                 schedule = excluded.schedule, keep_days = excluded.keep_days,
+                 keep_count = excluded.keep_count, last_slot = excluded.last_slot",
+        )
+        .bind(p.instance_id.to_string())
+        .bind(&p.instance_name)
+        .bind(&p.schedule)
+        .bind(p.retention.keep_days.map(i64::from))
+        .bind(p.retention.keep_count.map(i64::from))
+        .bind(&p.last_slot)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(e) = event {
+            crate::events::insert(&mut tx, e).await?;
+        }
+        tx.commit().await?;
+        if event.is_some() {
+            self.events_written();
+        }
+        Ok(())
+    }
+
+    /// Records that the scheduled run of `slot` was started (or skipped), with its event.
+    pub async fn advance_backup_slot(
+        &self,
+        instance: InstanceId,
+        slot: &str,
+        event: &NewEvent,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE backup_policies SET last_slot = ? WHERE instance_id = ?")
+            .bind(slot)
+            .bind(instance.to_string())
+            .execute(&mut *tx)
+            .await?;
+        crate::events::insert(&mut tx, event).await?;
+        tx.commit().await?;
+        self.events_written();
+        Ok(())
+    }
+
+    /// Forgets a backup retention removed (its object is gone), with its event.
+    pub async fn expire_backup(&self, id: BackupId, event: &NewEvent) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM backups WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        crate::events::insert(&mut tx, event).await?;
+        tx.commit().await?;
+        self.events_written();
+        Ok(())
+    }
+
+    /// Backups an unfinished task names (taking one, restoring from one, a delete's
+    /// final backup): retention leaves them alone.
+    pub async fn backups_in_use(&self) -> Result<std::collections::BTreeSet<BackupId>> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT options FROM tasks WHERE state IN ('pending', 'running')")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|(o,)| serde_json::from_str::<berth_model::TaskOptions>(o).ok())
+            .filter_map(|o| o.backup)
+            .collect())
+    }
+
+    /// The backups of one instance (by id), for retention.
+    pub async fn backups_of(&self, instance: InstanceId) -> Result<Vec<BackupRecord>> {
+        let rows = sqlx::query("SELECT * FROM backups WHERE instance_id = ? ORDER BY started_at")
+            .bind(instance.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(from_row).collect()
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use berth_model::event::EventKind;
+
+    #[tokio::test]
+    async fn a_policy_is_stored_whole_and_its_slot_advances_with_an_event() {
+        let store = Store::in_memory().await.expect("store");
+        let id = InstanceId::new_random();
+        let mut p = BackupPolicyRecord {
+            instance_id: id,
+            instance_name: "db1".into(),
+            schedule: "* * * * *".into(),
+            retention: Retention {
+                keep_days: None,
+                keep_count: Some(2),
+            },
+            last_slot: "2026-01-01T00:00:00Z".into(),
+        };
+        assert!(store.backup_policy(id).await.expect("read").is_none());
+        store.set_backup_policy(&p, None).await.expect("set");
+        assert_eq!(
+            store.backup_policy(id).await.expect("read"),
+            Some(p.clone())
+        );
+        p.retention.keep_days = Some(7);
+        p.retention.keep_count = None;
+        store.set_backup_policy(&p, None).await.expect("change");
+        assert_eq!(store.backup_policies().await.expect("all"), vec![p.clone()]);
+        let e = NewEvent::instance(
+            id,
+            "db1",
+            EventKind::BackupScheduled,
+            "ran",
+            serde_json::json!({}),
+        );
+        store
+            .advance_backup_slot(id, "2026-01-01T00:01:00Z", &e)
+            .await
+            .expect("advance");
+        let got = store.backup_policy(id).await.expect("read").expect("there");
+        assert_eq!(got.last_slot, "2026-01-01T00:01:00Z");
+        let events = store
+            .events(&crate::EventFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("events");
+        assert_eq!(
+            events.last().map(|e| e.kind),
+            Some(EventKind::BackupScheduled)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_backup_an_unfinished_task_names_is_in_use() {
+        let store = Store::in_memory().await.expect("store");
+        assert!(store.backups_in_use().await.expect("none").is_empty());
+        let id = BackupId::new_random();
+        // A create restoring backup `id`.
+        let inst = berth_model::InstanceRecord::example(
+            "db1",
+            berth_model::InstanceStatus::Creating,
+            40001,
+        );
+        let mut task = berth_model::TaskRecord::new(
+            inst.id,
+            inst.name.clone(),
+            berth_model::TaskKind::Create,
+            berth_model::TaskOptions {
+                backup: Some(id),
+                ..Default::default()
+            },
+            &crate::now(),
+        );
+        store
+            .create_instance(&inst, &task, &|_, _, _| Ok(()))
+            .await
+            .expect("created");
+        assert!(store.backups_in_use().await.expect("one").contains(&id));
+        task.state = berth_model::TaskState::Succeeded;
+        store.update_task(&task).await.expect("done");
+        assert!(store.backups_in_use().await.expect("none").is_empty());
     }
 }

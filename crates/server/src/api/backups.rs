@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use berth_model::backup::{BackupId, BackupKind, BackupState};
-use berth_model::{ProjectId, TaskKind, TaskOptions};
+use berth_model::{ProjectId, TaskOptions};
 use serde::Deserialize;
 
 /// What to back up.
@@ -43,19 +43,7 @@ pub(crate) async fn create(
         .store
         .instance_by_name(&ProjectId::default_project(), &name)
         .await?;
-    // The store must be usable before the instance is held for a backup.
-    BackupStore::of(&ctx).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let id = BackupId::new_random();
-    let (_, task) = crate::tasks::begin(
-        &ctx,
-        &inst,
-        TaskKind::Backup,
-        TaskOptions {
-            backup: Some(id),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (id, task) = crate::backup::start_backup(&ctx, &inst).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(BackupAccepted {

@@ -235,9 +235,15 @@ pub(crate) struct DeleteQuery {
     /// Also remove the data volume. Without it the volume is kept.
     #[serde(default)]
     purge: bool,
+    /// Delete without the final backup that is otherwise taken first (and kept
+    /// after the instance, until retention or `backup delete` removes it).
+    #[serde(default)]
+    skip_final_backup: bool,
 }
 
-/// Delete an instance: its container and network go; its data volume stays unless `purge=true`.
+/// Delete an instance: a final backup is taken first (unless `skip_final_backup=true`;
+/// it needs the instance available), then its container and network go; its data
+/// volume stays unless `purge=true`.
 #[utoipa::path(delete, operation_id = "delete_instance", path = "/v1/instances/{name}", params(("name" = String, Path), DeleteQuery), responses(
     (status = 202, body = Accepted),
     NotFound, Conflict,
@@ -248,12 +254,18 @@ pub(crate) async fn delete(
     q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Query(q) = q?;
+    let backup = if q.skip_final_backup {
+        None
+    } else {
+        crate::backup::final_backup(&ctx, &name).await?
+    };
     begin(
         &ctx,
         &name,
         TaskKind::Delete,
         TaskOptions {
             purge: q.purge,
+            backup,
             ..Default::default()
         },
     )

@@ -1,6 +1,7 @@
 //! The REST API under `/v1`, its OpenAPI document, and `/healthz`.
 
 mod accounts;
+mod backup_policy;
 mod backups;
 mod events;
 pub(crate) mod instances;
@@ -87,6 +88,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(backups::restore))
         .routes(routes!(backups::list))
         .routes(routes!(backups::show, backups::delete))
+        .routes(routes!(backup_policy::show, backup_policy::set))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(events::list))

@@ -2,16 +2,19 @@
 //! that streams a member's dump into it.
 //!
 //! The store is a local directory (`<data-dir>/backups`) through
-//! `object_store::local::LocalFileSystem`; S3 is the same code with `AmazonS3Builder`
-//! behind [`BackupStore`]. Bytes go from the agent's response straight into a
+//! `object_store::local::LocalFileSystem`, or an S3-compatible bucket through
+//! `AmazonS3Builder` (`config.rs`): the same calls behind [`BackupStore`]. Bytes go from the agent's response straight into a
 //! multipart upload, hashed (SHA-256 of the stored, compressed bytes) on the way:
 //! nothing is copied to a local file first.
 
+mod config;
 mod restore;
+pub(crate) mod schedule;
 mod take;
 mod view;
 
-pub use view::{BackupAccepted, BackupView};
+pub use config::{BackupStoreConfig, S3Config, S3Credentials};
+pub use view::{BackupAccepted, BackupPolicyView, BackupView};
 
 pub(crate) use restore::{load_backup, verify_backup};
 pub(crate) use take::ensure_backup_stored;
@@ -38,6 +41,9 @@ pub(crate) enum BackupError {
         /// Why.
         source: std::io::Error,
     },
+    /// The configured store cannot be used (says what to check).
+    #[error("{0}")]
+    Unusable(String),
     /// The source of the bytes (the agent) failed mid-way.
     #[error("{0}")]
     Source(String),
@@ -49,11 +55,75 @@ fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        // Some errors (object_store's) already print their causes: say each once.
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
         cur = c.source();
     }
     s
+}
+
+/// Begins a backup task of a running instance (it keeps serving, shown `modifying`):
+/// the API's `backup create`, the scheduler, and delete's final backup.
+pub(crate) async fn start_backup(
+    ctx: &crate::Ctx,
+    inst: &berth_model::InstanceRecord,
+) -> Result<(berth_model::backup::BackupId, berth_model::TaskRecord), berth_store::StoreError> {
+    let id = berth_model::backup::BackupId::new_random();
+    let (_, task) = crate::tasks::begin(
+        ctx,
+        inst,
+        berth_model::TaskKind::Backup,
+        berth_model::TaskOptions {
+            backup: Some(id),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok((id, task))
+}
+
+/// The id of the final backup a delete takes first. Only an available instance can
+/// be backed up: any other is refused, saying how to go on, and nothing changes.
+pub(crate) async fn final_backup(
+    ctx: &crate::Ctx,
+    name: &str,
+) -> Result<Option<berth_model::backup::BackupId>, crate::ApiError> {
+    let inst = ctx
+        .store
+        .instance_by_name(&berth_model::ProjectId::default_project(), name)
+        .await?;
+    if inst.status != berth_model::InstanceStatus::Available {
+        return Err(crate::ApiError::InvalidState(format!(
+            "instance {name} is {}: a delete takes a final backup first, which needs it \
+             available; start it (`berth start {name}`) or wait for its task, or delete \
+             it with --skip-final-backup",
+            inst.status.as_str()
+        )));
+    }
+    Ok(Some(berth_model::backup::BackupId::new_random()))
+}
+
+/// Bytes for people: KiB below a MiB, else MiB, one decimal.
+fn human_bytes(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
+}
+
+/// A restore's progress line: bytes loaded of the backup's, and the share.
+fn load_progress(done: u64, total: u64) -> String {
+    let percent = (done.min(total) * 100).checked_div(total).unwrap_or(100);
+    format!(
+        "loaded {} of {} ({percent}%)",
+        human_bytes(done),
+        human_bytes(total)
+    )
 }
 
 /// How many parts may be in flight to the store at once.
@@ -73,23 +143,20 @@ pub(crate) struct Stored {
 }
 
 impl BackupStore {
-    /// The embedded default: a directory under the data directory.
-    pub(crate) fn local(data_dir: &Path) -> Result<Self, BackupError> {
-        let dir = data_dir.join("backups");
-        std::fs::create_dir_all(&dir).map_err(|source| BackupError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-        let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)?
-            .with_automatic_cleanup(true);
+    /// Opens the configured store (the embedded default: a directory under the data
+    /// directory) and checks that it answers.
+    pub(crate) async fn open(
+        config: &BackupStoreConfig,
+        data_dir: &Path,
+    ) -> Result<Self, BackupError> {
         Ok(Self {
-            inner: Arc::new(fs),
+            inner: config::open(config, data_dir).await?,
         })
     }
 
-    /// The store of this control plane.
+    /// The store of this control plane (opened once, at start).
     pub(crate) fn of(ctx: &crate::Ctx) -> Result<Self, BackupError> {
-        Self::local(&ctx.config.data_dir)
+        Ok(ctx.backups.clone())
     }
 
     /// Streams `body` into the object `key`, hashing as it goes; the object appears
@@ -173,10 +240,23 @@ impl BackupStore {
 mod tests {
     use super::*;
 
+    #[test]
+    fn progress_lines_give_bytes_for_people() {
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(
+            load_progress(1 << 20, 4 << 20),
+            "loaded 1.0 MiB of 4.0 MiB (25%)"
+        );
+        assert_eq!(load_progress(0, 0), "loaded 0.0 KiB of 0.0 KiB (100%)");
+    }
+
     #[tokio::test]
     async fn stored_bytes_are_counted_and_hashed_and_a_failed_stream_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = BackupStore::local(dir.path()).expect("store");
+        let store = BackupStore::open(&BackupStoreConfig::Local, dir.path())
+            .await
+            .expect("store");
         let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
             Ok(Bytes::from_static(b"hello ")),
             Ok(Bytes::from_static(b"world")),

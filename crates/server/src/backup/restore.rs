@@ -99,7 +99,7 @@ pub(crate) async fn load_backup(
     let resp = loop {
         tokio::select! {
             r = &mut request => break r,
-            Some(n) = rx.recv() => progress(&format!("loaded {n} of {total} bytes")),
+            Some(n) = rx.recv() => progress(&super::load_progress(n, total)),
         }
     }
     .map_err(|e| StepError::Fatal(format!("agent does not answer: {}", without_url(&e))))?;

@@ -87,16 +87,11 @@ async fn stream(
     let body = resp.bytes_stream();
     store
         .put_stream(&record.object, body, &|n| {
-            progress(&format!("streamed {} to the backup store", human_bytes(n)))
+            progress(&format!(
+                "streamed {} to the backup store",
+                super::human_bytes(n)
+            ))
         })
         .await
         .map_err(|e| StepError::Fatal(format!("the backup could not be stored: {e}")))
-}
-
-fn human_bytes(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20))
-    } else {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    }
 }

@@ -74,3 +74,42 @@ pub struct BackupAccepted {
     /// The task taking it.
     pub task: crate::TaskView,
 }
+
+/// An instance's backup schedule and retention.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BackupPolicyView {
+    /// The instance.
+    pub instance: String,
+    /// Cron expression (five fields, UTC) of its scheduled backups.
+    pub schedule: String,
+    /// Keep backups taken within this many days (none: no limit by age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
+    /// Keep this many newest complete backups (none: no limit by count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_count: Option<u32>,
+    /// The slot of the last scheduled run, or when the schedule was set (RFC 3339).
+    pub last_slot: String,
+    /// When the next scheduled backup starts (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+}
+
+impl From<&berth_model::backup::BackupPolicyRecord> for BackupPolicyView {
+    fn from(p: &berth_model::backup::BackupPolicyRecord) -> Self {
+        use berth_model::backup::{format_time, parse_time, Schedule};
+        let next_run = Schedule::parse(&p.schedule)
+            .ok()
+            .zip(parse_time(&p.last_slot))
+            .and_then(|(s, last)| s.next_after(last))
+            .map(format_time);
+        Self {
+            instance: p.instance_name.clone(),
+            schedule: p.schedule.clone(),
+            keep_days: p.retention.keep_days,
+            keep_count: p.retention.keep_count,
+            last_slot: p.last_slot.clone(),
+            next_run,
+        }
+    }
+}
