@@ -218,6 +218,12 @@ pub trait Engine: Send + Sync {
     /// Succeeds once the engine answers a trivial query over its local socket.
     async fn check_ready(&self, layout: &Layout) -> Result<()>;
 
+    /// One round of the engine's metrics, read over the local socket by a dedicated
+    /// low-privilege monitoring account (made on first use) with a small connection
+    /// limit and a 2 s statement timeout.
+    async fn collect_metrics(&self, layout: &Layout)
+        -> Result<berth_model::metrics::EngineMetrics>;
+
     /// Every setting the engine has, read from the running engine (over the layout's
     /// local socket): type, unit, range, allowed values, default, restart flag.
     async fn read_catalog(&self, layout: &Layout) -> Result<Vec<berth_model::params::ParamSpec>>;

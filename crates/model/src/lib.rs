@@ -10,6 +10,7 @@ pub mod engine;
 pub mod event;
 pub mod ids;
 pub mod labels;
+pub mod metrics;
 pub mod name;
 pub mod params;
 pub mod record;

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod datadir;
 mod literal;
+mod metrics;
 
 use datadir::{judge_data_dir, MARKER};
 use literal::{option_value, sql_literal};
@@ -570,6 +571,13 @@ impl Engine for Mariadb {
 
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
         Ok(Box::new(admin::MyAdmin::connect(target).await?))
+    }
+
+    async fn collect_metrics(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::metrics::EngineMetrics> {
+        metrics::collect(layout, &self.data_dir(layout)).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod conf;
 mod datadir;
+mod metrics;
 
 use conf::conf_line;
 use datadir::judge_data_dir;
@@ -533,6 +534,13 @@ impl Engine for Postgres {
 
     async fn admin(&self, target: &AdminTarget) -> Result<Box<dyn Admin>> {
         Ok(Box::new(admin::PgAdmin::connect(target).await?))
+    }
+
+    async fn collect_metrics(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::metrics::EngineMetrics> {
+        metrics::collect(layout).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {
