@@ -13,6 +13,7 @@ mod faults;
 mod lifecycle;
 mod many;
 mod metrics;
+mod monitor;
 mod params;
 mod repair;
 mod resize;

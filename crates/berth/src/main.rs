@@ -14,6 +14,7 @@ mod events;
 mod image;
 mod instances;
 mod login;
+mod metrics;
 mod params;
 mod serve;
 mod tasks;
@@ -108,6 +109,8 @@ enum Command {
     },
     /// Restore a backup into a new instance.
     Restore(backups::RestoreArgs),
+    /// An instance's metric history: a chart per member on a terminal, JSON with -o json.
+    Metrics(metrics::MetricsArgs),
 }
 
 fn main() -> ExitCode {
@@ -175,6 +178,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Events(a) => events::run(a, env).await,
         Command::Backup { command } => backups::run(command, env.client()?, env.fmt).await,
         Command::Restore(a) => backups::restore(a, env.client()?, env.fmt).await,
+        Command::Metrics(a) => metrics::run(a, env).await,
     }
 }
 

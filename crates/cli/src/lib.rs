@@ -6,6 +6,7 @@ pub mod backups;
 mod client;
 pub mod events;
 mod login;
+pub mod metrics;
 mod output;
 pub mod params;
 mod tls;

@@ -12,6 +12,7 @@ mod backup;
 mod error;
 mod members;
 pub mod metrics;
+pub mod monitor;
 pub mod reconcile;
 mod steps;
 pub mod tasks;
@@ -21,6 +22,8 @@ mod views;
 pub use auth::write_private;
 pub use backup::{BackupAccepted, BackupView};
 pub use error::ApiError;
+pub use monitor::history::{MetricPoint, MetricSeries, MetricsView};
+pub use monitor::MonitorConfig;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 
 use berth_model::params::Catalog;
@@ -95,6 +98,8 @@ pub struct Config {
     /// Upstream images to use instead of building, per engine version (where a
     /// registry is reachable).
     pub upstream_images: Vec<UpstreamImage>,
+    /// Metric sampling and history resolutions.
+    pub monitor: MonitorConfig,
 }
 
 /// An operator's choice of a registry image for one engine version.
@@ -326,6 +331,11 @@ pub async fn start(config: Config) -> Result<Ctx> {
             config.event_retention.as_secs()
         )));
     }
+    if config.monitor.sample_interval < Duration::from_secs(1) || config.monitor.tiers.is_empty() {
+        return Err(ServeError::Invalid(
+            "metrics need a --sample-interval of 1s or more and at least one --metric-resolutions entry".into(),
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -399,6 +409,7 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(prebuild_images(ctx.clone()));
     tokio::spawn(reconcile::run_forever(ctx.clone()));
     tokio::spawn(prune_events_forever(ctx.clone()));
+    tokio::spawn(monitor::run_forever(ctx.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(io(format!("listening on {listen}")))?;

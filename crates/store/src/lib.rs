@@ -12,9 +12,11 @@ mod events;
 mod fits;
 mod groups;
 mod rows;
+mod samples;
 
 pub use events::{event_now, event_time, EventFilter, Retained};
 pub use fits::FitCheck;
+pub use samples::StoredBucket;
 
 use berth_model::{
     InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceSpec, InstanceStatus,

@@ -100,12 +100,18 @@ async fn monitor_client(layout: &Layout) -> Result<tokio_postgres::Client> {
     }
 }
 
-/// One round of reads.
+/// One round of reads, in one read-only transaction: a scrape adds one commit to
+/// the counters it reads, however many statements it runs.
 pub(crate) async fn collect(layout: &Layout) -> Result<EngineMetrics> {
     let client = monitor_client(layout).await?;
+    client
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .map_err(refused)?;
     let r = client.query_one(READ, &[]).await.map_err(refused)?;
     let n = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
     let sizes = client.query(SIZES, &[]).await.map_err(refused)?;
+    client.batch_execute("COMMIT").await.map_err(refused)?;
     Ok(EngineMetrics {
         started_at: r.get::<_, Option<i64>>(0).unwrap_or(0),
         connections: n(1),

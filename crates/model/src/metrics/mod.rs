@@ -10,7 +10,7 @@
 pub mod rollup;
 mod series;
 
-pub use series::{derive_samples, Metric, UnknownMetric};
+pub use series::{derive_samples, ContainerUsage, Metric, Reading, UnknownMetric};
 
 use serde::{Deserialize, Serialize};
 

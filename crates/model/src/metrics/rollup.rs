@@ -113,6 +113,34 @@ pub const DEFAULT_TIERS: [Tier; 4] = [
     },
 ];
 
+/// Parses resolutions like `10s:1d,1m:15d,5m:63d,1h:456d` (step:kept, finest first).
+/// Each step must be a whole multiple of the one before (so a query can merge
+/// buckets exactly) and kept longer than it; at least one is needed.
+pub fn parse_tiers(s: &str) -> Result<Vec<Tier>, String> {
+    let mut tiers: Vec<Tier> = vec![];
+    for part in s.split(',').map(str::trim) {
+        let usage = || format!("{part:?} is not STEP:KEPT like 10s:1d");
+        let (step, keep) = part.split_once(':').ok_or_else(usage)?;
+        let step = crate::event::parse_age(step)?.as_secs() as i64;
+        let keep = crate::event::parse_age(keep)?.as_secs() as i64;
+        if step == 0 || keep <= step {
+            return Err(format!(
+                "{part:?}: the step must be above zero and kept longer than itself"
+            ));
+        }
+        if let Some(prev) = tiers.last() {
+            if step <= prev.step || step % prev.step != 0 || keep < prev.keep {
+                return Err(format!(
+                    "{part:?}: each resolution must be a whole multiple of the one before it ({}s) and kept at least as long",
+                    prev.step
+                ));
+            }
+        }
+        tiers.push(Tier { step, keep });
+    }
+    Ok(tiers)
+}
+
 /// Where a time falls: the start of its bucket of `step` seconds.
 pub fn bucket(ts: i64, step: i64) -> i64 {
     ts.div_euclid(step.max(1)) * step.max(1)
@@ -216,6 +244,32 @@ mod tests {
                 step: answered,
             };
             assert_eq!(plan(&t, window, step), want, "{window}s at {step}s");
+        }
+    }
+
+    #[test]
+    fn resolutions_parse_finest_first_and_nest() {
+        assert_eq!(
+            parse_tiers("10s:1d,1m:15d,5m:63d,1h:456d").expect("default"),
+            DEFAULT_TIERS.to_vec()
+        );
+        assert_eq!(
+            parse_tiers("1s:1h").expect("one"),
+            vec![Tier {
+                step: 1,
+                keep: 3600
+            }]
+        );
+        for bad in [
+            "",
+            "10s",
+            "0s:1d",
+            "10s:5s",
+            "1m:1d,10s:1h",
+            "10s:1d,15s:2d",
+            "10s:1d,1m:1h",
+        ] {
+            assert!(parse_tiers(bad).is_err(), "{bad}");
         }
     }
 

@@ -12,7 +12,19 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A series kept in the history and usable by alarms.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// 1 when the engine answered the agent, 0 when the agent answered but the

@@ -5,6 +5,7 @@ mod backups;
 mod events;
 mod instances;
 mod metrics;
+mod monitor;
 mod params;
 mod problems;
 mod tasks;
@@ -84,6 +85,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(backups::restore))
         .routes(routes!(backups::list))
         .routes(routes!(backups::show, backups::delete))
+        .routes(routes!(monitor::show))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(events::list))
