@@ -94,11 +94,17 @@ pub enum EventKind {
     /// Synchronous replication caught up (not emitted yet).
     #[serde(rename = "sync.restored")]
     SyncRestored,
+    /// An alarm went to another state (details: alarm, from, to, reason).
+    #[serde(rename = "alarm.state-changed")]
+    AlarmStateChanged,
+    /// A notification was sent to a webhook (details: alarm, webhook, attempt, outcome).
+    #[serde(rename = "notification.attempted")]
+    NotificationAttempted,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 28] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -125,6 +131,8 @@ impl EventKind {
         Self::SwitchoverFailed,
         Self::SyncDegraded,
         Self::SyncRestored,
+        Self::AlarmStateChanged,
+        Self::NotificationAttempted,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -156,6 +164,8 @@ impl EventKind {
             Self::SwitchoverFailed => "switchover.failed",
             Self::SyncDegraded => "sync.degraded",
             Self::SyncRestored => "sync.restored",
+            Self::AlarmStateChanged => "alarm.state-changed",
+            Self::NotificationAttempted => "notification.attempted",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! counter that went down (the engine restarted) gives no rate for that interval
 //! rather than a negative or a huge one ([`rate`]).
 
+pub mod alarm;
 pub mod rollup;
 mod series;
 
