@@ -3,6 +3,7 @@
 //! installation (see `berth_e2e::Berth`).
 
 mod accounts;
+mod alarms;
 mod backups;
 mod backups_crash;
 mod bad_input;

@@ -410,6 +410,7 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(reconcile::run_forever(ctx.clone()));
     tokio::spawn(prune_events_forever(ctx.clone()));
     tokio::spawn(monitor::run_forever(ctx.clone()));
+    tokio::spawn(monitor::deliver_forever(ctx.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(io(format!("listening on {listen}")))?;

@@ -179,6 +179,48 @@ pub fn evaluate(rule: &AlarmRule, periods: &[Option<f64>], before: AlarmState) -
     }
 }
 
+/// An alarm as stored and shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AlarmRecord {
+    /// Stable id.
+    pub id: String,
+    /// The instance's id.
+    #[schema(value_type = String)]
+    pub instance_id: crate::InstanceId,
+    /// The instance's name.
+    pub instance: String,
+    /// Unique per instance.
+    pub name: String,
+    /// What it watches.
+    pub rule: AlarmRule,
+    /// Its state.
+    pub state: AlarmState,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Since when (RFC 3339).
+    pub state_since: String,
+    /// Notifications are held back until this time (Unix seconds); the state still
+    /// changes.
+    pub silenced_until: Option<i64>,
+}
+
+/// One delivery attempt, for `berth alarms show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Attempt {
+    /// The notification.
+    pub notification: i64,
+    /// The webhook.
+    pub webhook: String,
+    /// 1, 2, …
+    pub attempt: i64,
+    /// When.
+    pub at: String,
+    /// The HTTP status the receiver answered, if it answered.
+    pub status: Option<i64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
 /// The alarms every instance gets, by name.
 pub fn defaults() -> Vec<(&'static str, AlarmRule)> {
     let rule = |metric, statistic, period, n, m, threshold, comparison, missing_data| AlarmRule {

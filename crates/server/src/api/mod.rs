@@ -1,6 +1,7 @@
 //! The REST API under `/v1`, its OpenAPI document, and `/healthz`.
 
 mod accounts;
+mod alarms;
 mod backups;
 mod events;
 mod instances;
@@ -86,6 +87,12 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(backups::list))
         .routes(routes!(backups::show, backups::delete))
         .routes(routes!(monitor::show))
+        .routes(routes!(alarms::list_of, alarms::create))
+        .routes(routes!(alarms::list))
+        .routes(routes!(alarms::show, alarms::delete))
+        .routes(routes!(alarms::silence))
+        .routes(routes!(alarms::list_webhooks, alarms::create_webhook))
+        .routes(routes!(alarms::delete_webhook))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(events::list))

@@ -9,7 +9,12 @@
 //! first round gives levels, the second rates again, and the time `serve` was down
 //! is a gap.
 
+mod alarms;
 pub(crate) mod history;
+mod notify;
+
+pub(crate) use alarms::new_alarm;
+pub(crate) use notify::run_forever as deliver_forever;
 
 use crate::Ctx;
 use berth_model::metrics::rollup::{Tier, DEFAULT_TIERS};
@@ -58,12 +63,15 @@ pub(crate) async fn run_forever(ctx: Ctx) {
     let mut previous = Previous::new();
     let mut last_prune: Option<tokio::time::Instant> = None;
     let mut stopping = ctx.stopping.subscribe();
+    let mut ensured = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopping.changed() => return,
         }
-        sample_once(&ctx, &cfg, &mut previous).await;
+        if let Some(instances) = sample_once(&ctx, &cfg, &mut previous).await {
+            alarms::evaluate_all(&ctx, &instances, &mut ensured).await;
+        }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(tokio::time::Instant::now());
             match ctx.store.prune_samples(&cfg.tiers, unix_now() as i64).await {
@@ -81,13 +89,18 @@ pub(crate) fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// One round over every running member of every instance the store knows.
-async fn sample_once(ctx: &Ctx, cfg: &MonitorConfig, previous: &mut Previous) {
+/// One round over every running member of every instance the store knows; the
+/// instances, by id, when the store answered.
+async fn sample_once(
+    ctx: &Ctx,
+    cfg: &MonitorConfig,
+    previous: &mut Previous,
+) -> Option<HashMap<String, InstanceRecord>> {
     let instances = match ctx.store.list_instances(None).await {
         Ok(i) => i,
         Err(e) => {
             warn!(error = %e, "monitor: the store does not answer; no samples this round");
-            return;
+            return None;
         }
     };
     let by_id: HashMap<String, InstanceRecord> = instances
@@ -98,18 +111,18 @@ async fn sample_once(ctx: &Ctx, cfg: &MonitorConfig, previous: &mut Previous) {
         Ok(Ok(c)) => MemberContainerRef::running_members(c),
         Ok(Err(e)) => {
             warn!(error = %e, "monitor: cannot list member containers; no samples this round");
-            return;
+            return Some(by_id);
         }
         Err(_) => {
             warn!("monitor: listing member containers timed out; no samples this round");
-            return;
+            return Some(by_id);
         }
     };
     let reads = members.into_iter().filter_map(|m| {
-        let inst = by_id.get(&m.instance)?.clone();
+        let inst = by_id.get(&m.instance)?;
         let member: u16 = m.member.parse().ok()?;
         Some(async move {
-            let reading = read_member(ctx, &inst, member, &m.id).await;
+            let reading = read_member(ctx, inst, member, &m.id).await;
             (inst.id, member, reading)
         })
     });
@@ -138,6 +151,7 @@ async fn sample_once(ctx: &Ctx, cfg: &MonitorConfig, previous: &mut Previous) {
     }
     // A member not running this round starts its rates afresh when it is back.
     previous.retain(|k, _| seen.contains(k));
+    Some(by_id)
 }
 
 /// One member's reading: its agent's report and Docker's stats, each `None` when
