@@ -220,15 +220,19 @@ async fn a_connections_alarm_fires_clears_and_notifies_signed_webhooks() -> Resu
     assert_eq!(failed, 2, "{shown}");
     assert_eq!(attempts.len(), 6 + failed, "{shown}");
 
+    // The CLI lists it and shows its attempts.
+    let listed = b.cli_json(&["alarms", "list", &name])?;
+    assert!(listed.to_string().contains("\"conns\""), "{listed}");
+    let shown_text = b.cli(&["alarms", "show", &id]);
+    let shown_text = String::from_utf8_lossy(&shown_text.stdout);
+    assert!(
+        shown_text.contains("conns of") && shown_text.contains("500"),
+        "{shown_text}"
+    );
+
     // Silenced: the state still changes (and is an event), nobody is notified.
-    let (status, s) = b
-        .request(
-            Method::POST,
-            &format!("/v1/alarms/{id}/silence"),
-            Some(json!({"duration": "1h"})),
-        )
-        .await?;
-    assert_eq!(status, 200, "{s}");
+    let s = b.cli_json(&["alarms", "silence", &id, "--for", "1h"])?;
+    assert!(s[0]["silenced_until"].as_i64().is_some(), "{s}");
     let mut held = vec![];
     for _ in 0..6 {
         held.push(b.pg(&name).await?);

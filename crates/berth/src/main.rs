@@ -8,6 +8,7 @@
 
 mod accounts;
 mod agent;
+mod alarms;
 mod backups;
 mod env;
 mod events;
@@ -111,6 +112,11 @@ enum Command {
     Restore(backups::RestoreArgs),
     /// An instance's metric history: a chart per member on a terminal, JSON with -o json.
     Metrics(metrics::MetricsArgs),
+    /// Alarms: list, show, create, delete, silence; the webhooks they notify.
+    Alarms {
+        #[command(subcommand)]
+        command: alarms::AlarmsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -179,6 +185,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Backup { command } => backups::run(command, env.client()?, env.fmt).await,
         Command::Restore(a) => backups::restore(a, env.client()?, env.fmt).await,
         Command::Metrics(a) => metrics::run(a, env).await,
+        Command::Alarms { command } => alarms::run(command, env).await,
     }
 }
 

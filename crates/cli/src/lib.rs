@@ -2,6 +2,7 @@
 //! Argument parsing lives in the `berth` binary (only it knows clap).
 
 mod accounts;
+pub mod alarms;
 pub mod backups;
 mod client;
 pub mod events;
