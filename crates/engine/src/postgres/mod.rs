@@ -516,10 +516,16 @@ impl Engine for Postgres {
     }
 
     fn logical_load_skips(&self) -> Option<crate::LoadSkips> {
-        // pg_dumpall creates every role, the superuser too; roles come before the
-        // first database (`\connect`).
+        // pg_dumpall creates every role, the superuser and the monitoring account
+        // too (the agent makes sure the latter exists before loading); roles come
+        // before the first database (`\connect`).
         Some(crate::LoadSkips {
-            lines: &["CREATE ROLE \"postgres\";", "CREATE ROLE postgres;"],
+            lines: &[
+                "CREATE ROLE \"postgres\";",
+                "CREATE ROLE postgres;",
+                "CREATE ROLE berth_monitor;",
+                "CREATE ROLE \"berth_monitor\";",
+            ],
             header_ends: "\\connect",
         })
     }
