@@ -350,3 +350,131 @@ impl Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::metrics::alarm::{defaults, AlarmState};
+    use berth_model::EventKind;
+
+    fn alarm(instance: InstanceId, name: &str) -> AlarmRecord {
+        AlarmRecord {
+            id: format!("a-{name}"),
+            instance_id: instance,
+            instance: "db".into(),
+            name: name.into(),
+            rule: defaults()[0].1.clone(),
+            state: AlarmState::InsufficientData,
+            reason: "new".into(),
+            state_since: crate::now(),
+            silenced_until: None,
+        }
+    }
+
+    fn event(instance: InstanceId) -> NewEvent {
+        NewEvent::instance(
+            instance,
+            "db",
+            EventKind::AlarmStateChanged,
+            "changed",
+            serde_json::json!({}),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_state_change_notifies_every_webhook_until_delivered() {
+        let store = Store::in_memory().await.expect("store");
+        let inst = InstanceId::new_random();
+        store.create_alarm(&alarm(inst, "a")).await.expect("create");
+        let dup = store.create_alarm(&alarm(inst, "a")).await;
+        assert!(matches!(dup, Err(StoreError::AlarmExists(_))), "{dup:?}");
+        store
+            .ensure_alarms(&[alarm(inst, "a"), alarm(inst, "b")])
+            .await
+            .expect("ensure");
+        assert_eq!(store.alarms(Some(inst)).await.expect("list").len(), 2);
+        store
+            .create_webhook(&Webhook {
+                id: "w1".into(),
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: berth_model::Secret::new("s"),
+                created_at: crate::now(),
+            })
+            .await
+            .expect("webhook");
+
+        let (from, to) = (AlarmState::InsufficientData, AlarmState::Alarm);
+        let ev = event(inst);
+        assert!(store
+            .change_alarm_state("a-a", from, to, "why", &ev, Some("{}"), 100, 200)
+            .await
+            .expect("change"));
+        // Changed already: a second writer with the old state changes nothing.
+        assert!(!store
+            .change_alarm_state("a-a", from, to, "why", &ev, Some("{}"), 100, 200)
+            .await
+            .expect("change"));
+        // Silenced: the state changes, no notification.
+        assert!(store
+            .change_alarm_state("a-b", from, to, "why", &ev, None, 100, 200)
+            .await
+            .expect("change"));
+        let due = store.due_notifications(100).await.expect("due");
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].alarm_id, "a-a");
+
+        store
+            .record_attempt(&due[0], Some(500), Some("boom"), Some(102), &ev)
+            .await
+            .expect("attempt");
+        assert!(store.due_notifications(101).await.expect("due").is_empty());
+        let again = store.due_notifications(102).await.expect("due");
+        assert_eq!(again[0].attempts, 1);
+        store
+            .record_attempt(&again[0], Some(204), None, None, &ev)
+            .await
+            .expect("attempt");
+        assert!(store.due_notifications(150).await.expect("due").is_empty());
+        let tried = store.attempts("a-a").await.expect("attempts");
+        assert_eq!(
+            tried
+                .iter()
+                .map(|a| (a.attempt, a.status))
+                .collect::<Vec<_>>(),
+            vec![(1, Some(500)), (2, Some(204))]
+        );
+        let state = store.alarm("a-a").await.expect("read").expect("there");
+        assert_eq!(state.state, AlarmState::Alarm);
+    }
+
+    #[tokio::test]
+    async fn an_undelivered_notification_expires() {
+        let store = Store::in_memory().await.expect("store");
+        let inst = InstanceId::new_random();
+        store.create_alarm(&alarm(inst, "a")).await.expect("create");
+        store
+            .create_webhook(&Webhook {
+                id: "w1".into(),
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: berth_model::Secret::new("s"),
+                created_at: crate::now(),
+            })
+            .await
+            .expect("webhook");
+        store
+            .change_alarm_state(
+                "a-a",
+                AlarmState::InsufficientData,
+                AlarmState::Ok,
+                "why",
+                &event(inst),
+                Some("{}"),
+                100,
+                110,
+            )
+            .await
+            .expect("change");
+        assert!(store.due_notifications(110).await.expect("due").is_empty());
+        assert!(store.due_notifications(105).await.expect("due").is_empty());
+    }
+}
