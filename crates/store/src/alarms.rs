@@ -381,6 +381,18 @@ mod tests {
         )
     }
 
+    async fn add_webhook(store: &Store) {
+        store
+            .create_webhook(&Webhook {
+                id: "w1".into(),
+                url: "http://127.0.0.1:9/hook".into(),
+                secret: berth_model::Secret::new("s"),
+                created_at: crate::now(),
+            })
+            .await
+            .expect("webhook");
+    }
+
     #[tokio::test]
     async fn a_state_change_notifies_every_webhook_until_delivered() {
         let store = Store::in_memory().await.expect("store");
@@ -393,15 +405,7 @@ mod tests {
             .await
             .expect("ensure");
         assert_eq!(store.alarms(Some(inst)).await.expect("list").len(), 2);
-        store
-            .create_webhook(&Webhook {
-                id: "w1".into(),
-                url: "http://127.0.0.1:9/hook".into(),
-                secret: berth_model::Secret::new("s"),
-                created_at: crate::now(),
-            })
-            .await
-            .expect("webhook");
+        add_webhook(&store).await;
 
         let (from, to) = (AlarmState::InsufficientData, AlarmState::Alarm);
         let ev = event(inst);
@@ -452,15 +456,7 @@ mod tests {
         let store = Store::in_memory().await.expect("store");
         let inst = InstanceId::new_random();
         store.create_alarm(&alarm(inst, "a")).await.expect("create");
-        store
-            .create_webhook(&Webhook {
-                id: "w1".into(),
-                url: "http://127.0.0.1:9/hook".into(),
-                secret: berth_model::Secret::new("s"),
-                created_at: crate::now(),
-            })
-            .await
-            .expect("webhook");
+        add_webhook(&store).await;
         store
             .change_alarm_state(
                 "a-a",
