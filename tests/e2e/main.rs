@@ -3,6 +3,7 @@
 //! installation (see `berth_e2e::Berth`).
 
 mod accounts;
+mod alarms;
 mod backups;
 mod backups_crash;
 mod backups_delete;
@@ -18,6 +19,7 @@ mod lifecycle;
 mod many;
 mod members;
 mod metrics;
+mod monitor;
 mod params;
 mod repair;
 mod resize;

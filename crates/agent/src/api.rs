@@ -161,6 +161,15 @@ async fn tls(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `GET /metrics`: see [`crate::metrics`].
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&headers, &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let refused = state.health.view().reason;
+    Json(crate::metrics::collect(&state.config, refused).await).into_response()
+}
+
 /// `POST /backup/logical`: see [`crate::backup`].
 async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !authorized(&headers, &state.token_sha256) {
@@ -264,6 +273,7 @@ fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))
+        .route("/metrics", get(metrics))
         .route("/backup/logical", post(backup_logical))
         .route("/restore/logical", post(restore_logical))
         .with_state(state)

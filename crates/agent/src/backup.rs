@@ -185,6 +185,12 @@ pub(crate) async fn restore_logical(
             Err(_) => return (StatusCode::CONFLICT, format!("{var} is not set")).into_response(),
         },
     };
+    // A dump carries the source's monitoring account as `CREATE ROLE` (skipped, see
+    // `logical_load_skips`) and `ALTER ROLE` lines: make sure this instance has it
+    // (a round of metrics makes it when missing) before those lines run.
+    if let Err(e) = engine.collect_metrics(&config.layout).await {
+        tracing::warn!(error = %e, "metrics before a restore failed; loading anyway");
+    }
     let spec = engine.logical_load_command(&config.version, &config.layout);
     let Spawned {
         mut child,

@@ -19,6 +19,7 @@ mod api;
 mod backup;
 mod bootstrap;
 mod cgroup;
+mod metrics;
 mod reaper;
 mod replication;
 mod role;

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod agent;
+mod alarms;
 mod backups;
 mod endpoint;
 mod env;
@@ -15,6 +16,7 @@ mod events;
 mod image;
 mod instances;
 mod login;
+mod metrics;
 mod params;
 mod scale;
 mod serve;
@@ -117,6 +119,13 @@ enum Command {
     },
     /// Restore a backup into a new instance.
     Restore(backups::RestoreArgs),
+    /// An instance's metric history: a chart per member on a terminal, JSON with -o json.
+    Metrics(metrics::MetricsArgs),
+    /// Alarms: list, show, create, delete, silence; the webhooks they notify.
+    Alarms {
+        #[command(subcommand)]
+        command: alarms::AlarmsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -190,6 +199,8 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Events(a) => events::run(a, env).await,
         Command::Backup { command } => backups::run(command, env.client()?, env.fmt).await,
         Command::Restore(a) => backups::restore(a, env.client()?, env.fmt).await,
+        Command::Metrics(a) => metrics::run(a, env).await,
+        Command::Alarms { command } => alarms::run(command, env).await,
     }
 }
 

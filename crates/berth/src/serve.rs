@@ -65,6 +65,13 @@ pub struct ServeArgs {
         default_value = "0 0 * * *"
     )]
     default_backup_schedule: String,
+    /// How often every running member's metrics are sampled into the history.
+    #[arg(long, env = "BERTH_SAMPLE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    sample_interval: std::time::Duration,
+    /// The metric history's resolutions, STEP:KEPT finest first, each step a whole
+    /// multiple of the one before.
+    #[arg(long, env = "BERTH_METRIC_RESOLUTIONS", default_value = "10s:1d,1m:15d,5m:63d,1h:456d", value_parser = berth_model::metrics::rollup::parse_tiers)]
+    metric_resolutions: ::std::vec::Vec<berth_model::metrics::rollup::Tier>,
     /// Point the CLI configuration at this installation even if one exists already
     /// (by default it is written only when there is none).
     #[arg(long)]
@@ -99,6 +106,10 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         upstream_images: args.images,
         backup_store,
         default_backup_schedule: args.default_backup_schedule,
+        monitor: berth_server::MonitorConfig {
+            sample_interval: args.sample_interval,
+            tiers: args.metric_resolutions,
+        },
     };
     berth_server::serve(config).await?;
     Ok(0)

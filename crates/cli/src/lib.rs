@@ -2,10 +2,12 @@
 //! Argument parsing lives in the `berth` binary (only it knows clap).
 
 mod accounts;
+pub mod alarms;
 pub mod backups;
 mod client;
 pub mod events;
 mod login;
+pub mod metrics;
 mod output;
 pub mod params;
 mod tls;

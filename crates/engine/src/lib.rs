@@ -263,6 +263,12 @@ pub trait Engine: Send + Sync {
     /// the engine does not answer in time.
     async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport>;
 
+    /// One round of the engine's metrics, read over the local socket by a dedicated
+    /// low-privilege monitoring account (made on first use) with a small connection
+    /// limit and a 2 s statement timeout.
+    async fn collect_metrics(&self, layout: &Layout)
+        -> Result<berth_model::metrics::EngineMetrics>;
+
     /// Every setting the engine has, read from the running engine (over the layout's
     /// local socket): type, unit, range, allowed values, default, restart flag.
     async fn read_catalog(&self, layout: &Layout) -> Result<Vec<berth_model::params::ParamSpec>>;

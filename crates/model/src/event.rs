@@ -104,11 +104,17 @@ pub enum EventKind {
     /// An instance's backup schedule or retention changed (details: the new policy).
     #[serde(rename = "backup.policy-changed")]
     BackupPolicyChanged,
+    /// An alarm went to another state (details: alarm, from, to, reason).
+    #[serde(rename = "alarm.state-changed")]
+    AlarmStateChanged,
+    /// A notification was sent to a webhook (details: alarm, webhook, attempt, outcome).
+    #[serde(rename = "notification.attempted")]
+    NotificationAttempted,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 31] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -138,6 +144,8 @@ impl EventKind {
         Self::BackupScheduled,
         Self::BackupExpired,
         Self::BackupPolicyChanged,
+        Self::AlarmStateChanged,
+        Self::NotificationAttempted,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -172,6 +180,8 @@ impl EventKind {
             Self::BackupScheduled => "backup.scheduled",
             Self::BackupExpired => "backup.expired",
             Self::BackupPolicyChanged => "backup.policy-changed",
+            Self::AlarmStateChanged => "alarm.state-changed",
+            Self::NotificationAttempted => "notification.attempted",
         }
     }
 }

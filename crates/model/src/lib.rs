@@ -12,6 +12,7 @@ pub mod event;
 pub mod ids;
 pub mod labels;
 pub mod member;
+pub mod metrics;
 pub mod name;
 pub mod params;
 pub mod record;

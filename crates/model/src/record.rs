@@ -142,7 +142,7 @@ impl InstanceRecord {
             status,
             status_detail: None,
             port,
-            ro_port: port.wrapping_add(1),
+            ro_port: port.wrapping_add(10_000),
             pending_restart: vec![],
             param_group: None,
             params_revision: 0,

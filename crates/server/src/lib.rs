@@ -13,6 +13,7 @@ mod endpoint;
 mod error;
 mod members;
 pub mod metrics;
+pub mod monitor;
 pub mod reconcile;
 mod replicas;
 mod steps;
@@ -26,6 +27,8 @@ pub use backup::{
     BackupAccepted, BackupPolicyView, BackupStoreConfig, BackupView, S3Config, S3Credentials,
 };
 pub use error::ApiError;
+pub use monitor::history::{MetricPoint, MetricSeries, MetricsView};
+pub use monitor::MonitorConfig;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
 
 use berth_model::params::Catalog;
@@ -105,6 +108,8 @@ pub struct Config {
     /// The schedule of an instance until one is set (`--default-backup-schedule`),
     /// a cron expression or `off`.
     pub default_backup_schedule: String,
+    /// Metric sampling and history resolutions.
+    pub monitor: MonitorConfig,
 }
 
 /// An operator's choice of a registry image for one engine version.
@@ -338,6 +343,11 @@ pub async fn start(config: Config) -> Result<Ctx> {
             config.event_retention.as_secs()
         )));
     }
+    if config.monitor.sample_interval < Duration::from_secs(1) || config.monitor.tiers.is_empty() {
+        return Err(ServeError::Invalid(
+            "metrics need a --sample-interval of 1s or more and at least one --metric-resolutions entry".into(),
+        ));
+    }
     std::fs::create_dir_all(&config.data_dir)
         .map_err(io(format!("creating {}", config.data_dir.display())))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -421,6 +431,8 @@ pub async fn serve(config: Config) -> Result<()> {
     tokio::spawn(reconcile::run_forever(ctx.clone()));
     tokio::spawn(prune_events_forever(ctx.clone()));
     tokio::spawn(backup::schedule::run_forever(ctx.clone()));
+    tokio::spawn(monitor::run_forever(ctx.clone()));
+    tokio::spawn(monitor::deliver_forever(ctx.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(io(format!("listening on {listen}")))?;

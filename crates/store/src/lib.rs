@@ -7,14 +7,18 @@
 //! SQLite is the embedded default. The PostgreSQL backend is not written yet; the
 //! schema and queries keep to the SQL both understand.
 
+mod alarms;
 mod backups;
 mod events;
 mod fits;
 mod groups;
 mod rows;
+mod samples;
 
+pub use alarms::{DueNotification, Webhook};
 pub use events::{event_now, event_time, EventFilter, Retained};
 pub use fits::FitCheck;
+pub use samples::StoredBucket;
 
 use berth_model::{
     InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceSpec, InstanceStatus,
@@ -78,6 +82,9 @@ pub enum StoreError {
         /// The instance holding it.
         instance: String,
     },
+    /// An instance has an alarm of that name already.
+    #[error("{0}")]
+    AlarmExists(String),
     /// A rule checked inside the transaction refused the change (the reason, for the user).
     #[error("{0}; nothing was changed")]
     Refused(String),

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod datadir;
 mod literal;
+mod metrics;
 mod replication;
 mod role;
 
@@ -628,6 +629,13 @@ impl Engine for Mariadb {
 
     async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
         crate::bounded_probe(EngineKind::Mariadb, role::probe(layout)).await
+    }
+
+    async fn collect_metrics(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::metrics::EngineMetrics> {
+        metrics::collect(layout, &self.data_dir(layout)).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 mod conf;
 mod datadir;
+mod metrics;
 mod replication;
 mod role;
 
@@ -525,14 +526,17 @@ impl Engine for Postgres {
     }
 
     fn logical_load_skips(&self) -> Option<crate::LoadSkips> {
-        // pg_dumpall creates every role, the superuser and the replication account
-        // too (the new instance has both, with passwords of its own); roles come
+        // pg_dumpall creates every role: the superuser, the replication and the
+        // monitoring accounts too (the new instance has the first two with passwords
+        // of its own, and the agent makes the third before loading); roles come
         // before the first database (`\connect`).
         Some(crate::LoadSkips {
             lines: &[
                 "CREATE ROLE \"postgres\";",
                 "CREATE ROLE postgres;",
                 "CREATE ROLE berth_replicator;",
+                "CREATE ROLE berth_monitor;",
+                "CREATE ROLE \"berth_monitor\";",
             ],
             header_ends: "\\connect",
         })
@@ -597,6 +601,13 @@ impl Engine for Postgres {
 
     async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
         crate::bounded_probe(EngineKind::Postgres, role::probe(layout)).await
+    }
+
+    async fn collect_metrics(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::metrics::EngineMetrics> {
+        metrics::collect(layout).await
     }
 
     async fn check_ready(&self, layout: &Layout) -> Result<()> {

@@ -1,12 +1,14 @@
 //! The REST API under `/v1`, its OpenAPI document, and `/healthz`.
 
 mod accounts;
+mod alarms;
 mod backup_policy;
 mod backups;
 mod events;
 pub(crate) mod instances;
 mod members;
 mod metrics;
+mod monitor;
 mod params;
 mod problems;
 mod tasks;
@@ -89,6 +91,13 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(backups::list))
         .routes(routes!(backups::show, backups::delete))
         .routes(routes!(backup_policy::show, backup_policy::set))
+        .routes(routes!(monitor::show))
+        .routes(routes!(alarms::list_of, alarms::create))
+        .routes(routes!(alarms::list))
+        .routes(routes!(alarms::show, alarms::delete))
+        .routes(routes!(alarms::silence))
+        .routes(routes!(alarms::list_webhooks, alarms::create_webhook))
+        .routes(routes!(alarms::delete_webhook))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(events::list))
