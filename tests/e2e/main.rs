@@ -2,6 +2,14 @@
 //! PostgreSQL. One test binary so the suites run in parallel, each with its own
 //! installation (see `berth_e2e::Berth`).
 
+/// reqwest is built with TLS but without a crypto provider of its own (the control
+/// plane's S3 client needs it so), and features are shared across the workspace:
+/// every process that builds an HTTP client installs the one Berth uses first.
+#[ctor::ctor]
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 mod accounts;
 mod alarms;
 mod backups;
@@ -18,6 +26,7 @@ mod faults;
 mod lifecycle;
 mod many;
 mod members;
+mod members_load;
 mod metrics;
 mod monitor;
 mod params;

@@ -39,6 +39,10 @@ pub struct CreateCmd {
     /// While a synchronous replica is missing: strict (commits wait) or available.
     #[arg(long, value_parser = ["strict", "available"])]
     sync_mode: Option<String>,
+    /// A replica further behind than this gets no new read-only connections (like
+    /// 10s, the default, or 500ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_lag: Option<std::time::Duration>,
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
@@ -57,6 +61,7 @@ pub async fn create(c: CreateCmd, env: &Env) -> anyhow::Result<u8> {
         members: c.members,
         sync: c.sync,
         sync_mode: c.sync_mode,
+        max_lag_ms: c.max_lag.map(|d| d.as_millis() as u64),
     };
     berth_cli::create(&env.client()?, args, follow(c.no_wait), env.fmt).await?;
     Ok(0)

@@ -87,6 +87,8 @@ pub struct CreateArgs {
     pub sync: Option<u8>,
     /// `strict` or `available`.
     pub sync_mode: Option<String>,
+    /// Lag beyond which a replica gets no new read-only connections, in ms.
+    pub max_lag_ms: Option<u64>,
 }
 
 /// Whether to follow a task to its end.
@@ -157,6 +159,9 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
     }
     if let Some(m) = args.sync_mode {
         body["sync_mode"] = Value::String(m);
+    }
+    if let Some(ms) = args.max_lag_ms {
+        body["max_lag_ms"] = Value::from(ms);
     }
     let v: Value = client.post("/v1/instances", &body).await?;
     finish_accepted(client, v, follow, fmt).await

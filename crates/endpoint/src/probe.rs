@@ -14,6 +14,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // container may have inherited.
     let http = match reqwest::Client::builder()
         .no_proxy()
+        // Plain HTTP: no certificate roots to load (the image has none).
+        .tls_certs_only(Vec::new())
         .timeout(config.probe_timeout)
         .connect_timeout(config.probe_timeout)
         .build()

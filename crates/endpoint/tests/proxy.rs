@@ -4,6 +4,13 @@
 //! stand-in's "engine" writes its name on every new connection and holds it open;
 //! its "agent" answers `GET /role` with whatever report the test sets.
 
+/// reqwest has TLS without a crypto provider of its own in this workspace (see the
+/// server's S3 client): the test process installs Berth's before any client exists.
+#[ctor::ctor]
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};

@@ -169,6 +169,23 @@ pub(crate) async fn switchover(
             v.state.as_deref().unwrap_or("unknown")
         )));
     }
+    // Too far behind, the switch would hold writes while it catches up: refused.
+    if let Some(status) = crate::members::endpoint_status(&ctx, &inst).await {
+        let container = crate::members::container_name(&inst, target);
+        let lag = status
+            .members
+            .iter()
+            .find(|p| p.member == container)
+            .and_then(|p| p.lag_seconds);
+        let max = inst.topology.max_lag_ms as f64 / 1000.0;
+        if let Some(lag) = lag.filter(|l| *l > max) {
+            return Err(ApiError::Unprocessable(format!(
+                "{} is {lag:.1} s behind the primary, more than the instance's max lag of {max:.1} s; \
+                 wait until `berth show {name}` shows it caught up, or pick another replica",
+                berth_model::member::display_name(&inst.name, target)
+            )));
+        }
+    }
     let options = TaskOptions {
         target_member: Some(target.0),
         ..Default::default()
