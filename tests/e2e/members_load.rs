@@ -3,95 +3,10 @@
 //! the control plane is down; a lagging replica gets no new read-only sessions.
 
 use anyhow::Context;
+use berth_e2e::writer::Writer;
 use berth_e2e::{docker, unique, Berth, Db};
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Inserts 1, 2, 3, … through the read-write endpoint, reconnecting after an error,
-/// and keeps every number whose commit was acknowledged. Bounded by `LIMIT` rows and
-/// by the time the test lets it run.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u32, Instant)>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-const LIMIT: u32 = 100_000;
-
-impl Writer {
-    fn start(uri: String, table: &'static str) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(vec![]));
-        let (s, a) = (stop.clone(), acked.clone());
-        let task = tokio::spawn(async move {
-            let mut db: Option<Db> = None;
-            let mut n = 0u32;
-            while !s.load(Ordering::Relaxed) && n < LIMIT {
-                let conn = match db.as_mut() {
-                    Some(c) => c,
-                    None => {
-                        match tokio::time::timeout(Duration::from_secs(3), Db::connect_once(&uri))
-                            .await
-                        {
-                            Ok(Ok(c)) => db.insert(c),
-                            _ => {
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        }
-                    }
-                };
-                n += 1;
-                let insert = format!("INSERT INTO {table} VALUES ({n})");
-                match tokio::time::timeout(Duration::from_secs(10), conn.exec(&insert)).await {
-                    Ok(Ok(())) => a
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((n, Instant::now())),
-                    // Not acknowledged: it may or may not have committed; never counted.
-                    _ => db = None,
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        Self { stop, acked, task }
-    }
-
-    fn count(&self) -> usize {
-        self.acked.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Waits until `more` further commits were acknowledged (bounded).
-    async fn progress(&self, more: usize) -> anyhow::Result<()> {
-        let want = self.count() + more;
-        let started = Instant::now();
-        while self.count() < want {
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(60),
-                "the writer made no progress for 60 s ({} acknowledged)",
-                self.count()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// Stops it; the acknowledged numbers and the longest pause between two
-    /// acknowledgements.
-    async fn finish(self) -> (Vec<u32>, Duration) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        let acked = self.acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let gap = acked
-            .windows(2)
-            .map(|w| w[1].1.duration_since(w[0].1))
-            .max()
-            .unwrap_or_default();
-        (acked.into_iter().map(|(n, _)| n).collect(), gap)
-    }
-}
 
 async fn creds(b: &Berth, name: &str) -> anyhow::Result<(String, String)> {
     let c = b.get(&format!("/v1/instances/{name}/credentials")).await?;
@@ -143,6 +58,47 @@ async fn all_there(uri: &str, table: &str, acked: &[u32]) -> anyhow::Result<()> 
         &lost[..lost.len().min(20)]
     );
     Ok(())
+}
+
+/// What says "this session is on a replica" on the engine, and its answers.
+fn replica_check(engine: &str) -> (&'static str, &'static str, &'static str) {
+    if engine == "mariadb" {
+        ("SELECT @@read_only", "1", "0")
+    } else {
+        ("SELECT pg_is_in_recovery()", "t", "f")
+    }
+}
+
+/// Runs SQL in a member over its local socket, as the engine's superuser.
+fn member_sql(container: &str, engine: &str, sql: &str) -> anyhow::Result<String> {
+    if engine == "mariadb" {
+        docker(&[
+            "exec",
+            container,
+            "mariadb",
+            "--socket=/run/berth/mysqld.sock",
+            "-uroot",
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ])
+    } else {
+        docker(&[
+            "exec",
+            "-u",
+            "postgres",
+            container,
+            "psql",
+            "-h",
+            "/run/berth",
+            "-d",
+            "postgres",
+            "-At",
+            "-c",
+            sql,
+        ])
+    }
 }
 
 async fn make_table(uri: &str, engine: &str) -> anyhow::Result<&'static str> {
@@ -206,14 +162,23 @@ async fn switchover_under_a_writer(engine: &str) -> anyhow::Result<()> {
 /// Scale 1 → 3 → 2 under a writer: the endpoints stay, nothing acknowledged is
 /// lost, and a new replica has every row.
 #[tokio::test(flavor = "multi_thread")]
-async fn scale_under_a_writer_keeps_endpoints_and_rows() -> anyhow::Result<()> {
+async fn postgres_scale_under_a_writer_keeps_endpoints_and_rows() -> anyhow::Result<()> {
+    scale_under_a_writer("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_scale_under_a_writer_keeps_endpoints_and_rows() -> anyhow::Result<()> {
+    scale_under_a_writer("mariadb").await
+}
+
+async fn scale_under_a_writer(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("sc-po");
+    let name = unique(&format!("sc-{}", &engine[..2]));
     let v = b.cli_json(&[
         "create",
         &name,
         "--engine",
-        "postgres",
+        engine,
         "--memory",
         "256MiB",
         "--cpus",
@@ -224,7 +189,7 @@ async fn scale_under_a_writer_keeps_endpoints_and_rows() -> anyhow::Result<()> {
     assert_eq!(v["state"], "succeeded", "{v}");
     let before = b.get(&format!("/v1/instances/{name}")).await?["endpoint"].clone();
     let (uri, ro_uri) = creds(&b, &name).await?;
-    let table = make_table(&uri, "postgres").await?;
+    let table = make_table(&uri, engine).await?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(20).await?;
     for n in ["3", "2"] {
@@ -265,12 +230,22 @@ async fn scale_under_a_writer_keeps_endpoints_and_rows() -> anyhow::Result<()> {
 /// With `berth serve` killed, both endpoints go on serving: the data path never
 /// goes through the control plane.
 #[tokio::test(flavor = "multi_thread")]
-async fn endpoints_serve_while_the_control_plane_is_down() -> anyhow::Result<()> {
+async fn postgres_endpoints_serve_while_the_control_plane_is_down() -> anyhow::Result<()> {
+    endpoints_serve_while_the_control_plane_is_down("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_endpoints_serve_while_the_control_plane_is_down() -> anyhow::Result<()> {
+    endpoints_serve_while_the_control_plane_is_down("mariadb").await
+}
+
+async fn endpoints_serve_while_the_control_plane_is_down(engine: &str) -> anyhow::Result<()> {
     let mut b = Berth::start().await?;
-    let name = unique("kd-po");
-    create(&b, &name, "postgres", "2").await?;
+    let name = unique(&format!("kd-{}", &engine[..2]));
+    create(&b, &name, engine, "2").await?;
     let (uri, ro_uri) = creds(&b, &name).await?;
-    let table = make_table(&uri, "postgres").await?;
+    let table = make_table(&uri, engine).await?;
+    let (on_replica, yes, _) = replica_check(engine);
     b.kill9();
     let mut rw = Db::connect(&uri).await?;
     rw.exec(&format!("INSERT INTO {table} VALUES (1), (2)"))
@@ -278,10 +253,10 @@ async fn endpoints_serve_while_the_control_plane_is_down() -> anyhow::Result<()>
     let mut seen = vec![];
     for _ in 0..100 {
         let mut ro = Db::connect(&ro_uri).await?;
-        let in_recovery = ro.strings("SELECT pg_is_in_recovery()").await?;
+        let replica = ro.strings(on_replica).await?;
         let rows = ro.strings(&format!("SELECT count(*) FROM {table}")).await?;
-        seen = vec![in_recovery[0].clone(), rows[0].clone()];
-        if seen == ["t", "2"] {
+        seen = vec![replica[0].clone(), rows[0].clone()];
+        if seen == [yes, "2"] {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -293,10 +268,24 @@ async fn endpoints_serve_while_the_control_plane_is_down() -> anyhow::Result<()>
 /// read-only sessions (they go to the primary, and `show` says so); once replay
 /// resumes it gets them again.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Result<()> {
+async fn postgres_a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Result<()> {
+    lagging_replica(
+        "postgres",
+        "SELECT pg_wal_replay_pause()",
+        "SELECT pg_wal_replay_resume()",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Result<()> {
+    lagging_replica("mariadb", "STOP SLAVE SQL_THREAD", "START SLAVE SQL_THREAD").await
+}
+
+async fn lagging_replica(engine: &str, pause: &str, resume: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("lg-po");
-    create(&b, &name, "postgres", "2").await?;
+    let name = unique(&format!("lg-{}", &engine[..2]));
+    create(&b, &name, engine, "2").await?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let replica = shown["members"]
         .as_array()
@@ -306,27 +295,12 @@ async fn a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Re
         .and_then(|m| m["container"].as_str())
         .context("replica")?
         .to_owned();
-    let psql = |sql: &str| {
-        docker(&[
-            "exec",
-            "-u",
-            "postgres",
-            &replica,
-            "psql",
-            "-h",
-            "/run/berth",
-            "-d",
-            "postgres",
-            "-At",
-            "-c",
-            sql,
-        ])
-    };
     let (uri, ro_uri) = creds(&b, &name).await?;
-    let table = make_table(&uri, "postgres").await?;
+    let table = make_table(&uri, engine).await?;
+    let (on_replica, yes, no) = replica_check(engine);
     let in_recovery = || async {
         let mut db = Db::connect(&ro_uri).await.ok()?;
-        db.strings("SELECT pg_is_in_recovery()")
+        db.strings(on_replica)
             .await
             .ok()
             .and_then(|v| v.first().cloned())
@@ -334,10 +308,10 @@ async fn a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Re
     b.eventually(
         "reads to reach the replica",
         Duration::from_secs(30),
-        || async { in_recovery().await.as_deref() == Some("t") },
+        || async { in_recovery().await.as_deref() == Some(yes) },
     )
     .await?;
-    psql("SELECT pg_wal_replay_pause()")?;
+    member_sql(&replica, engine, pause)?;
     let writer = Writer::start(uri.clone(), table);
     let fell_back = b
         .eventually(
@@ -348,17 +322,17 @@ async fn a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Re
                 let fallback = shown
                     .map(|v| v["endpoint"]["ro_fallback"] == true)
                     .unwrap_or(false);
-                fallback && in_recovery().await.as_deref() == Some("f")
+                fallback && in_recovery().await.as_deref() == Some(no)
             },
         )
         .await;
     let _ = writer.finish().await;
-    psql("SELECT pg_wal_replay_resume()")?;
+    member_sql(&replica, engine, resume)?;
     fell_back?;
     b.eventually(
         "reads to reach the replica again",
         Duration::from_secs(60),
-        || async { in_recovery().await.as_deref() == Some("t") },
+        || async { in_recovery().await.as_deref() == Some(yes) },
     )
     .await
 }
@@ -366,12 +340,21 @@ async fn a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> anyhow::Re
 /// A rolling restart of three members under a writer: no acknowledged commit is
 /// lost, and writes stop only around the one switch.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rolling_restart_under_a_writer_loses_nothing() -> anyhow::Result<()> {
+async fn postgres_a_rolling_restart_under_a_writer_loses_nothing() -> anyhow::Result<()> {
+    rolling_restart_under_a_writer("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_rolling_restart_under_a_writer_loses_nothing() -> anyhow::Result<()> {
+    rolling_restart_under_a_writer("mariadb").await
+}
+
+async fn rolling_restart_under_a_writer(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("rr-po");
-    create(&b, &name, "postgres", "3").await?;
+    let name = unique(&format!("rr-{}", &engine[..2]));
+    create(&b, &name, engine, "3").await?;
     let (uri, _) = creds(&b, &name).await?;
-    let table = make_table(&uri, "postgres").await?;
+    let table = make_table(&uri, engine).await?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(20).await?;
     let started = Instant::now();

@@ -4,6 +4,7 @@
 //! `Drop` removes every Docker object labelled with its site, even when a test fails.
 
 pub mod s3;
+pub mod writer;
 
 use anyhow::{bail, Context, Result};
 use rand::distr::{Alphanumeric, SampleString};
