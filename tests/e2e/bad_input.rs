@@ -12,9 +12,14 @@ async fn nothing_changed(b: &Berth, tasks_before: usize) -> anyhow::Result<()> {
         Some(tasks_before),
         "a task was created"
     );
-    for kind in ["container", "volume", "network"] {
+    // One instance at most: its member and endpoint containers, one volume, one network.
+    for (kind, per_instance) in [("container", 2), ("volume", 1), ("network", 1)] {
         let n = b.docker_objects(kind, None).len();
-        assert_eq!(n, usize::from(tasks_before > 0), "{kind} objects changed");
+        assert_eq!(
+            n,
+            per_instance * usize::from(tasks_before > 0),
+            "{kind} objects changed"
+        );
     }
     Ok(())
 }
@@ -177,6 +182,34 @@ async fn bad_creates_are_refused_and_change_nothing() -> anyhow::Result<()> {
             400,
             "invalid-request",
             "engine",
+        ),
+        (
+            "six members",
+            with("members", json!(6)),
+            400,
+            "invalid-request",
+            "from 1 to 5",
+        ),
+        (
+            "sync not below members",
+            json!({"name": "db1", "engine": "postgres", "members": 2, "sync": 2}),
+            422,
+            "invalid-value",
+            "--sync 2 needs at least 3 members",
+        ),
+        (
+            "sync 2 on mariadb",
+            json!({"name": "db1", "engine": "mariadb", "members": 3, "sync": 2}),
+            422,
+            "invalid-value",
+            "waits for one replica only",
+        ),
+        (
+            "unknown sync mode",
+            with("sync_mode", json!("eventually")),
+            400,
+            "invalid-request",
+            "sync_mode",
         ),
     ];
     for (case, body, status, kind, detail) in cases {

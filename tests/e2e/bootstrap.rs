@@ -116,11 +116,7 @@ async fn a_data_directory_with_foreign_files_is_refused_and_left_untouched() -> 
     );
     // The agent stays up (no restart loop) and reports the refusal; the instance's
     // status shows the reason.
-    let container = b
-        .docker_objects("container", Some(&id))
-        .into_iter()
-        .next()
-        .expect("container");
+    let container = b.member_container(&name)?;
     assert_eq!(
         docker(&[
             "inspect",

@@ -34,6 +34,7 @@ async fn ten_instances_at_once_are_all_ready_and_reachable() -> anyhow::Result<(
         let one: i32 = pg.query_one("SELECT 1", &[]).await?.get(0);
         assert_eq!(one, 1);
     }
-    assert_eq!(b.docker_objects("container", None).len(), 10);
+    // Ten instances, each a member and an endpoint.
+    assert_eq!(b.docker_objects("container", None).len(), 20);
     Ok(())
 }

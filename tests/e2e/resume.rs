@@ -57,8 +57,8 @@ async fn create_resumes_after_sigkill() -> anyhow::Result<()> {
     assert_eq!(inst["status"], "available");
     assert_eq!(
         b.docker_objects("container", Some(&id)).len(),
-        1,
-        "duplicate or missing container"
+        2,
+        "duplicate or missing container (one member, one endpoint)"
     );
     assert_eq!(b.docker_objects("volume", Some(&id)).len(), 1);
     assert_eq!(b.docker_objects("network", Some(&id)).len(), 1);

@@ -141,6 +141,7 @@ async fn a_port_already_taken_is_a_conflict_that_says_by_whom() -> anyhow::Resul
         tasks_before,
         "nothing was started"
     );
-    assert_eq!(b.docker_objects("container", None).len(), 1);
+    // One instance: its member and its endpoint.
+    assert_eq!(b.docker_objects("container", None).len(), 2);
     Ok(())
 }

@@ -171,6 +171,21 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<berth_model::member::MemberError> for ApiError {
+    /// Outside the ranges the document states: 400; within them but refused by the
+    /// rules between fields (sync against members, the engine's limit): 422.
+    fn from(e: berth_model::member::MemberError) -> Self {
+        use berth_model::member::MemberError as M;
+        match e {
+            M::Count(_) | M::MaxLag(_) => ApiError::InvalidRequest(e.to_string()),
+            M::SyncBeyondReplicas { sync } if sync > 4 => ApiError::InvalidRequest(e.to_string()),
+            M::SyncBeyondReplicas { .. } | M::EngineSyncLimit(_) => {
+                ApiError::Unprocessable(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<SpecError> for ApiError {
     fn from(e: SpecError) -> Self {
         match e {
@@ -178,8 +193,7 @@ impl From<SpecError> for ApiError {
             SpecError::Size(s) => s.into(),
             // The document lists every version, not which engine has which.
             SpecError::Version(_) => ApiError::Unprocessable(e.to_string()),
-            // Within the document's ranges, refused by the rules between fields.
-            SpecError::Members(_) => ApiError::Unprocessable(e.to_string()),
+            SpecError::Members(m) => m.into(),
             SpecError::Name(_) | SpecError::Engine(_) => ApiError::InvalidRequest(e.to_string()),
         }
     }

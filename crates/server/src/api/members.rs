@@ -33,8 +33,7 @@ pub(crate) async fn scale(
     let members = req.members.unwrap_or(t.members.len() as u16);
     let sync = req.sync.unwrap_or(t.sync);
     let sync_mode = req.sync_mode.unwrap_or(t.sync_mode);
-    berth_model::member::check(inst.spec.engine, members, sync)
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    berth_model::member::check(inst.spec.engine, members, sync)?;
     if members as usize == t.members.len() && sync == t.sync && sync_mode == t.sync_mode {
         return Err(ApiError::Unprocessable(format!(
             "instance {name} already has {members} member(s) with sync {sync} ({sync_mode}); nothing to change"
