@@ -31,7 +31,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(config.probe_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        // Every interval, or at once when told roles just changed.
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shared.probe_now.notified() => ticks.reset(),
+        }
         let probes = futures_util::future::join_all(
             config
                 .members

@@ -23,6 +23,9 @@ pub(crate) struct Shared {
     pub routes: watch::Sender<Arc<Selection>>,
     /// Probe rounds done.
     pub rounds: AtomicU64,
+    /// Wakes the prober for a round now (`POST /probe`: the control plane just
+    /// moved the primary).
+    pub probe_now: tokio::sync::Notify,
     spreader: Mutex<Spreader>,
     open: Mutex<BTreeMap<String, TargetConnections>>,
 }
@@ -44,6 +47,7 @@ impl Shared {
             config,
             routes,
             rounds: AtomicU64::new(0),
+            probe_now: tokio::sync::Notify::new(),
             spreader: Mutex::new(Spreader::default()),
             open: Mutex::new(BTreeMap::new()),
         }

@@ -3,7 +3,8 @@
 
 use crate::proxy::Shared;
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_model::endpoint::{EndpointStatus, STATUS_PATH};
 use std::sync::atomic::Ordering;
@@ -29,9 +30,18 @@ async fn get_status(State(shared): State<Arc<Shared>>) -> Json<EndpointStatus> {
     Json(status(&shared))
 }
 
+/// `POST /probe`: probe every member now rather than at the next tick (the control
+/// plane calls it right after it moved the primary, so the switch is seen at once).
+/// It only hurries what the endpoint does anyway: open, like `/status`.
+async fn probe_now(State(shared): State<Arc<Shared>>) -> StatusCode {
+    shared.probe_now.notify_one();
+    StatusCode::ACCEPTED
+}
+
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let app = Router::new()
         .route(STATUS_PATH, get(get_status))
+        .route(berth_model::endpoint::PROBE_PATH, post(probe_now))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "endpoint status API stopped");

@@ -14,6 +14,8 @@ pub const RO_PORT: u16 = 6433;
 pub const STATUS_PORT: u16 = 8008;
 /// The status route.
 pub const STATUS_PATH: &str = "/status";
+/// The route that asks for a probe round now (`POST`).
+pub const PROBE_PATH: &str = "/probe";
 /// Default `--max-lag`: a replica further behind gets no new read-only connections.
 pub const DEFAULT_MAX_LAG_MS: u64 = 10_000;
 /// Default probe interval.

@@ -173,6 +173,32 @@ pub(crate) async fn endpoint_status(
         .ok()
 }
 
+/// Asks the endpoint to probe the members now (roles just changed); best effort:
+/// it probes every second anyway.
+pub(crate) async fn nudge_endpoint(ctx: &Ctx, inst: &InstanceRecord) {
+    let Ok(Some(obs)) = ctx
+        .runtime
+        .inspect_member(berth_runtime::ContainerKey::Endpoint(inst.id))
+        .await
+    else {
+        return;
+    };
+    let Some(ip) = obs.ip.filter(|_| obs.running) else {
+        return;
+    };
+    let url = format!(
+        "http://{}{}",
+        std::net::SocketAddr::new(ip, berth_model::endpoint::STATUS_PORT),
+        berth_model::endpoint::PROBE_PATH
+    );
+    let _ = ctx
+        .http
+        .post(url)
+        .timeout(std::time::Duration::from_secs(1))
+        .send()
+        .await;
+}
+
 /// What a member's agent says about its engine.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub(crate) struct AgentHealth {

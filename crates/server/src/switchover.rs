@@ -94,6 +94,8 @@ pub(crate) async fn hand_over_writes(
     ctx.runtime
         .ensure_stopped(members::key(inst, old), 60)
         .await?;
+    // New sessions wait at the endpoint (no writable primary) rather than fail.
+    members::nudge_endpoint(ctx, inst).await;
     let caught = wait_caught_up(ctx, inst, to, &position).await?;
     Ok(format!(
         "{} takes no more writes and is stopped; {} has all it wrote ({} ms in all, {} ms waiting)",
@@ -134,6 +136,7 @@ pub(crate) async fn promote_target(
         topology,
         ..inst.clone()
     };
+    members::nudge_endpoint(ctx, inst).await;
     members::send_replication(ctx, &promoted, ip, &members::replication_for(&promoted, to))
         .await
         .map_err(StepError::Retry)?;
