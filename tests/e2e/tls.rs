@@ -74,10 +74,11 @@ async fn tls(engine: &str) -> Result<()> {
     assert_eq!(std::fs::read_to_string(&ca_file)?, pem);
     assert!(uri.contains(&ca_file), "{uri}");
 
-    // The member's key is in no environment Docker shows.
-    let container = b.docker_objects("container", Some(&id));
-    let inspect = docker(&["inspect", container.first().context("container")?])?;
-    assert!(!inspect.contains("PRIVATE KEY"));
+    // The key is in no environment Docker shows, of the member or the endpoint.
+    for container in b.docker_objects("container", Some(&id)) {
+        let inspect = docker(&["inspect", &container])?;
+        assert!(!inspect.contains("PRIVATE KEY"), "{container}");
+    }
 
     // The harness's Rust clients verify against the CA too.
     let mut db = Db::connect(&uri).await?;
@@ -182,13 +183,8 @@ async fn mariadb_takes_a_renewed_certificate_live() -> Result<()> {
 async fn renewal(engine: &str, process: &str) -> Result<()> {
     let mut b = Berth::start().await?;
     let name = unique(&format!("renew-{}", &engine[..2]));
-    let inst = b.create(&name, json!({"engine": engine})).await?;
-    let id = inst["id"].as_str().context("id")?.to_owned();
-    let container = b
-        .docker_objects("container", Some(&id))
-        .first()
-        .context("container")?
-        .clone();
+    b.create(&name, json!({"engine": engine})).await?;
+    let container = b.member_container(&name)?;
     let pid = server_pid(&container, process)?;
 
     let other = other_address()?;
