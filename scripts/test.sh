@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, end-to-end suites against the
-# real Docker engine and PostgreSQL, and the provisioning benchmark (figures only).
+# real Docker engine and both engines, and the provisioning and switchover benchmarks
+# (figures only; the switchover benchmark fails only if an acknowledged commit is lost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/prereqs.sh
@@ -46,4 +47,8 @@ echo "== provisioning benchmark (release build; figures in target/bench/provisio
 cargo build -q --release -p berth
 BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_N="${BERTH_BENCH_N:-3}" \
   cargo bench -q -p berth-e2e --bench provision
+
+echo "== switchover benchmark (figures in target/bench/switchover.json; fails only if an acknowledged commit is lost)"
+BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_SWITCHOVERS="${BERTH_BENCH_SWITCHOVERS:-10}" \
+  cargo bench -q -p berth-e2e --bench switchover
 check_cli_config
