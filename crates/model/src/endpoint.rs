@@ -17,7 +17,7 @@ pub const STATUS_PATH: &str = "/status";
 /// The route that asks for a probe round now (`POST`).
 pub const PROBE_PATH: &str = "/probe";
 /// Default `--max-lag`: a replica further behind gets no new read-only connections.
-pub const DEFAULT_MAX_LAG_MS: u64 = 10_000;
+pub const DEFAULT_MAX_LAG_MS: u64 = crate::member::DEFAULT_MAX_LAG_MS;
 /// Default probe interval.
 pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 1_000;
 /// Default bound of one probe of one member.

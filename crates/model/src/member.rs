@@ -11,6 +11,10 @@ use crate::{EngineKind, MemberId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Default `--max-lag`, in milliseconds: a replica further behind gets no new
+/// read-only connections.
+pub const DEFAULT_MAX_LAG_MS: u64 = 10_000;
+
 /// The most members an instance may have.
 pub const MAX_MEMBERS: u16 = 5;
 
@@ -98,7 +102,7 @@ pub struct Topology {
 }
 
 fn default_max_lag_ms() -> u64 {
-    crate::endpoint::DEFAULT_MAX_LAG_MS
+    DEFAULT_MAX_LAG_MS
 }
 
 impl Default for Topology {
