@@ -6,14 +6,19 @@ use crate::members::{self, container_name};
 use crate::steps::{self, StepError};
 use crate::Ctx;
 use berth_model::InstanceRecord;
-use berth_runtime::ContainerKey;
+use berth_runtime::{ContainerKey, MemberContainer, Outcome};
 use std::time::{Duration, Instant};
 
 /// How long a new endpoint may take to find the primary.
 const ROUTING: Duration = Duration::from_secs(60);
 
-/// Step `ensure_endpoint`.
-pub(crate) async fn ensure_endpoint(ctx: &Ctx, inst: &InstanceRecord) -> Result<String, StepError> {
+/// The endpoint container exists and runs (it probes on its own); its spec, the
+/// record (with its read-only port), and whether it was made now. Also called by
+/// `ensure_running`, so the endpoint starts while the engine does.
+pub(crate) async fn start_endpoint(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+) -> Result<(MemberContainer, InstanceRecord, Outcome), StepError> {
     let mut inst = inst.clone();
     if inst.ro_port == 0 {
         // Made before endpoints: its read-only port is chosen now, once.
@@ -30,6 +35,14 @@ pub(crate) async fn ensure_endpoint(ctx: &Ctx, inst: &InstanceRecord) -> Result<
     ctx.runtime
         .ensure_running(ContainerKey::Endpoint(inst.id))
         .await?;
+    Ok((spec, inst, made))
+}
+
+/// Step `ensure_endpoint`.
+pub(crate) async fn ensure_endpoint(ctx: &Ctx, inst: &InstanceRecord) -> Result<String, StepError> {
+    let (spec, inst, made) = start_endpoint(ctx, inst).await?;
+    // It may have probed before the primary was ready: a round now, not at its tick.
+    members::nudge_endpoint(ctx, &inst).await;
     let primary = container_name(&inst, inst.topology.primary);
     let started = Instant::now();
     let mut why = String::from("no answer yet");

@@ -87,7 +87,12 @@ pub(crate) async fn run(
         StepName::EnsureVolume => ensure_volume(ctx, &inst, primary).await,
         StepName::EnsureContainer => ensure_container(ctx, &inst, primary, create).await,
         StepName::EnsureTls => crate::tls::ensure_tls(ctx, &inst).await,
-        StepName::EnsureRunning => ensure_running(ctx, &inst, primary).await,
+        StepName::EnsureRunning => {
+            let said = ensure_running(ctx, &inst, primary).await?;
+            // The endpoint starts beside the engine; `ensure_endpoint` waits for it.
+            crate::endpoint::start_endpoint(ctx, &inst).await?;
+            Ok(said)
+        }
         StepName::WaitReady => wait_ready(ctx, &inst, primary).await,
         StepName::EnsureStopped => {
             // The primary first: PostgreSQL's clean shutdown sends the replicas
