@@ -217,7 +217,17 @@ async fn begin(
     options: TaskOptions,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let inst = ctx.store.instance_by_name(&project(), name).await?;
-    let (inst, task) = crate::tasks::begin(ctx, &inst, kind, options).await?;
+    begin_on(ctx, &inst, kind, options).await
+}
+
+/// Begins a task on an instance already read, and answers 202 with it.
+pub(crate) async fn begin_on(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    kind: TaskKind,
+    options: TaskOptions,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let (inst, task) = crate::tasks::begin(ctx, inst, kind, options).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Accepted {
@@ -294,18 +304,19 @@ pub(crate) async fn action(
             )))
         }
     };
+    let inst = ctx.store.instance_by_name(&project(), &name).await?;
     let mut options = TaskOptions::default();
-    if kind == TaskKind::Restart {
-        // Several members: a rolling restart, with one short switch instead of an
-        // outage, when a replica is ready to take over.
-        let inst = ctx.store.instance_by_name(&project(), &name).await?;
-        if inst.status == InstanceStatus::Available && inst.topology.members.len() > 1 {
-            options.target_member = super::members::ready_replica(&ctx, &inst)
-                .await
-                .map(|m| m.0);
-        }
+    // Several members: a rolling restart, with one short switch instead of an
+    // outage, when a replica is ready to take over.
+    if kind == TaskKind::Restart
+        && inst.status == InstanceStatus::Available
+        && inst.topology.members.len() > 1
+    {
+        options.target_member = super::members::ready_replica(&ctx, &inst)
+            .await
+            .map(|m| m.0);
     }
-    begin(&ctx, &name, kind, options).await
+    begin_on(&ctx, &inst, kind, options).await
 }
 
 /// The superuser's credentials and a connection URI.

@@ -3,7 +3,7 @@
 
 use super::problems::{Conflict, NotFound, Unprocessable};
 use crate::error::ApiError;
-use crate::views::{Accepted, InstanceView, MemberView, TaskView};
+use crate::views::{Accepted, InstanceView, MemberView};
 use crate::Ctx;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -52,14 +52,7 @@ pub(crate) async fn scale(
         purge: req.purge,
         ..Default::default()
     };
-    let (inst, task) = crate::tasks::begin(&ctx, &inst, TaskKind::Scale, options).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            task: TaskView::from(&task),
-            instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
-        }),
-    ))
+    super::instances::begin_on(&ctx, &inst, TaskKind::Scale, options).await
 }
 
 /// Every member as seen just now: its container, its agent, and (from the
@@ -189,14 +182,7 @@ pub(crate) async fn switchover(
         target_member: Some(target.0),
         ..Default::default()
     };
-    let (inst, task) = crate::tasks::begin(&ctx, &inst, TaskKind::Switchover, options).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(Accepted {
-            task: TaskView::from(&task),
-            instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
-        }),
-    ))
+    super::instances::begin_on(&ctx, &inst, TaskKind::Switchover, options).await
 }
 
 /// The first replica seen ready in `live`.
