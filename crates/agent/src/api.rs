@@ -39,6 +39,31 @@ fn authorized(headers: &HeaderMap, expected_sha256: &str) -> bool {
     constant_time_eq(digest.as_bytes(), expected_sha256.as_bytes())
 }
 
+/// Every route but the open ones (`/role`, and `/clone` with its own password) needs
+/// the control plane's token: checked once here, before any handler or body.
+async fn require_token(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !authorized(request.headers(), &state.token_sha256) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    next.run(request).await
+}
+
+/// 409 with the reason when the data directory was refused and the engine never
+/// started: nothing may be asked of it or written to the volume.
+fn refused(state: &AppState) -> Option<Response> {
+    state.health.view().reason.map(|reason| {
+        (
+            StatusCode::CONFLICT,
+            format!("the engine is not started: {reason}"),
+        )
+            .into_response()
+    })
+}
+
 #[derive(serde::Serialize)]
 struct HealthBody {
     #[serde(flatten)]
@@ -51,10 +76,7 @@ struct HealthBody {
     role: &'static str,
 }
 
-async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn health(State(state): State<AppState>) -> Response {
     let view = state.health.view();
     let ready = view.state == crate::HealthState::Ready
         && state
@@ -92,19 +114,11 @@ struct SettingsApplied {
 
 async fn settings(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Json<SettingsRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if let Some(reason) = state.health.view().reason {
-        // Refused: nothing may be written to the volume.
-        return (
-            StatusCode::CONFLICT,
-            format!("the engine is not started: {reason}"),
-        )
-            .into_response();
+    // Refused: nothing may be written to the volume.
+    if let Some(refused) = refused(&state) {
+        return refused;
     }
     let Ok(Json(req)) = body else {
         return (StatusCode::BAD_REQUEST, "malformed settings request").into_response();
@@ -151,10 +165,7 @@ async fn settings(
 
 /// `POST /tls`: install the certificate bundle the control plane just left on the
 /// data volume; a changed one is reloaded by the engine without a restart.
-async fn tls(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn tls(State(state): State<AppState>) -> Response {
     match crate::tls::install_and_reload(&state.config).await {
         Ok(changed) => Json(serde_json::json!({ "changed": changed })).into_response(),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
@@ -162,25 +173,15 @@ async fn tls(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /metrics`: see [`crate::metrics`].
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn metrics(State(state): State<AppState>) -> Response {
     let refused = state.health.view().reason;
     Json(crate::metrics::collect(&state.config, refused).await).into_response()
 }
 
 /// `POST /backup/logical`: see [`crate::backup`].
-async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if let Some(reason) = state.health.view().reason {
-        return (
-            StatusCode::CONFLICT,
-            format!("the engine is not started: {reason}"),
-        )
-            .into_response();
+async fn backup_logical(State(state): State<AppState>) -> Response {
+    if let Some(refused) = refused(&state) {
+        return refused;
     }
     crate::backup::logical(&state.config, &state.reaper).await
 }
@@ -191,9 +192,6 @@ async fn restore_logical(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
     let Some(expected) = headers
         .get("x-berth-sha256")
         .and_then(|v| v.to_str().ok())
@@ -213,45 +211,27 @@ async fn clone_source(State(state): State<AppState>, headers: HeaderMap) -> Resp
 /// `POST /replication`: see [`crate::replication::set`].
 async fn replication(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Json(repl): Json<berth_model::agent::Replication>,
 ) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    if let Some(reason) = state.health.view().reason {
-        return (
-            StatusCode::CONFLICT,
-            format!("the engine is not started: {reason}"),
-        )
-            .into_response();
+    if let Some(refused) = refused(&state) {
+        return refused;
     }
     let ready = state.health.view().state == crate::HealthState::Ready;
     crate::replication::set(&state.config, ready, repl).await
 }
 
-async fn fence(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn fence(State(state): State<AppState>) -> Response {
     crate::switchover::fence(&state.config, &state.fence).await
 }
 
 async fn caught_up(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Json(q): Json<crate::switchover::CaughtUpQuery>,
 ) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
     crate::switchover::caught_up(&state.config, q).await
 }
 
-async fn promote(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&headers, &state.token_sha256) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
+async fn promote(State(state): State<AppState>) -> Response {
     crate::switchover::promote(&state.config).await
 }
 
@@ -263,19 +243,25 @@ async fn role(State(state): State<AppState>) -> Response {
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
+    let with_token = Router::new()
         .route("/fence", post(fence))
         .route("/caught-up", post(caught_up))
         .route("/promote", post(promote))
-        .route("/clone", get(clone_source))
         .route("/replication", post(replication))
-        .route(berth_model::agent::ROLE_PATH, get(role))
         .route("/health", get(health))
         .route("/settings", post(settings))
         .route("/tls", post(tls))
         .route("/metrics", get(metrics))
         .route("/backup/logical", post(backup_logical))
         .route("/restore/logical", post(restore_logical))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    Router::new()
+        .merge(with_token)
+        .route("/clone", get(clone_source))
+        .route(berth_model::agent::ROLE_PATH, get(role))
         .with_state(state)
 }
 
