@@ -34,23 +34,7 @@ async fn main() -> Result<()> {
         .unwrap_or(10);
     let b = Berth::start().await?;
     let name = unique("bench-so");
-    let created = b.cli_json(&[
-        "create",
-        &name,
-        "--engine",
-        "postgres",
-        "--members",
-        "3",
-        "--sync",
-        "1",
-        "--memory",
-        "256MiB",
-        "--cpus",
-        "0.5",
-        "--storage",
-        "1GiB",
-    ])?;
-    anyhow::ensure!(created["state"] == "succeeded", "create: {created}");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
     let creds = b.get(&format!("/v1/instances/{name}/credentials")).await?;
     let uri = creds["uri"].as_str().context("uri")?.to_owned();
     Db::connect(&uri)

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use berth_e2e::writer::Writer;
-use berth_e2e::{docker, unique, Berth, Db};
+use berth_e2e::{member_sql, unique, Berth, Db};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -16,27 +16,13 @@ async fn creds(b: &Berth, name: &str) -> anyhow::Result<(String, String)> {
     ))
 }
 
-async fn create(b: &Berth, name: &str, engine: &str, members: &str) -> anyhow::Result<Value> {
-    let v = b.cli_json(&[
-        "create",
+/// A `members`-member instance with `--sync 1` and a 2 s max lag.
+fn create(b: &Berth, name: &str, engine: &str, members: &str) -> anyhow::Result<Value> {
+    b.create_with_cli(
         name,
-        "--engine",
         engine,
-        "--members",
-        members,
-        "--sync",
-        "1",
-        "--memory",
-        "256MiB",
-        "--cpus",
-        "0.5",
-        "--storage",
-        "1GiB",
-        "--max-lag",
-        "2s",
-    ])?;
-    anyhow::ensure!(v["state"] == "succeeded", "create: {v}");
-    Ok(v)
+        &["--members", members, "--sync", "1", "--max-lag", "2s"],
+    )
 }
 
 /// Every acknowledged number is in the table, read through `uri`.
@@ -69,38 +55,6 @@ fn replica_check(engine: &str) -> (&'static str, &'static str, &'static str) {
     }
 }
 
-/// Runs SQL in a member over its local socket, as the engine's superuser.
-fn member_sql(container: &str, engine: &str, sql: &str) -> anyhow::Result<String> {
-    if engine == "mariadb" {
-        docker(&[
-            "exec",
-            container,
-            "mariadb",
-            "--socket=/run/berth/mysqld.sock",
-            "-uroot",
-            "-N",
-            "-B",
-            "-e",
-            sql,
-        ])
-    } else {
-        docker(&[
-            "exec",
-            "-u",
-            "postgres",
-            container,
-            "psql",
-            "-h",
-            "/run/berth",
-            "-d",
-            "postgres",
-            "-At",
-            "-c",
-            sql,
-        ])
-    }
-}
-
 async fn make_table(uri: &str, engine: &str) -> anyhow::Result<&'static str> {
     let mut db = Db::connect(uri).await?;
     if engine == "mariadb" {
@@ -128,7 +82,7 @@ async fn mariadb_switchover_under_a_writer_loses_nothing() -> anyhow::Result<()>
 async fn switchover_under_a_writer(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("sw-{}", &engine[..2]));
-    create(&b, &name, engine, "3").await?;
+    create(&b, &name, engine, "3")?;
     let before = b.get(&format!("/v1/instances/{name}")).await?["endpoint"].clone();
     let (uri, _) = creds(&b, &name).await?;
     let table = make_table(&uri, engine).await?;
@@ -174,19 +128,7 @@ async fn mariadb_scale_under_a_writer_keeps_endpoints_and_rows() -> anyhow::Resu
 async fn scale_under_a_writer(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("sc-{}", &engine[..2]));
-    let v = b.cli_json(&[
-        "create",
-        &name,
-        "--engine",
-        engine,
-        "--memory",
-        "256MiB",
-        "--cpus",
-        "0.5",
-        "--storage",
-        "1GiB",
-    ])?;
-    assert_eq!(v["state"], "succeeded", "{v}");
+    b.create_with_cli(&name, engine, &[])?;
     let before = b.get(&format!("/v1/instances/{name}")).await?["endpoint"].clone();
     let (uri, ro_uri) = creds(&b, &name).await?;
     let table = make_table(&uri, engine).await?;
@@ -242,7 +184,7 @@ async fn mariadb_endpoints_serve_while_the_control_plane_is_down() -> anyhow::Re
 async fn endpoints_serve_while_the_control_plane_is_down(engine: &str) -> anyhow::Result<()> {
     let mut b = Berth::start().await?;
     let name = unique(&format!("kd-{}", &engine[..2]));
-    create(&b, &name, engine, "2").await?;
+    create(&b, &name, engine, "2")?;
     let (uri, ro_uri) = creds(&b, &name).await?;
     let table = make_table(&uri, engine).await?;
     let (on_replica, yes, _) = replica_check(engine);
@@ -285,7 +227,7 @@ async fn mariadb_a_lagging_replica_gets_no_new_reads_until_it_catches_up() -> an
 async fn lagging_replica(engine: &str, pause: &str, resume: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("lg-{}", &engine[..2]));
-    create(&b, &name, engine, "2").await?;
+    create(&b, &name, engine, "2")?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let replica = shown["members"]
         .as_array()
@@ -352,7 +294,7 @@ async fn mariadb_a_rolling_restart_under_a_writer_loses_nothing() -> anyhow::Res
 async fn rolling_restart_under_a_writer(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("rr-{}", &engine[..2]));
-    create(&b, &name, engine, "3").await?;
+    create(&b, &name, engine, "3")?;
     let (uri, _) = creds(&b, &name).await?;
     let table = make_table(&uri, engine).await?;
     let writer = Writer::start(uri.clone(), table);

@@ -292,6 +292,30 @@ impl Berth {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// Creates a small instance of `engine` through the CLI (256MiB, half a core,
+    /// 1GiB) with the `extra` flags (`--members 3`, `--sync 1`, …); fails unless its
+    /// task succeeded. Returns the task.
+    pub fn create_with_cli(&self, name: &str, engine: &str, extra: &[&str]) -> Result<Value> {
+        let mut args = vec![
+            "create",
+            name,
+            "--engine",
+            engine,
+            "--memory",
+            "256MiB",
+            "--cpus",
+            "0.5",
+            "--storage",
+            "1GiB",
+        ];
+        args.extend_from_slice(extra);
+        let task = self.cli_json(&args)?;
+        if task["state"] != "succeeded" {
+            bail!("berth {} did not succeed: {task}", args.join(" "));
+        }
+        Ok(task)
+    }
+
     /// An API request with the admin token; returns status and body.
     pub async fn request(
         &self,
@@ -572,6 +596,39 @@ pub fn docker_labelled(kind: &str, site: &str, instance: Option<&str>) -> Vec<St
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// Runs SQL inside a member over its local socket, as the engine's superuser (a
+/// replica read directly, not through an endpoint); its output, trimmed.
+pub fn member_sql(container: &str, engine: &str, sql: &str) -> Result<String> {
+    if engine == "mariadb" {
+        docker(&[
+            "exec",
+            container,
+            "mariadb",
+            "--socket=/run/berth/mysqld.sock",
+            "-uroot",
+            "-N",
+            "-B",
+            "-e",
+            sql,
+        ])
+    } else {
+        docker(&[
+            "exec",
+            "-u",
+            "postgres",
+            container,
+            "psql",
+            "-h",
+            "/run/berth",
+            "-d",
+            "postgres",
+            "-At",
+            "-c",
+            sql,
+        ])
+    }
 }
 
 /// Runs a docker command; returns stdout, failing on a non-zero exit.
