@@ -154,7 +154,23 @@ impl Berth {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         };
-        b.spawn().await?;
+        // The port was free when picked, but another test's server or an
+        // instance's published port may take it before `serve` binds: pick again.
+        for attempt in 1.. {
+            match b.spawn().await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 && b.log().contains("Address already in use") => {
+                    eprintln!(
+                        "port {} was taken before serve bound it ({e:#}); picking another",
+                        b.port
+                    );
+                    b.port = free_port();
+                    b.url = format!("http://127.0.0.1:{}", b.port);
+                    std::fs::remove_file(b.dir.path().join("serve.log"))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let cfg: Value = serde_json::from_str(&std::fs::read_to_string(b.cli_config())?)?;
         b.token = cfg["token"]
             .as_str()
