@@ -22,6 +22,7 @@ mod bootstrap;
 mod cli_config;
 mod endpoint;
 mod events;
+mod failover;
 mod faults;
 mod lifecycle;
 mod many;

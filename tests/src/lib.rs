@@ -760,7 +760,8 @@ pub fn server_pid(container: &str, process: &str) -> Result<String> {
         .find_map(|l| {
             let mut fields = l.split_whitespace();
             let (pid, ppid) = (fields.next()?, fields.next()?);
-            (ppid == init && l.contains(process)).then(|| pid.to_owned())
+            // The agent's watchdog (`berth agent watchdog … postgres`) is its child too.
+            (ppid == init && l.contains(process) && !l.contains("watchdog")).then(|| pid.to_owned())
         })
         .ok_or_else(|| anyhow::anyhow!("no {process} started by the agent (PID {init}) in:\n{top}"))
 }

@@ -1,7 +1,7 @@
 //! The agent's HTTP API, on the instance's private network. Every route but `GET
-//! /role` (open: role and lag only, for the endpoint, see [`crate::role`]) and `GET
-//! /clone` (the replication password) needs the bearer token whose SHA-256 the
-//! control plane put in the agent's environment.
+//! /role` (open: role and lag only, for the endpoint, see [`crate::role`]), `GET
+//! /clone` and `POST /failsafe` (other members, with the replication password) needs
+//! the bearer token whose SHA-256 the control plane put in the agent's environment.
 
 use crate::supervisor::HealthView;
 use crate::{AgentConfig, Health};
@@ -20,6 +20,7 @@ struct AppState {
     config: AgentConfig,
     reaper: crate::Reaper,
     fence: crate::switchover::Held,
+    lease: crate::lease::Lease,
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -77,7 +78,8 @@ struct HealthBody {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let view = state.health.view();
+    let mut view = state.health.view();
+    view.rejoined = crate::rejoin::last(&state.config);
     let ready = view.state == crate::HealthState::Ready
         && state
             .config
@@ -231,13 +233,34 @@ async fn caught_up(
     crate::switchover::caught_up(&state.config, q).await
 }
 
-async fn promote(State(state): State<AppState>) -> Response {
-    crate::switchover::promote(&state.config).await
+async fn promote(
+    State(state): State<AppState>,
+    body: Option<Json<berth_model::agent::lease::Promote>>,
+) -> Response {
+    let p = body.map(|Json(p)| p).unwrap_or_default();
+    crate::switchover::promote(&state.config, &state.lease, &p).await
+}
+
+/// `POST /lease`: see [`crate::lease::grant`].
+async fn lease(
+    State(state): State<AppState>,
+    Json(g): Json<berth_model::agent::lease::Grant>,
+) -> Response {
+    crate::lease::grant(&state.config, &state.lease, &state.health, g).await
+}
+
+/// `POST /failsafe`: see [`crate::lease::confirm`] (the replication password).
+async fn failsafe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(f): Json<berth_model::agent::lease::Failsafe>,
+) -> Response {
+    crate::lease::confirm(&state.config, &state.lease, &headers, f).await
 }
 
 /// `GET /role`, the one open route: see [`crate::role`].
 async fn role(State(state): State<AppState>) -> Response {
-    crate::role::report(&state.config, &state.health)
+    crate::role::report(&state.config, &state.health, &state.lease)
         .await
         .into_response()
 }
@@ -247,6 +270,7 @@ fn router(state: AppState) -> Router {
         .route("/fence", post(fence))
         .route("/caught-up", post(caught_up))
         .route("/promote", post(promote))
+        .route(berth_model::agent::lease::LEASE_PATH, post(lease))
         .route("/replication", post(replication))
         .route("/health", get(health))
         .route("/settings", post(settings))
@@ -261,6 +285,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(with_token)
         .route("/clone", get(clone_source))
+        .route(berth_model::agent::lease::FAILSAFE_PATH, post(failsafe))
         .route(berth_model::agent::ROLE_PATH, get(role))
         .with_state(state)
 }
@@ -270,6 +295,7 @@ pub(crate) async fn serve(
     config: AgentConfig,
     health: Health,
     reaper: crate::Reaper,
+    lease: crate::lease::Lease,
 ) {
     let state = AppState {
         token_sha256: config.token_sha256.clone(),
@@ -277,6 +303,7 @@ pub(crate) async fn serve(
         config,
         reaper,
         fence: Default::default(),
+        lease,
     };
     if let Err(e) = axum::serve(listener, router(state)).await {
         tracing::error!(error = %e, "agent API stopped");

@@ -209,6 +209,19 @@ pub(crate) async fn ensure_database(
     }
 }
 
+/// A former primary's data directory was set aside: the new primary's copied in,
+/// like a new replica's.
+pub(crate) async fn reclone(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    user: &User,
+    repl: &berth_model::agent::Replication,
+) -> Result<()> {
+    clone(config, reaper, user, &record_path(config), repl)
+        .await
+        .map(|_| ())
+}
+
 /// A replica's first start: the primary's database copied into the empty directory,
 /// under the same `initializing` record as a bootstrap (an interrupted clone is
 /// Berth's own unfinished work, cleared and redone).

@@ -19,14 +19,17 @@ mod api;
 mod backup;
 mod bootstrap;
 mod cgroup;
+mod lease;
 mod metrics;
 mod reaper;
+mod rejoin;
 mod replication;
 mod role;
 mod supervisor;
 mod switchover;
 mod tls;
 
+pub use lease::watchdog;
 pub use reaper::{Exit, Reaper};
 pub use supervisor::{Health, HealthState};
 
@@ -206,6 +209,23 @@ pub async fn catalog() -> Result<berth_model::params::Catalog> {
     })
 }
 
+/// Starts `berth agent watchdog` beside the agent (see [`lease::watchdog`]): a
+/// process of its own, so a frozen agent does not freeze it.
+fn start_watchdog(config: &AgentConfig, reaper: &Reaper) {
+    let Ok(exe) = std::env::current_exe() else {
+        tracing::error!("cannot find the agent's own binary: no watchdog");
+        return;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["agent", "watchdog"])
+        .arg(&config.layout.run_dir)
+        .arg(config.engine().os_user());
+    match reaper.spawn(&mut cmd) {
+        Ok((pid, _)) => tracing::info!(pid, "watchdog started"),
+        Err(e) => tracing::error!(error = %e, "cannot start the watchdog"),
+    }
+}
+
 /// Runs the agent until it is told to stop; returns the process exit code.
 pub async fn run(config: AgentConfig) -> Result<i32> {
     // Children inherit supplementary groups; the engine must not keep root's.
@@ -233,15 +253,21 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
     if let bootstrap::Outcome::Refused(reason) = &outcome {
         health.refuse(reason.clone());
     }
+    let lease = lease::Lease::default();
     tokio::spawn(replication::watch_sync(config.clone(), health.clone()));
+    tokio::spawn(lease::keep(config.clone(), lease.clone()));
+    start_watchdog(&config, &reaper);
     tokio::spawn(api::serve(
         listener,
         config.clone(),
         health.clone(),
         reaper.clone(),
+        lease.clone(),
     ));
     match outcome {
-        bootstrap::Outcome::Ready => Ok(supervisor::supervise(&config, &reaper, &health).await),
+        bootstrap::Outcome::Ready => {
+            Ok(supervisor::supervise(&config, &reaper, &health, &lease).await)
+        }
         bootstrap::Outcome::Refused(_) => Ok(supervisor::stay_refused().await),
     }
 }

@@ -73,7 +73,7 @@ pub(crate) async fn clone(
     }
 }
 
-async fn run_all(
+pub(crate) async fn run_all(
     reaper: &Reaper,
     user: &User,
     commands: &[berth_engine::CommandSpec],
@@ -186,6 +186,17 @@ async fn stream_from_source(
     }
 }
 
+/// Whether a member's call carries the replication password as its bearer token
+/// (members call each other with it: they do not hold the control plane's token).
+pub(crate) fn password_matches(headers: &HeaderMap, repl: &Replication) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    crate::api::constant_time_eq(given.as_bytes(), repl.password.expose().as_bytes())
+}
+
 /// `GET /clone` on the primary: the engine's physical backup as the body, for a new
 /// replica. Authorised by the replication password, which only members hold.
 pub(crate) async fn clone_source(
@@ -196,12 +207,7 @@ pub(crate) async fn clone_source(
     let Some(repl) = read(config) else {
         return (StatusCode::CONFLICT, "this member has no replicas").into_response();
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !crate::api::constant_time_eq(given.as_bytes(), repl.password.expose().as_bytes()) {
+    if !password_matches(headers, &repl) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let engine = config.engine();

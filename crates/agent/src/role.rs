@@ -14,11 +14,13 @@ use berth_model::agent::RoleReport;
 pub(crate) async fn report(
     config: &AgentConfig,
     health: &Health,
+    lease: &crate::lease::Lease,
 ) -> (StatusCode, Json<RoleReport>) {
     let view = health.view();
     if view.state != HealthState::Ready {
         let reason = view
             .reason
+            .or_else(|| lease.fenced())
             .unwrap_or_else(|| format!("the engine is {}", state_word(view.state)));
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -26,7 +28,17 @@ pub(crate) async fn report(
         );
     }
     match config.engine().probe_role(&config.layout).await {
-        Ok(report) => (StatusCode::OK, Json(report)),
+        Ok(mut report) => {
+            let term = lease.term();
+            report.term = (term > 0).then_some(term);
+            // A primary that no longer holds its lease is about to be fenced: no
+            // new session goes to it.
+            if !crate::lease::may_run(config, lease) {
+                report.ready = false;
+                report.reason = Some("this primary's lease ran out".into());
+            }
+            (StatusCode::OK, Json(report))
+        }
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(RoleReport::unknown(e.to_string())),
@@ -41,5 +53,7 @@ fn state_word(state: HealthState) -> &'static str {
         HealthState::Restarting => "restarting",
         HealthState::Stopping => "stopping",
         HealthState::Refused => "refused",
+        HealthState::WaitingForLease => "waiting for the leader lease",
+        HealthState::Rejoining => "rejoining as a replica",
     }
 }

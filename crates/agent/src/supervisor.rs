@@ -27,6 +27,10 @@ pub enum HealthState {
     Stopping,
     /// The agent will not start the engine on this data directory (see `reason`).
     Refused,
+    /// A primary with replicas waits for the leader lease before its engine starts.
+    WaitingForLease,
+    /// A former primary is being made fit to follow the new one (rewind or clone).
+    Rejoining,
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -40,6 +44,8 @@ pub(crate) struct HealthView {
     /// On a primary with synchronous replicas: why commits are not confirmed by
     /// as many replicas as asked, while that lasts.
     pub sync_degraded: Option<String>,
+    /// How this member last rejoined as a replica after being a primary.
+    pub rejoined: Option<serde_json::Value>,
 }
 
 /// Shared view of the engine's health.
@@ -55,6 +61,7 @@ impl Health {
             last_exit: None,
             reason: None,
             sync_degraded: None,
+            rejoined: None,
         })))
     }
 
@@ -140,8 +147,63 @@ pub(crate) async fn stay_refused() -> i32 {
     0
 }
 
+/// Before each start of the engine: a primary with replicas waits for its lease; a
+/// former primary that is a replica now is made fit to follow first. `Some(code)`
+/// when the agent was told to stop meanwhile.
+async fn before_start(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    health: &Health,
+    lease: &crate::lease::Lease,
+    user: &User,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> Option<i32> {
+    let mut said = false;
+    loop {
+        if crate::lease::may_run(config, lease) {
+            break;
+        }
+        if !said {
+            info!("waiting for the leader lease before starting the engine as the primary");
+            said = true;
+        }
+        health.update(|h| {
+            h.state = HealthState::WaitingForLease;
+            h.engine_pid = None;
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = term.recv() => return Some(0),
+            _ = int.recv() => return Some(0),
+        }
+    }
+    let repl = crate::replication::read(config)?;
+    while crate::rejoin::needed(config, &repl) {
+        health.update(|h| h.state = HealthState::Rejoining);
+        match crate::rejoin::run(config, reaper, user, &repl).await {
+            Ok(()) => break,
+            Err(e) => {
+                error!(error = %e, "could not rejoin as a replica; trying again in 5 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = term.recv() => return Some(0),
+                    _ = int.recv() => return Some(0),
+                }
+            }
+        }
+    }
+    crate::rejoin::record_start(config, repl.role);
+    None
+}
+
 /// Step 7: run the engine until told to stop. Returns the agent's exit code.
-pub(crate) async fn supervise(config: &AgentConfig, reaper: &Reaper, health: &Health) -> i32 {
+pub(crate) async fn supervise(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    health: &Health,
+    lease: &crate::lease::Lease,
+) -> i32 {
     let engine = config.engine();
     let user = match engine_user(config) {
         Ok(u) => u,
@@ -159,6 +221,14 @@ pub(crate) async fn supervise(config: &AgentConfig, reaper: &Reaper, health: &He
     };
     let mut backoff = Duration::from_millis(500);
     loop {
+        if let Some(code) =
+            before_start(config, reaper, health, lease, &user, &mut term, &mut int).await
+        {
+            return code;
+        }
+        let rejoined = crate::replication::read(config)
+            .is_some_and(|r| r.role == berth_model::member::Role::Replica)
+            && crate::rejoin::last(config).is_some();
         let spec = engine.server_command(&config.version, &config.layout);
         let (pid, mut exited) = match reaper.spawn(&mut engine_command(&spec, &user)) {
             Ok(x) => x,
@@ -173,7 +243,7 @@ pub(crate) async fn supervise(config: &AgentConfig, reaper: &Reaper, health: &He
             h.engine_pid = Some(pid);
         });
         info!(pid, "engine started");
-        let probe = tokio::spawn(wait_ready(config.clone(), health.clone(), pid));
+        let probe = tokio::spawn(wait_ready(config.clone(), health.clone(), pid, rejoined));
         tokio::select! {
             exit = &mut exited => {
                 probe.abort();
@@ -186,7 +256,9 @@ pub(crate) async fn supervise(config: &AgentConfig, reaper: &Reaper, health: &He
                     h.last_exit = Some(exit);
                 });
                 // A run that lasted a while resets the backoff: it was not a crash loop.
-                if started.elapsed() > Duration::from_secs(60) {
+                // So does a kill by the fence: the engine waits for the lease, not
+                // for a backoff.
+                if started.elapsed() > Duration::from_secs(60) || lease.fenced().is_some() {
                     backoff = Duration::from_millis(500);
                 }
                 tokio::select! {
@@ -240,7 +312,7 @@ pub(crate) async fn dump_catalog(
     result
 }
 
-async fn wait_ready(config: AgentConfig, health: Health, pid: u32) {
+async fn wait_ready(config: AgentConfig, health: Health, pid: u32, rejoined: bool) {
     let engine = config.engine();
     let started = Instant::now();
     loop {
@@ -256,6 +328,9 @@ async fn wait_ready(config: AgentConfig, health: Health, pid: u32) {
                 "engine ready"
             );
             crate::replication::apply_after_start(&config).await;
+            if rejoined {
+                crate::rejoin::check_diverged(&config).await;
+            }
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

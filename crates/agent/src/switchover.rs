@@ -42,8 +42,25 @@ pub(crate) async fn caught_up(config: &AgentConfig, q: CaughtUpQuery) -> Respons
     }
 }
 
-/// `POST /promote`: this replica becomes the primary.
-pub(crate) async fn promote(config: &AgentConfig) -> Response {
+/// `POST /promote`: this replica becomes the primary, holding the lease granted
+/// with it — unless it promised its old primary, through the failsafe, not to.
+pub(crate) async fn promote(
+    config: &AgentConfig,
+    lease: &crate::lease::Lease,
+    p: &berth_model::agent::lease::Promote,
+) -> Response {
+    if let Err(why) = crate::lease::may_promote(lease, p.old_primary_stopped) {
+        return (StatusCode::CONFLICT, why).into_response();
+    }
+    if p.ttl_ms > 0 {
+        let grant = berth_model::agent::lease::Grant {
+            term: p.term,
+            ttl_ms: p.ttl_ms,
+        };
+        if let Err(why) = lease.grant(&grant, std::time::Instant::now()) {
+            return (StatusCode::CONFLICT, why).into_response();
+        }
+    }
     match config.engine().promote(&config.layout).await {
         Ok(()) => {
             tracing::warn!("promoted: this member is now the primary");

@@ -7,7 +7,11 @@ use crate::serve::init_tracing;
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// `catalog`: print the engine's settings catalog as JSON and exit.
+    /// `watchdog RUN_DIR ENGINE_USER`: the agent's watchdog (started by the agent).
     mode: Option<String>,
+    /// The watchdog's run directory and engine user.
+    #[arg(hide = true)]
+    rest: Vec<String>,
 }
 
 pub async fn run(args: AgentArgs, _env: &Env) -> anyhow::Result<u8> {
@@ -18,6 +22,10 @@ pub async fn run(args: AgentArgs, _env: &Env) -> anyhow::Result<u8> {
             println!("{}", serde_json::to_string(&catalog)?);
             Ok(0)
         }
+        Some("watchdog") => match args.rest.as_slice() {
+            [run_dir, user] => berth_agent::watchdog(std::path::Path::new(run_dir), user),
+            _ => anyhow::bail!("usage: berth agent watchdog RUN_DIR ENGINE_USER"),
+        },
         Some(mode) => anyhow::bail!("unknown agent mode {mode:?}; the only one is `catalog`"),
         None => {
             init_tracing();

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// (by default it is written only when there is none).
     #[arg(long)]
     write_cli_config: bool,
+    /// `off`: a failed primary is never stopped through Docker before a failover;
+    /// its lease alone fences it (for tests that prove the lease suffices).
+    #[arg(long, hide = true, default_value = "on", value_parser = ["on", "off"])]
+    docker_fence: String,
 }
 
 pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
@@ -110,6 +114,7 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
             sample_interval: args.sample_interval,
             tiers: args.metric_resolutions,
         },
+        fence_through_docker: args.docker_fence == "on",
     };
     berth_server::serve(config).await?;
     Ok(0)

@@ -352,6 +352,20 @@ pub trait Engine: Send + Sync {
     /// Makes this replica the primary, writable.
     async fn promote(&self, layout: &Layout) -> Result<()>;
 
+    /// Commands that make a former primary's stopped data directory fit to follow
+    /// `repl.source` (PostgreSQL: `pg_rewind`); none where the engine does it while
+    /// it follows (MariaDB, by GTID). A failing command means: clone afresh.
+    fn rejoin_commands(
+        &self,
+        version: &EngineVersion,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Vec<CommandSpec>;
+
+    /// On a former primary that follows now: `Some(why)` when it holds changes the
+    /// new primary lacks, so it can never follow and must be cloned afresh.
+    async fn diverged(&self, layout: &Layout) -> Result<Option<String>>;
+
     /// On a primary with synchronous replicas: `None` while at least `repl.sync` of
     /// them confirm commits, else why not. In `available` mode commits are released
     /// while that lasts (PostgreSQL: `synchronous_standby_names` cleared through

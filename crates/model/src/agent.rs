@@ -48,12 +48,101 @@ pub struct Replication {
     /// For a primary: every replica it serves (a slot for each on PostgreSQL).
     #[serde(default)]
     pub replicas: Vec<crate::MemberId>,
+    /// For a primary: its replicas' host names on the instance's network, for the
+    /// failsafe (see [`lease`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_hosts: Vec<String>,
     /// How many replicas confirm a commit.
     #[serde(default)]
     pub sync: u8,
     /// Whether commits wait for a missing synchronous replica.
     #[serde(default)]
     pub sync_mode: crate::member::SyncMode,
+}
+
+/// The leader lease as the control plane grants it to a primary's agent, and the
+/// failsafe between a primary and its replicas (see `ARCHITECTURE.md`, "Leases and
+/// failover").
+///
+/// Timing: the control plane notes the instant `s` before it *sends* a grant of
+/// `ttl`, and treats the lease as held until `s + ttl`. The agent, receiving it at
+/// `r ≥ s`, takes writes only until `r + ttl − margin(ttl)` and its watchdog stops
+/// the engine at `r + ttl − margin(ttl) + WATCHDOG_GRACE`, both on the monotonic
+/// clock. As long as the two clocks' rates differ by less than `margin/ttl` (30 %
+/// here; real clocks differ by parts per million, and the members of one Docker host
+/// share one clock), the agent has stopped writing before the control plane can
+/// think the lease free.
+pub mod lease {
+    use std::time::Duration;
+
+    /// `POST /lease` (control plane's token): a grant or renewal.
+    pub const LEASE_PATH: &str = "/lease";
+    /// `POST /failsafe` (replication password): a primary asks a replica to confirm
+    /// it still follows and will not promote for a while.
+    pub const FAILSAFE_PATH: &str = "/failsafe";
+    /// How long a grant lasts.
+    pub const TTL: Duration = Duration::from_secs(5);
+    /// How often the control plane renews.
+    pub const RENEW_EVERY: Duration = Duration::from_millis(1000);
+    /// How much later the watchdog acts than the agent itself.
+    pub const WATCHDOG_GRACE: Duration = Duration::from_millis(300);
+
+    /// What the holder takes off a grant's TTL: its own reaction time and any
+    /// difference in clock rates are inside it.
+    pub fn margin(ttl: Duration) -> Duration {
+        ttl * 3 / 10
+    }
+
+    /// Until when a holder that received a grant of `ttl` at `received` may write.
+    pub fn holder_deadline(received: std::time::Instant, ttl: Duration) -> std::time::Instant {
+        received + ttl.saturating_sub(margin(ttl))
+    }
+
+    /// A grant or renewal.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct Grant {
+        /// The lease's term; older terms are refused.
+        pub term: u64,
+        /// How long it lasts from when the control plane sent it.
+        pub ttl_ms: u64,
+    }
+
+    /// The agent's answer to a grant.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct Held {
+        /// The term the agent holds now.
+        pub term: u64,
+        /// The engine runs and answers.
+        pub ready: bool,
+        /// What the primary has written (see [`super::RoleReport::position`]).
+        pub position: Option<u64>,
+    }
+
+    /// A primary's failsafe request to a replica.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct Failsafe {
+        /// The primary asking.
+        pub primary: crate::MemberId,
+        /// The term it holds.
+        pub term: u64,
+        /// For how long the replica promises not to promote.
+        pub ttl_ms: u64,
+    }
+
+    /// `POST /promote`: the replica becomes the primary holding this lease.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+    pub struct Promote {
+        /// The new term.
+        #[serde(default)]
+        pub term: u64,
+        /// The grant's TTL (0: no grant, a lone primary needs none).
+        #[serde(default)]
+        pub ttl_ms: u64,
+        /// The control plane saw the old primary's container stopped: a failsafe
+        /// promise to it no longer holds anything back.
+        #[serde(default)]
+        pub old_primary_stopped: bool,
+    }
 }
 
 /// The agent's unauthenticated route that reports the member's role and lag
@@ -99,6 +188,16 @@ pub struct RoleReport {
     /// Why the report is incomplete or the member not ready, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// How far this member is in its primary's change stream: on a primary what it
+    /// wrote, on a replica what it received and keeps (PostgreSQL: the LSN as a byte
+    /// count; MariaDB: the primary's binlog file number × 2³² + offset). Comparable
+    /// between members that follow the same primary; a failover promotes the highest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// The leader-lease term this agent last held or was granted, when it knows one:
+    /// of two members that say they are primary, only the higher term may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<u64>,
 }
 
 impl RoleReport {

@@ -110,11 +110,21 @@ pub enum EventKind {
     /// A notification was sent to a webhook (details: alarm, webhook, attempt, outcome).
     #[serde(rename = "notification.attempted")]
     NotificationAttempted,
+    /// The primary failed and a replica was promoted (details: primary, was,
+    /// reason, may_lose_bytes, fenced_by).
+    #[serde(rename = "failover.done")]
+    FailoverDone,
+    /// The primary failed and no replica could be promoted (details: was, reason).
+    #[serde(rename = "failover.declined")]
+    FailoverDeclined,
+    /// A former primary came back as a replica (details: member, how, discarded).
+    #[serde(rename = "member.rejoined")]
+    MemberRejoined,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 34] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -146,6 +156,9 @@ impl EventKind {
         Self::BackupPolicyChanged,
         Self::AlarmStateChanged,
         Self::NotificationAttempted,
+        Self::FailoverDone,
+        Self::FailoverDeclined,
+        Self::MemberRejoined,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -182,6 +195,9 @@ impl EventKind {
             Self::BackupPolicyChanged => "backup.policy-changed",
             Self::AlarmStateChanged => "alarm.state-changed",
             Self::NotificationAttempted => "notification.attempted",
+            Self::FailoverDone => "failover.done",
+            Self::FailoverDeclined => "failover.declined",
+            Self::MemberRejoined => "member.rejoined",
         }
     }
 }
@@ -286,7 +302,8 @@ pub fn for_transition(
             | TaskKind::Reconfigure
             | TaskKind::Backup
             | TaskKind::Scale
-            | TaskKind::Switchover => return None,
+            | TaskKind::Switchover
+            | TaskKind::Failover => return None,
         },
         E::Failed(kind) if to == S::Failed => (K::InstanceFailed, format!("{kind} failed{why}")),
         // A failed repair leaves it unavailable, a failed live change as it was:

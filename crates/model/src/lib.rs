@@ -9,6 +9,7 @@ pub mod backup;
 pub mod endpoint;
 pub mod engine;
 pub mod event;
+pub mod failover;
 pub mod ids;
 pub mod labels;
 pub mod member;

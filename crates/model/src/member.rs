@@ -99,10 +99,71 @@ pub struct Topology {
     /// A replica further behind than this gets no new read-only connections.
     #[serde(default = "default_max_lag_ms")]
     pub max_lag_ms: u64,
+    /// The leader lease's term: raised at every change of primary (switchover and
+    /// failover). An agent refuses a grant of an older term.
+    #[serde(default)]
+    pub term: u64,
+    /// Whether the control plane promotes a replica by itself when the primary fails.
+    #[serde(default)]
+    pub failover: FailoverMode,
+    /// Asynchronous instances: the most a replica may be behind (bytes of the
+    /// primary's change stream) and still be promoted by an automatic failover.
+    #[serde(default = "default_max_failover_lag")]
+    pub max_failover_lag: u64,
 }
 
 fn default_max_lag_ms() -> u64 {
     DEFAULT_MAX_LAG_MS
+}
+
+fn default_max_failover_lag() -> u64 {
+    DEFAULT_MAX_FAILOVER_LAG
+}
+
+/// Default `--max-failover-lag`: 1 MiB of the primary's change stream.
+pub const DEFAULT_MAX_FAILOVER_LAG: u64 = 1024 * 1024;
+
+/// Whether failover is automatic.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailoverMode {
+    /// The control plane promotes the best replica when the primary fails.
+    #[default]
+    Auto,
+    /// Only `berth failover` promotes; a failed primary is restarted in place.
+    Manual,
+}
+
+impl FailoverMode {
+    /// The mode as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for FailoverMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FailoverMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "manual" => Ok(Self::Manual),
+            _ => Err(format!(
+                "unknown failover mode {s:?}; use auto (a replica is promoted when the \
+                 primary fails) or manual (only `berth failover` promotes)"
+            )),
+        }
+    }
 }
 
 impl Default for Topology {
@@ -114,6 +175,9 @@ impl Default for Topology {
             sync: 0,
             sync_mode: SyncMode::Strict,
             max_lag_ms: default_max_lag_ms(),
+            term: 0,
+            failover: FailoverMode::Auto,
+            max_failover_lag: DEFAULT_MAX_FAILOVER_LAG,
         }
     }
 }
@@ -178,6 +242,9 @@ impl Topology {
             sync,
             sync_mode,
             max_lag_ms: default_max_lag_ms(),
+            term: 0,
+            failover: FailoverMode::Auto,
+            max_failover_lag: DEFAULT_MAX_FAILOVER_LAG,
         }
     }
 

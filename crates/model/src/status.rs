@@ -119,6 +119,9 @@ impl InstanceStatus {
             (S::Available | S::Unavailable | S::Failed, E::Began(K::Restart)) => Ok(S::Restarting),
             (S::Stopped, E::Began(K::Restart)) => invalid,
             (S::Available | S::Unavailable, E::Began(K::Repair)) => Ok(S::Repairing),
+            // A failover is a repair of the instance's primary.
+            (S::Available | S::Unavailable, E::Began(K::Failover)) => Ok(S::Repairing),
+            (S::Stopped | S::Failed, E::Began(K::Failover)) => invalid,
             (S::Stopped | S::Failed, E::Began(K::Repair)) => invalid,
             (S::Available | S::Unavailable | S::Stopped | S::Failed, E::Began(K::Delete)) => {
                 Ok(S::Deleting)
@@ -138,7 +141,7 @@ impl InstanceStatus {
             (S::Creating, E::Succeeded(K::Create))
             | (S::Starting, E::Succeeded(K::Start))
             | (S::Restarting, E::Succeeded(K::Restart))
-            | (S::Repairing, E::Succeeded(K::Repair)) => Ok(S::Available),
+            | (S::Repairing, E::Succeeded(K::Repair | K::Failover)) => Ok(S::Available),
             (S::Stopping, E::Succeeded(K::Stop)) => Ok(S::Stopped),
             (S::Deleting, E::Succeeded(K::Delete)) => Ok(S::Deleted),
             (S::Creating, E::Failed(K::Create))
@@ -146,7 +149,7 @@ impl InstanceStatus {
             | (S::Restarting, E::Failed(K::Restart))
             | (S::Stopping, E::Failed(K::Stop))
             | (S::Deleting, E::Failed(K::Delete)) => Ok(S::Failed),
-            (S::Repairing, E::Failed(K::Repair)) => Ok(S::Unavailable),
+            (S::Repairing, E::Failed(K::Repair | K::Failover)) => Ok(S::Unavailable),
             // A live change that failed left the instance running as it was.
             // A failed backup changed nothing in the instance either.
             (
@@ -230,6 +233,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Backup => "be backed up (it must be available)",
             TaskKind::Scale => "change its members (it must be available)",
             TaskKind::Switchover => "switch over (it must be available)",
+            TaskKind::Failover => "fail over (it must be meant to run, with no task running)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -269,7 +273,7 @@ mod tests {
             E::Began(K::Restart) => {
                 matches!(s, S::Available | S::Unavailable | S::Failed).then_some(S::Restarting)
             }
-            E::Began(K::Repair) => {
+            E::Began(K::Repair | K::Failover) => {
                 matches!(s, S::Available | S::Unavailable).then_some(S::Repairing)
             }
             E::Began(K::Delete) => Some(S::Deleting),
@@ -280,7 +284,7 @@ mod tests {
                 (S::Creating, K::Create)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)
-                | (S::Repairing, K::Repair) => Some(S::Available),
+                | (S::Repairing, K::Repair | K::Failover) => Some(S::Available),
                 (S::Stopping, K::Stop) => Some(S::Stopped),
                 (S::Deleting, K::Delete) => Some(S::Deleted),
                 (
@@ -290,7 +294,7 @@ mod tests {
                 _ => None,
             },
             E::Failed(k) => match (s, k) {
-                (S::Repairing, K::Repair) => Some(S::Unavailable),
+                (S::Repairing, K::Repair | K::Failover) => Some(S::Unavailable),
                 (
                     S::Modifying,
                     K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover,

@@ -33,11 +33,14 @@ pub enum TaskKind {
     Scale,
     /// Make a replica the primary with no transaction lost; the old primary follows it.
     Switchover,
+    /// The primary failed: fence it, promote the replica chosen, and let the old
+    /// primary rejoin as a replica when it is back.
+    Failover,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 11] = [
+    pub const ALL: [TaskKind; 12] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -49,6 +52,7 @@ impl TaskKind {
         Self::Backup,
         Self::Scale,
         Self::Switchover,
+        Self::Failover,
     ];
 
     /// The kind as the API spells it.
@@ -65,6 +69,7 @@ impl TaskKind {
             Self::Backup => "backup",
             Self::Scale => "scale",
             Self::Switchover => "switchover",
+            Self::Failover => "failover",
         }
     }
 
@@ -125,6 +130,17 @@ impl TaskKind {
                 S::EnsureReplication,
                 S::EnsureReplicas,
                 S::EnsureEndpoint,
+            ],
+            // The old primary is fenced (stopped through Docker, or its lease has run
+            // out) before the target takes writes; it rejoins as a replica.
+            // The endpoint follows before the old primary is brought back, which
+            // may take long (or wait for its host).
+            Self::Failover => vec![
+                S::FenceOldPrimary,
+                S::PromoteTarget,
+                S::EnsureReplication,
+                S::EnsureEndpoint,
+                S::EnsureReplicas,
             ],
             // Rolling, when there is a replica to hand over to: replicas first, then
             // a switchover, whose last steps start the old primary again as a replica.
@@ -221,10 +237,16 @@ pub struct TaskOptions {
     /// Scale: whether commits wait for a missing synchronous replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_mode: Option<crate::member::SyncMode>,
-    /// Switchover, and a rolling restart: the member that becomes the primary (its
-    /// number).
+    /// Switchover, failover and a rolling restart: the member that becomes the
+    /// primary (its number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_member: Option<u16>,
+    /// Failover: the member that failed (the primary when the task began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_member: Option<u16>,
+    /// Failover: bytes of the old primary's stream the target may lack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub may_lose: Option<u64>,
 }
 
 /// One step, named for what it ensures.
@@ -289,6 +311,9 @@ pub enum StepName {
     HandOverWrites,
     /// The target is the primary, takes writes, and the store says so.
     PromoteTarget,
+    /// The failed primary can write no more: its container is stopped, or its
+    /// lease has run out.
+    FenceOldPrimary,
     /// Every replica was stopped and started again (one at a time), and follows.
     RestartReplicas,
     /// The instance's endpoint container runs on its fixed ports and routes writes
@@ -325,6 +350,7 @@ impl StepName {
             Self::RemoveExtraMembers => "remove_extra_members",
             Self::HandOverWrites => "hand_over_writes",
             Self::PromoteTarget => "promote_target",
+            Self::FenceOldPrimary => "fence_old_primary",
             Self::RestartReplicas => "restart_replicas",
             Self::EnsureEndpoint => "ensure_endpoint",
         }

@@ -11,6 +11,7 @@ mod auth;
 mod backup;
 mod endpoint;
 mod error;
+mod failover;
 mod members;
 pub mod metrics;
 pub mod monitor;
@@ -110,6 +111,10 @@ pub struct Config {
     pub default_backup_schedule: String,
     /// Metric sampling and history resolutions.
     pub monitor: MonitorConfig,
+    /// A failed primary whose container still runs is stopped through Docker
+    /// before a failover (an extra fence; safety never depends on it). Off only to
+    /// prove that the lease alone fences (`--docker-fence off`, tests).
+    pub fence_through_docker: bool,
 }
 
 /// An operator's choice of a registry image for one engine version.
@@ -206,6 +211,8 @@ pub struct Ctx {
     pub metrics: metrics::Metrics,
     /// Where backups are kept, opened (and checked) once at start.
     pub(crate) backups: backup::BackupStore,
+    /// The leader leases this control plane grants (the embedded lease store).
+    pub failover: failover::Leases,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -398,6 +405,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         metrics: metrics::Metrics::default(),
         backups,
+        failover: failover::Leases::default(),
         _lock: Arc::new(lock),
     };
     Ok(ctx)
@@ -429,6 +437,7 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     tokio::spawn(prebuild_images(ctx.clone()));
     tokio::spawn(reconcile::run_forever(ctx.clone()));
+    tokio::spawn(failover::run_forever(ctx.clone()));
     tokio::spawn(prune_events_forever(ctx.clone()));
     tokio::spawn(backup::schedule::run_forever(ctx.clone()));
     tokio::spawn(monitor::run_forever(ctx.clone()));

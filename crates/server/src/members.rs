@@ -214,6 +214,9 @@ pub(crate) struct AgentHealth {
     /// On a primary: why synchronous commits are not confirmed as asked.
     #[serde(default)]
     pub sync_degraded: Option<String>,
+    /// How the member last rejoined after being a primary (`how`, `reason`).
+    #[serde(default)]
+    pub rejoined: Option<serde_json::Value>,
 }
 
 impl AgentHealth {
@@ -337,6 +340,11 @@ pub(crate) fn replication_for(
         } else {
             vec![]
         },
+        replica_hosts: if role == Role::Primary {
+            t.replicas().map(|m| container_name(inst, m)).collect()
+        } else {
+            vec![]
+        },
         sync: t.sync,
         sync_mode: t.sync_mode,
     }
@@ -402,4 +410,33 @@ pub(crate) async fn agent_post(
         return Ok(serde_json::Value::Null);
     }
     serde_json::from_str(&text).map_err(|e| format!("agent sent an unreadable answer: {e}"))
+}
+
+/// What a member's agent says of its role just now (`GET /role`), if it answers.
+pub(crate) async fn role_report(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    m: MemberId,
+) -> Option<berth_model::agent::RoleReport> {
+    let ip = ctx
+        .runtime
+        .inspect_member(key(inst, m))
+        .await
+        .ok()
+        .flatten()
+        .filter(|o| o.running)
+        .and_then(|o| o.ip)?;
+    let url = format!(
+        "http://{}{}",
+        std::net::SocketAddr::new(ip, AGENT_PORT),
+        berth_model::agent::ROLE_PATH
+    );
+    let resp = ctx
+        .http
+        .get(url)
+        .timeout(std::time::Duration::from_secs(3))
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
 }

@@ -51,6 +51,9 @@ pub struct Observed {
     pub tombstones: HashMap<InstanceId, Tombstone>,
     /// Current revision of every parameter group.
     pub group_revisions: HashMap<String, i64>,
+    /// Instances whose primary is down while automatic failover watches them:
+    /// failover decides (promote a replica, or bring the primary back), not repair.
+    pub left_to_failover: HashSet<InstanceId>,
 }
 
 /// One thing to do.
@@ -102,6 +105,9 @@ pub fn plan(instances: &[InstanceRecord], observed: &Observed) -> Vec<Action> {
         let Some(seen) = observed.members.get(&inst.id) else {
             continue;
         };
+        if observed.left_to_failover.contains(&inst.id) {
+            continue;
+        }
         let wants_running = inst.status.wants_running();
         match seen {
             MemberSeen::Missing if wants_running => {
@@ -274,17 +280,27 @@ async fn observe(
                 Some(obs) if !obs.running => MemberSeen::Down(obs),
                 Some(_) => MemberSeen::Healthy,
             };
+            let mut primary_down = false;
             for m in &inst.topology.members {
                 let seen = observe_member(ctx, inst, *m).await?;
+                if *m == inst.topology.primary {
+                    primary_down = matches!(seen, MemberSeen::Down(_) | MemberSeen::Missing);
+                }
                 if severity(&seen) > severity(&worst) {
                     worst = seen;
                 }
             }
-            Ok::<_, String>((inst.id, worst))
+            let failover_decides = primary_down
+                && inst.topology.members.len() > 1
+                && inst.topology.failover == berth_model::member::FailoverMode::Auto;
+            Ok::<_, String>((inst.id, worst, failover_decides))
         });
     for r in futures_util::future::join_all(checks).await {
-        let (id, seen) = r?;
+        let (id, seen, failover_decides) = r?;
         observed.members.insert(id, seen);
+        if failover_decides {
+            observed.left_to_failover.insert(id);
+        }
     }
     for id in unowned_ids(instances, &observed) {
         let t = ctx.store.tombstone(id).await.map_err(|e| e.to_string())?;

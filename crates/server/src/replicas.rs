@@ -115,7 +115,11 @@ pub(crate) async fn ensure_replicas(
     inst: &InstanceRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> StepResult {
-    let replicas: Vec<MemberId> = inst.topology.replicas().collect();
+    // A failed primary comes last: the others follow the new primary first (its
+    // synchronous commits wait for them), and it may not be back for a while.
+    let failed = task.options.failed_member.map(MemberId);
+    let mut replicas: Vec<MemberId> = inst.topology.replicas().collect();
+    replicas.sort_by_key(|m| Some(*m) == failed);
     if replicas.is_empty() {
         return Ok("no replicas".into());
     }
@@ -123,6 +127,25 @@ pub(crate) async fn ensure_replicas(
     for m in replicas {
         let name = container_name(inst, m);
         progress(&format!("replica {name}"));
+        if Some(m) == failed && task.kind == TaskKind::Failover {
+            let back = tokio::time::timeout(
+                std::time::Duration::from_secs(90),
+                ensure_replica(ctx, inst, m),
+            )
+            .await
+            .unwrap_or_else(|_| Err(StepError::Retry("it did not answer within 90 s".into())));
+            match back {
+                Ok(()) => {
+                    record_rejoin(ctx, inst, m).await;
+                    said.push(format!("{name}, the old primary, rejoined as a replica"));
+                }
+                Err(e) => said.push(format!(
+                    "{name}, the old primary, is not back yet ({e}); it rejoins as a replica \
+                     when it is (reconcile repairs it)"
+                )),
+            }
+            continue;
+        }
         let existed = ctx
             .runtime
             .find_member(members::key(inst, m))
@@ -161,6 +184,52 @@ pub(crate) async fn ensure_replicas(
         }
     }
     Ok(said.join("; "))
+}
+
+/// A replica that exists already: running, following the current primary.
+async fn ensure_replica(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> Result<(), StepError> {
+    steps::ensure_container(ctx, inst, m, true).await?;
+    steps::ensure_params(ctx, inst, m, false).await?;
+    crate::tls::ensure_member_tls(ctx, inst, m).await?;
+    steps::ensure_running(ctx, inst, m).await?;
+    steps::wait_ready(ctx, inst, m).await?;
+    let ip = steps::member_ip(ctx, inst, m).await?;
+    members::send_replication(ctx, inst, ip, &members::replication_for(inst, m))
+        .await
+        .map_err(StepError::Retry)
+}
+
+/// The event of a former primary's rejoin: how (rewound, followed, cloned afresh).
+async fn record_rejoin(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) {
+    let Ok(ip) = steps::member_ip(ctx, inst, m).await else {
+        return;
+    };
+    let rejoined = members::agent_health(ctx, inst, ip)
+        .await
+        .ok()
+        .and_then(|h| h.rejoined);
+    let display = berth_model::member::display_name(&inst.name, m);
+    let (how, reason) = match &rejoined {
+        Some(r) => (
+            r["how"].as_str().unwrap_or("followed").to_owned(),
+            r["reason"].as_str().map(str::to_owned),
+        ),
+        None => ("followed".to_owned(), None),
+    };
+    let message = match &reason {
+        Some(why) => format!("{display}, the former primary, rejoined as a replica: {how}, because {why}; what it held beyond the new primary was set aside"),
+        None => format!("{display}, the former primary, rejoined as a replica ({how})"),
+    };
+    let _ = ctx
+        .store
+        .record_event(&NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            EventKind::MemberRejoined,
+            message,
+            serde_json::json!({ "member": display, "how": how, "reason": reason }),
+        ))
+        .await;
 }
 
 /// Step `remove_extra_members`: members the topology no longer lists are stopped and

@@ -17,6 +17,14 @@ pub(crate) enum StepError {
     Fatal(String),
 }
 
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Retry(why) | Self::Fatal(why) => f.write_str(why),
+        }
+    }
+}
+
 impl From<RuntimeError> for StepError {
     fn from(e: RuntimeError) -> Self {
         if e.is_unreachable() {
@@ -147,6 +155,7 @@ pub(crate) async fn run(
         }
         StepName::HandOverWrites => crate::switchover::hand_over_writes(ctx, task, &inst).await,
         StepName::PromoteTarget => crate::switchover::promote_target(ctx, task, &inst).await,
+        StepName::FenceOldPrimary => crate::switchover::fence_old_primary(ctx, task, &inst).await,
         StepName::EnsureEndpoint => crate::endpoint::ensure_endpoint(ctx, &inst).await,
         StepName::RestartReplicas => crate::replicas::restart_replicas(ctx, &inst).await,
         StepName::RemoveExtraMembers => {

@@ -106,8 +106,50 @@ pub(crate) async fn hand_over_writes(
     ))
 }
 
-/// Step `promote_target`: the target leaves recovery and takes writes, is told it is
-/// the primary (its synchronous replicas), and the store records it.
+/// Step `fence_old_primary` (failover): the failed primary can write no more — its
+/// container is stopped (and stopped through Docker if it still runs, unless that is
+/// turned off), or else the lease it held has run out. Safety rests on the lease;
+/// Docker only makes it quicker.
+pub(crate) async fn fence_old_primary(
+    ctx: &Ctx,
+    task: &TaskRecord,
+    inst: &InstanceRecord,
+) -> StepResult {
+    let old = task
+        .options
+        .failed_member
+        .map(MemberId)
+        .ok_or_else(|| StepError::Fatal("the failover names no failed member".into()))?;
+    let name = container_name(inst, old);
+    if old != inst.topology.primary {
+        return Ok(format!("{name} is no longer the primary"));
+    }
+    let key = members::key(inst, old);
+    let running = ctx
+        .runtime
+        .inspect_member(key)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|o| o.running);
+    if !running {
+        return Ok(format!("{name} is stopped: it takes no writes"));
+    }
+    if ctx.config.fence_through_docker && ctx.runtime.ensure_stopped(key, 0).await.is_ok() {
+        return Ok(format!("{name} was stopped through Docker"));
+    }
+    let until = ctx.failover.held_until(inst.id);
+    let wait = until.saturating_duration_since(Instant::now());
+    tokio::time::sleep(wait).await;
+    Ok(format!(
+        "{name} does not answer; its lease ran out ({} ms waited), so it takes no writes",
+        wait.as_millis()
+    ))
+}
+
+/// Step `promote_target`: the target leaves recovery and takes writes, holding the
+/// lease of a new term, is told it is the primary (its synchronous replicas), and the
+/// store records it.
 pub(crate) async fn promote_target(
     ctx: &Ctx,
     task: &TaskRecord,
@@ -116,12 +158,35 @@ pub(crate) async fn promote_target(
     let to = target(task)?;
     let old = inst.topology.primary;
     let ip = steps::member_ip(ctx, inst, to).await?;
+    let old_stopped = !ctx
+        .runtime
+        .inspect_member(members::key(inst, old))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|o| o.running);
+    let term = if old == to {
+        inst.topology.term
+    } else {
+        inst.topology.term + 1
+    };
+    let replicated = inst.topology.members.len() > 1;
+    let sent = Instant::now();
+    let promote = berth_model::agent::lease::Promote {
+        term,
+        ttl_ms: if replicated {
+            berth_model::agent::lease::TTL.as_millis() as u64
+        } else {
+            0
+        },
+        old_primary_stopped: old_stopped,
+    };
     members::agent_post(
         ctx,
         inst,
         ip,
         "/promote",
-        &serde_json::json!({}),
+        &serde_json::to_value(&promote).unwrap_or_default(),
         Duration::from_secs(90),
     )
     .await
@@ -131,7 +196,9 @@ pub(crate) async fn promote_target(
     }
     let mut topology = inst.topology.clone();
     topology.primary = to;
+    topology.term = term;
     ctx.store.set_topology(inst.id, &topology, None).await?;
+    ctx.failover.moved(inst.id, sent);
     let promoted = InstanceRecord {
         topology,
         ..inst.clone()
@@ -144,13 +211,34 @@ pub(crate) async fn promote_target(
         berth_model::member::display_name(&inst.name, old),
         berth_model::member::display_name(&inst.name, to),
     );
+    let failover = task.kind == berth_model::TaskKind::Failover;
+    let may_lose = task.options.may_lose.unwrap_or(0);
     ctx.store
         .record_event(&NewEvent::instance(
             inst.id,
             inst.name.as_str(),
-            EventKind::RoleChanged,
-            format!("{new_name} is the primary; {old_name} becomes its replica"),
-            serde_json::json!({ "primary": new_name, "was": old_name, "reason": "switchover" }),
+            if failover {
+                EventKind::FailoverDone
+            } else {
+                EventKind::RoleChanged
+            },
+            if failover {
+                format!(
+                    "{old_name} failed; {new_name} is the primary (term {term}){}",
+                    if may_lose > 0 {
+                        format!("; up to {may_lose} bytes the old primary wrote may be missing")
+                    } else {
+                        "; no acknowledged commit is missing".to_owned()
+                    }
+                )
+            } else {
+                format!("{new_name} is the primary; {old_name} becomes its replica")
+            },
+            serde_json::json!({
+                "primary": new_name, "was": old_name, "term": term,
+                "reason": if failover { "failover" } else { "switchover" },
+                "may_lose_bytes": may_lose,
+            }),
         ))
         .await?;
     Ok(format!(

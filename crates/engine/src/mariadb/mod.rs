@@ -619,6 +619,21 @@ impl Engine for Mariadb {
         replication::promote(layout).await
     }
 
+    fn rejoin_commands(
+        &self,
+        _: &EngineVersion,
+        _: &Layout,
+        _: &berth_model::agent::Replication,
+    ) -> Vec<CommandSpec> {
+        // It follows from its own binary log's GTID position; `diverged` says when
+        // the new primary lacks what it wrote.
+        vec![]
+    }
+
+    async fn diverged(&self, layout: &Layout) -> Result<Option<String>> {
+        replication::diverged(layout).await
+    }
+
     async fn sync_status(
         &self,
         layout: &Layout,

@@ -286,6 +286,38 @@ pub(super) async fn promote(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// The I/O thread stopped with error 1236: the primary's binary log does not hold
+/// the GTID this member wants next, because this member wrote transactions the
+/// primary never had (a former primary's unconfirmed commits).
+pub(super) async fn diverged(layout: &Layout) -> Result<Option<String>> {
+    let mut conn = local_conn(layout).await?;
+    let row: Option<mysql_async::Row> = conn
+        .query_first("SHOW SLAVE STATUS")
+        .await
+        .map_err(refused)?;
+    let own: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .map_err(refused)?;
+    let _ = conn.disconnect().await;
+    let Some(row) = row else { return Ok(None) };
+    let errno = row
+        .get_opt::<u64, _>("Last_IO_Errno")
+        .and_then(|r| r.ok())
+        .unwrap_or(0);
+    if errno != 1236 {
+        return Ok(None);
+    }
+    let error = row
+        .get_opt::<String, _>("Last_IO_Error")
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "the new primary lacks transactions this member wrote (its GTID position {}): {error}",
+        own.unwrap_or_default()
+    )))
+}
+
 /// Whether semi-synchronous replication is on and has a replica to confirm commits.
 pub(super) async fn sync_status(layout: &Layout, repl: &Replication) -> Result<Option<String>> {
     let mut conn = local_conn(layout).await?;
@@ -336,6 +368,7 @@ mod tests {
             source: Some(("berth-db-12345678-0".into(), 3306)),
             password: Secret::new("s3cret"),
             replicas: vec![],
+            replica_hosts: vec![],
             sync,
             sync_mode: mode,
         }

@@ -106,6 +106,7 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
         };
         match &slave {
             Some(st) => {
+                report.position = binlog_position(st.master_log_file.as_deref(), st.read_pos);
                 report.replication_running = Some(st.running());
                 report.lag_seconds = st.seconds_behind.map(|s| s as f64);
                 report.lag_bytes = st.lag_bytes();
@@ -124,6 +125,15 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
             None => {}
         }
         if role == Role::Primary {
+            let master: Option<Row> = conn
+                .query_first("SHOW MASTER STATUS")
+                .await
+                .map_err(refused)?;
+            report.position = master.and_then(|r| {
+                let file = r.get_opt::<String, _>("File").and_then(|f| f.ok());
+                let pos = r.get_opt::<u64, _>("Position").and_then(|p| p.ok());
+                binlog_position(file.as_deref(), pos)
+            });
             let rows: Vec<(String, String)> = conn.query(REPLICAS_SQL).await.map_err(refused)?;
             report.replicas = rows
                 .into_iter()
@@ -141,6 +151,14 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
     .await;
     let _ = conn.disconnect().await;
     result
+}
+
+/// A position in a primary's binary log as one number: the file's sequence number
+/// (`…-bin.000042`) times 2³² plus the offset. Ordered like the log itself; the
+/// difference of two positions in one file is bytes.
+fn binlog_position(file: Option<&str>, offset: Option<u64>) -> Option<u64> {
+    let seq: u64 = file?.rsplit_once('.')?.1.parse().ok()?;
+    Some((seq << 32) | (offset? & 0xffff_ffff))
 }
 
 /// `PROCESSLIST.HOST` is `host:port` for TCP clients.
@@ -173,6 +191,17 @@ mod tests {
         assert_eq!(st.lag_bytes(), None);
         st.io_running = Some("Connecting".into());
         assert!(!st.running());
+    }
+
+    #[test]
+    fn binlog_positions_order_by_file_then_offset() {
+        let a = binlog_position(Some("mariadb-bin.000002"), Some(900)).expect("pos");
+        let b = binlog_position(Some("mariadb-bin.000003"), Some(4)).expect("pos");
+        let c = binlog_position(Some("mariadb-bin.000003"), Some(104)).expect("pos");
+        assert!(a < b && b < c);
+        assert_eq!(c - b, 100);
+        assert_eq!(binlog_position(Some("nofile"), Some(1)), None);
+        assert_eq!(binlog_position(None, Some(1)), None);
     }
 
     #[test]

@@ -591,6 +591,20 @@ impl Engine for Postgres {
         replication::promote(layout).await
     }
 
+    fn rejoin_commands(
+        &self,
+        version: &EngineVersion,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Vec<CommandSpec> {
+        replication::rejoin_commands(version, &self.data_dir(layout), repl)
+    }
+
+    async fn diverged(&self, _: &Layout) -> Result<Option<String>> {
+        // pg_rewind ran before the start: what is left follows, or fails to start.
+        Ok(None)
+    }
+
     async fn sync_status(
         &self,
         layout: &Layout,

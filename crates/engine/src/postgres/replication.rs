@@ -124,6 +124,36 @@ pub(super) fn clone_commands(
     ]
 }
 
+/// A former primary becoming a replica: `pg_rewind` takes its data directory back
+/// to where it left the new primary's history (it recovers a crashed directory
+/// first), through the replication account (granted the file functions it reads).
+/// When nothing diverged it changes nothing.
+pub(super) fn rejoin_commands(
+    version: &EngineVersion,
+    data: &Path,
+    repl: &Replication,
+) -> Vec<CommandSpec> {
+    let Some((host, port)) = &repl.source else {
+        return vec![];
+    };
+    vec![
+        CommandSpec {
+            program: bin(version, "pg_rewind"),
+            args: vec![
+                format!("--target-pgdata={}", data.display()),
+                format!(
+                    "--source-server=host={host} port={port} user={REPLICATION_USER} dbname=postgres \
+                     sslmode=require connect_timeout=10 application_name=berth_rewind"
+                ),
+                "--progress".into(),
+            ],
+            env: vec![("PGPASSWORD".into(), repl.password.expose().to_owned())],
+            stdin: None,
+        },
+        crate::sync_command(data),
+    ]
+}
+
 fn refused(e: tokio_postgres::Error) -> EngineError {
     EngineError::Refused {
         engine: EngineKind::Postgres,
@@ -156,7 +186,11 @@ pub(super) async fn apply(layout: &Layout, repl: &Replication) -> Result<()> {
              CREATE ROLE {REPLICATION_USER} WITH REPLICATION LOGIN;
            END IF;
          END $$;
-         ALTER ROLE {REPLICATION_USER} WITH REPLICATION LOGIN CONNECTION LIMIT 10 PASSWORD {password};",
+         ALTER ROLE {REPLICATION_USER} WITH REPLICATION LOGIN CONNECTION LIMIT 10 PASSWORD {password};
+         GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO {REPLICATION_USER};
+         GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {REPLICATION_USER};
+         GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO {REPLICATION_USER};
+         GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {REPLICATION_USER};",
         user = literal(REPLICATION_USER),
         password = literal(repl.password.expose()),
     );
@@ -287,6 +321,7 @@ mod tests {
             source: Some(("berth-db-12345678-0".into(), 5432)),
             password: Secret::new("s3cret"),
             replicas: vec![MemberId(1), MemberId(2)],
+            replica_hosts: vec![],
             sync: 1,
             sync_mode: SyncMode::Strict,
         }

@@ -21,7 +21,10 @@ const SELF_SQL: &str = "SELECT pg_is_in_recovery(),
     ELSE greatest(0, extract(epoch FROM now() - pg_last_xact_replay_timestamp()))::float8
     END END,
   CASE WHEN pg_is_in_recovery() THEN
-    EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') END";
+    EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') END,
+  pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery()
+    THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+    ELSE pg_current_wal_lsn() END, '0/0')::int8";
 
 /// On a primary: each walsender, as `pg_stat_replication` has it.
 const REPLICAS_SQL: &str = "SELECT coalesce(application_name, ''), coalesce(state, ''),
@@ -70,6 +73,8 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
         replicas,
         reason: (replication_running == Some(false))
             .then(|| "the WAL receiver is not streaming".to_owned()),
+        position: row.get::<_, Option<i64>>(7).map(non_negative),
+        term: None,
     })
 }
 

@@ -1,0 +1,152 @@
+//! A former primary becoming a replica of the member that replaced it, without an
+//! operator: before its engine starts as a replica, the engine's own tool takes its
+//! data directory back to the new primary's history (`Engine::rejoin_commands`:
+//! PostgreSQL's `pg_rewind`); where that fails, or the engine finds later that the
+//! new primary lacks transactions this member wrote (`Engine::diverged`: MariaDB's
+//! GTID check), the directory is set aside (`discarded-<time>` on the volume, the
+//! latest one kept) and cloned afresh. What happened is kept in `berth-rejoin.json`
+//! on the volume, reported by `/health`, and written to the event log by the
+//! control plane.
+
+use crate::{AgentConfig, AgentError, Reaper, Result};
+use berth_model::agent::Replication;
+use berth_model::member::Role;
+use nix::unistd::User;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+/// The role the engine last started in, kept on the volume.
+fn ran_as_path(config: &AgentConfig) -> PathBuf {
+    config.layout.volume.join("berth-ran-as")
+}
+
+/// Set when the running replica found it diverged: the next start clones afresh.
+fn reclone_path(config: &AgentConfig) -> PathBuf {
+    config.layout.volume.join("berth-reclone")
+}
+
+fn outcome_path(config: &AgentConfig) -> PathBuf {
+    config.layout.volume.join("berth-rejoin.json")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Records the role the engine starts in now.
+pub(crate) fn record_start(config: &AgentConfig, role: Role) {
+    let _ = std::fs::write(ran_as_path(config), role.as_str());
+}
+
+fn ran_as_primary(config: &AgentConfig) -> bool {
+    std::fs::read_to_string(ran_as_path(config)).is_ok_and(|s| s.trim() == "primary")
+}
+
+/// Whether the engine must be made fit before it starts as this replica.
+pub(crate) fn needed(config: &AgentConfig, repl: &Replication) -> bool {
+    repl.role == Role::Replica
+        && repl.source.is_some()
+        && (ran_as_primary(config) || reclone_path(config).exists())
+}
+
+/// The last rejoin, as `/health` reports it.
+pub(crate) fn last(config: &AgentConfig) -> Option<serde_json::Value> {
+    std::fs::read_to_string(outcome_path(config))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn keep_outcome(config: &AgentConfig, how: &str, why: Option<&str>) {
+    let v = serde_json::json!({
+        "how": how,
+        "reason": why,
+        "at_unix": unix_now(),
+    });
+    let _ = std::fs::write(outcome_path(config), v.to_string());
+}
+
+/// Makes the stopped data directory fit to follow `repl.source`.
+pub(crate) async fn run(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    user: &User,
+    repl: &Replication,
+) -> Result<()> {
+    let engine = config.engine();
+    if let Ok(why) = std::fs::read_to_string(reclone_path(config)) {
+        return reclone(config, reaper, user, repl, &why).await;
+    }
+    let commands = engine.rejoin_commands(&config.version, &config.layout, repl);
+    if commands.is_empty() {
+        keep_outcome(config, "follows from its own position", None);
+        return Ok(());
+    }
+    match crate::replication::run_all(reaper, user, &commands).await {
+        Ok(()) => {
+            info!("the former primary's data directory was rewound to the new primary's history");
+            keep_outcome(config, "rewound", None);
+            // The rewind copied the new primary's configuration files: ours again.
+            engine.render_config(&config.layout, &crate::current_settings(config))?;
+            Ok(())
+        }
+        Err(e) => {
+            let why = format!("rewinding failed ({e})");
+            reclone(config, reaper, user, repl, &why).await
+        }
+    }
+}
+
+/// Sets the data directory aside and clones the new primary's.
+async fn reclone(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    user: &User,
+    repl: &Replication,
+    why: &str,
+) -> Result<()> {
+    let engine = config.engine();
+    let data = engine.data_dir(&config.layout);
+    let volume = &config.layout.volume;
+    // One discarded copy at most: the volume must not fill with them.
+    if let Ok(entries) = std::fs::read_dir(volume) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("discarded-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let aside = volume.join(format!("discarded-{}", unix_now()));
+    warn!(reason = %why, aside = %aside.display(), "the former primary cannot follow as it is: cloning afresh");
+    if data.exists() {
+        std::fs::rename(&data, &aside).map_err(|source| AgentError::Io {
+            what: format!("setting {} aside", data.display()),
+            source,
+        })?;
+    }
+    crate::bootstrap::reclone(config, reaper, user, repl).await?;
+    let _ = std::fs::remove_file(reclone_path(config));
+    keep_outcome(config, "cloned afresh", Some(why));
+    engine.render_config(&config.layout, &crate::current_settings(config))?;
+    Ok(())
+}
+
+/// After a former primary started following: when the engine says it diverged,
+/// the engine is stopped and the next start clones afresh.
+pub(crate) async fn check_diverged(config: &AgentConfig) {
+    let engine = config.engine();
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        match engine.diverged(&config.layout).await {
+            Ok(Some(why)) => {
+                warn!(reason = %why, "this former primary diverged from the new primary");
+                let _ = std::fs::write(reclone_path(config), &why);
+                crate::lease::kill_engine(config);
+                return;
+            }
+            Ok(None) => {}
+            Err(_) => return,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The embedded lease store and automatic failover.
+//!
+//! The control plane holds every instance's leader lease itself (the embedded
+//! default): once a second it grants the lease to the stored primary of each
+//! instance with replicas (`POST /lease`, term = the topology's), noting *before*
+//! sending when it sent it. The lease is held until that instant plus the TTL; the
+//! agent stops writing earlier (see `berth_model::agent::lease`). A grant's answer
+//! also carries the primary's position, kept to bound what an asynchronous
+//! failover may lose.
+//!
+//! When a grant fails, the primary is judged failed once it is *fenced*: its
+//! container is stopped (Docker says so; a container still running is killed
+//! through Docker when Docker answers), or its lease ran out. A primary whose engine
+//! stays unready for [`ENGINE_DOWN`] while its agent answers is failed too. Then
+//! [`berth_model::failover::choose`] picks the replica from what the replicas' agents
+//! say now, and a `failover` task promotes it; when none qualifies the instance
+//! stays without a new primary, an event says why, and a stopped old primary is
+//! brought back in place (a repair). Nothing of this runs while a task holds the
+//! instance (a switchover moves the primary itself), nor for `--failover manual`.
+
+use crate::members::{self, container_name};
+use crate::Ctx;
+use berth_model::agent::lease::{self as contract, Grant, Held};
+use berth_model::failover::{self as rules, Decision, Seen};
+use berth_model::member::{FailoverMode, Role};
+use berth_model::{
+    EventKind, InstanceEvent, InstanceId, InstanceRecord, InstanceStatus, MemberId, NewEvent,
+    TaskKind, TaskOptions,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How long a primary's engine may stay unready, its agent answering, before the
+/// primary counts as failed.
+const ENGINE_DOWN: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Default)]
+struct Watching {
+    /// When the last grant that the agent took was sent.
+    last_grant_sent: Option<Instant>,
+    /// The primary's position in that answer.
+    last_position: Option<u64>,
+    /// Since when the agent answers with its engine not ready.
+    not_ready_since: Option<Instant>,
+    /// The last reason a failover was declined (said once).
+    declined: Option<String>,
+}
+
+/// What the control plane knows of each instance's lease, in memory.
+#[derive(Clone)]
+pub struct Leases {
+    /// When this control plane started.
+    started: Instant,
+    watching: Arc<Mutex<HashMap<InstanceId, Watching>>>,
+}
+
+impl Default for Leases {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            watching: Arc::default(),
+        }
+    }
+}
+
+impl Leases {
+    fn with<T>(&self, id: InstanceId, f: impl FnOnce(&mut Watching) -> T) -> T {
+        let mut map = self.watching.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(id).or_default())
+    }
+
+    /// Until when the instance's current primary may hold the lease. A control
+    /// plane that just started does not know what its predecessor granted: a whole
+    /// TTL from its start.
+    pub(crate) fn held_until(&self, id: InstanceId) -> Instant {
+        let sent = self.with(id, |w| w.last_grant_sent);
+        sent.unwrap_or(self.started).max(self.started) + contract::TTL
+    }
+
+    /// The lease moves: what was granted to the old primary no longer counts.
+    pub(crate) fn moved(&self, id: InstanceId, sent: Instant) {
+        self.with(id, |w| {
+            *w = Watching {
+                last_grant_sent: Some(sent),
+                ..Watching::default()
+            }
+        });
+    }
+
+    fn last_position(&self, id: InstanceId) -> Option<u64> {
+        self.with(id, |w| w.last_position)
+    }
+}
+
+/// Instances whose primary holds a lease: more than one member, meant to run.
+fn leased(inst: &InstanceRecord) -> bool {
+    inst.topology.members.len() > 1
+        && !matches!(
+            inst.status,
+            InstanceStatus::Stopping
+                | InstanceStatus::Stopped
+                | InstanceStatus::Deleting
+                | InstanceStatus::Deleted
+                | InstanceStatus::Failed
+        )
+}
+
+/// Grants and watches, once a second, for ever.
+pub async fn run_forever(ctx: Ctx) {
+    loop {
+        let started = Instant::now();
+        match ctx.store.list_instances(None).await {
+            Ok(instances) => {
+                let rounds = instances
+                    .iter()
+                    .filter(|i| leased(i))
+                    .map(|inst| watch(&ctx, inst));
+                futures_util::future::join_all(rounds).await;
+            }
+            Err(e) => warn!(error = %e, "cannot list instances to grant leases"),
+        }
+        tokio::time::sleep(contract::RENEW_EVERY.saturating_sub(started.elapsed())).await;
+    }
+}
+
+/// One round for one instance: grant; when that fails, judge and maybe fail over.
+async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
+    let primary = inst.topology.primary;
+    let ip = ctx
+        .runtime
+        .inspect_member(members::key(inst, primary))
+        .await
+        .ok()
+        .flatten();
+    let running = ip.as_ref().is_some_and(|o| o.running);
+    if let Some(addr) = ip.as_ref().filter(|o| o.running).and_then(|o| o.ip) {
+        let sent = Instant::now();
+        let grant = Grant {
+            term: inst.topology.term,
+            ttl_ms: contract::TTL.as_millis() as u64,
+        };
+        let answer = members::agent_post(
+            ctx,
+            inst,
+            addr,
+            contract::LEASE_PATH,
+            &serde_json::to_value(&grant).unwrap_or_default(),
+            Duration::from_millis(800),
+        )
+        .await
+        .and_then(|v| serde_json::from_value::<Held>(v).map_err(|e| e.to_string()));
+        if let Ok(held) = answer {
+            let engine_down_for = ctx.failover.with(inst.id, |w| {
+                w.last_grant_sent = Some(sent);
+                w.declined = None;
+                if held.ready {
+                    w.last_position = held.position.or(w.last_position);
+                    w.not_ready_since = None;
+                } else {
+                    w.not_ready_since.get_or_insert(sent);
+                }
+                w.not_ready_since.map(|t| t.elapsed())
+            });
+            if engine_down_for.is_none_or(|d| d < ENGINE_DOWN) {
+                return;
+            }
+        }
+    }
+    // The primary did not take the grant (or its engine stays down).
+    if inst.status.is_busy() || inst.topology.failover == FailoverMode::Manual {
+        return;
+    }
+    let fenced_by_docker = if running {
+        if ctx.config.fence_through_docker
+            && ctx
+                .runtime
+                .ensure_stopped(members::key(inst, primary), 0)
+                .await
+                .is_ok()
+        {
+            warn!(instance = %inst.name, member = %container_name(inst, primary), "the primary does not hold its lease: stopped through Docker");
+            true
+        } else {
+            false
+        }
+    } else {
+        true
+    };
+    if !fenced_by_docker && Instant::now() < ctx.failover.held_until(inst.id) {
+        return;
+    }
+    let decision = decide(ctx, inst, None, false).await;
+    match decision {
+        Decision::Promote { member, may_lose } => {
+            let options = TaskOptions {
+                target_member: Some(member.0),
+                failed_member: Some(primary.0),
+                may_lose: Some(may_lose),
+                ..TaskOptions::default()
+            };
+            match crate::tasks::begin(ctx, inst, TaskKind::Failover, options).await {
+                Ok((_, task)) => warn!(
+                    instance = %inst.name, to = %container_name(inst, member), task = %task.id,
+                    "the primary failed: failing over"
+                ),
+                Err(e) => info!(instance = %inst.name, "no failover now: {e}"),
+            }
+        }
+        Decision::Stay(why) => declined(ctx, inst, &why, !running).await,
+    }
+}
+
+/// What the replicas say now, and the choice.
+pub(crate) async fn decide(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    target: Option<MemberId>,
+    accept_data_loss: bool,
+) -> Decision {
+    let seen = futures_util::future::join_all(inst.topology.replicas().map(|m| async move {
+        let report = members::role_report(ctx, inst, m).await;
+        Seen {
+            member: m,
+            healthy: report
+                .as_ref()
+                .is_some_and(|r| r.role == Some(Role::Replica)),
+            position: report.and_then(|r| r.position),
+        }
+    }))
+    .await;
+    let t = &inst.topology;
+    rules::choose(
+        &seen,
+        &rules::Rules {
+            sync: t.sync,
+            sync_released: t.sync_mode == berth_model::member::SyncMode::Available
+                && inst.sync_degraded.is_some(),
+            replicas: seen.len(),
+            max_failover_lag: t.max_failover_lag,
+            last_primary_position: ctx.failover.last_position(inst.id),
+        },
+        target,
+        accept_data_loss,
+    )
+}
+
+/// No replica may be promoted: said once (event, status detail); a stopped old
+/// primary is brought back in place.
+async fn declined(ctx: &Ctx, inst: &InstanceRecord, why: &str, stopped: bool) {
+    let new = ctx.failover.with(inst.id, |w| {
+        let new = w.declined.as_deref() != Some(why);
+        w.declined = Some(why.to_owned());
+        new
+    });
+    if !new {
+        return;
+    }
+    let old = berth_model::member::display_name(&inst.name, inst.topology.primary);
+    warn!(instance = %inst.name, reason = %why, "the primary failed and no replica is promoted");
+    let _ = ctx
+        .store
+        .record_event(&NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            EventKind::FailoverDeclined,
+            format!("the primary {old} failed and no replica is promoted: {why}"),
+            serde_json::json!({ "was": old, "reason": why }),
+        ))
+        .await;
+    let _ = ctx
+        .store
+        .apply_event(
+            inst.id,
+            InstanceEvent::ObservedDown,
+            Some(&format!("the primary failed; no failover: {why}")),
+        )
+        .await;
+    if stopped {
+        if let Ok(Some(fresh)) = ctx.store.instance(inst.id).await {
+            let _ =
+                crate::tasks::begin(ctx, &fresh, TaskKind::Repair, TaskOptions::default()).await;
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Automatic failover with the embedded lease store: a killed primary is replaced
+//! by the replica that has every acknowledged commit, writes resume through the same
+//! endpoint, and the old primary rejoins by itself; a frozen agent leaves no
+//! writable engine behind; the control plane down alone changes nothing.
+
+use anyhow::Context;
+use berth_e2e::writer::Writer;
+use berth_e2e::{docker, member_sql, unique, Berth, Db};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+async fn uri(b: &Berth, name: &str) -> anyhow::Result<String> {
+    let c = b.get(&format!("/v1/instances/{name}/credentials")).await?;
+    Ok(c["uri"].as_str().context("uri")?.to_owned())
+}
+
+async fn make_table(uri: &str, engine: &str) -> anyhow::Result<&'static str> {
+    let mut db = Db::connect(uri).await?;
+    if engine == "mariadb" {
+        db.exec("CREATE DATABASE app").await?;
+        db.exec("CREATE TABLE app.w (n INT PRIMARY KEY)").await?;
+        Ok("app.w")
+    } else {
+        db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
+        Ok("w")
+    }
+}
+
+/// The member shown as primary (its container), if exactly one is.
+async fn primary_container(b: &Berth, name: &str) -> Option<String> {
+    let v = b.get(&format!("/v1/instances/{name}")).await.ok()?;
+    let primaries: Vec<String> = v["members"]
+        .as_array()?
+        .iter()
+        .filter(|m| m["role"] == "primary")
+        .filter_map(|m| m["container"].as_str().map(str::to_owned))
+        .collect();
+    match primaries.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+async fn member_state(b: &Berth, name: &str, container: &str) -> Option<Value> {
+    let v = b.get(&format!("/v1/instances/{name}")).await.ok()?;
+    v["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["container"] == container)
+        .cloned()
+}
+
+async fn event_kinds(b: &Berth, name: &str) -> anyhow::Result<Vec<String>> {
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    Ok(events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Every acknowledged number is in the table, read through `uri`.
+async fn all_there(uri: &str, table: &str, acked: &[u32]) -> anyhow::Result<()> {
+    let mut db = Db::connect(uri).await?;
+    let rows: std::collections::HashSet<String> = db
+        .strings(&format!("SELECT n FROM {table}"))
+        .await?
+        .into_iter()
+        .collect();
+    let lost: Vec<&u32> = acked
+        .iter()
+        .filter(|n| !rows.contains(&n.to_string()))
+        .collect();
+    anyhow::ensure!(
+        lost.is_empty(),
+        "{} acknowledged commits are missing: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_killed_primary_fails_over_without_loss_and_rejoins() -> anyhow::Result<()> {
+    killed_primary("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_killed_primary_fails_over_without_loss_and_rejoins() -> anyhow::Result<()> {
+    killed_primary("mariadb").await
+}
+
+/// `docker kill` of the primary under a writer: writes resume through the same
+/// endpoint, every acknowledged commit is there, the old primary rejoins as a
+/// replica, and the events say so.
+async fn killed_primary(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("fo-{}", &engine[..2]));
+    b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
+    let uri = uri(&b, &name).await?;
+    let table = make_table(&uri, engine).await?;
+    let writer = Writer::start(uri.clone(), table);
+    writer.progress(30).await?;
+    let old = primary_container(&b, &name).await.context("a primary")?;
+    let killed = Instant::now();
+    docker(&["kill", &old])?;
+    writer.progress(30).await?;
+    eprintln!(
+        "{engine}: writes resumed within {:?} of the kill",
+        killed.elapsed()
+    );
+    b.eventually(
+        "another member to be the primary",
+        Duration::from_secs(60),
+        || async { primary_container(&b, &name).await.is_some_and(|p| p != old) },
+    )
+    .await?;
+    b.eventually(
+        "the old primary to rejoin as a ready replica",
+        Duration::from_secs(180),
+        || async {
+            member_state(&b, &name, &old)
+                .await
+                .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
+        },
+    )
+    .await?;
+    writer.progress(10).await?;
+    let (acked, gap) = writer.finish().await;
+    eprintln!(
+        "{engine}: {} commits acknowledged, longest pause {gap:?}",
+        acked.len()
+    );
+    all_there(&uri, table, &acked).await?;
+    let kinds = event_kinds(&b, &name).await?;
+    assert!(kinds.iter().any(|k| k == "failover.done"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "member.rejoined"), "{kinds:?}");
+    Ok(())
+}
+
+/// With `berth serve` killed, the primary's lease cannot be renewed; its replicas
+/// confirm the failsafe, so it keeps taking writes, and no failover happens when
+/// the control plane is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_the_control_plane_down_alone_demotes_nobody() -> anyhow::Result<()> {
+    let mut b = Berth::start().await?;
+    let name = unique("fs-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let uri = uri(&b, &name).await?;
+    let table = make_table(&uri, "postgres").await?;
+    let before = primary_container(&b, &name).await.context("a primary")?;
+    b.kill9();
+    let writer = Writer::start(uri.clone(), table);
+    // Well past the lease's TTL: the failsafe holds it.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        writer.progress(5).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    b.restart().await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    writer.progress(10).await?;
+    let (acked, gap) = writer.finish().await;
+    assert!(gap < Duration::from_secs(3), "writes paused for {gap:?}");
+    assert_eq!(
+        primary_container(&b, &name).await.as_deref(),
+        Some(before.as_str())
+    );
+    let kinds = event_kinds(&b, &name).await?;
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("failover.")),
+        "{kinds:?}"
+    );
+    all_there(&uri, table, &acked).await
+}
+
+/// `SIGSTOP` of the primary's agent only, with fencing through Docker turned off:
+/// the watchdog stops the engine when the lease runs out, before another member is
+/// promoted; the old member acknowledges no write afterwards, and rejoins once its
+/// agent runs again.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_frozen_agent_leaves_no_writable_engine() -> anyhow::Result<()> {
+    let b = Berth::start_with(&["--docker-fence", "off"]).await?;
+    let name = unique("fz-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let old = primary_container(&b, &name).await.context("a primary")?;
+    let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?;
+    let agent_pid = agent_pid.trim().to_owned();
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &agent_pid])
+        .status()?;
+    anyhow::ensure!(frozen.success(), "kill -STOP {agent_pid}");
+    // Thaw it whatever happens, so the harness can remove the container.
+    struct Thaw(String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0])
+                .status();
+        }
+    }
+    let thaw = Thaw(agent_pid.clone());
+    let result = async {
+        b.eventually(
+            "another member to be the primary",
+            Duration::from_secs(60),
+            || async { primary_container(&b, &name).await.is_some_and(|p| p != old) },
+        )
+        .await?;
+        // The old engine takes no write: it is not running at all.
+        let answer = member_sql(&old, "postgres", "CREATE TABLE stale (n int)");
+        anyhow::ensure!(
+            answer.is_err(),
+            "the frozen member still took a write: {answer:?}"
+        );
+        let uri = uri(&b, &name).await?;
+        let mut db = Db::connect(&uri).await?;
+        db.exec("CREATE TABLE fresh (n int)").await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    drop(thaw);
+    result?;
+    b.eventually(
+        "the old primary to rejoin as a ready replica",
+        Duration::from_secs(240),
+        || async {
+            member_state(&b, &name, &old)
+                .await
+                .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
+        },
+    )
+    .await
+}
