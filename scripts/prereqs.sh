@@ -29,3 +29,6 @@ fi
 
 # The S3-compatible server the backup tests run against (built once, then cached).
 "$(dirname "$0")/s3-server.sh" >/dev/null
+
+# etcd for the lease tests (Debian's etcd-server; only its binary is used).
+"$(dirname "$0")/etcd-server.sh" >/dev/null

@@ -1,0 +1,184 @@
+//! [`MemoryLeases`]: the embedded store. The control plane holds the leases itself;
+//! the holder and the store share one process, so one monotonic clock.
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::{check, Lease, LeaseStore, Result};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Leases in memory, on a monotonic [`Clock`]. Every operation is one critical
+/// section, so racing acquirers get one winner. The last term of every name is kept
+/// after a release or an expiry, so terms are never reused while the process lives.
+pub struct MemoryLeases {
+    clock: Arc<dyn Clock>,
+    names: Mutex<HashMap<String, Slot>>,
+}
+
+/// One name: its current tenure, if any (possibly expired), and the last term given.
+#[derive(Debug, Default)]
+struct Slot {
+    held: Option<Held>,
+    last_term: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    holder: String,
+    term: u64,
+    ends: Instant,
+}
+
+impl Slot {
+    /// The tenure still running at `now`, if any.
+    fn live(&self, now: Instant) -> Option<&Held> {
+        self.held.as_ref().filter(|held| now < held.ends)
+    }
+}
+
+impl Default for MemoryLeases {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryLeases {
+    /// Leases on the process's monotonic clock.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(MonotonicClock))
+    }
+
+    /// Leases on `clock` (tests pass a [`ManualClock`](crate::clock::ManualClock)).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_names<T>(&self, f: impl FnOnce(&mut HashMap<String, Slot>) -> T) -> T {
+        // A panic cannot leave a slot half-written (each change is one assignment),
+        // so a poisoned lock still guards a consistent map.
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut names)
+    }
+
+    fn acquire_at(&self, now: Instant, name: &str, holder: &str, ttl: Duration) -> Option<Lease> {
+        self.with_names(|names| {
+            let slot = names.entry(name.to_owned()).or_default();
+            let term = match slot.live(now) {
+                Some(held) if held.holder == holder => held.term,
+                Some(_) => return None,
+                None => slot.last_term + 1,
+            };
+            slot.last_term = term;
+            Some(grant(slot, name, holder, term, ttl, now))
+        })
+    }
+
+    fn renew_at(
+        &self,
+        now: Instant,
+        name: &str,
+        holder: &str,
+        term: u64,
+        ttl: Duration,
+    ) -> Option<Lease> {
+        self.with_names(|names| {
+            let slot = names.get_mut(name)?;
+            let held = slot.live(now)?;
+            if held.holder != holder || held.term != term {
+                return None;
+            }
+            Some(grant(slot, name, holder, term, ttl, now))
+        })
+    }
+
+    fn release_at(&self, now: Instant, name: &str, holder: &str, term: u64) -> bool {
+        self.with_names(|names| {
+            let Some(slot) = names.get_mut(name) else {
+                return false;
+            };
+            match slot.live(now) {
+                Some(held) if held.holder == holder && held.term == term => {
+                    slot.held = None;
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    fn read_at(&self, now: Instant, name: &str) -> Option<Lease> {
+        self.with_names(|names| {
+            let held = names.get(name)?.live(now)?;
+            Some(Lease {
+                name: name.to_owned(),
+                holder: held.holder.clone(),
+                term: held.term,
+                ttl: held.ends - now,
+                expires: held.ends,
+            })
+        })
+    }
+}
+
+/// Starts or extends `holder`'s tenure `term` for `ttl` from `now`. Holder and store
+/// share the clock, so the store's end is the holder's `sent + ttl` exactly.
+fn grant(
+    slot: &mut Slot,
+    name: &str,
+    holder: &str,
+    term: u64,
+    ttl: Duration,
+    now: Instant,
+) -> Lease {
+    // `check` bounds the TTL to a day: an instant that far ahead exists.
+    let ends = now.checked_add(ttl).unwrap_or(now);
+    slot.held = Some(Held {
+        holder: holder.to_owned(),
+        term,
+        ends,
+    });
+    Lease {
+        name: name.to_owned(),
+        holder: holder.to_owned(),
+        term,
+        ttl,
+        expires: ends,
+    }
+}
+
+#[async_trait]
+impl LeaseStore for MemoryLeases {
+    async fn acquire(&self, name: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        check(name, Some(holder), Some(ttl))?;
+        Ok(self.acquire_at(self.clock.now(), name, holder, ttl))
+    }
+
+    async fn renew(
+        &self,
+        name: &str,
+        holder: &str,
+        term: u64,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        check(name, Some(holder), Some(ttl))?;
+        Ok(self.renew_at(self.clock.now(), name, holder, term, ttl))
+    }
+
+    async fn release(&self, name: &str, holder: &str, term: u64) -> Result<bool> {
+        check(name, Some(holder), None)?;
+        Ok(self.release_at(self.clock.now(), name, holder, term))
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Lease>> {
+        check(name, None, None)?;
+        Ok(self.read_at(self.clock.now(), name))
+    }
+}
+
+#[cfg(test)]
+#[path = "memory_tests.rs"]
+mod tests;
