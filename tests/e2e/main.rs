@@ -31,6 +31,7 @@ mod metrics;
 mod monitor;
 mod params;
 mod repair;
+mod replication_metrics;
 mod resize;
 mod resume;
 mod role;
