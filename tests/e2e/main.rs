@@ -32,6 +32,7 @@ mod metrics;
 mod monitor;
 mod params;
 mod repair;
+mod replication_metrics;
 mod resize;
 mod resume;
 mod role;

@@ -1,8 +1,8 @@
 //! MariaDB's metrics for the agent, read by `berth_monitor@localhost` over the local
 //! socket.
 //!
-//! The account has `PROCESS` and `REPLICATION CLIENT` only (status, the process and
-//! InnoDB transaction lists, replication status; no table data),
+//! The account has `PROCESS`, `REPLICATION CLIENT` and `SLAVE MONITOR` only (status,
+//! the process and InnoDB transaction lists, replication status; no table data),
 //! `MAX_USER_CONNECTIONS 2`, and each session runs with a 2 s `max_statement_time`.
 //! Its password is random, made by this agent process and kept only in its memory:
 //! the first scrape (and any scrape refused with "access denied", as after a restore)
@@ -11,11 +11,17 @@
 //! password. `Host = 'localhost'` keeps it out of `berth users list` (which lists
 //! `'%'` accounts) and off the network.
 //!
+//! Replication is read in the same session: `SHOW SLAVE STATUS` (which MariaDB 10.5
+//! and later allow with `SLAVE MONITOR`, no longer with `REPLICATION CLIENT`), and
+//! on a primary the binary log dump threads in the process list, one per connected
+//! replica (`SHOW SLAVE HOSTS` would need `REPLICATION MASTER ADMIN`, which may
+//! change replication).
+//!
 //! Database sizes are read from the data directory (one subdirectory per database),
 //! since `information_schema.TABLES` would need read access to every table.
 
 use crate::{EngineError, Layout, Result};
-use berth_model::metrics::{DatabaseSize, EngineMetrics};
+use berth_model::metrics::{DatabaseSize, EngineMetrics, ReplicationMetrics};
 use berth_model::EngineKind;
 use mysql_async::prelude::Queryable;
 use std::collections::HashMap;
@@ -58,7 +64,7 @@ async fn ensure_account(layout: &Layout, password: &str) -> Result<()> {
              CREATE USER IF NOT EXISTS 'berth_monitor'@'localhost';
              ALTER USER 'berth_monitor'@'localhost' IDENTIFIED BY PASSWORD '{hash}'
                WITH MAX_USER_CONNECTIONS 2;
-             GRANT PROCESS, REPLICATION CLIENT ON *.* TO 'berth_monitor'@'localhost';"
+             GRANT PROCESS, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO 'berth_monitor'@'localhost';"
         ))
         .await
         .map_err(refused);
@@ -141,11 +147,20 @@ async fn read(conn: &mut mysql_async::Conn) -> Result<EngineMetrics> {
         ))
         .await
         .map_err(refused)?;
-    let (now, max_connections): (i64, u64) = conn
-        .query_first("SELECT UNIX_TIMESTAMP(), @@max_connections")
+    let (now, max_connections, read_only, dump_threads): (i64, u64, i64, u64) = conn
+        .query_first(
+            "SELECT UNIX_TIMESTAMP(), @@max_connections, @@read_only,
+               (SELECT COUNT(*) FROM information_schema.PROCESSLIST
+                 WHERE COMMAND LIKE 'Binlog Dump%')",
+        )
         .await
         .map_err(refused)?
-        .unwrap_or((0, 0));
+        .unwrap_or_default();
+    let slave = conn
+        .query_first::<mysql_async::Row, _>("SHOW SLAVE STATUS")
+        .await
+        .map_err(refused)?
+        .map(|row| columns(&row));
     let longest: Option<f64> = conn
         .query_first(
             "SELECT COALESCE(MAX(TIMESTAMPDIFF(MICROSECOND, trx_started, NOW(6))), 0) / 1e6
@@ -154,12 +169,76 @@ async fn read(conn: &mut mysql_async::Conn) -> Result<EngineMetrics> {
         )
         .await
         .map_err(refused)?;
-    Ok(from_status(
+    let mut m = from_status(
         &rows.into_iter().collect(),
         now,
         max_connections,
         longest.unwrap_or(0.0),
-    ))
+    );
+    m.replication = Some(replication(read_only != 0, slave.as_ref(), dump_threads));
+    Ok(m)
+}
+
+/// A row's columns by name, as text (`NULL` as `None`).
+fn columns(row: &mysql_async::Row) -> HashMap<String, Option<String>> {
+    row.columns_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let v = row
+                .as_ref(i)
+                .cloned()
+                .and_then(|v| mysql_async::from_value_opt::<Option<String>>(v).ok())
+                .flatten();
+            (c.name_str().into_owned(), v)
+        })
+        .collect()
+}
+
+/// The member's replication, the way `probe_role` judges its role: a replica when
+/// `read_only` is on or it has a replication source (`SHOW SLAVE STATUS` has a
+/// row). Running means both threads run (`Connecting` is not: nothing arrives);
+/// the bytes behind are only comparable within one binary log file.
+fn replication(
+    read_only: bool,
+    slave: Option<&HashMap<String, Option<String>>>,
+    dump_threads: u64,
+) -> ReplicationMetrics {
+    let is_primary = !read_only && slave.is_none();
+    if is_primary {
+        return ReplicationMetrics {
+            is_primary,
+            connected_replicas: Some(dump_threads),
+            ..ReplicationMetrics::default()
+        };
+    }
+    let Some(st) = slave else {
+        // read_only with no source: a replica that replicates nothing.
+        return ReplicationMetrics {
+            running: Some(false),
+            ..ReplicationMetrics::default()
+        };
+    };
+    let text = |c: &str| st.get(c).cloned().flatten();
+    let num = |c: &str| text(c).and_then(|v| v.parse::<u64>().ok());
+    let yes = |c: &str| text(c).as_deref() == Some("Yes");
+    let lag_bytes = match (
+        text("Master_Log_File"),
+        text("Relay_Master_Log_File"),
+        num("Read_Master_Log_Pos"),
+        num("Exec_Master_Log_Pos"),
+    ) {
+        (Some(a), Some(b), Some(read), Some(exec)) if a == b => Some(read.saturating_sub(exec)),
+        _ => None,
+    };
+    ReplicationMetrics {
+        is_primary,
+        running: Some(yes("Slave_IO_Running") && yes("Slave_SQL_Running")),
+        lag_bytes,
+        lag_seconds: num("Seconds_Behind_Master").map(|s| s as f64),
+        connected_replicas: None,
+        slots: None,
+    }
 }
 
 /// The metrics from `SHOW GLOBAL STATUS` (this session not counted as a connection).
@@ -191,6 +270,7 @@ fn from_status(
         longest_transaction_seconds: longest.max(0.0),
         lock_waits: n("Innodb_row_lock_current_waits"),
         xid_age: None,
+        replication: None,
     }
 }
 
@@ -246,6 +326,56 @@ mod tests {
         assert_eq!(m.lock_waits, 2);
         assert_eq!(m.max_connections, 151);
         assert_eq!(m.temp_bytes, None);
+    }
+
+    fn slave_status(pairs: &[(&str, Option<&str>)]) -> HashMap<String, Option<String>> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+            .collect()
+    }
+
+    #[test]
+    fn slave_status_becomes_a_replicas_replication() {
+        let mut st = slave_status(&[
+            ("Slave_IO_Running", Some("Yes")),
+            ("Slave_SQL_Running", Some("Yes")),
+            ("Seconds_Behind_Master", Some("7")),
+            ("Master_Log_File", Some("bin.000002")),
+            ("Relay_Master_Log_File", Some("bin.000002")),
+            ("Read_Master_Log_Pos", Some("1500")),
+            ("Exec_Master_Log_Pos", Some("1000")),
+        ]);
+        let r = replication(true, Some(&st), 0);
+        assert!(!r.is_primary);
+        assert_eq!(r.running, Some(true));
+        assert_eq!(r.lag_bytes, Some(500));
+        assert_eq!(r.lag_seconds, Some(7.0));
+        assert_eq!(r.connected_replicas, None);
+        // Another binary log file: the positions do not compare. The IO thread
+        // reconnecting is not running, and MariaDB has no lag to tell then.
+        st.insert("Relay_Master_Log_File".into(), Some("bin.000001".into()));
+        st.insert("Slave_IO_Running".into(), Some("Connecting".into()));
+        st.insert("Seconds_Behind_Master".into(), None);
+        let r = replication(false, Some(&st), 0);
+        assert!(!r.is_primary, "a source configured makes a replica");
+        assert_eq!(
+            (r.running, r.lag_bytes, r.lag_seconds),
+            (Some(false), None, None)
+        );
+    }
+
+    #[test]
+    fn a_primary_counts_its_dump_threads_and_a_lone_read_only_member_is_stopped() {
+        let p = replication(false, None, 2);
+        assert!(p.is_primary);
+        assert_eq!(
+            (p.connected_replicas, p.running, p.slots),
+            (Some(2), None, None)
+        );
+        let lone = replication(true, None, 0);
+        assert!(!lone.is_primary);
+        assert_eq!(lone.running, Some(false));
     }
 
     #[test]

@@ -8,9 +8,12 @@
 //! made (idempotently, by the superuser) the first time a connection finds it
 //! missing; on a replica it arrives with the primary's catalog. The `berth_` prefix
 //! is reserved, so no user can take or see it.
+//!
+//! Replication is read in the same transaction: the role, a replica's receiver and
+//! lag, a primary's streaming replicas, and every slot with the WAL it keeps.
 
 use crate::{EngineError, Layout, Result};
-use berth_model::metrics::{DatabaseSize, EngineMetrics};
+use berth_model::metrics::{DatabaseSize, EngineMetrics, ReplicationMetrics, SlotUsage};
 use berth_model::EngineKind;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
@@ -51,6 +54,36 @@ SELECT
   (SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock')::bigint,
   (SELECT max(age(datfrozenxid)) FROM pg_database)::bigint
 FROM pg_stat_database";
+
+/// The member's replication: its role; on a replica whether the WAL receiver
+/// streams and how far replay is behind (0 s when everything received is replayed:
+/// the last replayed commit's age is then idleness, not lag); on a primary the
+/// replicas streaming now (`pg_stat_replication`, not a clone's walsender). Every
+/// column `pg_monitor` may read (it is in `pg_read_all_stats`).
+const REPLICATION: &str = "
+SELECT NOT pg_is_in_recovery(),
+  CASE WHEN pg_is_in_recovery() THEN
+    EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') END,
+  CASE WHEN pg_is_in_recovery() THEN
+    pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::int8 END,
+  CASE WHEN pg_is_in_recovery() THEN
+    CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn()
+      THEN 0::float8
+      ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())::float8
+    END END,
+  CASE WHEN NOT pg_is_in_recovery() THEN
+    (SELECT count(*) FROM pg_stat_replication
+      WHERE state IN ('streaming', 'catchup'))::int8 END";
+
+/// Each slot and the WAL it keeps: from its `restart_lsn` to where this member is
+/// (its replay position on a replica, where a slot left from its primary days still
+/// keeps WAL).
+const SLOTS: &str = "
+SELECT slot_name::text, active,
+  pg_wal_lsn_diff(
+    CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END,
+    restart_lsn)::int8
+FROM pg_replication_slots ORDER BY 1";
 
 const SIZES: &str =
     "SELECT datname, pg_database_size(oid) FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1";
@@ -111,7 +144,26 @@ pub(crate) async fn collect(layout: &Layout) -> Result<EngineMetrics> {
     let r = client.query_one(READ, &[]).await.map_err(refused)?;
     let n = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
     let sizes = client.query(SIZES, &[]).await.map_err(refused)?;
+    let repl = client.query_one(REPLICATION, &[]).await.map_err(refused)?;
+    let slots = client.query(SLOTS, &[]).await.map_err(refused)?;
     client.batch_execute("COMMIT").await.map_err(refused)?;
+    let replication = ReplicationMetrics {
+        is_primary: repl.get(0),
+        running: repl.get(1),
+        lag_bytes: repl.get::<_, Option<i64>>(2).map(non_negative),
+        lag_seconds: repl.get::<_, Option<f64>>(3).map(|s| s.max(0.0)),
+        connected_replicas: repl.get::<_, Option<i64>>(4).map(non_negative),
+        slots: Some(
+            slots
+                .iter()
+                .map(|s| SlotUsage {
+                    name: s.get(0),
+                    active: s.get(1),
+                    retained_bytes: s.get::<_, Option<i64>>(2).map(non_negative),
+                })
+                .collect(),
+        ),
+    };
     Ok(EngineMetrics {
         started_at: r.get::<_, Option<i64>>(0).unwrap_or(0),
         connections: n(1),
@@ -133,5 +185,21 @@ pub(crate) async fn collect(layout: &Layout) -> Result<EngineMetrics> {
                 bytes: s.get::<_, Option<i64>>(1).unwrap_or(0).max(0) as u64,
             })
             .collect(),
+        replication: Some(replication),
     })
+}
+
+/// A byte count or difference of positions; a negative one (a receive position
+/// behind replay just after a restart) is nothing outstanding.
+fn non_negative(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_position_behind_is_nothing_outstanding() {
+        assert_eq!(super::non_negative(-8192), 0);
+        assert_eq!(super::non_negative(8192), 8192);
+    }
 }

@@ -293,6 +293,54 @@ pub fn defaults() -> Vec<(&'static str, AlarmRule)> {
                 NotBreaching,
             ),
         ),
+        // The replication alarms count a period without a value as not breaching:
+        // an instance of one member never has these series and is fine, not
+        // INSUFFICIENT_DATA for ever. A replica that stops reporting is not missed
+        // by that: an engine that does not answer is `engine-down`'s, and a
+        // PostgreSQL primary reports `replication_running` 0 itself once the silent
+        // replica's slot goes inactive. The minimum over the members means any
+        // member that says 0 in a period makes it breach.
+        (
+            "replication-stopped",
+            rule(
+                Metric::ReplicationRunning,
+                Minimum,
+                10,
+                3,
+                3,
+                1.0,
+                LessThan,
+                NotBreaching,
+            ),
+        ),
+        (
+            "replication-lagging",
+            rule(
+                Metric::ReplicationLagSeconds,
+                Maximum,
+                10,
+                3,
+                3,
+                30.0,
+                GreaterThan,
+                NotBreaching,
+            ),
+        ),
+        // A slot keeps WAL until its replica has it: an absent replica fills the
+        // primary's volume. MariaDB has no slots, so never this series.
+        (
+            "replication-slot-retention",
+            rule(
+                Metric::ReplicationSlotRetainedBytes,
+                Maximum,
+                60,
+                3,
+                3,
+                1024.0 * 1024.0 * 1024.0,
+                GreaterThan,
+                NotBreaching,
+            ),
+        ),
     ]
 }
 
@@ -353,6 +401,52 @@ mod tests {
         let json = serde_json::to_value(AlarmState::InsufficientData).expect("json");
         assert_eq!(json, "INSUFFICIENT_DATA");
         assert_eq!("ALARM".parse::<AlarmState>(), Result::Ok(AlarmState::Alarm));
+    }
+
+    fn default_rule(name: &str) -> AlarmRule {
+        defaults()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r)
+            .unwrap_or_else(|| panic!("no default alarm {name}"))
+    }
+
+    #[test]
+    fn replication_alarms_fire_on_three_bad_periods_and_not_on_silence() {
+        use AlarmState::*;
+        let stopped = default_rule("replication-stopped");
+        let lagging = default_rule("replication-lagging");
+        let retention = default_rule("replication-slot-retention");
+        let cases: [(&AlarmRule, &[Option<f64>], AlarmState); 10] = [
+            (&stopped, &[Some(0.0), Some(0.0), Some(0.0)], Alarm),
+            // Replication came back in the last period.
+            (&stopped, &[Some(0.0), Some(0.0), Some(1.0)], Ok),
+            (&stopped, &[Some(1.0), Some(1.0), Some(1.0)], Ok),
+            // One member, or MariaDB's primary alone: no series, no alarm.
+            (&stopped, &[None, None, None], Ok),
+            (&stopped, &[None, Some(0.0), Some(0.0)], Ok),
+            (&lagging, &[Some(45.0), Some(31.0), Some(120.0)], Alarm),
+            (&lagging, &[Some(45.0), Some(30.0), Some(120.0)], Ok),
+            (&lagging, &[None, None, None], Ok),
+            (&retention, &[Some(2e9), Some(2e9), Some(2e9)], Alarm),
+            (&retention, &[Some(2e9), Some(5e8), Some(2e9)], Ok),
+        ];
+        for (rule, periods, want) in cases {
+            assert_eq!(
+                evaluate(rule, periods, InsufficientData),
+                want,
+                "{} {periods:?}",
+                rule.metric
+            );
+        }
+        assert_eq!(retention.threshold, 1073741824.0);
+        assert_eq!((stopped.period, lagging.period), (10, 10));
+    }
+
+    #[test]
+    fn default_names_are_unique() {
+        let names: std::collections::HashSet<_> = defaults().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), defaults().len());
     }
 
     fn periods() -> impl Strategy<Value = Vec<Option<f64>>> {

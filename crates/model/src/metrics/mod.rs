@@ -8,9 +8,11 @@
 //! rather than a negative or a huge one ([`rate`]).
 
 pub mod alarm;
+mod replication;
 pub mod rollup;
 mod series;
 
+pub use replication::{ReplicationMetrics, SlotUsage};
 pub use series::{derive_samples, ContainerUsage, Metric, Reading, UnknownMetric};
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,10 @@ pub struct EngineMetrics {
     /// Age of the oldest transaction ID of any database (PostgreSQL's wraparound
     /// horizon); `None` where the engine has none.
     pub xid_age: Option<u64>,
+    /// The member's replication: its role, a replica's lag, a primary's replicas
+    /// and slots; `None` when not read (an agent older than these figures).
+    #[serde(default)]
+    pub replication: Option<ReplicationMetrics>,
 }
 
 /// One database's size.

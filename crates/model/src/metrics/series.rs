@@ -62,6 +62,22 @@ pub enum Metric {
     LockWaits,
     /// Oldest transaction ID age (PostgreSQL).
     XidAge,
+    /// 1 on the primary, 0 on a replica.
+    ReplicationIsPrimary,
+    /// 1 when replication runs, 0 when it stopped: on a replica, whether it
+    /// receives and applies; on a PostgreSQL primary with replicas, whether every
+    /// replica's slot is in use (absent on a primary without replicas).
+    ReplicationRunning,
+    /// A replica's changes received but not applied yet, in bytes.
+    ReplicationLagBytes,
+    /// How far behind the primary a replica applies, in seconds.
+    ReplicationLagSeconds,
+    /// Replicas connected to the primary.
+    ReplicationConnectedReplicas,
+    /// WAL kept by the replication slot that keeps the most, in bytes (PostgreSQL).
+    ReplicationSlotRetainedBytes,
+    /// Replication slots nobody uses (PostgreSQL).
+    ReplicationSlotsInactive,
     /// Bytes used on the data volume.
     DiskUsedBytes,
     /// Data volume used, as a percentage.
@@ -80,7 +96,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in the order they are listed to people.
-    pub const ALL: [Metric; 24] = [
+    pub const ALL: [Metric; 31] = [
         Metric::EngineUp,
         Metric::EngineRestarted,
         Metric::UptimeSeconds,
@@ -98,6 +114,13 @@ impl Metric {
         Metric::LongestTransactionSeconds,
         Metric::LockWaits,
         Metric::XidAge,
+        Metric::ReplicationIsPrimary,
+        Metric::ReplicationRunning,
+        Metric::ReplicationLagBytes,
+        Metric::ReplicationLagSeconds,
+        Metric::ReplicationConnectedReplicas,
+        Metric::ReplicationSlotRetainedBytes,
+        Metric::ReplicationSlotsInactive,
         Metric::DiskUsedBytes,
         Metric::DiskUsedPercent,
         Metric::NetworkRxBytesPerSecond,
@@ -127,6 +150,13 @@ impl Metric {
             Metric::LongestTransactionSeconds => "longest_transaction_seconds",
             Metric::LockWaits => "lock_waits",
             Metric::XidAge => "xid_age",
+            Metric::ReplicationIsPrimary => "replication_is_primary",
+            Metric::ReplicationRunning => "replication_running",
+            Metric::ReplicationLagBytes => "replication_lag_bytes",
+            Metric::ReplicationLagSeconds => "replication_lag_seconds",
+            Metric::ReplicationConnectedReplicas => "replication_connected_replicas",
+            Metric::ReplicationSlotRetainedBytes => "replication_slot_retained_bytes",
+            Metric::ReplicationSlotsInactive => "replication_slots_inactive",
             Metric::DiskUsedBytes => "disk_used_bytes",
             Metric::DiskUsedPercent => "disk_used_percent",
             Metric::NetworkRxBytesPerSecond => "network_rx_bytes_per_second",
@@ -269,6 +299,9 @@ pub fn derive_samples(prev: Option<&Reading>, cur: &Reading) -> Vec<(Metric, f64
             if let Some(x) = e.xid_age {
                 out.push((Metric::XidAge, x as f64));
             }
+            if let Some(r) = &e.replication {
+                super::replication::samples(r, &mut out);
+            }
         }
         if let Some(d) = a.disk {
             out.push((Metric::DiskUsedBytes, d.used_bytes as f64));
@@ -381,6 +414,40 @@ mod tests {
             container: None,
         };
         assert_eq!(derive_samples(None, &down), vec![(Metric::EngineUp, 0.0)]);
+    }
+
+    #[test]
+    fn replication_figures_become_named_series_and_an_old_agent_gives_none() {
+        let mut r = reading(0.0, 1, 1);
+        if let Some(e) = r.agent.as_mut().and_then(|a| a.engine.as_mut()) {
+            e.replication = Some(crate::metrics::ReplicationMetrics {
+                is_primary: false,
+                running: Some(true),
+                lag_seconds: Some(2.0),
+                ..Default::default()
+            });
+        }
+        let s = derive_samples(None, &r);
+        assert_eq!(value(&s, Metric::ReplicationIsPrimary), Some(0.0));
+        assert_eq!(value(&s, Metric::ReplicationRunning), Some(1.0));
+        assert_eq!(value(&s, Metric::ReplicationLagSeconds), Some(2.0));
+        assert_eq!(value(&s, Metric::ReplicationLagBytes), None);
+        let old = derive_samples(None, &reading(0.0, 1, 1));
+        assert!(!old
+            .iter()
+            .any(|(m, _)| m.as_str().starts_with("replication_")));
+        // An agent from before these figures still parses.
+        let json = serde_json::json!({"engine_up": true, "engine": {
+            "started_at": 1, "connections": 0, "max_connections": 1, "commits": 0,
+            "rollbacks": 0, "cache_hits": 0, "cache_misses": 0, "deadlocks": 0,
+            "temp_files": 0, "temp_bytes": null, "database_bytes": [],
+            "longest_transaction_seconds": 0.0, "lock_waits": 0, "xid_age": null}});
+        let parsed: AgentMetrics = serde_json::from_value(json).expect("old agent");
+        assert_eq!(parsed.engine.and_then(|e| e.replication), None);
+        assert_eq!(
+            "replication_lag_seconds".parse::<Metric>(),
+            Ok(Metric::ReplicationLagSeconds)
+        );
     }
 
     #[test]
