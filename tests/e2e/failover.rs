@@ -233,3 +233,99 @@ async fn postgres_a_frozen_agent_leaves_no_writable_engine() -> anyhow::Result<(
     )
     .await
 }
+
+/// An asynchronous instance whose replica stopped receiving: a manual failover to
+/// it is refused without `--accept-data-loss`; when the primary is killed, the
+/// replica is not promoted (it is further behind than `--max-failover-lag`), the
+/// event says why, and the old primary is brought back in place; with
+/// `--accept-data-loss` the user can still promote it.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("lg-po");
+    b.create_with_cli(&name, "postgres", &["--members", "2"])?;
+    let primary = primary_container(&b, &name).await.context("a primary")?;
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    let replica = shown["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .find(|m| m["role"] == "replica")
+        .and_then(|m| m["container"].as_str())
+        .context("a replica")?
+        .to_owned();
+    member_sql(
+        &replica,
+        "postgres",
+        "ALTER SYSTEM SET primary_conninfo = ''",
+    )?;
+    member_sql(&replica, "postgres", "SELECT pg_reload_conf()")?;
+    let uri = uri(&b, &name).await?;
+    let mut db = Db::connect(&uri).await?;
+    db.exec(
+        "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 5000) g",
+    )
+    .await?;
+    // The control plane learns the primary's position with its next lease grant.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = b.cli(&["failover", &name]);
+    let said = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        !refused.status.success(),
+        "a failover to a lagging replica was accepted"
+    );
+    assert!(said.contains("--accept-data-loss"), "{said}");
+
+    docker(&["kill", &primary])?;
+    b.eventually(
+        "a failover.declined event",
+        Duration::from_secs(60),
+        || async {
+            event_kinds(&b, &name)
+                .await
+                .is_ok_and(|k| k.iter().any(|k| k == "failover.declined"))
+        },
+    )
+    .await?;
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    let declined = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .find(|e| e["kind"] == "failover.declined")
+        .context("declined")?
+        .clone();
+    assert!(
+        declined["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bytes behind"),
+        "{declined}"
+    );
+    b.eventually(
+        "the old primary back in place",
+        Duration::from_secs(120),
+        || async {
+            member_state(&b, &name, &primary)
+                .await
+                .is_some_and(|m| m["role"] == "primary" && m["state"] == "ready")
+        },
+    )
+    .await?;
+    let mut db = Db::connect(&uri).await?;
+    db.exec("INSERT INTO big VALUES (0, 'after')").await?;
+
+    b.eventually("the repair to finish", Duration::from_secs(120), || async {
+        b.get(&format!("/v1/instances/{name}"))
+            .await
+            .is_ok_and(|v| v["status"] == "available")
+    })
+    .await?;
+    let forced = b.cli_json(&["failover", &name, "--accept-data-loss"])?;
+    assert_eq!(forced["state"], "succeeded", "{forced}");
+    assert_eq!(
+        primary_container(&b, &name).await.as_deref(),
+        Some(replica.as_str())
+    );
+    Ok(())
+}

@@ -324,7 +324,7 @@ fn write_deadline(config: &AgentConfig, lease: &Lease) {
     }
 }
 
-fn clear_deadline(config: &AgentConfig) {
+pub(crate) fn clear_deadline(config: &AgentConfig) {
     let _ = std::fs::remove_file(deadline_path(config));
 }
 

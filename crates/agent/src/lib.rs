@@ -212,6 +212,9 @@ pub async fn catalog() -> Result<berth_model::params::Catalog> {
 /// Starts `berth agent watchdog` beside the agent (see [`lease::watchdog`]): a
 /// process of its own, so a frozen agent does not freeze it.
 fn start_watchdog(config: &AgentConfig, reaper: &Reaper) {
+    // A deadline left from an earlier run of this container (the run directory
+    // outlives a stop) is no lease of this one.
+    lease::clear_deadline(config);
     let Ok(exe) = std::env::current_exe() else {
         tracing::error!("cannot find the agent's own binary: no watchdog");
         return;

@@ -88,6 +88,8 @@ enum Command {
     Scale(scale::ScaleCmd),
     /// Make a replica the primary with no transaction lost.
     Switchover(scale::SwitchoverCmd),
+    /// Promote a replica now, without waiting for the primary (it is fenced).
+    Failover(scale::FailoverCmd),
     /// Delete an instance; its data volume is kept unless --purge.
     Delete(instances::DeleteCmd),
     /// Show the superuser's credentials and a connection URI.
@@ -186,6 +188,7 @@ async fn dispatch(command: Command, env: &Env) -> anyhow::Result<u8> {
         Command::Resize(a) => instances::resize(a, env).await,
         Command::Scale(a) => scale::scale(a, env).await,
         Command::Switchover(a) => scale::switchover(a, env).await,
+        Command::Failover(a) => scale::failover(a, env).await,
         Command::Delete(a) => instances::delete(a, env).await,
         Command::Credentials(a) => instances::credentials(a, env).await,
         Command::Ca(a) => instances::ca(a, env).await,

@@ -1,5 +1,6 @@
-//! Members: `berth scale NAME [--members N] [--sync K] [--sync-mode M] [--purge]`
-//! and `berth switchover NAME [--to MEMBER]`.
+//! Members: `berth scale NAME [--members N] [--sync K] [--sync-mode M] [--purge]`,
+//! `berth switchover NAME [--to MEMBER]` and `berth failover NAME [--to MEMBER]
+//! [--accept-data-loss]`.
 
 use crate::env::{follow, Env};
 
@@ -70,6 +71,39 @@ pub async fn switchover(c: SwitchoverCmd, env: &Env) -> anyhow::Result<u8> {
         &env.client()?,
         &c.name,
         "switchover",
+        body,
+        follow(c.no_wait),
+        env.fmt,
+    )
+    .await?;
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct FailoverCmd {
+    /// Instance name.
+    name: String,
+    /// The replica to promote (`NAME-N` as `show` lists it, or N); default: the most
+    /// advanced one that has every acknowledged commit.
+    #[arg(long)]
+    to: Option<String>,
+    /// Promote even a replica that may lack acknowledged commits.
+    #[arg(long)]
+    accept_data_loss: bool,
+    /// Return as soon as the task is accepted.
+    #[arg(long)]
+    no_wait: bool,
+}
+
+pub async fn failover(c: FailoverCmd, env: &Env) -> anyhow::Result<u8> {
+    let mut body = serde_json::json!({ "accept_data_loss": c.accept_data_loss });
+    if let Some(to) = c.to {
+        body["to"] = to.into();
+    }
+    berth_cli::members_change(
+        &env.client()?,
+        &c.name,
+        "failover",
         body,
         follow(c.no_wait),
         env.fmt,

@@ -185,6 +185,85 @@ pub(crate) async fn switchover(
     super::instances::begin_on(&ctx, &inst, TaskKind::Switchover, options).await
 }
 
+/// The body of `POST /v1/instances/{name}/failover`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// The replica to promote (`<instance>-<n>`, or `n`); the most advanced one that
+    /// has every acknowledged commit when absent.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Promote even a replica that may lack acknowledged commits.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+}
+
+/// Fail over now, without waiting for the primary: it is stopped (through Docker,
+/// or by its lease running out) and a replica promoted, chosen like an automatic
+/// failover. Refused with the reason when the replica asked for (or every replica)
+/// may lack acknowledged commits, unless `accept_data_loss`.
+#[utoipa::path(post, operation_id = "failover_instance", path = "/v1/instances/{name}/failover", params(("name" = String, Path)), request_body = FailoverRequest, responses(
+    (status = 202, body = Accepted),
+    NotFound, Conflict, Unprocessable,
+))]
+pub(crate) async fn failover(
+    State(ctx): State<Ctx>,
+    Path(name): Path<String>,
+    body: Result<Json<FailoverRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let Json(req) = body?;
+    let inst = ctx
+        .store
+        .instance_by_name(&ProjectId::default_project(), &name)
+        .await?;
+    if inst.topology.members.len() < 2 {
+        return Err(ApiError::Unprocessable(format!(
+            "instance {name} has no replica to fail over to; add one with `berth scale {name} --members 2`"
+        )));
+    }
+    if !matches!(
+        inst.status,
+        InstanceStatus::Available | InstanceStatus::Unavailable
+    ) {
+        return Err(ApiError::InvalidState(format!(
+            "instance {name} is {}; a failover needs it available or unavailable, with no task running",
+            inst.status
+        )));
+    }
+    let target = match &req.to {
+        Some(to) => {
+            let m = to
+                .strip_prefix(&format!("{name}-"))
+                .unwrap_or(to)
+                .parse::<u16>()
+                .ok()
+                .map(berth_model::MemberId)
+                .filter(|m| inst.topology.members.contains(m) && *m != inst.topology.primary)
+                .ok_or_else(|| {
+                    ApiError::Unprocessable(format!(
+                        "{to:?} is not a replica of instance {name}; `berth show {name}` lists them"
+                    ))
+                })?;
+            Some(m)
+        }
+        None => None,
+    };
+    match crate::failover::decide(&ctx, &inst, target, req.accept_data_loss).await {
+        berth_model::failover::Decision::Promote { member, may_lose } => {
+            let options = TaskOptions {
+                target_member: Some(member.0),
+                failed_member: Some(inst.topology.primary.0),
+                may_lose: Some(may_lose),
+                ..Default::default()
+            };
+            super::instances::begin_on(&ctx, &inst, TaskKind::Failover, options).await
+        }
+        berth_model::failover::Decision::Stay(why) => {
+            Err(ApiError::Unprocessable(format!("no failover: {why}")))
+        }
+    }
+}
+
 /// The first replica seen ready in `live`.
 fn ready_in(inst: &InstanceRecord, live: &[MemberView]) -> Option<berth_model::MemberId> {
     inst.topology

@@ -76,6 +76,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(instances::action))
         .routes(routes!(members::scale))
         .routes(routes!(members::switchover))
+        .routes(routes!(members::failover))
         .routes(routes!(instances::credentials))
         .routes(routes!(accounts::list_databases, accounts::create_database))
         .routes(routes!(accounts::drop_database))
