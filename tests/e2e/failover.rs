@@ -134,8 +134,15 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
     );
     all_there(&uri, table, &acked).await?;
     let kinds = event_kinds(&b, &name).await?;
-    assert!(kinds.iter().any(|k| k == "failover.done"), "{kinds:?}");
-    assert!(kinds.iter().any(|k| k == "member.rejoined"), "{kinds:?}");
+    // Detection, fencing, promotion and rejoin are each an event.
+    for kind in [
+        "primary.failed",
+        "member.fenced",
+        "failover.done",
+        "member.rejoined",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
     Ok(())
 }
 

@@ -120,11 +120,19 @@ pub enum EventKind {
     /// A former primary came back as a replica (details: member, how, discarded).
     #[serde(rename = "member.rejoined")]
     MemberRejoined,
+    /// The control plane judged the primary failed (details: member, reason,
+    /// silent_ms).
+    #[serde(rename = "primary.failed")]
+    PrimaryFailed,
+    /// A failed primary was fenced: it can write no more (details: member, how,
+    /// waited_ms).
+    #[serde(rename = "member.fenced")]
+    MemberFenced,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 36] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -159,6 +167,8 @@ impl EventKind {
         Self::FailoverDone,
         Self::FailoverDeclined,
         Self::MemberRejoined,
+        Self::PrimaryFailed,
+        Self::MemberFenced,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -198,6 +208,8 @@ impl EventKind {
             Self::FailoverDone => "failover.done",
             Self::FailoverDeclined => "failover.declined",
             Self::MemberRejoined => "member.rejoined",
+            Self::PrimaryFailed => "primary.failed",
+            Self::MemberFenced => "member.fenced",
         }
     }
 }

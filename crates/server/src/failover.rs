@@ -46,6 +46,8 @@ struct Watching {
     not_ready_since: Option<Instant>,
     /// The last reason a failover was declined (said once).
     declined: Option<String>,
+    /// The failure was recorded (once per failure).
+    failure_said: bool,
 }
 
 /// What the control plane knows of each instance's lease, in memory.
@@ -155,6 +157,7 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
             let engine_down_for = ctx.failover.with(inst.id, |w| {
                 w.last_grant_sent = Some(sent);
                 w.declined = None;
+                w.failure_said = false;
                 if held.ready {
                     w.last_position = held.position.or(w.last_position);
                     w.not_ready_since = None;
@@ -172,6 +175,17 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     if inst.status.is_busy() || inst.topology.failover == FailoverMode::Manual {
         return;
     }
+    let why = if !running {
+        "its container is stopped".to_owned()
+    } else if ctx.failover.with(inst.id, |w| w.not_ready_since.is_some()) {
+        format!(
+            "its engine has not been ready for {} s",
+            ENGINE_DOWN.as_secs()
+        )
+    } else {
+        "its agent does not take the lease's renewal".to_owned()
+    };
+    failure_detected(ctx, inst, &why).await;
     let fenced_by_docker = if running {
         if ctx.config.fence_through_docker
             && ctx
@@ -210,6 +224,35 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         }
         Decision::Stay(why) => declined(ctx, inst, &why, !running).await,
     }
+}
+
+/// The event of a primary judged failed, once per failure.
+async fn failure_detected(ctx: &Ctx, inst: &InstanceRecord, why: &str) {
+    let (first, silent) = ctx.failover.with(inst.id, |w| {
+        let first = !w.failure_said;
+        w.failure_said = true;
+        (first, w.last_grant_sent.map(|t| t.elapsed()))
+    });
+    if !first {
+        return;
+    }
+    let member = berth_model::member::display_name(&inst.name, inst.topology.primary);
+    let silent_ms = silent.map(|d| d.as_millis() as u64);
+    let _ = ctx
+        .store
+        .record_event(&NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            EventKind::PrimaryFailed,
+            format!(
+                "the primary {member} failed: {why}{}",
+                silent_ms
+                    .map(|ms| format!(" (its last lease grant was taken {ms} ms ago)"))
+                    .unwrap_or_default()
+            ),
+            serde_json::json!({ "member": member, "reason": why, "silent_ms": silent_ms }),
+        ))
+        .await;
 }
 
 /// What the replicas say now, and the choice.

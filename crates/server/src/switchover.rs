@@ -124,6 +124,24 @@ pub(crate) async fn fence_old_primary(
     if old != inst.topology.primary {
         return Ok(format!("{name} is no longer the primary"));
     }
+    let started = Instant::now();
+    let (how, said) = fence(ctx, inst, old).await;
+    let member = berth_model::member::display_name(&inst.name, old);
+    ctx.store
+        .record_event(&NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            EventKind::MemberFenced,
+            format!("{member} is fenced: {said}"),
+            serde_json::json!({ "member": member, "how": how, "waited_ms": started.elapsed().as_millis() as u64 }),
+        ))
+        .await?;
+    Ok(said)
+}
+
+/// Makes sure the failed primary writes no more; how, and a sentence.
+async fn fence(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) -> (&'static str, String) {
+    let name = container_name(inst, old);
     let key = members::key(inst, old);
     let running = ctx
         .runtime
@@ -133,18 +151,21 @@ pub(crate) async fn fence_old_primary(
         .flatten()
         .is_some_and(|o| o.running);
     if !running {
-        return Ok(format!("{name} is stopped: it takes no writes"));
+        return ("stopped", format!("{name} is stopped: it takes no writes"));
     }
     if ctx.config.fence_through_docker && ctx.runtime.ensure_stopped(key, 0).await.is_ok() {
-        return Ok(format!("{name} was stopped through Docker"));
+        return ("docker", format!("{name} was stopped through Docker"));
     }
     let until = ctx.failover.held_until(inst.id);
     let wait = until.saturating_duration_since(Instant::now());
     tokio::time::sleep(wait).await;
-    Ok(format!(
-        "{name} does not answer; its lease ran out ({} ms waited), so it takes no writes",
-        wait.as_millis()
-    ))
+    (
+        "lease",
+        format!(
+            "{name} does not answer; its lease ran out ({} ms waited), so it takes no writes",
+            wait.as_millis()
+        ),
+    )
 }
 
 /// Step `promote_target`: the target leaves recovery and takes writes, holding the
