@@ -336,3 +336,104 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
     );
     Ok(())
 }
+
+/// With etcd as the lease store: `berth serve` killed, then the primary killed —
+/// the members elect a new primary among themselves, writes resume through the same
+/// endpoint, and nothing acknowledged is lost; once `serve` is back it shows the new
+/// primary and the old one rejoins.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_with_etcd_failover_happens_while_serve_is_down() -> anyhow::Result<()> {
+    let etcd = berth_e2e::etcd::Etcd::start().await?;
+    let mut b = Berth::start_with(&["--lease-store", &etcd.url]).await?;
+    let name = unique("et-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let uri = uri(&b, &name).await?;
+    let table = make_table(&uri, "postgres").await?;
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    let containers: Vec<String> = shown["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter_map(|m| m["container"].as_str().map(str::to_owned))
+        .collect();
+    let old = primary_container(&b, &name).await.context("a primary")?;
+    let writer = Writer::start(uri.clone(), table);
+    writer.progress(20).await?;
+    b.kill9();
+    let killed = Instant::now();
+    docker(&["kill", &old])?;
+    writer.progress(20).await?;
+    eprintln!(
+        "etcd: writes resumed within {:?} of the kill, serve down",
+        killed.elapsed()
+    );
+    let promoted: Vec<&String> = containers
+        .iter()
+        .filter(|c| **c != old)
+        .filter(|c| member_sql(c, "postgres", "SELECT pg_is_in_recovery()").is_ok_and(|s| s == "f"))
+        .collect();
+    assert_eq!(
+        promoted.len(),
+        1,
+        "exactly one member takes writes: {promoted:?}"
+    );
+    b.restart().await?;
+    b.eventually(
+        "serve to show the new primary",
+        Duration::from_secs(60),
+        || async { primary_container(&b, &name).await.as_deref() == Some(promoted[0].as_str()) },
+    )
+    .await?;
+    b.eventually(
+        "the old primary to rejoin as a ready replica",
+        Duration::from_secs(180),
+        || async {
+            member_state(&b, &name, &old)
+                .await
+                .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
+        },
+    )
+    .await?;
+    let (acked, gap) = writer.finish().await;
+    eprintln!(
+        "etcd: {} commits acknowledged, longest pause {gap:?}",
+        acked.len()
+    );
+    all_there(&uri, table, &acked).await
+}
+
+/// With etcd as the lease store: etcd stopped alone — the primary's replicas
+/// confirm the failsafe, writes go on, and nobody is promoted.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_with_etcd_an_etcd_outage_demotes_nobody() -> anyhow::Result<()> {
+    let mut etcd = berth_e2e::etcd::Etcd::start().await?;
+    let b = Berth::start_with(&["--lease-store", &etcd.url]).await?;
+    let name = unique("eo-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let uri = uri(&b, &name).await?;
+    let table = make_table(&uri, "postgres").await?;
+    let before = primary_container(&b, &name).await.context("a primary")?;
+    let writer = Writer::start(uri.clone(), table);
+    writer.progress(10).await?;
+    etcd.stop();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        writer.progress(5).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    etcd.restart().await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    writer.progress(10).await?;
+    let (acked, gap) = writer.finish().await;
+    assert!(gap < Duration::from_secs(3), "writes paused for {gap:?}");
+    assert_eq!(
+        primary_container(&b, &name).await.as_deref(),
+        Some(before.as_str())
+    );
+    let kinds = event_kinds(&b, &name).await?;
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("failover.")),
+        "{kinds:?}"
+    );
+    all_there(&uri, table, &acked).await
+}

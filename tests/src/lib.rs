@@ -3,6 +3,7 @@
 //! port, own site id), so tests run in parallel without seeing each other, and its
 //! `Drop` removes every Docker object labelled with its site, even when a test fails.
 
+pub mod etcd;
 pub mod s3;
 pub mod writer;
 

@@ -97,7 +97,7 @@ impl Lease {
     }
 
     /// The primary this replica promised not to replace, while the promise lasts.
-    fn promised(&self, now: Instant) -> Option<(MemberId, Duration)> {
+    pub(crate) fn promised(&self, now: Instant) -> Option<(MemberId, Duration)> {
         self.with(|s| {
             s.promise
                 .filter(|(_, until)| *until > now)
@@ -307,7 +307,7 @@ fn monotonic_ns() -> u128 {
         .unwrap_or(0)
 }
 
-fn write_deadline(config: &AgentConfig, lease: &Lease) {
+pub(crate) fn write_deadline(config: &AgentConfig, lease: &Lease) {
     if !needs_lease(config) {
         clear_deadline(config);
         return;

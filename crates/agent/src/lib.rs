@@ -19,6 +19,7 @@ mod api;
 mod backup;
 mod bootstrap;
 mod cgroup;
+mod elect;
 mod lease;
 mod metrics;
 mod reaper;
@@ -81,6 +82,9 @@ pub struct AgentConfig {
     pub layout: Layout,
     /// The bootstrap secret, when not read from the environment (catalog mode).
     pub bootstrap_secret: Option<String>,
+    /// An external lease store the members elect through: (URL, key prefix, the
+    /// instance's lease name). `None`: the control plane grants the lease.
+    pub lease_store: Option<(String, String, String)>,
 }
 
 impl AgentConfig {
@@ -111,6 +115,13 @@ impl AgentConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], AGENT_PORT)),
             layout: Layout::standard(),
             bootstrap_secret: None,
+            lease_store: std::env::var(env::LEASE_STORE).ok().map(|url| {
+                (
+                    url,
+                    std::env::var(env::LEASE_PREFIX).unwrap_or_else(|_| "berth".into()),
+                    std::env::var(env::LEASE_NAME).unwrap_or_default(),
+                )
+            }),
         })
     }
 
@@ -189,6 +200,7 @@ pub async fn catalog() -> Result<berth_model::params::Catalog> {
             run_dir: std::path::PathBuf::from("/tmp/berth-catalog-run"),
         },
         bootstrap_secret: secret,
+        lease_store: None,
     };
     std::fs::create_dir_all(&config.layout.volume).map_err(|source| AgentError::Io {
         what: "the scratch directory".into(),
@@ -259,6 +271,14 @@ pub async fn run(config: AgentConfig) -> Result<i32> {
     let lease = lease::Lease::default();
     tokio::spawn(replication::watch_sync(config.clone(), health.clone()));
     tokio::spawn(lease::keep(config.clone(), lease.clone()));
+    if let Some(store) = elect::open(&config) {
+        tokio::spawn(elect::run(
+            config.clone(),
+            lease.clone(),
+            health.clone(),
+            store,
+        ));
+    }
     start_watchdog(&config, &reaper);
     tokio::spawn(api::serve(
         listener,

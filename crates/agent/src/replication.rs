@@ -34,7 +34,7 @@ pub(crate) fn read(config: &AgentConfig) -> Option<Replication> {
 }
 
 /// Keeps it on the volume, durably (write, fsync, rename), readable by root only.
-fn store(config: &AgentConfig, repl: &Replication) -> std::io::Result<()> {
+pub(crate) fn store(config: &AgentConfig, repl: &Replication) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = path(config);
     let tmp = path.with_extension("json.tmp");

@@ -52,7 +52,11 @@ pub(crate) async fn promote(
     if let Err(why) = crate::lease::may_promote(lease, p.old_primary_stopped) {
         return (StatusCode::CONFLICT, why).into_response();
     }
-    if p.ttl_ms > 0 {
+    if let Some(taken) = crate::elect::take_for_promotion(config, lease).await {
+        if let Err(why) = taken {
+            return (StatusCode::CONFLICT, why).into_response();
+        }
+    } else if p.ttl_ms > 0 {
         let grant = berth_model::agent::lease::Grant {
             term: p.term,
             ttl_ms: p.ttl_ms,

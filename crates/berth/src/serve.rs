@@ -80,6 +80,12 @@ pub struct ServeArgs {
     /// its lease alone fences it (for tests that prove the lease suffices).
     #[arg(long, hide = true, default_value = "on", value_parser = ["on", "off"])]
     docker_fence: String,
+    /// Where leader leases live: unset, `berth serve` grants them itself; with
+    /// `etcd://host:port,…` the members' agents hold them in etcd and elect a new
+    /// primary among themselves, so failover works while `berth serve` is down. The
+    /// address must be reachable from containers (not 127.0.0.1).
+    #[arg(long, env = "BERTH_LEASE_STORE")]
+    lease_store: Option<String>,
 }
 
 pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
@@ -115,6 +121,7 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
             tiers: args.metric_resolutions,
         },
         fence_through_docker: args.docker_fence == "on",
+        lease_store: args.lease_store,
     };
     berth_server::serve(config).await?;
     Ok(0)

@@ -21,6 +21,13 @@ pub mod env {
     pub const CPU_MILLIS: &str = "BERTH_CPU_MILLIS";
     /// SHA-256 (hex) of the token the control plane presents to the agent.
     pub const TOKEN_SHA256: &str = "BERTH_AGENT_TOKEN_SHA256";
+    /// The lease store the agents elect through (`etcd://host:port,…`); unset:
+    /// the control plane grants the lease (the embedded store).
+    pub const LEASE_STORE: &str = "BERTH_LEASE_STORE";
+    /// The key prefix in the lease store (per installation).
+    pub const LEASE_PREFIX: &str = "BERTH_LEASE_PREFIX";
+    /// The instance's lease name in the store.
+    pub const LEASE_NAME: &str = "BERTH_LEASE_NAME";
 }
 
 /// The file on a member's data volume, beside the data directory, that says how the
@@ -52,6 +59,17 @@ pub struct Replication {
     /// failsafe (see [`lease`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replica_hosts: Vec<String>,
+    /// Every member of the instance and its host name, for agents that elect a new
+    /// primary among themselves (an external lease store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<(crate::MemberId, String)>,
+    /// Whether the members may promote one of themselves when the primary fails
+    /// (automatic failover, not paused).
+    #[serde(default)]
+    pub auto_failover: bool,
+    /// The most an asynchronous promotion may lack, in bytes.
+    #[serde(default)]
+    pub max_failover_lag: u64,
     /// How many replicas confirm a commit.
     #[serde(default)]
     pub sync: u8,

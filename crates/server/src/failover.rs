@@ -17,9 +17,14 @@
 //! stays without a new primary, an event says why, and a stopped old primary is
 //! brought back in place (a repair). Nothing of this runs while a task holds the
 //! instance (a switchover moves the primary itself), nor for `--failover manual`.
+//!
+//! With an external lease store (`serve --lease-store etcd://…`) the members' agents
+//! hold the lease and elect among themselves (see `agent/src/elect.rs`); the control
+//! plane only follows: the store's holder becomes the stored primary.
 
 use crate::members::{self, container_name};
 use crate::Ctx;
+use berth_lease::LeaseStore as _;
 use berth_model::agent::lease::{self as contract, Grant, Held};
 use berth_model::failover::{self as rules, Decision, Seen};
 use berth_model::member::{FailoverMode, Role};
@@ -109,9 +114,120 @@ fn leased(inst: &InstanceRecord) -> bool {
         )
 }
 
-/// Grants and watches, once a second, for ever.
+/// The key prefix of this installation's leases in an external store.
+pub(crate) fn lease_prefix(site: &berth_model::SiteId) -> String {
+    format!("berth/{site}")
+}
+
+/// Opens the external lease store and checks it answers: a store given but not
+/// reachable stops `berth serve` with the reason, before anything relies on it.
+pub(crate) async fn open_lease_store(
+    url: &str,
+    site: &berth_model::SiteId,
+) -> crate::Result<Arc<dyn berth_lease::LeaseStore>> {
+    let store = berth_lease::EtcdLeases::from_url(url, &lease_prefix(site))
+        .map_err(|e| crate::ServeError::Invalid(format!("--lease-store: {e}")))?;
+    store.read("probe").await.map_err(|e| {
+        crate::ServeError::Invalid(format!(
+            "--lease-store: the lease store does not answer ({e}); start it, or leave \
+             --lease-store out to let berth serve grant leases itself"
+        ))
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// With an external store, the agents elect; the control plane lets go of the
+/// lease of a primary it stopped (a switchover, a manual failover), so the target
+/// can take it at once.
+pub(crate) async fn release_stopped(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) {
+    let Some(store) = &ctx.lease_store else {
+        return;
+    };
+    let name = inst.id.to_string();
+    if let Ok(Some(l)) = store.read(&name).await {
+        if l.holder == container_name(inst, old) {
+            let _ = store.release(&name, &l.holder, l.term).await;
+        }
+    }
+}
+
+/// With an external store: the members elected; the store's holder becomes the
+/// stored primary (and an event), so `show` and every later task agree.
+async fn follow_store(ctx: &Ctx, store: &dyn berth_lease::LeaseStore, inst: &InstanceRecord) {
+    if inst.status.is_busy() {
+        return;
+    }
+    let Ok(Some(lease)) = store.read(&inst.id.to_string()).await else {
+        return;
+    };
+    let Some(&holder) = inst
+        .topology
+        .members
+        .iter()
+        .find(|m| container_name(inst, **m) == lease.holder)
+    else {
+        return;
+    };
+    if holder == inst.topology.primary {
+        return;
+    }
+    let says_primary = members::role_report(ctx, inst, holder)
+        .await
+        .is_some_and(|r| r.role == Some(Role::Primary));
+    if !says_primary {
+        return;
+    }
+    let mut topology = inst.topology.clone();
+    let old = topology.primary;
+    topology.primary = holder;
+    topology.term = lease.term;
+    if ctx
+        .store
+        .set_topology(inst.id, &topology, None)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (old_name, new_name) = (
+        berth_model::member::display_name(&inst.name, old),
+        berth_model::member::display_name(&inst.name, holder),
+    );
+    warn!(instance = %inst.name, primary = %new_name, "the members elected a new primary");
+    let _ = ctx
+        .store
+        .record_event(&NewEvent::instance(
+            inst.id,
+            inst.name.as_str(),
+            EventKind::FailoverDone,
+            format!(
+                "{old_name} lost the leader lease; the members elected {new_name} (term {}) through the lease store",
+                lease.term
+            ),
+            serde_json::json!({
+                "primary": new_name, "was": old_name, "term": lease.term,
+                "reason": "elected by the members", "may_lose_bytes": 0,
+            }),
+        ))
+        .await;
+    members::nudge_endpoint(ctx, inst).await;
+}
+
+/// Grants and watches, once a second, for ever (with an external store: follows
+/// what the members elected).
 pub async fn run_forever(ctx: Ctx) {
     loop {
+        if let Some(store) = ctx.lease_store.clone() {
+            if let Ok(instances) = ctx.store.list_instances(None).await {
+                let rounds = instances
+                    .iter()
+                    .filter(|i| leased(i))
+                    .map(|inst| follow_store(&ctx, store.as_ref(), inst));
+                futures_util::future::join_all(rounds).await;
+            }
+            tokio::time::sleep(contract::RENEW_EVERY).await;
+            continue;
+        }
         let started = Instant::now();
         match ctx.store.list_instances(None).await {
             Ok(instances) => {

@@ -115,6 +115,10 @@ pub struct Config {
     /// before a failover (an extra fence; safety never depends on it). Off only to
     /// prove that the lease alone fences (`--docker-fence off`, tests).
     pub fence_through_docker: bool,
+    /// An external lease store (`etcd://host:port,…`) through which the members'
+    /// agents elect their primary themselves; `None`: this control plane grants
+    /// leases (the embedded store).
+    pub lease_store: Option<String>,
 }
 
 /// An operator's choice of a registry image for one engine version.
@@ -213,6 +217,8 @@ pub struct Ctx {
     pub(crate) backups: backup::BackupStore,
     /// The leader leases this control plane grants (the embedded lease store).
     pub failover: failover::Leases,
+    /// The external lease store, when there is one (agents elect through it).
+    pub(crate) lease_store: Option<Arc<dyn berth_lease::LeaseStore>>,
     /// The exclusive lock on the data directory, held while this context lives.
     _lock: Arc<DataDirLock>,
 }
@@ -386,6 +392,10 @@ pub async fn start(config: Config) -> Result<Ctx> {
             what: "building the HTTP client".into(),
             source: std::io::Error::other(e),
         })?;
+    let lease_store = match &config.lease_store {
+        None => None,
+        Some(url) => Some(failover::open_lease_store(url, &site).await?),
+    };
     let images = Arc::new(ImageBuilder::new(
         config.image_cache.clone(),
         config.image_build_timeout,
@@ -406,6 +416,7 @@ pub async fn start(config: Config) -> Result<Ctx> {
         metrics: metrics::Metrics::default(),
         backups,
         failover: failover::Leases::default(),
+        lease_store,
         _lock: Arc::new(lock),
     };
     Ok(ctx)

@@ -70,6 +70,15 @@ pub(crate) fn member_container(
         format!("{}={}", env::CPU_MILLIS, inst.spec.cpus.millis()),
         format!("{}={}", env::TOKEN_SHA256, token_sha),
     ];
+    if let Some(url) = &ctx.config.lease_store {
+        env.push(format!("{}={url}", env::LEASE_STORE));
+        env.push(format!(
+            "{}={}",
+            env::LEASE_PREFIX,
+            crate::failover::lease_prefix(&ctx.site)
+        ));
+        env.push(format!("{}={}", env::LEASE_NAME, inst.id));
+    }
     env.extend(
         eng.bootstrap_env(&inst.superuser_password)
             .into_iter()
@@ -345,6 +354,13 @@ pub(crate) fn replication_for(
         } else {
             vec![]
         },
+        members: t
+            .members
+            .iter()
+            .map(|m| (*m, container_name(inst, *m)))
+            .collect(),
+        auto_failover: t.failover == berth_model::member::FailoverMode::Auto,
+        max_failover_lag: t.max_failover_lag,
         sync: t.sync,
         sync_mode: t.sync_mode,
     }

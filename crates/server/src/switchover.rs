@@ -94,6 +94,7 @@ pub(crate) async fn hand_over_writes(
     ctx.runtime
         .ensure_stopped(members::key(inst, old), 60)
         .await?;
+    crate::failover::release_stopped(ctx, inst, old).await;
     // New sessions wait at the endpoint (no writable primary) rather than fail.
     members::nudge_endpoint(ctx, inst).await;
     let caught = wait_caught_up(ctx, inst, to, &position).await?;
@@ -126,6 +127,9 @@ pub(crate) async fn fence_old_primary(
     }
     let started = Instant::now();
     let (how, said) = fence(ctx, inst, old).await;
+    if how != "lease" {
+        crate::failover::release_stopped(ctx, inst, old).await;
+    }
     let member = berth_model::member::display_name(&inst.name, old);
     ctx.store
         .record_event(&NewEvent::instance(

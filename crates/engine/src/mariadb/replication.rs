@@ -369,6 +369,9 @@ mod tests {
             password: Secret::new("s3cret"),
             replicas: vec![],
             replica_hosts: vec![],
+            members: vec![],
+            auto_failover: false,
+            max_failover_lag: 0,
             sync,
             sync_mode: mode,
         }

@@ -322,6 +322,9 @@ mod tests {
             password: Secret::new("s3cret"),
             replicas: vec![MemberId(1), MemberId(2)],
             replica_hosts: vec![],
+            members: vec![],
+            auto_failover: false,
+            max_failover_lag: 0,
             sync: 1,
             sync_mode: SyncMode::Strict,
         }

@@ -1,0 +1,295 @@
+//! Electing the primary among the members through an external lease store
+//! (`berth serve --lease-store etcd://…`), so that failover works while the control
+//! plane is down.
+//!
+//! Once a second, each agent:
+//! - on a primary with replicas: takes or renews the lease (holder: its container
+//!   name). Renewed: it may write until the time it *sent* the request + TTL −
+//!   margin. Held by another member: it is not the primary any more — its role
+//!   becomes a replica of the holder (its engine, no longer renewed, is fenced by
+//!   [`crate::lease::keep`] and rejoins at its next start). The store unreachable:
+//!   the failsafe decides, as with the embedded store.
+//! - on a replica: reads the lease. Held by another member than the one it follows:
+//!   it follows the holder. Free (the primary's lease expired, so it fenced itself),
+//!   automatic failover on, no failsafe promise to keep, its engine ready: it asks
+//!   every other member's `/role` and applies [`berth_model::failover::choose`]; the
+//!   member chosen takes the lease (the store lets one win) and promotes itself.
+//!   The store unreachable: it never promotes.
+//!
+//! The primary's last position is not known to replicas, so an asynchronous
+//! instance does not fail over by itself this way (it says why in the log); with
+//! synchronous replicas the quorum rule needs no such bound.
+
+use crate::lease::Lease;
+use crate::AgentConfig;
+use berth_lease::LeaseStore;
+use berth_model::agent::lease::{self as contract, Grant};
+use berth_model::agent::{Replication, RoleReport};
+use berth_model::failover::{choose, Decision, Rules, Seen};
+use berth_model::member::Role;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+type Store = Arc<dyn LeaseStore>;
+
+static STORE: OnceLock<Store> = OnceLock::new();
+
+/// The external store, when the agent was given one.
+pub(crate) fn open(config: &AgentConfig) -> Option<Store> {
+    let (url, prefix, _) = config.lease_store.as_ref()?;
+    match berth_lease::EtcdLeases::from_url(url, prefix) {
+        Ok(s) => {
+            let s: Store = Arc::new(s);
+            let _ = STORE.set(s.clone());
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the lease store cannot be used; no lease will be held");
+            None
+        }
+    }
+}
+
+fn lease_name(config: &AgentConfig) -> &str {
+    config
+        .lease_store
+        .as_ref()
+        .map_or("", |(_, _, n)| n.as_str())
+}
+
+/// This member's host name on the instance's network.
+fn me(repl: &Replication) -> Option<&str> {
+    repl.members
+        .iter()
+        .find(|(m, _)| *m == repl.member)
+        .map(|(_, h)| h.as_str())
+}
+
+/// `/promote` with an external store: the lease is taken first; refused while
+/// another member holds it.
+pub(crate) async fn take_for_promotion(
+    config: &AgentConfig,
+    lease: &Lease,
+) -> Option<Result<(), String>> {
+    let store = STORE.get()?;
+    let repl = crate::replication::read(config)?;
+    let me = me(&repl)?.to_owned();
+    let sent = Instant::now();
+    Some(
+        match store.acquire(lease_name(config), &me, contract::TTL).await {
+            Ok(Some(l)) => lease.grant(&grant(l.term), sent),
+            Ok(None) => Err("another member holds the leader lease".into()),
+            Err(e) => Err(format!("the lease store does not answer: {e}")),
+        },
+    )
+}
+
+fn grant(term: u64) -> Grant {
+    Grant {
+        term,
+        ttl_ms: contract::TTL.as_millis() as u64,
+    }
+}
+
+/// The loop; see the module's documentation.
+pub(crate) async fn run(config: AgentConfig, lease: Lease, health: crate::Health, store: Store) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only(Vec::new())
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .unwrap_or_default();
+    loop {
+        tokio::time::sleep(contract::RENEW_EVERY).await;
+        let Some(repl) = crate::replication::read(&config) else {
+            continue;
+        };
+        let Some(me) = me(&repl).map(str::to_owned) else {
+            continue;
+        };
+        match repl.role {
+            Role::Primary if !repl.replicas.is_empty() => {
+                hold(&config, &lease, store.as_ref(), &me, &repl).await;
+            }
+            Role::Primary => {}
+            Role::Replica => {
+                follow_or_elect(&config, &lease, &health, store.as_ref(), &me, &repl, &http).await;
+            }
+        }
+    }
+}
+
+async fn hold(
+    config: &AgentConfig,
+    lease: &Lease,
+    store: &dyn LeaseStore,
+    me: &str,
+    repl: &Replication,
+) {
+    let name = lease_name(config);
+    let sent = Instant::now();
+    match store.acquire(name, me, contract::TTL).await {
+        Ok(Some(l)) => {
+            if lease.grant(&grant(l.term), sent).is_ok() {
+                crate::lease::write_deadline(config, lease);
+            }
+        }
+        Ok(None) => {
+            if let Ok(Some(l)) = store.read(name).await {
+                warn!(holder = %l.holder, term = l.term, "another member holds the leader lease: this one follows it");
+                follow(config, repl, &l.holder, false).await;
+            }
+        }
+        Err(e) => info!(error = %e, "the lease store does not answer; the failsafe decides"),
+    }
+}
+
+async fn follow_or_elect(
+    config: &AgentConfig,
+    lease: &Lease,
+    health: &crate::Health,
+    store: &dyn LeaseStore,
+    me: &str,
+    repl: &Replication,
+    http: &reqwest::Client,
+) {
+    let name = lease_name(config);
+    match store.read(name).await {
+        Err(_) => {}
+        Ok(Some(l)) => {
+            let following = repl.source.as_ref().map(|(h, _)| h.as_str());
+            let member = repl.members.iter().any(|(_, h)| *h == l.holder);
+            if l.holder != me && following != Some(l.holder.as_str()) && member {
+                info!(primary = %l.holder, term = l.term, "the leader lease moved: following its holder");
+                let ready = health.view().state == crate::HealthState::Ready;
+                follow(config, repl, &l.holder, ready).await;
+            }
+        }
+        Ok(None) => {
+            let ready = health.view().state == crate::HealthState::Ready;
+            if !repl.auto_failover || !ready || lease.promised(Instant::now()).is_some() {
+                return;
+            }
+            elect(config, lease, store, me, repl, http).await;
+        }
+    }
+}
+
+/// The lease is free: the members' positions decide who takes it.
+async fn elect(
+    config: &AgentConfig,
+    lease: &Lease,
+    store: &dyn LeaseStore,
+    me: &str,
+    repl: &Replication,
+    http: &reqwest::Client,
+) {
+    let old = repl.source.as_ref().map(|(h, _)| h.clone());
+    let candidates: Vec<_> = repl
+        .members
+        .iter()
+        .filter(|(_, h)| Some(h) != old.as_ref())
+        .cloned()
+        .collect();
+    let asks = candidates.iter().map(|(m, host)| async move {
+        let report = if host == me {
+            config.engine().probe_role(&config.layout).await.ok()
+        } else {
+            let url = format!(
+                "http://{host}:{}{}",
+                crate::AGENT_PORT,
+                berth_model::agent::ROLE_PATH
+            );
+            match http.get(url).send().await {
+                Ok(r) => r.json::<RoleReport>().await.ok(),
+                Err(_) => None,
+            }
+        };
+        Seen {
+            member: *m,
+            healthy: report
+                .as_ref()
+                .is_some_and(|r| r.role == Some(Role::Replica)),
+            position: report.and_then(|r| r.position),
+        }
+    });
+    let seen = futures_util::future::join_all(asks).await;
+    let rules = Rules {
+        sync: repl.sync,
+        sync_released: false,
+        replicas: repl.members.len().saturating_sub(1),
+        max_failover_lag: repl.max_failover_lag,
+        last_primary_position: None,
+    };
+    match choose(&seen, &rules, None, false) {
+        Decision::Promote { member, .. } if member == repl.member => {
+            let sent = Instant::now();
+            let l = match store.acquire(lease_name(config), me, contract::TTL).await {
+                Ok(Some(l)) => l,
+                _ => return,
+            };
+            if lease.grant(&grant(l.term), sent).is_err() {
+                return;
+            }
+            warn!(
+                term = l.term,
+                "the primary's lease expired: this member took it and promotes itself"
+            );
+            if let Err(e) = config.engine().promote(&config.layout).await {
+                warn!(error = %e, "promotion failed; letting the lease go");
+                let _ = store.release(lease_name(config), me, l.term).await;
+                return;
+            }
+            let others: Vec<_> = repl
+                .members
+                .iter()
+                .filter(|(m, _)| *m != repl.member)
+                .cloned()
+                .collect();
+            let primary = Replication {
+                role: Role::Primary,
+                source: None,
+                replicas: others.iter().map(|(m, _)| *m).collect(),
+                replica_hosts: others.iter().map(|(_, h)| h.clone()).collect(),
+                ..repl.clone()
+            };
+            apply(config, &primary, true).await;
+            crate::lease::write_deadline(config, lease);
+        }
+        Decision::Promote { .. } => {}
+        Decision::Stay(why) => {
+            info!(reason = %why, "the leader lease is free but this member does not promote itself")
+        }
+    }
+}
+
+/// Becomes a replica of `holder`: the role file, the configuration, and (when the
+/// engine runs) the engine's replication.
+async fn follow(config: &AgentConfig, repl: &Replication, holder: &str, live: bool) {
+    let replica = Replication {
+        role: Role::Replica,
+        source: Some((holder.to_owned(), config.engine().client_port())),
+        replicas: vec![],
+        replica_hosts: vec![],
+        ..repl.clone()
+    };
+    apply(config, &replica, live).await;
+}
+
+async fn apply(config: &AgentConfig, repl: &Replication, live: bool) {
+    if let Err(e) = crate::replication::store(config, repl) {
+        warn!(error = %e, "cannot keep the new role");
+        return;
+    }
+    let engine = config.engine();
+    if let Err(e) = engine.render_config(&config.layout, &crate::current_settings(config)) {
+        warn!(error = %e, "cannot render the configuration for the new role");
+        return;
+    }
+    if live {
+        if let Err(e) = engine.apply_replication(&config.layout, repl).await {
+            warn!(error = %e, "the new role is kept; the engine takes it at its next start");
+        }
+    }
+}
