@@ -120,11 +120,17 @@ pub enum EventKind {
     /// A former primary came back as a replica (details: member, how, discarded).
     #[serde(rename = "member.rejoined")]
     MemberRejoined,
+    /// Automatic failover was paused for maintenance (details: failover mode).
+    #[serde(rename = "failover.paused")]
+    FailoverPaused,
+    /// Automatic failover was resumed (details: failover mode).
+    #[serde(rename = "failover.resumed")]
+    FailoverResumed,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 36] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -159,6 +165,8 @@ impl EventKind {
         Self::FailoverDone,
         Self::FailoverDeclined,
         Self::MemberRejoined,
+        Self::FailoverPaused,
+        Self::FailoverResumed,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -198,6 +206,8 @@ impl EventKind {
             Self::FailoverDone => "failover.done",
             Self::FailoverDeclined => "failover.declined",
             Self::MemberRejoined => "member.rejoined",
+            Self::FailoverPaused => "failover.paused",
+            Self::FailoverResumed => "failover.resumed",
         }
     }
 }
