@@ -6,7 +6,6 @@
 use anyhow::Context;
 use berth_e2e::writer::Writer;
 use berth_e2e::{docker, member_sql, unique, Berth, Db};
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 async fn uri(b: &Berth, name: &str) -> anyhow::Result<String> {
@@ -24,40 +23,6 @@ async fn make_table(uri: &str, engine: &str) -> anyhow::Result<&'static str> {
         db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
         Ok("w")
     }
-}
-
-/// The member shown as primary (its container), if exactly one is.
-async fn primary_container(b: &Berth, name: &str) -> Option<String> {
-    let v = b.get(&format!("/v1/instances/{name}")).await.ok()?;
-    let primaries: Vec<String> = v["members"]
-        .as_array()?
-        .iter()
-        .filter(|m| m["role"] == "primary")
-        .filter_map(|m| m["container"].as_str().map(str::to_owned))
-        .collect();
-    match primaries.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
-}
-
-async fn member_state(b: &Berth, name: &str, container: &str) -> Option<Value> {
-    let v = b.get(&format!("/v1/instances/{name}")).await.ok()?;
-    v["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["container"] == container)
-        .cloned()
-}
-
-async fn event_kinds(b: &Berth, name: &str) -> anyhow::Result<Vec<String>> {
-    let events = b.get(&format!("/v1/events?instance={name}")).await?;
-    Ok(events["events"]
-        .as_array()
-        .context("events")?
-        .iter()
-        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-        .collect())
 }
 
 /// Every acknowledged number is in the table, read through `uri`.
@@ -102,7 +67,7 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
     let table = make_table(&uri, engine).await?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(30).await?;
-    let old = primary_container(&b, &name).await.context("a primary")?;
+    let old = b.primary_container(&name).await.context("a primary")?;
     let killed = Instant::now();
     docker(&["kill", &old])?;
     writer.progress(30).await?;
@@ -113,14 +78,14 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
     b.eventually(
         "another member to be the primary",
         Duration::from_secs(60),
-        || async { primary_container(&b, &name).await.is_some_and(|p| p != old) },
+        || async { b.primary_container(&name).await.is_some_and(|p| p != old) },
     )
     .await?;
     b.eventually(
         "the old primary to rejoin as a ready replica",
         Duration::from_secs(180),
         || async {
-            member_state(&b, &name, &old)
+            b.member_view(&name, &old)
                 .await
                 .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
         },
@@ -133,7 +98,7 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
         acked.len()
     );
     all_there(&uri, table, &acked).await?;
-    let kinds = event_kinds(&b, &name).await?;
+    let kinds = b.event_kinds(&name).await?;
     // Detection, fencing, promotion and rejoin are each an event.
     for kind in [
         "primary.failed",
@@ -156,7 +121,7 @@ async fn postgres_the_control_plane_down_alone_demotes_nobody() -> anyhow::Resul
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
     let uri = uri(&b, &name).await?;
     let table = make_table(&uri, "postgres").await?;
-    let before = primary_container(&b, &name).await.context("a primary")?;
+    let before = b.primary_container(&name).await.context("a primary")?;
     b.kill9();
     let writer = Writer::start(uri.clone(), table);
     // Well past the lease's TTL: the failsafe holds it.
@@ -171,10 +136,10 @@ async fn postgres_the_control_plane_down_alone_demotes_nobody() -> anyhow::Resul
     let (acked, gap) = writer.finish().await;
     assert!(gap < Duration::from_secs(3), "writes paused for {gap:?}");
     assert_eq!(
-        primary_container(&b, &name).await.as_deref(),
+        b.primary_container(&name).await.as_deref(),
         Some(before.as_str())
     );
-    let kinds = event_kinds(&b, &name).await?;
+    let kinds = b.event_kinds(&name).await?;
     assert!(
         !kinds.iter().any(|k| k.starts_with("failover.")),
         "{kinds:?}"
@@ -191,7 +156,7 @@ async fn postgres_a_frozen_agent_leaves_no_writable_engine() -> anyhow::Result<(
     let b = Berth::start_with(&["--docker-fence", "off"]).await?;
     let name = unique("fz-po");
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
-    let old = primary_container(&b, &name).await.context("a primary")?;
+    let old = b.primary_container(&name).await.context("a primary")?;
     let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?;
     let agent_pid = agent_pid.trim().to_owned();
     let frozen = std::process::Command::new("kill")
@@ -212,7 +177,7 @@ async fn postgres_a_frozen_agent_leaves_no_writable_engine() -> anyhow::Result<(
         b.eventually(
             "another member to be the primary",
             Duration::from_secs(60),
-            || async { primary_container(&b, &name).await.is_some_and(|p| p != old) },
+            || async { b.primary_container(&name).await.is_some_and(|p| p != old) },
         )
         .await?;
         // The old engine takes no write: it is not running at all.
@@ -233,7 +198,7 @@ async fn postgres_a_frozen_agent_leaves_no_writable_engine() -> anyhow::Result<(
         "the old primary to rejoin as a ready replica",
         Duration::from_secs(240),
         || async {
-            member_state(&b, &name, &old)
+            b.member_view(&name, &old)
                 .await
                 .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
         },
@@ -251,7 +216,7 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
     let b = Berth::start().await?;
     let name = unique("lg-po");
     b.create_with_cli(&name, "postgres", &["--members", "2"])?;
-    let primary = primary_container(&b, &name).await.context("a primary")?;
+    let primary = b.primary_container(&name).await.context("a primary")?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let replica = shown["members"]
         .as_array()
@@ -288,7 +253,7 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
         "a failover.declined event",
         Duration::from_secs(60),
         || async {
-            event_kinds(&b, &name)
+            b.event_kinds(&name)
                 .await
                 .is_ok_and(|k| k.iter().any(|k| k == "failover.declined"))
         },
@@ -313,7 +278,7 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
         "the old primary back in place",
         Duration::from_secs(120),
         || async {
-            member_state(&b, &name, &primary)
+            b.member_view(&name, &primary)
                 .await
                 .is_some_and(|m| m["role"] == "primary" && m["state"] == "ready")
         },
@@ -331,7 +296,7 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
     let forced = b.cli_json(&["failover", &name, "--accept-data-loss"])?;
     assert_eq!(forced["state"], "succeeded", "{forced}");
     assert_eq!(
-        primary_container(&b, &name).await.as_deref(),
+        b.primary_container(&name).await.as_deref(),
         Some(replica.as_str())
     );
     Ok(())
@@ -356,7 +321,7 @@ async fn postgres_with_etcd_failover_happens_while_serve_is_down() -> anyhow::Re
         .iter()
         .filter_map(|m| m["container"].as_str().map(str::to_owned))
         .collect();
-    let old = primary_container(&b, &name).await.context("a primary")?;
+    let old = b.primary_container(&name).await.context("a primary")?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(20).await?;
     b.kill9();
@@ -381,14 +346,14 @@ async fn postgres_with_etcd_failover_happens_while_serve_is_down() -> anyhow::Re
     b.eventually(
         "serve to show the new primary",
         Duration::from_secs(60),
-        || async { primary_container(&b, &name).await.as_deref() == Some(promoted[0].as_str()) },
+        || async { b.primary_container(&name).await.as_deref() == Some(promoted[0].as_str()) },
     )
     .await?;
     b.eventually(
         "the old primary to rejoin as a ready replica",
         Duration::from_secs(180),
         || async {
-            member_state(&b, &name, &old)
+            b.member_view(&name, &old)
                 .await
                 .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
         },
@@ -412,7 +377,7 @@ async fn postgres_with_etcd_an_etcd_outage_demotes_nobody() -> anyhow::Result<()
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
     let uri = uri(&b, &name).await?;
     let table = make_table(&uri, "postgres").await?;
-    let before = primary_container(&b, &name).await.context("a primary")?;
+    let before = b.primary_container(&name).await.context("a primary")?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(10).await?;
     etcd.stop();
@@ -427,10 +392,10 @@ async fn postgres_with_etcd_an_etcd_outage_demotes_nobody() -> anyhow::Result<()
     let (acked, gap) = writer.finish().await;
     assert!(gap < Duration::from_secs(3), "writes paused for {gap:?}");
     assert_eq!(
-        primary_container(&b, &name).await.as_deref(),
+        b.primary_container(&name).await.as_deref(),
         Some(before.as_str())
     );
-    let kinds = event_kinds(&b, &name).await?;
+    let kinds = b.event_kinds(&name).await?;
     assert!(
         !kinds.iter().any(|k| k.starts_with("failover.")),
         "{kinds:?}"

@@ -23,6 +23,7 @@ mod cli_config;
 mod endpoint;
 mod events;
 mod failover;
+mod failover_control;
 mod faults;
 mod lifecycle;
 mod many;

@@ -451,6 +451,42 @@ impl Berth {
         }
     }
 
+    /// The container of the member the API shows as primary, if exactly one is.
+    pub async fn primary_container(&self, instance: &str) -> Option<String> {
+        let v = self.get(&format!("/v1/instances/{instance}")).await.ok()?;
+        let primaries: Vec<String> = v["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["role"] == "primary")
+            .filter_map(|m| m["container"].as_str().map(str::to_owned))
+            .collect();
+        match primaries.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        }
+    }
+
+    /// The member whose container is `container`, as the API shows it now.
+    pub async fn member_view(&self, instance: &str, container: &str) -> Option<Value> {
+        let v = self.get(&format!("/v1/instances/{instance}")).await.ok()?;
+        v["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["container"] == container)
+            .cloned()
+    }
+
+    /// The kinds of the instance's events, oldest first.
+    pub async fn event_kinds(&self, instance: &str) -> Result<Vec<String>> {
+        let events = self.get(&format!("/v1/events?instance={instance}")).await?;
+        Ok(events["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Waits until `check` holds, polling; fails with `what` after `timeout`.
     pub async fn eventually<F, Fut>(
         &self,

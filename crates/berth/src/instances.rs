@@ -43,6 +43,14 @@ pub struct CreateCmd {
     /// 10s, the default, or 500ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_lag: Option<std::time::Duration>,
+    /// When the primary fails: auto (the default) promotes the best replica;
+    /// manual restarts the primary in place, and only `berth failover` promotes.
+    #[arg(long, value_parser = ["auto", "manual"])]
+    failover: Option<String>,
+    /// Asynchronous instances: how far behind the primary a replica may be and still
+    /// be promoted automatically, like 512kB or 4MB (default 1MB; binary units).
+    #[arg(long, value_name = "SIZE")]
+    max_failover_lag: Option<String>,
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
@@ -62,6 +70,8 @@ pub async fn create(c: CreateCmd, env: &Env) -> anyhow::Result<u8> {
         sync: c.sync,
         sync_mode: c.sync_mode,
         max_lag_ms: c.max_lag.map(|d| d.as_millis() as u64),
+        failover: c.failover,
+        max_failover_lag: c.max_failover_lag,
     };
     berth_cli::create(&env.client()?, args, follow(c.no_wait), env.fmt).await?;
     Ok(0)

@@ -88,7 +88,8 @@ enum Command {
     Scale(scale::ScaleCmd),
     /// Make a replica the primary with no transaction lost.
     Switchover(scale::SwitchoverCmd),
-    /// Promote a replica now, without waiting for the primary (it is fenced).
+    /// Promote a replica now, without waiting for the primary (it is fenced); or
+    /// `failover pause|resume NAME` to hold automatic failover for maintenance.
     Failover(scale::FailoverCmd),
     /// Delete an instance; its data volume is kept unless --purge.
     Delete(instances::DeleteCmd),

@@ -89,6 +89,11 @@ pub struct CreateArgs {
     pub sync_mode: Option<String>,
     /// Lag beyond which a replica gets no new read-only connections, in ms.
     pub max_lag_ms: Option<u64>,
+    /// `auto` or `manual`.
+    pub failover: Option<String>,
+    /// How far behind a replica may be and still be promoted, like `4MB` (checked
+    /// by the server, which names the flag when it refuses).
+    pub max_failover_lag: Option<String>,
 }
 
 /// Whether to follow a task to its end.
@@ -143,6 +148,8 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
         ("memory", args.memory),
         ("storage", args.storage),
         ("params", args.params),
+        ("failover", args.failover),
+        ("max_failover_lag", args.max_failover_lag),
     ] {
         if let Some(v) = v {
             body[k] = Value::String(v);
@@ -181,6 +188,18 @@ pub async fn members_change(
         .post(&format!("/v1/instances/{name}/{action}"), &body)
         .await?;
     finish_and_show(client, v, follow, fmt).await
+}
+
+/// `berth failover pause|resume NAME`: `action` is `pause` or `resume`; shows the
+/// instance as it now is.
+pub async fn failover_pause(client: &Client, name: &str, action: &str, fmt: Format) -> Result<()> {
+    let inst: InstanceView = client
+        .post(
+            &format!("/v1/instances/{name}/failover/{action}"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    output::instance(&inst, fmt)
 }
 
 /// Follows an accepted change, then shows the instance as it now is.

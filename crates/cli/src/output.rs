@@ -73,7 +73,7 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
     if fmt == Format::Json {
         return json(i);
     }
-    kv(&[
+    let mut rows = vec![
         ("name", i.name.to_string()),
         ("id", i.id.to_string()),
         ("engine", format!("{} {}", i.engine, i.version)),
@@ -130,8 +130,12 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
             "degraded",
             i.sync_degraded.clone().unwrap_or_else(|| "-".to_owned()),
         ),
-        ("created", i.created_at.clone()),
-    ]);
+    ];
+    if i.members.len() > 1 || i.failover_paused {
+        rows.push(("failover", failover_text(i)));
+    }
+    rows.push(("created", i.created_at.clone()));
+    kv(&rows);
     let mut t = table(&["member", "role", "state", "sync", "lag", "container"]);
     for m in &i.members {
         let lag = match (m.lag_bytes, m.lag_seconds) {
@@ -151,6 +155,23 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
     }
     println!("{t}");
     Ok(())
+}
+
+/// `auto, max lag 1MiB`, `manual, paused (…)`: how a failed primary is handled.
+fn failover_text(i: &InstanceView) -> String {
+    let paused = if i.failover_paused {
+        format!(
+            ", paused (a failed primary is restarted in place; `berth failover resume {}` ends it)",
+            i.name
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{paused}, max failover lag {}",
+        i.failover.as_str(),
+        berth_model::bytes::ShowBytes(i.max_failover_lag_bytes)
+    )
 }
 
 pub(crate) fn credentials(c: &CredentialsView, fmt: Format) -> Result<()> {

@@ -128,11 +128,17 @@ pub enum EventKind {
     /// waited_ms).
     #[serde(rename = "member.fenced")]
     MemberFenced,
+    /// Automatic failover was paused for maintenance (details: failover mode).
+    #[serde(rename = "failover.paused")]
+    FailoverPaused,
+    /// Automatic failover was resumed (details: failover mode).
+    #[serde(rename = "failover.resumed")]
+    FailoverResumed,
 }
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 36] = [
+    pub const ALL: [EventKind; 38] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -169,6 +175,8 @@ impl EventKind {
         Self::MemberRejoined,
         Self::PrimaryFailed,
         Self::MemberFenced,
+        Self::FailoverPaused,
+        Self::FailoverResumed,
     ];
 
     /// The kind as stored and as the API spells it (its serde name).
@@ -210,6 +218,8 @@ impl EventKind {
             Self::MemberRejoined => "member.rejoined",
             Self::PrimaryFailed => "primary.failed",
             Self::MemberFenced => "member.fenced",
+            Self::FailoverPaused => "failover.paused",
+            Self::FailoverResumed => "failover.resumed",
         }
     }
 }

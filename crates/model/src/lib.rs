@@ -6,6 +6,7 @@
 pub mod account;
 pub mod agent;
 pub mod backup;
+pub mod bytes;
 pub mod endpoint;
 pub mod engine;
 pub mod event;

@@ -110,6 +110,10 @@ pub struct Topology {
     /// primary's change stream) and still be promoted by an automatic failover.
     #[serde(default = "default_max_failover_lag")]
     pub max_failover_lag: u64,
+    /// Automatic failover is held for maintenance (`berth failover pause`): like
+    /// `manual` until resumed, whatever `failover` says.
+    #[serde(default)]
+    pub failover_paused: bool,
 }
 
 fn default_max_lag_ms() -> u64 {
@@ -178,6 +182,7 @@ impl Default for Topology {
             term: 0,
             failover: FailoverMode::Auto,
             max_failover_lag: DEFAULT_MAX_FAILOVER_LAG,
+            failover_paused: false,
         }
     }
 }
@@ -208,6 +213,9 @@ pub enum MemberError {
          cannot be honoured; use --sync 1 (or 0 for asynchronous)"
     )]
     EngineSyncLimit(u8),
+    /// A bad `--max-failover-lag`.
+    #[error(transparent)]
+    MaxFailoverLag(#[from] crate::bytes::BytesError),
 }
 
 /// Checks a `--max-lag` in milliseconds.
@@ -245,7 +253,15 @@ impl Topology {
             term: 0,
             failover: FailoverMode::Auto,
             max_failover_lag: DEFAULT_MAX_FAILOVER_LAG,
+            failover_paused: false,
         }
+    }
+
+    /// Whether the control plane promotes a replica by itself when the primary
+    /// fails: there is a replica, the mode is `auto` and it is not paused. When not,
+    /// a failed primary is repaired in place and only `berth failover` promotes.
+    pub fn fails_over_automatically(&self) -> bool {
+        self.members.len() > 1 && self.failover == FailoverMode::Auto && !self.failover_paused
     }
 
     /// The replicas, ascending.
@@ -333,6 +349,27 @@ mod tests {
         let e = check(EngineKind::Mariadb, 3, 2).expect_err("refused");
         assert!(e.to_string().contains("one replica only"), "{e}");
         assert!(check(EngineKind::Mariadb, 3, 1).is_ok());
+    }
+
+    #[test]
+    fn only_auto_unpaused_with_a_replica_fails_over_by_itself() {
+        let mut t = Topology::new(2, 1, SyncMode::Strict);
+        assert!(t.fails_over_automatically());
+        t.failover_paused = true;
+        assert!(!t.fails_over_automatically());
+        t.failover_paused = false;
+        t.failover = FailoverMode::Manual;
+        assert!(!t.fails_over_automatically());
+        assert!(!Topology::new(1, 0, SyncMode::Strict).fails_over_automatically());
+    }
+
+    #[test]
+    fn a_topology_stored_before_failover_control_reads_as_auto_unpaused() {
+        let old = r#"{"members":[0,1],"primary":0,"sync":1}"#;
+        let t: Topology = serde_json::from_str(old).expect("old topology");
+        assert_eq!(t.failover, FailoverMode::Auto);
+        assert!(!t.failover_paused);
+        assert_eq!(t.max_failover_lag, DEFAULT_MAX_FAILOVER_LAG);
     }
 
     #[test]

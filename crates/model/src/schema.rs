@@ -7,6 +7,7 @@
 //! another engine) the server refuses with 422, which the document lists.
 
 use crate::account::{GRANT_PATTERN, IDENT_PATTERN, MAX_IDENT};
+use crate::bytes::BYTES_PATTERN;
 use crate::name::{MAX_NAME_LEN, NAME_PATTERN};
 use crate::size::{CPU_PATTERN, SIZE_PATTERN};
 use crate::{CpuMillis, EngineKind};
@@ -133,6 +134,14 @@ pub fn optional_size() -> Schema {
     or_null(size())
 }
 
+/// An optional byte count (`--max-failover-lag`).
+pub fn optional_bytes() -> Schema {
+    or_null(string(BYTES_PATTERN).description(Some(
+        "A whole number of bytes with an optional binary unit, like `512kB`, `4MB` \
+                 or `1GiB`; from 1 byte to 64GiB (else 400).",
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +215,15 @@ mod tests {
             let st = size_shape_ok(s.parse::<StorageMib>().map(StorageMib::mib));
             prop_assert_eq!(re(SIZE_PATTERN).is_match(&s), m, "{:?}", s);
             prop_assert_eq!(m, st);
+        }
+
+        #[test]
+        fn byte_counts_match_their_pattern(s in near(BYTES_PATTERN)) {
+            let ok = !matches!(
+                crate::bytes::parse_max_failover_lag(&s),
+                Err(crate::bytes::BytesError::Malformed(_))
+            );
+            prop_assert_eq!(re(BYTES_PATTERN).is_match(&s), ok, "{:?}", s);
         }
 
         #[test]

@@ -61,6 +61,17 @@ pub struct CreateRequest {
     #[serde(default)]
     #[schema(minimum = 100, maximum = 86400000)]
     pub max_lag_ms: Option<u64>,
+    /// `auto` (the default): a replica is promoted when the primary fails;
+    /// `manual`: only `berth failover` promotes, a failed primary is restarted in
+    /// place.
+    #[serde(default)]
+    pub failover: Option<crate::member::FailoverMode>,
+    /// Asynchronous instances: how far (bytes of the primary's change stream) a
+    /// replica may be behind and still be promoted automatically, like `512kB` or
+    /// `4MB`. Default 1MiB.
+    #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_bytes)]
+    pub max_failover_lag: Option<String>,
 }
 
 /// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.
@@ -224,6 +235,10 @@ impl CreateRequest {
         if let Some(ms) = self.max_lag_ms {
             t.max_lag_ms = crate::member::check_max_lag(ms)?;
         }
+        t.failover = self.failover.unwrap_or_default();
+        if let Some(lag) = &self.max_failover_lag {
+            t.max_failover_lag = crate::bytes::parse_max_failover_lag(lag)?;
+        }
         Ok(t)
     }
 }
@@ -244,6 +259,15 @@ pub struct ScaleRequest {
     /// `strict` or `available`.
     #[serde(default)]
     pub sync_mode: Option<crate::member::SyncMode>,
+    /// `auto` or `manual`: whether a replica is promoted by itself when the
+    /// primary fails.
+    #[serde(default)]
+    pub failover: Option<crate::member::FailoverMode>,
+    /// How far behind (bytes, like `512kB` or `4MB`) a replica of an asynchronous
+    /// instance may be and still be promoted automatically.
+    #[serde(default)]
+    #[schema(schema_with = crate::schema::optional_bytes)]
+    pub max_failover_lag: Option<String>,
     /// Also remove the volumes of removed replicas.
     #[serde(default)]
     pub purge: bool,
@@ -395,6 +419,26 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(r.apply(&spec, &host()), Err(SpecError::Size(_))));
+    }
+
+    #[test]
+    fn failover_mode_and_lag_reach_the_topology() {
+        let mut r = req("db1");
+        r.members = Some(2);
+        let t = r.topology(EngineKind::Postgres).expect("valid");
+        assert_eq!(t.failover, crate::member::FailoverMode::Auto);
+        assert_eq!(t.max_failover_lag, crate::member::DEFAULT_MAX_FAILOVER_LAG);
+        r.failover = Some(crate::member::FailoverMode::Manual);
+        r.max_failover_lag = Some("4MB".into());
+        let t = r.topology(EngineKind::Postgres).expect("valid");
+        assert_eq!(t.failover, crate::member::FailoverMode::Manual);
+        assert_eq!(t.max_failover_lag, 4 * 1024 * 1024);
+        assert!(!t.failover_paused);
+        r.max_failover_lag = Some("0".into());
+        let e = r.topology(EngineKind::Postgres).expect_err("zero");
+        assert!(e.to_string().contains("--max-failover-lag"), "{e}");
+        let body = r#"{"name":"a","engine":"postgres","failover":"sometimes"}"#;
+        assert!(serde_json::from_str::<CreateRequest>(body).is_err());
     }
 
     #[test]

@@ -237,6 +237,13 @@ pub struct TaskOptions {
     /// Scale: whether commits wait for a missing synchronous replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_mode: Option<crate::member::SyncMode>,
+    /// Scale: whether failover is automatic at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::member::FailoverMode>,
+    /// Scale: the most (bytes) an asynchronous replica may be behind and still be
+    /// promoted automatically, at the end (validated when the scale was asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failover_lag: Option<u64>,
     /// Switchover, failover and a rolling restart: the member that becomes the
     /// primary (its number).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -177,7 +177,9 @@ impl From<berth_model::member::MemberError> for ApiError {
     fn from(e: berth_model::member::MemberError) -> Self {
         use berth_model::member::MemberError as M;
         match e {
-            M::Count(_) | M::MaxLag(_) => ApiError::InvalidRequest(e.to_string()),
+            M::Count(_) | M::MaxLag(_) | M::MaxFailoverLag(_) => {
+                ApiError::InvalidRequest(e.to_string())
+            }
             M::SyncBeyondReplicas { sync } if sync > 4 => ApiError::InvalidRequest(e.to_string()),
             M::SyncBeyondReplicas { .. } | M::EngineSyncLimit(_) => {
                 ApiError::Unprocessable(e.to_string())

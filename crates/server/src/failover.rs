@@ -288,7 +288,10 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         }
     }
     // The primary did not take the grant (or its engine stays down).
-    if inst.status.is_busy() || inst.topology.failover == FailoverMode::Manual {
+    if inst.status.is_busy()
+        || inst.topology.failover == FailoverMode::Manual
+        || inst.topology.failover_paused
+    {
         return;
     }
     let why = if !running {

@@ -359,7 +359,7 @@ pub(crate) fn replication_for(
             .iter()
             .map(|m| (*m, container_name(inst, *m)))
             .collect(),
-        auto_failover: t.failover == berth_model::member::FailoverMode::Auto,
+        auto_failover: t.fails_over_automatically(),
         max_failover_lag: t.max_failover_lag,
         sync: t.sync,
         sync_mode: t.sync_mode,

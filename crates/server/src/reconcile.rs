@@ -290,9 +290,8 @@ async fn observe(
                     worst = seen;
                 }
             }
-            let failover_decides = primary_down
-                && inst.topology.members.len() > 1
-                && inst.topology.failover == berth_model::member::FailoverMode::Auto;
+            // Manual or paused: nobody promotes, so the primary is repaired in place.
+            let failover_decides = primary_down && inst.topology.fails_over_automatically();
             Ok::<_, String>((inst.id, worst, failover_decides))
         });
     for r in futures_util::future::join_all(checks).await {

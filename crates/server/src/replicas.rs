@@ -46,6 +46,8 @@ pub(crate) async fn ensure_topology(
     let mut target = inst.topology.scaled(count);
     target.sync = o.sync.unwrap_or(target.sync);
     target.sync_mode = o.sync_mode.unwrap_or(target.sync_mode);
+    target.failover = o.failover.unwrap_or(target.failover);
+    target.max_failover_lag = o.max_failover_lag.unwrap_or(target.max_failover_lag);
     berth_model::member::check(inst.spec.engine, target.members.len() as u16, target.sync)
         .map_err(|e| StepError::Fatal(e.to_string()))?;
     // Instances made before members have no replication password yet.
@@ -54,9 +56,14 @@ pub(crate) async fn ensure_topology(
         .expose()
         .is_empty()
         .then(crate::api::instances::random_secret);
+    let failover = format!(
+        "failover {} within {}",
+        target.failover,
+        berth_model::bytes::ShowBytes(target.max_failover_lag)
+    );
     if target == inst.topology && password.is_none() {
         return Ok(format!(
-            "{} member(s), sync {} ({})",
+            "{} member(s), sync {} ({}), {failover}",
             target.members.len(),
             target.sync,
             target.sync_mode
@@ -66,7 +73,7 @@ pub(crate) async fn ensure_topology(
         .set_topology(inst.id, &target, password.as_ref())
         .await?;
     Ok(format!(
-        "the instance now has {} member(s) (was {}), sync {} ({})",
+        "the instance now has {} member(s) (was {}), sync {} ({}), {failover}",
         target.members.len(),
         inst.topology.members.len(),
         target.sync,

@@ -76,6 +76,15 @@ pub struct InstanceView {
     /// are, or the instance is asynchronous).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_degraded: Option<String>,
+    /// Whether a replica is promoted by itself when the primary fails (`auto`) or
+    /// only by `berth failover` (`manual`).
+    pub failover: berth_model::member::FailoverMode,
+    /// Automatic failover is paused for maintenance (`berth failover pause`): a
+    /// failed primary is restarted in place until it is resumed.
+    pub failover_paused: bool,
+    /// How far behind (bytes of the primary's change stream) a replica of an
+    /// asynchronous instance may be and still be promoted automatically.
+    pub max_failover_lag_bytes: u64,
     /// Creation time (RFC 3339).
     pub created_at: String,
     /// Last change (RFC 3339).
@@ -121,6 +130,9 @@ impl InstanceView {
             sync: r.topology.sync,
             sync_mode: r.topology.sync_mode,
             sync_degraded: r.sync_degraded.clone(),
+            failover: r.topology.failover,
+            failover_paused: r.topology.failover_paused,
+            max_failover_lag_bytes: r.topology.max_failover_lag,
             created_at: r.created_at.clone(),
             updated_at: r.updated_at.clone(),
         }

@@ -10,6 +10,7 @@
 mod alarms;
 mod backups;
 mod events;
+mod failover_pause;
 mod fits;
 mod groups;
 mod rows;

@@ -76,7 +76,7 @@ pub(crate) async fn list(State(ctx): State<Ctx>) -> Result<Json<Vec<InstanceView
 }
 
 /// The view of an instance, its memory-derived settings less those its group pins.
-async fn view_of(ctx: &Ctx, inst: &InstanceRecord) -> Result<InstanceView, ApiError> {
+pub(crate) async fn view_of(ctx: &Ctx, inst: &InstanceRecord) -> Result<InstanceView, ApiError> {
     let mut view = InstanceView::new(inst, &ctx.config.endpoint_host);
     if let Some(g) = &inst.param_group {
         if let Ok(group) = ctx.store.group(g).await {

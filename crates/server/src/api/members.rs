@@ -33,10 +33,23 @@ pub(crate) async fn scale(
     let members = req.members.unwrap_or(t.members.len() as u16);
     let sync = req.sync.unwrap_or(t.sync);
     let sync_mode = req.sync_mode.unwrap_or(t.sync_mode);
+    let failover = req.failover.unwrap_or(t.failover);
+    let max_failover_lag = match &req.max_failover_lag {
+        Some(lag) => berth_model::bytes::parse_max_failover_lag(lag)
+            .map_err(berth_model::member::MemberError::from)?,
+        None => t.max_failover_lag,
+    };
     berth_model::member::check(inst.spec.engine, members, sync)?;
-    if members as usize == t.members.len() && sync == t.sync && sync_mode == t.sync_mode {
+    if members as usize == t.members.len()
+        && sync == t.sync
+        && sync_mode == t.sync_mode
+        && failover == t.failover
+        && max_failover_lag == t.max_failover_lag
+    {
         return Err(ApiError::Unprocessable(format!(
-            "instance {name} already has {members} member(s) with sync {sync} ({sync_mode}); nothing to change"
+            "instance {name} already has {members} member(s) with sync {sync} ({sync_mode}), \
+             failover {failover} within {}; nothing to change",
+            berth_model::bytes::ShowBytes(max_failover_lag)
         )));
     }
     if inst.status != InstanceStatus::Available {
@@ -49,6 +62,8 @@ pub(crate) async fn scale(
         members: Some(members),
         sync: Some(sync),
         sync_mode: Some(sync_mode),
+        failover: Some(failover),
+        max_failover_lag: Some(max_failover_lag),
         purge: req.purge,
         ..Default::default()
     };

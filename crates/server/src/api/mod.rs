@@ -5,6 +5,7 @@ mod alarms;
 mod backup_policy;
 mod backups;
 mod events;
+mod failover_pause;
 pub(crate) mod instances;
 mod members;
 mod metrics;
@@ -77,6 +78,8 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(members::scale))
         .routes(routes!(members::switchover))
         .routes(routes!(members::failover))
+        .routes(routes!(failover_pause::pause))
+        .routes(routes!(failover_pause::resume))
         .routes(routes!(instances::credentials))
         .routes(routes!(accounts::list_databases, accounts::create_database))
         .routes(routes!(accounts::drop_database))
