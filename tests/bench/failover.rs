@@ -338,14 +338,18 @@ async fn run_engine(engine: &str, n: usize, quiet_secs: u64) -> Result<Value> {
     let max = kill_to_write.iter().copied().fold(f64::NAN, f64::max);
     let done = done_after - done_before;
     let n = kills.len();
+    if n > 0 {
+        println!(
+            "failover {engine}: {n} kills, kill→first write median {med:.0} ms, max {max:.0} ms \
+             ({:.1}x the {floor_ms:.1} ms commit interval), {} false failovers",
+            med / floor_ms,
+            done.saturating_sub(n),
+        );
+    }
     println!(
-        "failover {engine}: {n} kills, kill→first write median {med:.0} ms, max {max:.0} ms \
-         ({:.1}x the {floor_ms:.1} ms commit interval), {} acknowledged commits, {} lost, \
-         {} false failovers",
-        med / floor_ms,
+        "failover {engine}: {} acknowledged commits, {} lost",
         acked.len(),
-        lost.len(),
-        done.saturating_sub(n),
+        lost.len()
     );
     if let Some(q) = &quiet {
         println!(
