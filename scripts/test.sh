@@ -51,4 +51,8 @@ BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_N="${BERTH_BENCH_N:-3}" 
 echo "== switchover benchmark (figures in target/bench/switchover.json; fails only if an acknowledged commit is lost)"
 BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_SWITCHOVERS="${BERTH_BENCH_SWITCHOVERS:-10}" \
   cargo bench -q -p berth-e2e --bench switchover
+
+echo "== failover benchmark (figures in target/bench/failover.json; fails only if an acknowledged commit is lost)"
+BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_FAILOVERS="${BERTH_BENCH_FAILOVERS:-10}" \
+  cargo bench -q -p berth-e2e --bench failover
 check_cli_config
