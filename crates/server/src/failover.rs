@@ -41,6 +41,10 @@ use tracing::{info, warn};
 /// primary counts as failed.
 const ENGINE_DOWN: Duration = Duration::from_secs(10);
 
+/// How long a running primary's agent may not take grants before it counts as
+/// failed (its lease still has `TTL − SILENCE` to run).
+const SILENCE: Duration = Duration::from_millis(2500);
+
 #[derive(Clone, Debug, Default)]
 struct Watching {
     /// When the last grant that the agent took was sent.
@@ -292,6 +296,13 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         || inst.topology.failover == FailoverMode::Manual
         || inst.topology.failover_paused
     {
+        return;
+    }
+    // A running primary that missed one grant is not failed: the agent may be slow
+    // under load. It is after two renewals' worth of silence (or a stopped container).
+    let silent = ctx.failover.with(inst.id, |w| w.last_grant_sent.map(|t| t.elapsed()));
+    let engine_down = ctx.failover.with(inst.id, |w| w.not_ready_since.is_some());
+    if running && !engine_down && silent.is_some_and(|d| d < SILENCE) {
         return;
     }
     let why = if !running {
