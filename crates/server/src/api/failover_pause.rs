@@ -42,6 +42,16 @@ async fn set(ctx: &Ctx, name: &str, paused: bool) -> Result<Json<InstanceView>, 
         .instance_by_name(&ProjectId::default_project(), name)
         .await?;
     let inst = ctx.store.set_failover_paused(inst.id, paused).await?;
+    // Agents that elect through an external store decide by their role file: each
+    // running member gets it again (best effort; the next task sends it anyway).
+    if ctx.lease_store.is_some() {
+        for m in &inst.topology.members {
+            if let Ok(ip) = crate::steps::member_ip(ctx, &inst, *m).await {
+                let repl = crate::members::replication_for(&inst, *m);
+                let _ = crate::members::send_replication(ctx, &inst, ip, &repl).await;
+            }
+        }
+    }
     let mut view = super::instances::view_of(ctx, &inst).await?;
     super::members::look(ctx, &inst, &mut view).await;
     Ok(Json(view))
