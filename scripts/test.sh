@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, end-to-end suites against the
-# real Docker engine and both engines, and the provisioning and switchover benchmarks
-# (figures only; the switchover benchmark fails only if an acknowledged commit is lost).
+# real Docker engine and both engines, and the provisioning, switchover and failover benchmarks
+# (figures only; the switchover and failover benchmarks fail only if an acknowledged
+# commit is lost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/prereqs.sh

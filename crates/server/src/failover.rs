@@ -300,7 +300,9 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     }
     // A running primary that missed one grant is not failed: the agent may be slow
     // under load. It is after two renewals' worth of silence (or a stopped container).
-    let silent = ctx.failover.with(inst.id, |w| w.last_grant_sent.map(|t| t.elapsed()));
+    let silent = ctx
+        .failover
+        .with(inst.id, |w| w.last_grant_sent.map(|t| t.elapsed()));
     let engine_down = ctx.failover.with(inst.id, |w| w.not_ready_since.is_some());
     if running && !engine_down && silent.is_some_and(|d| d < SILENCE) {
         return;

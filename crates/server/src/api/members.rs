@@ -137,22 +137,15 @@ pub(crate) async fn switchover(
     let live = live_members(&ctx, &inst).await;
     let target = match &req.to {
         Some(to) => {
-            let wanted = to
-                .strip_prefix(&format!("{name}-"))
-                .unwrap_or(to)
-                .parse::<u16>()
-                .ok()
-                .map(berth_model::MemberId)
-                .filter(|m| inst.topology.members.contains(m))
-                .ok_or_else(|| {
-                    ApiError::Unprocessable(format!(
-                        "instance {name} has no member {to:?}; its members are {}",
-                        live.iter()
-                            .map(|m| m.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
+            let wanted = member_named(&inst, to).ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "instance {name} has no member {to:?}; its members are {}",
+                    live.iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
             if wanted == inst.topology.primary {
                 return Err(ApiError::Unprocessable(format!(
                     "{to} is the primary already; name one of its replicas"
@@ -247,13 +240,8 @@ pub(crate) async fn failover(
     }
     let target = match &req.to {
         Some(to) => {
-            let m = to
-                .strip_prefix(&format!("{name}-"))
-                .unwrap_or(to)
-                .parse::<u16>()
-                .ok()
-                .map(berth_model::MemberId)
-                .filter(|m| inst.topology.members.contains(m) && *m != inst.topology.primary)
+            let m = member_named(&inst, to)
+                .filter(|m| *m != inst.topology.primary)
                 .ok_or_else(|| {
                     ApiError::Unprocessable(format!(
                         "{to:?} is not a replica of instance {name}; `berth show {name}` lists them"
@@ -277,6 +265,17 @@ pub(crate) async fn failover(
             Err(ApiError::Unprocessable(format!("no failover: {why}")))
         }
     }
+}
+
+/// The member a user named (`<instance>-<n>` as `show` lists it, or `n`), if the
+/// instance has it.
+fn member_named(inst: &InstanceRecord, to: &str) -> Option<berth_model::MemberId> {
+    to.strip_prefix(&format!("{}-", inst.name))
+        .unwrap_or(to)
+        .parse::<u16>()
+        .ok()
+        .map(berth_model::MemberId)
+        .filter(|m| inst.topology.members.contains(m))
 }
 
 /// The first replica seen ready in `live`.
