@@ -402,3 +402,94 @@ async fn postgres_with_etcd_an_etcd_outage_demotes_nobody() -> anyhow::Result<()
     );
     all_there(&uri, table, &acked).await
 }
+
+/// The primary's container cut off from its network (fencing through Docker off, so
+/// only the lease fences it): probing every member directly, never do two members
+/// take a write in the same round, the old primary takes none once another has; a
+/// new primary is elected; after reconnecting, the old one rejoins as a replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_partitioned_primary_never_writes_beside_the_new_one() -> anyhow::Result<()> {
+    let b = Berth::start_with(&["--docker-fence", "off"]).await?;
+    let name = unique("pt-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let uri = uri(&b, &name).await?;
+    Db::connect(&uri)
+        .await?
+        .exec("CREATE TABLE probe (member text, at timestamptz DEFAULT now())")
+        .await?;
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    let containers: Vec<String> = shown["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter_map(|m| m["container"].as_str().map(str::to_owned))
+        .collect();
+    let old = b.primary_container(&name).await.context("a primary")?;
+    let network = docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}",
+        &old,
+    ])?
+    .trim()
+    .to_owned();
+    docker(&["network", "disconnect", &network, &old])?;
+    // Reconnect whatever happens.
+    struct Reconnect(String, String);
+    impl Drop for Reconnect {
+        fn drop(&mut self) {
+            let _ = docker(&["network", "connect", &self.0, &self.1]);
+        }
+    }
+    let reconnect = Reconnect(network.clone(), old.clone());
+    let started = Instant::now();
+    let mut rounds: Vec<Vec<String>> = vec![];
+    let mut promoted_at: Option<Instant> = None;
+    // Each round writes directly on every member (commits that do not wait for a
+    // replica: what a writable engine would acknowledge).
+    while started.elapsed() < Duration::from_secs(60) && rounds.len() < 300 {
+        let mut took = vec![];
+        for c in &containers {
+            let sql = format!(
+                "SET synchronous_commit = local; INSERT INTO probe (member) VALUES ('{c}')"
+            );
+            if member_sql(c, "postgres", &sql).is_ok() {
+                took.push(c.clone());
+            }
+        }
+        if took.iter().any(|c| *c != old) && promoted_at.is_none() {
+            promoted_at = Some(Instant::now());
+        }
+        rounds.push(took);
+        if promoted_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+            break;
+        }
+    }
+    for (i, took) in rounds.iter().enumerate() {
+        anyhow::ensure!(took.len() <= 1, "round {i}: {took:?} all took writes");
+    }
+    let first_new = rounds.iter().position(|t| t.iter().any(|c| *c != old));
+    let last_old = rounds.iter().rposition(|t| t.contains(&old));
+    let first_new = first_new.context("no other member took writes within 60 s")?;
+    if let Some(last_old) = last_old {
+        anyhow::ensure!(
+            last_old < first_new,
+            "the old primary took a write (round {last_old}) after another did (round {first_new})"
+        );
+    }
+    eprintln!(
+        "partition: {} rounds, the old primary's last write in round {last_old:?}, the new one's first in round {first_new}",
+        rounds.len()
+    );
+    drop(reconnect);
+    b.eventually(
+        "the old primary to rejoin as a ready replica",
+        Duration::from_secs(300),
+        || async {
+            b.member_view(&name, &old)
+                .await
+                .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
+        },
+    )
+    .await
+}
