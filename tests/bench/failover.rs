@@ -1,4 +1,5 @@
-//! Failover benchmark: for each engine (`BERTH_BENCH_ENGINES`, default
+//! Failover benchmark: for each lease store (`BERTH_BENCH_LEASE_STORES`, default
+//! `embedded,etcd`) and each engine (`BERTH_BENCH_ENGINES`, default
 //! `postgres,mariadb`), a three-member instance with `--sync 1` under a steady
 //! writer through the read-write endpoint, and `BERTH_BENCH_FAILOVERS` (default 10)
 //! cycles of `docker kill` of the primary. For each kill: the time from the kill to
@@ -244,8 +245,16 @@ async fn kill_primary(b: &Berth, name: &str, cycle: usize) -> Result<(Instant, I
     Ok((sent, returned))
 }
 
-async fn run_engine(engine: &str, n: usize, quiet_secs: u64) -> Result<Value> {
-    let b = Berth::start().await?;
+async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Result<Value> {
+    // etcd: the agents elect; it lives while this run does.
+    let etcd = match store {
+        "etcd" => Some(berth_e2e::etcd::Etcd::start().await?),
+        _ => None,
+    };
+    let b = match &etcd {
+        Some(e) => Berth::start_with(&["--lease-store", &e.url]).await?,
+        None => Berth::start().await?,
+    };
     let name = unique(&format!("bench-fo-{}", &engine[..2]));
     b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
     let creds = b.get(&format!("/v1/instances/{name}/credentials")).await?;
@@ -388,10 +397,25 @@ async fn main() -> Result<()> {
     let engines: String = env_or("BERTH_BENCH_ENGINES", "postgres,mariadb".to_owned());
     let mut report = serde_json::Map::new();
     let mut failed = vec![];
-    for engine in engines.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    let stores: String = env_or("BERTH_BENCH_LEASE_STORES", "embedded,etcd".to_owned());
+    let runs: Vec<(String, String)> = stores
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .flat_map(|store| {
+            engines
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(move |e| (e.to_owned(), store.to_owned()))
+        })
+        .collect();
+    for (engine, store) in &runs {
+        let (engine, store) = (engine.as_str(), store.as_str());
         let started = Instant::now();
-        let result = run_engine(engine, n, quiet_secs).await;
+        let result = run_engine(engine, store, n, quiet_secs).await;
         let secs = started.elapsed().as_secs_f64();
+        let engine = &format!("{engine}/{store}");
         println!("failover {engine}: took {secs:.0} s");
         match result {
             Ok(mut v) => {

@@ -308,12 +308,21 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
 /// primary and the old one rejoins.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_with_etcd_failover_happens_while_serve_is_down() -> anyhow::Result<()> {
+    etcd_failover_with_serve_down("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_with_etcd_failover_happens_while_serve_is_down() -> anyhow::Result<()> {
+    etcd_failover_with_serve_down("mariadb").await
+}
+
+async fn etcd_failover_with_serve_down(engine: &str) -> anyhow::Result<()> {
     let etcd = berth_e2e::etcd::Etcd::start().await?;
     let mut b = Berth::start_with(&["--lease-store", &etcd.url]).await?;
-    let name = unique("et-po");
-    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let name = unique(&format!("et-{}", &engine[..2]));
+    b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
     let uri = uri(&b, &name).await?;
-    let table = make_table(&uri, "postgres").await?;
+    let table = make_table(&uri, engine).await?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let containers: Vec<String> = shown["members"]
         .as_array()
@@ -335,7 +344,14 @@ async fn postgres_with_etcd_failover_happens_while_serve_is_down() -> anyhow::Re
     let promoted: Vec<&String> = containers
         .iter()
         .filter(|c| **c != old)
-        .filter(|c| member_sql(c, "postgres", "SELECT pg_is_in_recovery()").is_ok_and(|s| s == "f"))
+        .filter(|c| {
+            let (sql, writable) = if engine == "mariadb" {
+                ("SELECT @@read_only", "0")
+            } else {
+                ("SELECT pg_is_in_recovery()", "f")
+            };
+            member_sql(c, engine, sql).is_ok_and(|s| s == writable)
+        })
         .collect();
     assert_eq!(
         promoted.len(),

@@ -98,8 +98,11 @@ pub(crate) async fn run(config: AgentConfig, lease: Lease, health: crate::Health
         .no_proxy()
         .tls_certs_only(Vec::new())
         .timeout(Duration::from_millis(1500))
-        .build()
-        .unwrap_or_default();
+        .build();
+    let Ok(http) = http else {
+        tracing::error!("cannot make the HTTP client to ask the other members: no election");
+        return;
+    };
     loop {
         tokio::time::sleep(contract::RENEW_EVERY).await;
         let Some(repl) = crate::replication::read(&config) else {

@@ -59,6 +59,8 @@ impl Gateway {
     pub fn new(endpoints: Vec<EtcdEndpoint>, timeout: Duration) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
+            .no_proxy()
+            .tls_certs_only(Vec::new())
             .build()
             .map_err(|e| LeaseError::Client(e.without_url().to_string()))?;
         Ok(Self {
