@@ -509,3 +509,52 @@ async fn postgres_a_partitioned_primary_never_writes_beside_the_new_one() -> any
     )
     .await
 }
+
+/// A resize begun on a primary whose agent froze does not hold the failover back:
+/// the resize ends (pre-empted, saying so, if it was still running when a replica
+/// was chosen; or failed by itself, the agent not answering) and a replica is
+/// promoted within the bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_failover_takes_over_from_a_running_resize() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("pe-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
+    let old = b.primary_container(&name).await.context("a primary")?;
+    let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?
+        .trim()
+        .to_owned();
+    struct Thaw(String);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &self.0])
+                .status();
+        }
+    }
+    let _thaw = Thaw(agent_pid.clone());
+    let frozen = std::process::Command::new("kill")
+        .args(["-STOP", &agent_pid])
+        .status()?;
+    anyhow::ensure!(frozen.success(), "kill -STOP {agent_pid}");
+    let accepted = b.cli_json(&["resize", &name, "--memory", "384MiB", "--no-wait"])?;
+    let task = accepted["task"]["id"]
+        .as_str()
+        .or_else(|| accepted["id"].as_str())
+        .with_context(|| format!("a task id in {accepted}"))?
+        .to_owned();
+    b.eventually(
+        "another member to be the primary",
+        Duration::from_secs(90),
+        || async { b.primary_container(&name).await.is_some_and(|p| p != old) },
+    )
+    .await?;
+    let t = b.get(&format!("/v1/tasks/{task}")).await?;
+    assert_eq!(t["state"], "failed", "{t}");
+    let error = t["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("pre-empted") || error.contains("agent does not answer"),
+        "{t}"
+    );
+    eprintln!("the resize ended: {error}");
+    Ok(())
+}

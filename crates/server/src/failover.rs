@@ -291,8 +291,11 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
             }
         }
     }
-    // The primary did not take the grant (or its engine stays down).
-    if inst.status.is_busy()
+    // The primary did not take the grant (or its engine stays down). A task that
+    // only changes the running instance (resize, settings, backup) does not hold a
+    // failover back: it is pre-empted below, once a replica is chosen.
+    let preemptible = preemptible_task(ctx, inst).await;
+    if (inst.status.is_busy() && preemptible.is_none())
         || inst.topology.failover == FailoverMode::Manual
         || inst.topology.failover_paused
     {
@@ -340,6 +343,14 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     let decision = decide(ctx, inst, None, false).await;
     match decision {
         Decision::Promote { member, may_lose } => {
+            let inst = match preemptible {
+                Some(task) => match preempt(ctx, inst, task).await {
+                    Some(fresh) => fresh,
+                    None => return,
+                },
+                None => inst.clone(),
+            };
+            let inst = &inst;
             let options = TaskOptions {
                 target_member: Some(member.0),
                 failed_member: Some(primary.0),
@@ -385,6 +396,47 @@ async fn failure_detected(ctx: &Ctx, inst: &InstanceRecord, why: &str) {
             serde_json::json!({ "member": member, "reason": why, "silent_ms": silent_ms }),
         ))
         .await;
+}
+
+/// The running task of a busy instance that a failover may take over from.
+async fn preemptible_task(ctx: &Ctx, inst: &InstanceRecord) -> Option<berth_model::TaskId> {
+    if inst.status != InstanceStatus::Modifying {
+        return None;
+    }
+    let tasks = ctx.store.unfinished_tasks().await.ok()?;
+    tasks
+        .iter()
+        .find(|t| {
+            t.instance_id == inst.id
+                && matches!(
+                    t.kind,
+                    TaskKind::Resize | TaskKind::Reconfigure | TaskKind::Backup
+                )
+        })
+        .map(|t| t.id)
+}
+
+/// Stops the task and waits (bounded) until it has ended; the instance as it is
+/// then, or `None` when the task did not end in time.
+async fn preempt(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    task: berth_model::TaskId,
+) -> Option<InstanceRecord> {
+    warn!(instance = %inst.name, %task, "the primary failed: the running task is pre-empted by a failover");
+    ctx.tasks.preempt(
+        task,
+        "pre-empted: the primary failed and a failover takes over the instance; run it again afterwards".into(),
+    );
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !ctx.tasks.is_running(task) {
+            return ctx.store.instance(inst.id).await.ok().flatten();
+        }
+    }
+    warn!(instance = %inst.name, %task, "the pre-empted task did not end within 20 s");
+    None
 }
 
 /// What the replicas say now, and the choice.

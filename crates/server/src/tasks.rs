@@ -8,7 +8,7 @@ use crate::steps;
 use crate::Ctx;
 use berth_model::{task, InstanceEvent, StepState, TaskId, TaskKind, TaskRecord, TaskState};
 use berth_store::StoreError;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, info_span, warn, Instrument};
@@ -17,6 +17,8 @@ use tracing::{info, info_span, warn, Instrument};
 #[derive(Clone, Default)]
 pub struct TaskRunner {
     running: Arc<Mutex<HashSet<TaskId>>>,
+    /// Tasks asked to stop, and why (a failover taking over their instance).
+    preempted: Arc<Mutex<HashMap<TaskId, String>>>,
 }
 
 impl TaskRunner {
@@ -40,6 +42,31 @@ impl TaskRunner {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
         });
+    }
+
+    /// Asks a running task to stop at once, failing with `why`: its step in flight
+    /// is dropped (steps are idempotent, so that is no worse than a crash).
+    pub(crate) fn preempt(&self, id: TaskId, why: String) {
+        self.preempted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, why);
+    }
+
+    fn preempted(&self, id: TaskId) -> Option<String> {
+        self.preempted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Whether the task still runs in this process.
+    pub(crate) fn is_running(&self, id: TaskId) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
     }
 
     /// Resubmits every unfinished task; returns how many.
@@ -94,6 +121,9 @@ async fn run(ctx: &Ctx, id: TaskId) {
         return;
     }
     while let Some(i) = task::next_step(&task.steps) {
+        if let Some(why) = ctx.tasks.preempted(task.id) {
+            return fail(ctx, &mut task, i, 0, why).await;
+        }
         let step = task.steps[i].name;
         task.steps[i].state = StepState::Running;
         task.steps[i].detail = None;
@@ -113,6 +143,10 @@ async fn run(ctx: &Ctx, id: TaskId) {
                     return;
                 }
             }
+            Err(steps::StepError::Retry(_)) if ctx.tasks.preempted(task.id).is_some() => {
+                let why = ctx.tasks.preempted(task.id).unwrap_or_default();
+                return fail(ctx, &mut task, i, millis, why).await;
+            }
             Err(steps::StepError::Retry(reason)) => {
                 // Something we depend on is down (Docker, the store): wait and try
                 // again, a bounded number of times, then fail with the reason.
@@ -126,7 +160,10 @@ async fn run(ctx: &Ctx, id: TaskId) {
                     ));
                     // Best effort: the store may be what is down.
                     let _ = ctx.store.update_task(&task).await;
-                    tokio::time::sleep(wait).await;
+                    let until = Instant::now() + wait;
+                    while Instant::now() < until && ctx.tasks.preempted(task.id).is_none() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                     continue;
                 }
                 let reason = format!("gave up after {attempts} attempts: {reason}");
@@ -189,6 +226,12 @@ async fn run_step_with_progress(
         tokio::select! {
             res = &mut work => {
                 return res.unwrap_or_else(|e| Err(steps::StepError::Fatal(format!("step panicked: {e}"))));
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if let Some(why) = ctx.tasks.preempted(task.id) {
+                    work.abort();
+                    return Err(steps::StepError::Fatal(why));
+                }
             }
             Some(line) = rx.recv() => {
                 task.steps[i].detail = Some(line);
