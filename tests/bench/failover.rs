@@ -257,18 +257,8 @@ async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Res
     };
     let name = unique(&format!("bench-fo-{}", &engine[..2]));
     b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
-    let creds = b.get(&format!("/v1/instances/{name}/credentials")).await?;
-    let uri = creds["uri"].as_str().context("uri")?.to_owned();
-    let mut db = Db::connect(&uri).await?;
-    let table = if engine == "mariadb" {
-        db.exec("CREATE DATABASE app").await?;
-        db.exec("CREATE TABLE app.w (n INT PRIMARY KEY)").await?;
-        "app.w"
-    } else {
-        db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
-        "w"
-    };
-    drop(db);
+    let uri = b.rw_uri(&name).await?;
+    let table = berth_e2e::make_table(&uri, engine).await?;
 
     let writer = Writer::start(uri.clone(), table);
     writer.progress(50).await?;

@@ -5,46 +5,8 @@
 
 use anyhow::Context;
 use berth_e2e::writer::Writer;
-use berth_e2e::{docker, member_sql, unique, Berth, Db};
+use berth_e2e::{all_there, docker, make_table, member_sql, unique, Berth, Db};
 use std::time::{Duration, Instant};
-
-async fn uri(b: &Berth, name: &str) -> anyhow::Result<String> {
-    let c = b.get(&format!("/v1/instances/{name}/credentials")).await?;
-    Ok(c["uri"].as_str().context("uri")?.to_owned())
-}
-
-async fn make_table(uri: &str, engine: &str) -> anyhow::Result<&'static str> {
-    let mut db = Db::connect(uri).await?;
-    if engine == "mariadb" {
-        db.exec("CREATE DATABASE app").await?;
-        db.exec("CREATE TABLE app.w (n INT PRIMARY KEY)").await?;
-        Ok("app.w")
-    } else {
-        db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
-        Ok("w")
-    }
-}
-
-/// Every acknowledged number is in the table, read through `uri`.
-async fn all_there(uri: &str, table: &str, acked: &[u32]) -> anyhow::Result<()> {
-    let mut db = Db::connect(uri).await?;
-    let rows: std::collections::HashSet<String> = db
-        .strings(&format!("SELECT n FROM {table}"))
-        .await?
-        .into_iter()
-        .collect();
-    let lost: Vec<&u32> = acked
-        .iter()
-        .filter(|n| !rows.contains(&n.to_string()))
-        .collect();
-    anyhow::ensure!(
-        lost.is_empty(),
-        "{} acknowledged commits are missing: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(20)]
-    );
-    Ok(())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_killed_primary_fails_over_without_loss_and_rejoins() -> anyhow::Result<()> {
@@ -63,7 +25,7 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique(&format!("fo-{}", &engine[..2]));
     b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
-    let uri = uri(&b, &name).await?;
+    let uri = b.rw_uri(&name).await?;
     let table = make_table(&uri, engine).await?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(30).await?;
@@ -119,32 +81,48 @@ async fn postgres_the_control_plane_down_alone_demotes_nobody() -> anyhow::Resul
     let mut b = Berth::start().await?;
     let name = unique("fs-po");
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
-    let uri = uri(&b, &name).await?;
+    let uri = b.rw_uri(&name).await?;
     let table = make_table(&uri, "postgres").await?;
     let before = b.primary_container(&name).await.context("a primary")?;
     b.kill9();
     let writer = Writer::start(uri.clone(), table);
     // Well past the lease's TTL: the failsafe holds it.
+    keep_writing(&writer, Duration::from_secs(15)).await?;
+    b.restart().await?;
+    nobody_was_demoted(&b, &name, &before, writer, &uri, table).await
+}
+
+/// The writer keeps being acknowledged for `how_long` (bounded by its own 60 s wait).
+async fn keep_writing(writer: &Writer, how_long: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(15) {
+    while started.elapsed() < how_long {
         writer.progress(5).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    b.restart().await?;
+    Ok(())
+}
+
+/// After an outage of the lease store (or `serve`) and its return: writes never
+/// paused for 3 s, `before` is still the primary, no failover event, nothing lost.
+async fn nobody_was_demoted(
+    b: &Berth,
+    name: &str,
+    before: &str,
+    writer: Writer,
+    uri: &str,
+    table: &str,
+) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(8)).await;
     writer.progress(10).await?;
     let (acked, gap) = writer.finish().await;
     assert!(gap < Duration::from_secs(3), "writes paused for {gap:?}");
-    assert_eq!(
-        b.primary_container(&name).await.as_deref(),
-        Some(before.as_str())
-    );
-    let kinds = b.event_kinds(&name).await?;
+    assert_eq!(b.primary_container(name).await.as_deref(), Some(before));
+    let kinds = b.event_kinds(name).await?;
     assert!(
         !kinds.iter().any(|k| k.starts_with("failover.")),
         "{kinds:?}"
     );
-    all_there(&uri, table, &acked).await
+    all_there(uri, table, &acked).await
 }
 
 /// `SIGSTOP` of the primary's agent only, with fencing through Docker turned off:
@@ -186,7 +164,7 @@ async fn postgres_a_frozen_agent_leaves_no_writable_engine() -> anyhow::Result<(
             answer.is_err(),
             "the frozen member still took a write: {answer:?}"
         );
-        let uri = uri(&b, &name).await?;
+        let uri = b.rw_uri(&name).await?;
         let mut db = Db::connect(&uri).await?;
         db.exec("CREATE TABLE fresh (n int)").await?;
         Ok::<_, anyhow::Error>(())
@@ -232,7 +210,7 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
         "ALTER SYSTEM SET primary_conninfo = ''",
     )?;
     member_sql(&replica, "postgres", "SELECT pg_reload_conf()")?;
-    let uri = uri(&b, &name).await?;
+    let uri = b.rw_uri(&name).await?;
     let mut db = Db::connect(&uri).await?;
     db.exec(
         "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 5000) g",
@@ -321,7 +299,7 @@ async fn etcd_failover_with_serve_down(engine: &str) -> anyhow::Result<()> {
     let mut b = Berth::start_with(&["--lease-store", &etcd.url]).await?;
     let name = unique(&format!("et-{}", &engine[..2]));
     b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
-    let uri = uri(&b, &name).await?;
+    let uri = b.rw_uri(&name).await?;
     let table = make_table(&uri, engine).await?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let containers: Vec<String> = shown["members"]
@@ -391,32 +369,15 @@ async fn postgres_with_etcd_an_etcd_outage_demotes_nobody() -> anyhow::Result<()
     let b = Berth::start_with(&["--lease-store", &etcd.url]).await?;
     let name = unique("eo-po");
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
-    let uri = uri(&b, &name).await?;
+    let uri = b.rw_uri(&name).await?;
     let table = make_table(&uri, "postgres").await?;
     let before = b.primary_container(&name).await.context("a primary")?;
     let writer = Writer::start(uri.clone(), table);
     writer.progress(10).await?;
     etcd.stop();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(15) {
-        writer.progress(5).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    keep_writing(&writer, Duration::from_secs(15)).await?;
     etcd.restart().await?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    writer.progress(10).await?;
-    let (acked, gap) = writer.finish().await;
-    assert!(gap < Duration::from_secs(3), "writes paused for {gap:?}");
-    assert_eq!(
-        b.primary_container(&name).await.as_deref(),
-        Some(before.as_str())
-    );
-    let kinds = b.event_kinds(&name).await?;
-    assert!(
-        !kinds.iter().any(|k| k.starts_with("failover.")),
-        "{kinds:?}"
-    );
-    all_there(&uri, table, &acked).await
+    nobody_was_demoted(&b, &name, &before, writer, &uri, table).await
 }
 
 /// The primary's container cut off from its network (fencing through Docker off, so
@@ -428,7 +389,7 @@ async fn postgres_a_partitioned_primary_never_writes_beside_the_new_one() -> any
     let b = Berth::start_with(&["--docker-fence", "off"]).await?;
     let name = unique("pt-po");
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
-    let uri = uri(&b, &name).await?;
+    let uri = b.rw_uri(&name).await?;
     Db::connect(&uri)
         .await?
         .exec("CREATE TABLE probe (member text, at timestamptz DEFAULT now())")

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use berth_e2e::writer::Writer;
-use berth_e2e::{member_sql, unique, Berth, Db};
+use berth_e2e::{all_there, make_table, member_sql, unique, Berth, Db};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -25,45 +25,12 @@ fn create(b: &Berth, name: &str, engine: &str, members: &str) -> anyhow::Result<
     )
 }
 
-/// Every acknowledged number is in the table, read through `uri`.
-async fn all_there(uri: &str, table: &str, acked: &[u32]) -> anyhow::Result<()> {
-    let mut db = Db::connect(uri).await?;
-    let rows: std::collections::HashSet<String> = db
-        .strings(&format!("SELECT n FROM {table}"))
-        .await?
-        .into_iter()
-        .collect();
-    let lost: Vec<&u32> = acked
-        .iter()
-        .filter(|n| !rows.contains(&n.to_string()))
-        .collect();
-    anyhow::ensure!(
-        lost.is_empty(),
-        "{} acknowledged commits are missing: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(20)]
-    );
-    Ok(())
-}
-
 /// What says "this session is on a replica" on the engine, and its answers.
 fn replica_check(engine: &str) -> (&'static str, &'static str, &'static str) {
     if engine == "mariadb" {
         ("SELECT @@read_only", "1", "0")
     } else {
         ("SELECT pg_is_in_recovery()", "t", "f")
-    }
-}
-
-async fn make_table(uri: &str, engine: &str) -> anyhow::Result<&'static str> {
-    let mut db = Db::connect(uri).await?;
-    if engine == "mariadb" {
-        db.exec("CREATE DATABASE app").await?;
-        db.exec("CREATE TABLE app.w (n INT PRIMARY KEY)").await?;
-        Ok("app.w")
-    } else {
-        db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
-        Ok("w")
     }
 }
 

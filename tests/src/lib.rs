@@ -476,6 +476,14 @@ impl Berth {
             .cloned()
     }
 
+    /// The instance's read-write connection URI (its endpoint).
+    pub async fn rw_uri(&self, instance: &str) -> Result<String> {
+        let c = self
+            .get(&format!("/v1/instances/{instance}/credentials"))
+            .await?;
+        Ok(c["uri"].as_str().context("uri")?.to_owned())
+    }
+
     /// The kinds of the instance's events, oldest first.
     pub async fn event_kinds(&self, instance: &str) -> Result<Vec<String>> {
         let events = self.get(&format!("/v1/events?instance={instance}")).await?;
@@ -857,3 +865,37 @@ pub fn engine_restarts(container: &str) -> Result<usize> {
 }
 
 pub mod docker_proxy;
+
+/// A table for a writer (`app.w` on MariaDB, `w` on PostgreSQL), made through `uri`.
+pub async fn make_table(uri: &str, engine: &str) -> Result<&'static str> {
+    let mut db = Db::connect(uri).await?;
+    if engine == "mariadb" {
+        db.exec("CREATE DATABASE app").await?;
+        db.exec("CREATE TABLE app.w (n INT PRIMARY KEY)").await?;
+        Ok("app.w")
+    } else {
+        db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
+        Ok("w")
+    }
+}
+
+/// Every acknowledged number is in the table, read through `uri`.
+pub async fn all_there(uri: &str, table: &str, acked: &[u32]) -> Result<()> {
+    let mut db = Db::connect(uri).await?;
+    let rows: std::collections::HashSet<String> = db
+        .strings(&format!("SELECT n FROM {table}"))
+        .await?
+        .into_iter()
+        .collect();
+    let lost: Vec<&u32> = acked
+        .iter()
+        .filter(|n| !rows.contains(&n.to_string()))
+        .collect();
+    anyhow::ensure!(
+        lost.is_empty(),
+        "{} acknowledged commits are missing: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    Ok(())
+}
