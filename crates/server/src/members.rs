@@ -434,14 +434,7 @@ pub(crate) async fn role_report(
     inst: &InstanceRecord,
     m: MemberId,
 ) -> Option<berth_model::agent::RoleReport> {
-    let ip = ctx
-        .runtime
-        .inspect_member(key(inst, m))
-        .await
-        .ok()
-        .flatten()
-        .filter(|o| o.running)
-        .and_then(|o| o.ip)?;
+    let ip = crate::steps::member_ip(ctx, inst, m).await.ok()?;
     let url = format!(
         "http://{}{}",
         std::net::SocketAddr::new(ip, AGENT_PORT),

@@ -119,15 +119,7 @@ pub(crate) async fn switchover(
     body: Result<Json<SwitchoverRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Json(req) = body?;
-    let inst = ctx
-        .store
-        .instance_by_name(&ProjectId::default_project(), &name)
-        .await?;
-    if inst.topology.members.len() < 2 {
-        return Err(ApiError::Unprocessable(format!(
-            "instance {name} has no replica to switch over to; add one with `berth scale {name} --members 2`"
-        )));
-    }
+    let inst = with_a_replica(&ctx, &name, "switch over to").await?;
     if inst.status != InstanceStatus::Available {
         return Err(ApiError::InvalidState(format!(
             "instance {name} is {}; a switchover needs it available",
@@ -220,15 +212,7 @@ pub(crate) async fn failover(
     body: Result<Json<FailoverRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Json(req) = body?;
-    let inst = ctx
-        .store
-        .instance_by_name(&ProjectId::default_project(), &name)
-        .await?;
-    if inst.topology.members.len() < 2 {
-        return Err(ApiError::Unprocessable(format!(
-            "instance {name} has no replica to fail over to; add one with `berth scale {name} --members 2`"
-        )));
-    }
+    let inst = with_a_replica(&ctx, &name, "fail over to").await?;
     if !matches!(
         inst.status,
         InstanceStatus::Available | InstanceStatus::Unavailable
@@ -265,6 +249,20 @@ pub(crate) async fn failover(
             Err(ApiError::Unprocessable(format!("no failover: {why}")))
         }
     }
+}
+
+/// The instance, when it has a replica to `act_on`; a 422 saying how to add one.
+async fn with_a_replica(ctx: &Ctx, name: &str, act_on: &str) -> Result<InstanceRecord, ApiError> {
+    let inst = ctx
+        .store
+        .instance_by_name(&ProjectId::default_project(), name)
+        .await?;
+    if inst.topology.members.len() < 2 {
+        return Err(ApiError::Unprocessable(format!(
+            "instance {name} has no replica to {act_on}; add one with `berth scale {name} --members 2`"
+        )));
+    }
+    Ok(inst)
 }
 
 /// The member a user named (`<instance>-<n>` as `show` lists it, or `n`), if the
