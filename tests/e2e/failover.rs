@@ -53,6 +53,40 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
         },
     )
     .await?;
+    // The promoted member is killed in turn. It never started as a primary, yet it
+    // must come back through a rejoin (a rewind, or a GTID check) and not as a
+    // replica that may hold writes the next primary lacks.
+    let second = b
+        .primary_container(&name)
+        .await
+        .context("a second primary")?;
+    let second_name = b
+        .member_view(&name, &second)
+        .await
+        .and_then(|m| m["name"].as_str().map(str::to_owned))
+        .context("the second primary's name")?;
+    docker(&["kill", &second])?;
+    writer.progress(30).await?;
+    b.eventually(
+        "a third member to be the primary",
+        Duration::from_secs(60),
+        || async {
+            b.primary_container(&name)
+                .await
+                .is_some_and(|p| p != second)
+        },
+    )
+    .await?;
+    b.eventually(
+        "the promoted, then killed, member to rejoin as a ready replica",
+        Duration::from_secs(180),
+        || async {
+            b.member_view(&name, &second)
+                .await
+                .is_some_and(|m| m["role"] == "replica" && m["state"] == "ready")
+        },
+    )
+    .await?;
     writer.progress(10).await?;
     let (acked, gap) = writer.finish().await;
     eprintln!(
@@ -60,6 +94,34 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
         acked.len()
     );
     all_there(&uri, table, &acked).await?;
+    // Every member, read over its own socket, ends with the primary's rows: both
+    // former primaries follow the current one.
+    let primary = b.primary_container(&name).await.context("a primary")?;
+    let count = format!("SELECT count(*) FROM {table}");
+    let want = member_sql(&primary, engine, &count)?;
+    for m in b.get(&format!("/v1/instances/{name}")).await?["members"]
+        .as_array()
+        .context("members")?
+    {
+        let c = m["container"].as_str().context("container")?;
+        b.eventually(
+            &format!("{c} to hold the primary's {want} rows"),
+            Duration::from_secs(60),
+            || async { member_sql(c, engine, &count).is_ok_and(|n| n == want) },
+        )
+        .await?;
+    }
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    let rejoins: Vec<&serde_json::Value> = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["kind"] == "member.rejoined" && e["details"]["member"] == second_name)
+        .collect();
+    assert!(
+        rejoins.iter().any(|e| e["details"]["how"] != "followed"),
+        "{second_name}, promoted and then killed, came back without a rejoin: {rejoins:?}"
+    );
     let kinds = b.event_kinds(&name).await?;
     // Detection, fencing, promotion and rejoin are each an event.
     for kind in [

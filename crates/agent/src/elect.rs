@@ -239,7 +239,7 @@ async fn elect(
                 term = l.term,
                 "the primary's lease expired: this member took it and promotes itself"
             );
-            if let Err(e) = config.engine().promote(&config.layout).await {
+            if let Err(e) = crate::rejoin::promote(config).await {
                 warn!(error = %e, "promotion failed; letting the lease go");
                 let _ = store.release(lease_name(config), me, l.term).await;
                 return;
@@ -290,7 +290,7 @@ async fn apply(config: &AgentConfig, repl: &Replication, live: bool) {
         warn!(error = %e, "cannot render the configuration for the new role");
         return;
     }
-    if live {
+    if live && !crate::rejoin::restart_to_follow(config, repl) {
         if let Err(e) = engine.apply_replication(&config.layout, repl).await {
             warn!(error = %e, "the new role is kept; the engine takes it at its next start");
         }

@@ -35,13 +35,33 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Records the role the engine starts in now.
+/// Records the role the engine runs in from now: at its start, and before a promotion.
 pub(crate) fn record_start(config: &AgentConfig, role: Role) {
     let _ = std::fs::write(ran_as_path(config), role.as_str());
 }
 
 fn ran_as_primary(config: &AgentConfig) -> bool {
     std::fs::read_to_string(ran_as_path(config)).is_ok_and(|s| s.trim() == "primary")
+}
+
+/// Promotes the running engine, said on the volume first: if this member stops from
+/// here on, it comes back through a rejoin (a rewind, or a GTID check) and not as a
+/// replica that may hold writes the next primary never had.
+pub(crate) async fn promote(config: &AgentConfig) -> berth_engine::Result<()> {
+    record_start(config, Role::Primary);
+    config.engine().promote(&config.layout).await
+}
+
+/// Whether a running engine must not take `repl` live: it ran as the primary and is
+/// told to follow, so it may hold writes the new primary lacks. Then the engine is
+/// stopped here, and its next start goes through the rejoin.
+pub(crate) fn restart_to_follow(config: &AgentConfig, repl: &Replication) -> bool {
+    if repl.role != Role::Replica || !ran_as_primary(config) {
+        return false;
+    }
+    warn!("this member ran as the primary and is told to follow: it restarts to rejoin");
+    crate::lease::kill_engine(config);
+    true
 }
 
 /// Whether the engine must be made fit before it starts as this replica.

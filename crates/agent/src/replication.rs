@@ -285,6 +285,13 @@ pub(crate) async fn set(config: &AgentConfig, ready: bool, repl: Replication) ->
         )
             .into_response();
     }
+    if crate::rejoin::restart_to_follow(config, &repl) {
+        return (
+            StatusCode::ACCEPTED,
+            "kept; this member ran as the primary, so its engine restarts and rejoins as a replica",
+        )
+            .into_response();
+    }
     match engine.apply_replication(&config.layout, &repl).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),

@@ -65,7 +65,7 @@ pub(crate) async fn promote(
             return (StatusCode::CONFLICT, why).into_response();
         }
     }
-    match config.engine().promote(&config.layout).await {
+    match crate::rejoin::promote(config).await {
         Ok(()) => {
             tracing::warn!("promoted: this member is now the primary");
             StatusCode::NO_CONTENT.into_response()
