@@ -23,7 +23,7 @@ const SELF_SQL: &str = "SELECT pg_is_in_recovery(),
   CASE WHEN pg_is_in_recovery() THEN
     EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') END,
   pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery()
-    THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
+    THEN greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())
     ELSE pg_current_wal_lsn() END, '0/0')::int8";
 
 /// On a primary: each walsender, as `pg_stat_replication` has it.
