@@ -45,6 +45,11 @@ const ENGINE_DOWN: Duration = Duration::from_secs(10);
 /// failed (its lease still has `TTL − SILENCE` to run).
 const SILENCE: Duration = Duration::from_millis(2500);
 
+/// How long a failover may stay declined before a stopped old primary is started
+/// again in place: replicas that just restarted or reconnected get a few rounds to
+/// answer, so one slow answer does not turn a failover into a restart.
+const DECLINED_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug, Default)]
 struct Watching {
     /// When the last grant that the agent took was sent.
@@ -55,6 +60,10 @@ struct Watching {
     not_ready_since: Option<Instant>,
     /// The last reason a failover was declined (said once).
     declined: Option<String>,
+    /// Since when failovers are declined, and whether the old primary's repair in
+    /// place has begun since.
+    declined_since: Option<Instant>,
+    repair_begun: bool,
     /// The failure was recorded (once per failure).
     failure_said: bool,
 }
@@ -277,6 +286,8 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
             let engine_down_for = ctx.failover.with(inst.id, |w| {
                 w.last_grant_sent = Some(sent);
                 w.declined = None;
+                w.declined_since = None;
+                w.repair_begun = false;
                 w.failure_said = false;
                 if held.ready {
                     w.last_position = held.position.or(w.last_position);
@@ -474,37 +485,40 @@ pub(crate) async fn decide(
 }
 
 /// No replica may be promoted: said once (event, status detail); a stopped old
-/// primary is brought back in place.
+/// primary is brought back in place once failovers were declined for
+/// [`DECLINED_GRACE`] (every round decides afresh until then).
 async fn declined(ctx: &Ctx, inst: &InstanceRecord, why: &str, stopped: bool) {
-    let new = ctx.failover.with(inst.id, |w| {
+    let (new, repair) = ctx.failover.with(inst.id, |w| {
         let new = w.declined.as_deref() != Some(why);
         w.declined = Some(why.to_owned());
-        new
+        let since = *w.declined_since.get_or_insert_with(Instant::now);
+        let repair = stopped && !w.repair_begun && since.elapsed() >= DECLINED_GRACE;
+        w.repair_begun |= repair;
+        (new, repair)
     });
-    if !new {
-        return;
+    if new {
+        let old = berth_model::member::display_name(&inst.name, inst.topology.primary);
+        warn!(instance = %inst.name, reason = %why, "the primary failed and no replica is promoted");
+        let _ = ctx
+            .store
+            .record_event(&NewEvent::instance(
+                inst.id,
+                inst.name.as_str(),
+                EventKind::FailoverDeclined,
+                format!("the primary {old} failed and no replica is promoted: {why}"),
+                serde_json::json!({ "was": old, "reason": why }),
+            ))
+            .await;
+        let _ = ctx
+            .store
+            .apply_event(
+                inst.id,
+                InstanceEvent::ObservedDown,
+                Some(&format!("the primary failed; no failover: {why}")),
+            )
+            .await;
     }
-    let old = berth_model::member::display_name(&inst.name, inst.topology.primary);
-    warn!(instance = %inst.name, reason = %why, "the primary failed and no replica is promoted");
-    let _ = ctx
-        .store
-        .record_event(&NewEvent::instance(
-            inst.id,
-            inst.name.as_str(),
-            EventKind::FailoverDeclined,
-            format!("the primary {old} failed and no replica is promoted: {why}"),
-            serde_json::json!({ "was": old, "reason": why }),
-        ))
-        .await;
-    let _ = ctx
-        .store
-        .apply_event(
-            inst.id,
-            InstanceEvent::ObservedDown,
-            Some(&format!("the primary failed; no failover: {why}")),
-        )
-        .await;
-    if stopped {
+    if repair {
         if let Ok(Some(fresh)) = ctx.store.instance(inst.id).await {
             let _ =
                 crate::tasks::begin(ctx, &fresh, TaskKind::Repair, TaskOptions::default()).await;
