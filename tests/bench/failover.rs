@@ -207,6 +207,16 @@ async fn snapshot(b: &Berth, name: &str, engine: &str) -> String {
             let answer = member_sql(c, engine, q).unwrap_or_else(|e| format!("{e:#}"));
             out += &format!("\n  {q}: {}", answer.replace('\n', " | "));
         }
+        // The agent's and the engine's own words (the container's output).
+        let log = std::process::Command::new("docker")
+            .args(["logs", "--tail", "25", c])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr)
+            })
+            .unwrap_or_else(|e| e.to_string());
+        out += &format!("\n  log tail:\n    {}", log.trim().replace('\n', "\n    "));
     }
     out
 }
