@@ -291,7 +291,7 @@ async fn apply(config: &AgentConfig, repl: &Replication, live: bool) {
         return;
     }
     if live && !crate::rejoin::restart_to_follow(config, repl) {
-        if let Err(e) = engine.apply_replication(&config.layout, repl).await {
+        if let Err(e) = crate::replication::apply_live(config, repl).await {
             warn!(error = %e, "the new role is kept; the engine takes it at its next start");
         }
     }

@@ -264,6 +264,21 @@ pub(crate) async fn clone_source(
     Body::from_stream(body.chain(end)).into_response()
 }
 
+/// Applies `repl` to the running engine, one application at a time: the start's
+/// own, the control plane's and the election's may overlap, and MariaDB refuses a
+/// `CHANGE MASTER` another application's `START SLAVE` ran under (error 1198).
+pub(crate) async fn apply_live(
+    config: &AgentConfig,
+    repl: &Replication,
+) -> berth_engine::Result<()> {
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = ONE_AT_A_TIME.lock().await;
+    config
+        .engine()
+        .apply_replication(&config.layout, repl)
+        .await
+}
+
 /// `POST /replication`: keeps the new role, renders the configuration from it, and
 /// brings the running engine in line.
 pub(crate) async fn set(config: &AgentConfig, ready: bool, repl: Replication) -> Response {
@@ -292,7 +307,7 @@ pub(crate) async fn set(config: &AgentConfig, ready: bool, repl: Replication) ->
         )
             .into_response();
     }
-    match engine.apply_replication(&config.layout, &repl).await {
+    match apply_live(config, &repl).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => (StatusCode::CONFLICT, e.to_string()).into_response(),
     }
@@ -302,9 +317,8 @@ pub(crate) async fn set(config: &AgentConfig, ready: bool, repl: Replication) ->
 /// (a replica's primary may still be starting).
 pub(crate) async fn apply_after_start(config: &AgentConfig) {
     let Some(repl) = read(config) else { return };
-    let engine = config.engine();
     for attempt in 1..=30u32 {
-        match engine.apply_replication(&config.layout, &repl).await {
+        match apply_live(config, &repl).await {
             Ok(()) => {
                 info!(role = repl.role.as_str(), "replication applied");
                 return;

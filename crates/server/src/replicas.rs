@@ -135,13 +135,7 @@ pub(crate) async fn ensure_replicas(
         let name = container_name(inst, m);
         progress(&format!("replica {name}"));
         if Some(m) == failed && task.kind == TaskKind::Failover {
-            let back = tokio::time::timeout(
-                std::time::Duration::from_secs(90),
-                ensure_replica(ctx, inst, m),
-            )
-            .await
-            .unwrap_or_else(|_| Err(StepError::Retry("it did not answer within 90 s".into())));
-            match back {
+            match old_primary_back(ctx, inst, m).await {
                 Ok(()) => {
                     record_rejoin(ctx, inst, m).await;
                     said.push(format!("{name}, the old primary, rejoined as a replica"));
@@ -204,6 +198,26 @@ async fn ensure_replica(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> Result
     members::send_replication(ctx, inst, ip, &members::replication_for(inst, m))
         .await
         .map_err(StepError::Retry)
+}
+
+/// A failover's failed primary brought back as a replica, tried again for up to
+/// 90 s while what stops it may pass (its agent still starting, an engine busy
+/// with the previous configuration).
+async fn old_primary_back(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> Result<(), StepError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        match tokio::time::timeout_at(deadline, ensure_replica(ctx, inst, m)).await {
+            Err(_) => return Err(StepError::Retry("it did not answer within 90 s".into())),
+            Ok(Err(StepError::Retry(e))) => {
+                let pause = std::time::Duration::from_secs(2);
+                if tokio::time::Instant::now() + pause >= deadline {
+                    return Err(StepError::Retry(e));
+                }
+                tokio::time::sleep(pause).await;
+            }
+            Ok(done) => return done,
+        }
+    }
 }
 
 /// The event of a former primary's rejoin: how (rewound, followed, cloned afresh).
