@@ -72,7 +72,9 @@ pub(crate) async fn scale(
 
 /// Every member as seen just now: its container, its agent, and (from the
 /// primary's engine) each replica's lag. Bounded: a member that does not answer
-/// in time is shown by what Docker says.
+/// in time is shown by what Docker says. A replica is `ready` only while it
+/// follows: its engine answering with replication stopped (a primary gone, a
+/// diverged history) is `replication-stopped`.
 pub(crate) async fn live_members(ctx: &Ctx, inst: &InstanceRecord) -> Vec<MemberView> {
     let looks = inst.topology.members.iter().map(|m| async move {
         let mut view = MemberView::assigned(inst, *m);
@@ -83,6 +85,14 @@ pub(crate) async fn live_members(ctx: &Ctx, inst: &InstanceRecord) -> Vec<Member
             Ok(Some(obs)) => match obs.ip {
                 None => "no-address".into(),
                 Some(ip) => match crate::members::agent_health(ctx, inst, ip).await {
+                    Ok(h) if h.ready && view.role == berth_model::member::Role::Replica => {
+                        match crate::members::role_report(ctx, inst, *m).await {
+                            Some(r) if r.replication_running == Some(false) => {
+                                "replication-stopped".into()
+                            }
+                            _ => "ready".into(),
+                        }
+                    }
                     Ok(h) if h.ready => "ready".into(),
                     Ok(h) => h.state,
                     Err(_) => "agent-silent".into(),
