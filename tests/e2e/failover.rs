@@ -342,6 +342,82 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
     Ok(())
 }
 
+/// An asynchronous instance failed over by hand to a replica that had stopped
+/// receiving: the other replica received more than the new primary has, so it
+/// cannot follow as it is. Its agent sees that (the new primary's timeline history
+/// ends before what it replayed), rewinds it, and it follows the new primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() -> anyhow::Result<()>
+{
+    let b = Berth::start().await?;
+    let name = unique("ah-po");
+    b.create_with_cli(&name, "postgres", &["--members", "3"])?;
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    let replicas: Vec<(String, String)> = shown["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .filter(|m| m["role"] == "replica")
+        .filter_map(|m| {
+            Some((
+                m["name"].as_str()?.to_owned(),
+                m["container"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    let [(lagging_name, lagging), (_, ahead)] = replicas.as_slice() else {
+        anyhow::bail!("two replicas expected: {replicas:?}");
+    };
+    member_sql(
+        lagging,
+        "postgres",
+        "ALTER SYSTEM SET primary_conninfo = ''",
+    )?;
+    member_sql(lagging, "postgres", "SELECT pg_reload_conf()")?;
+    let uri = b.rw_uri(&name).await?;
+    let mut db = Db::connect(&uri).await?;
+    db.exec("CREATE TABLE big AS SELECT g FROM generate_series(1, 5000) g")
+        .await?;
+    b.eventually(
+        "the streaming replica to have the new table",
+        Duration::from_secs(30),
+        || async {
+            member_sql(ahead, "postgres", "SELECT count(*) FROM big").is_ok_and(|n| n == "5000")
+        },
+    )
+    .await?;
+    let forced = b.cli_json(&[
+        "failover",
+        &name,
+        "--to",
+        lagging_name,
+        "--accept-data-loss",
+    ])?;
+    assert_eq!(forced["state"], "succeeded", "{forced}");
+    assert_eq!(
+        b.primary_container(&name).await.as_deref(),
+        Some(lagging.as_str())
+    );
+    let mut db = Db::connect(&uri).await?;
+    db.exec("CREATE TABLE after_failover AS SELECT 1 AS n")
+        .await?;
+    b.eventually(
+        "the replica that was ahead to follow the new primary",
+        Duration::from_secs(120),
+        || async {
+            member_sql(ahead, "postgres", "SELECT count(*) FROM after_failover")
+                .is_ok_and(|n| n == "1")
+        },
+    )
+    .await?;
+    // Rewound to the new primary's history: what only it had received is gone.
+    assert_eq!(
+        member_sql(ahead, "postgres", "SELECT to_regclass('big') IS NULL")?,
+        "t"
+    );
+    Ok(())
+}
+
 /// With etcd as the lease store: `berth serve` killed, then the primary killed —
 /// the members elect a new primary among themselves, writes resume through the same
 /// endpoint, and nothing acknowledged is lost; once `serve` is back it shows the new

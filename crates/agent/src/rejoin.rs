@@ -95,18 +95,20 @@ pub(crate) async fn run(
     repl: &Replication,
 ) -> Result<()> {
     let engine = config.engine();
-    if let Ok(why) = std::fs::read_to_string(reclone_path(config)) {
-        return reclone(config, reaper, user, repl, &why).await;
-    }
+    let diverged = std::fs::read_to_string(reclone_path(config)).ok();
     let commands = engine.rejoin_commands(&config.version, &config.layout, repl);
     if commands.is_empty() {
+        if let Some(why) = diverged {
+            return reclone(config, reaper, user, repl, &why).await;
+        }
         keep_outcome(config, "follows from its own position", None);
         return Ok(());
     }
     match crate::replication::run_all(reaper, user, &commands).await {
         Ok(()) => {
-            info!("the former primary's data directory was rewound to the new primary's history");
-            keep_outcome(config, "rewound", None);
+            info!("the data directory was rewound to the new primary's history");
+            let _ = std::fs::remove_file(reclone_path(config));
+            keep_outcome(config, "rewound", diverged.as_deref());
             // The rewind copied the new primary's configuration files: ours again.
             engine.render_config(&config.layout, &crate::current_settings(config))?;
             Ok(())
@@ -152,21 +154,32 @@ async fn reclone(
     Ok(())
 }
 
-/// After a former primary started following: when the engine says it diverged,
-/// the engine is stopped and the next start clones afresh.
-pub(crate) async fn check_diverged(config: &AgentConfig) {
+/// While the engine runs as a replica (started as `pid`), every 2 s: when the engine
+/// says it diverged from its primary, the engine is stopped and its next start goes
+/// through the rejoin (a rewind where the engine has one, else a fresh clone). Any
+/// replica, not only a former primary: one that received more than the member
+/// promoted instead of it (an asynchronous failover, `--accept-data-loss`) cannot
+/// follow either.
+pub(crate) async fn watch_diverged(config: &AgentConfig, health: &crate::Health, pid: u32) {
     let engine = config.engine();
-    for _ in 0..20 {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        match engine.diverged(&config.layout).await {
-            Ok(Some(why)) => {
-                warn!(reason = %why, "this former primary diverged from the new primary");
-                let _ = std::fs::write(reclone_path(config), &why);
-                crate::lease::kill_engine(config);
-                return;
-            }
-            Ok(None) => {}
-            Err(_) => return,
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if health.view().engine_pid != Some(pid) {
+            return;
+        }
+        if crate::replication::read(config).is_none_or(|r| r.role != Role::Replica) {
+            continue;
+        }
+        if let Ok(Some(why)) = engine.diverged(&config.layout).await {
+            warn!(reason = %why, "this replica diverged from its primary: it restarts to rejoin");
+            let _ = std::fs::write(reclone_path(config), &why);
+            // A clean stop: a rewind needs a data directory shut down cleanly.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                nix::sys::signal::Signal::try_from(engine.stop_signal())
+                    .unwrap_or(nix::sys::signal::Signal::SIGTERM),
+            );
+            return;
         }
     }
 }

@@ -226,9 +226,6 @@ pub(crate) async fn supervise(
         {
             return code;
         }
-        let rejoined = crate::replication::read(config)
-            .is_some_and(|r| r.role == berth_model::member::Role::Replica)
-            && crate::rejoin::last(config).is_some();
         let spec = engine.server_command(&config.version, &config.layout);
         let (pid, mut exited) = match reaper.spawn(&mut engine_command(&spec, &user)) {
             Ok(x) => x,
@@ -243,7 +240,7 @@ pub(crate) async fn supervise(
             h.engine_pid = Some(pid);
         });
         info!(pid, "engine started");
-        let probe = tokio::spawn(wait_ready(config.clone(), health.clone(), pid, rejoined));
+        let probe = tokio::spawn(wait_ready(config.clone(), health.clone(), pid));
         tokio::select! {
             exit = &mut exited => {
                 probe.abort();
@@ -312,7 +309,7 @@ pub(crate) async fn dump_catalog(
     result
 }
 
-async fn wait_ready(config: AgentConfig, health: Health, pid: u32, rejoined: bool) {
+async fn wait_ready(config: AgentConfig, health: Health, pid: u32) {
     let engine = config.engine();
     let started = Instant::now();
     loop {
@@ -328,9 +325,7 @@ async fn wait_ready(config: AgentConfig, health: Health, pid: u32, rejoined: boo
                 "engine ready"
             );
             crate::replication::apply_after_start(&config).await;
-            if rejoined {
-                crate::rejoin::check_diverged(&config).await;
-            }
+            crate::rejoin::watch_diverged(&config, &health, pid).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -362,8 +362,10 @@ pub trait Engine: Send + Sync {
         repl: &berth_model::agent::Replication,
     ) -> Vec<CommandSpec>;
 
-    /// On a former primary that follows now: `Some(why)` when it holds changes the
-    /// new primary lacks, so it can never follow and must be cloned afresh.
+    /// On a replica: `Some(why)` when it holds changes its primary lacks, so it can
+    /// never follow as it is and must be rewound or cloned afresh (PostgreSQL: its
+    /// timeline ended, in the primary's history, before what it replayed; MariaDB:
+    /// I/O error 1236).
     async fn diverged(&self, layout: &Layout) -> Result<Option<String>>;
 
     /// On a primary with synchronous replicas: `None` while at least `repl.sync` of

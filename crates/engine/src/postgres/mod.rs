@@ -600,9 +600,8 @@ impl Engine for Postgres {
         replication::rejoin_commands(version, &self.data_dir(layout), repl)
     }
 
-    async fn diverged(&self, _: &Layout) -> Result<Option<String>> {
-        // pg_rewind ran before the start: what is left follows, or fails to start.
-        Ok(None)
+    async fn diverged(&self, layout: &Layout) -> Result<Option<String>> {
+        replication::diverged(layout).await
     }
 
     async fn sync_status(

@@ -76,6 +76,15 @@ fn quote_conninfo(v: &str) -> String {
 /// `standby.signal` says "start as a replica"; it is there exactly when the member is
 /// one.
 pub(super) fn write_role_files(data: &Path, repl: Option<&Replication>) -> Result<()> {
+    // Berth owns where a replica streams from: an `ALTER SYSTEM` of it, or one a clone
+    // or a rewind copied from another member, would override that and stop it.
+    let auto = data.join("postgresql.auto.conf");
+    if let Ok(text) = std::fs::read_to_string(&auto) {
+        let kept = without_settings(&text, &["primary_conninfo", "primary_slot_name"]);
+        if kept != text {
+            write_file(&auto, &kept)?;
+        }
+    }
     let signal = data.join("standby.signal");
     let replica = repl.is_some_and(|r| r.role == Role::Replica);
     if replica {
@@ -87,6 +96,17 @@ pub(super) fn write_role_files(data: &Path, repl: Option<&Replication>) -> Resul
         })?;
     }
     Ok(())
+}
+
+/// `text` (a configuration file) without the lines that set any of `names`.
+fn without_settings(text: &str, names: &[&str]) -> String {
+    text.lines()
+        .filter(|line| {
+            let key = line.split(['=', ' ', '\t']).next().unwrap_or("");
+            !names.contains(&key)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// `pg_basebackup` from the primary into the data directory, streaming the WAL it
@@ -236,6 +256,71 @@ pub(super) async fn caught_up(layout: &Layout) -> Result<bool> {
     Ok(in_recovery && replayed && not_streaming)
 }
 
+/// A replica that cannot follow its primary's timeline: the newest timeline history
+/// in `pg_wal` (the primary's, fetched by the WAL receiver) says the timeline this
+/// replica streams ended at a point before what it already replayed — PostgreSQL's
+/// own "new timeline forked off … before current recovery point", which it retries
+/// for ever. Then only a rewind (or a clone) lets it follow.
+pub(super) async fn diverged(layout: &Layout) -> Result<Option<String>> {
+    let client = local_client(layout).await?;
+    let row = client
+        .query_one(
+            "SELECT pg_is_in_recovery(),
+                    (SELECT received_tli FROM pg_stat_wal_receiver),
+                    pg_last_wal_replay_lsn()::text,
+                    (SELECT name FROM pg_ls_waldir()
+                       WHERE name ~ '^[0-9A-F]{8}\\.history$' ORDER BY name DESC LIMIT 1)",
+            &[],
+        )
+        .await
+        .map_err(refused)?;
+    let (in_recovery, tli, replayed, history): (bool, Option<i32>, Option<String>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (true, Some(tli), Some(replayed), Some(history)) = (in_recovery, tli, replayed, history)
+    else {
+        return Ok(None);
+    };
+    let text: String = client
+        .query_one("SELECT pg_read_file('pg_wal/' || $1::text)", &[&history])
+        .await
+        .map_err(refused)?
+        .get(0);
+    let (Some(ended), Some(at)) = (
+        timeline_end(&text, u32::try_from(tli).unwrap_or(0)),
+        parse_lsn(&replayed),
+    ) else {
+        return Ok(None);
+    };
+    Ok((at > ended).then(|| {
+        format!(
+            "its timeline {tli} ended at {} in the primary's history ({history}), before what \
+             it replayed ({replayed})",
+            format_lsn(ended)
+        )
+    }))
+}
+
+/// Where timeline `tli` ended, from a timeline history file's lines
+/// (`<parent tli>\t<switchpoint LSN>\t<reason>`).
+fn timeline_end(history: &str, tli: u32) -> Option<u64> {
+    history.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let parent: u32 = fields.next()?.parse().ok()?;
+        let lsn = parse_lsn(fields.next()?)?;
+        (parent == tli).then_some(lsn)
+    })
+}
+
+/// `X/Y` (hexadecimal halves) as a byte position.
+fn parse_lsn(lsn: &str) -> Option<u64> {
+    let (hi, lo) = lsn.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
 /// `pg_promote`: the replica leaves recovery on a new timeline and takes writes.
 pub(super) async fn promote(layout: &Layout) -> Result<()> {
     let client = local_client(layout).await?;
@@ -361,5 +446,36 @@ mod tests {
         assert!(cmds[0].args.iter().all(|a| !a.contains("s3cret")));
         assert!(cmds[0].args.contains(&"--slot=berth_m1".to_owned()));
         assert!(cmds[0].env.iter().any(|(k, _)| k == "PGPASSWORD"));
+    }
+
+    #[test]
+    fn a_timeline_ends_where_the_history_says() {
+        let history = "1\t0/3000158\tno recovery target specified\n\n\
+                       2\t0/60D0FD8\tno recovery target specified\n";
+        assert_eq!(timeline_end(history, 1), Some(0x3000158));
+        assert_eq!(timeline_end(history, 2), Some(0x60D0FD8));
+        assert_eq!(timeline_end(history, 3), None);
+        assert_eq!(timeline_end("garbage", 1), None);
+    }
+
+    #[test]
+    fn lsns_parse_and_print_back() {
+        assert_eq!(parse_lsn("0/611B588"), Some(0x611B588));
+        assert_eq!(parse_lsn("1A/0"), Some(0x1A << 32));
+        assert_eq!(parse_lsn("nope"), None);
+        for lsn in [0, 0x611B588, (0x1A << 32) | 0x10] {
+            assert_eq!(parse_lsn(&format_lsn(lsn)), Some(lsn));
+        }
+    }
+
+    #[test]
+    fn replication_settings_leave_the_auto_conf() {
+        let auto = "# Do not edit this file manually!\nprimary_conninfo = ''\nwork_mem = '8MB'\nprimary_slot_name='x'\n";
+        let kept = without_settings(auto, &["primary_conninfo", "primary_slot_name"]);
+        assert_eq!(
+            kept,
+            "# Do not edit this file manually!\nwork_mem = '8MB'\n"
+        );
+        assert_eq!(without_settings(&kept, &["primary_conninfo"]), kept);
     }
 }
