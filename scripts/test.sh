@@ -54,10 +54,8 @@ BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_SWITCHOVERS="${BERTH_BEN
   cargo bench -q -p berth-e2e --bench switchover
 
 echo "== failover benchmark (figures in target/bench/failover.json; fails only if an acknowledged commit is lost)"
-# The embedded lease store only: with etcd, 10 kills of MariaDB once left a former
-# primary diverged and no quorum to elect (issue 9's note); run it with
-# BERTH_BENCH_LEASE_STORES=embedded,etcd.
+# Both lease stores: the embedded one, and etcd (the members elect).
 BERTH_BIN="$CARGO_TARGET_DIR/release/berth" BERTH_BENCH_FAILOVERS="${BERTH_BENCH_FAILOVERS:-10}" \
-  BERTH_BENCH_LEASE_STORES="${BERTH_BENCH_LEASE_STORES:-embedded}" \
+  BERTH_BENCH_LEASE_STORES="${BERTH_BENCH_LEASE_STORES:-embedded,etcd}" \
   cargo bench -q -p berth-e2e --bench failover
 check_cli_config

@@ -164,6 +164,37 @@ pub(crate) async fn release_stopped(ctx: &Ctx, inst: &InstanceRecord, old: Membe
     }
 }
 
+/// With an external store: a primary whose container Docker reports stopped takes
+/// no writes, so its lease is released now and the members elect at their next
+/// round instead of after the lease's TTL. Only where the instance fails over by
+/// itself (a `manual` or paused instance keeps its primary's lease).
+async fn release_if_stopped(
+    ctx: &Ctx,
+    store: &dyn berth_lease::LeaseStore,
+    inst: &InstanceRecord,
+    lease: &berth_lease::Lease,
+) {
+    if !inst.topology.fails_over_automatically() {
+        return;
+    }
+    let primary = inst.topology.primary;
+    let stopped = ctx
+        .runtime
+        .inspect_member(members::key(inst, primary))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|o| !o.running);
+    if stopped
+        && store
+            .release(&inst.id.to_string(), &lease.holder, lease.term)
+            .await
+            .is_ok()
+    {
+        warn!(instance = %inst.name, member = %lease.holder, "the primary's container is stopped: its lease is released for the members to elect");
+    }
+}
+
 /// With an external store: the members elected; the store's holder becomes the
 /// stored primary (and an event), so `show` and every later task agree.
 async fn follow_store(ctx: &Ctx, store: &dyn berth_lease::LeaseStore, inst: &InstanceRecord) {
@@ -182,6 +213,7 @@ async fn follow_store(ctx: &Ctx, store: &dyn berth_lease::LeaseStore, inst: &Ins
         return;
     };
     if holder == inst.topology.primary {
+        release_if_stopped(ctx, store, inst, &lease).await;
         return;
     }
     let says_primary = members::role_report(ctx, inst, holder)
