@@ -435,6 +435,14 @@ pub(crate) async fn role_report(
     m: MemberId,
 ) -> Option<berth_model::agent::RoleReport> {
     let ip = crate::steps::member_ip(ctx, inst, m).await.ok()?;
+    role_report_at(ctx, ip).await
+}
+
+/// `GET /role` of the agent at `ip` (its address already known), if it answers.
+pub(crate) async fn role_report_at(
+    ctx: &Ctx,
+    ip: IpAddr,
+) -> Option<berth_model::agent::RoleReport> {
     let url = format!(
         "http://{}{}",
         std::net::SocketAddr::new(ip, AGENT_PORT),

@@ -86,7 +86,7 @@ pub(crate) async fn live_members(ctx: &Ctx, inst: &InstanceRecord) -> Vec<Member
                 None => "no-address".into(),
                 Some(ip) => match crate::members::agent_health(ctx, inst, ip).await {
                     Ok(h) if h.ready && view.role == berth_model::member::Role::Replica => {
-                        match crate::members::role_report(ctx, inst, *m).await {
+                        match crate::members::role_report_at(ctx, ip).await {
                             Some(r) if r.replication_running == Some(false) => {
                                 "replication-stopped".into()
                             }
