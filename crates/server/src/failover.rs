@@ -186,10 +186,12 @@ async fn release_if_stopped(
         .flatten()
         .is_some_and(|o| !o.running);
     if stopped
-        && store
-            .release(&inst.id.to_string(), &lease.holder, lease.term)
-            .await
-            .is_ok()
+        && matches!(
+            store
+                .release(&inst.id.to_string(), &lease.holder, lease.term)
+                .await,
+            Ok(true)
+        )
     {
         warn!(instance = %inst.name, member = %lease.holder, "the primary's container is stopped: its lease is released for the members to elect");
     }
