@@ -218,8 +218,7 @@ async fn replication(
     if let Some(refused) = refused(&state) {
         return refused;
     }
-    let ready = state.health.view().state == crate::HealthState::Ready;
-    crate::replication::set(&state.config, ready, repl).await
+    crate::replication::set(&state.config, &state.health, repl).await
 }
 
 async fn fence(State(state): State<AppState>) -> Response {

@@ -16,9 +16,14 @@
 //!   member chosen takes the lease (the store lets one win) and promotes itself.
 //!   The store unreachable: it never promotes.
 //!
-//! The primary's last position is not known to replicas, so an asynchronous
-//! instance does not fail over by itself this way (it says why in the log); with
-//! synchronous replicas the quorum rule needs no such bound.
+//! After each renewal the primary keeps a note beside its lease ([`LastSaid`]: its
+//! write position, and whether its commits were released from waiting for a
+//! missing synchronous replica). The note outlives the lease, so the replicas that
+//! elect its successor bound what an asynchronous promotion may lose by the
+//! instance's `max_failover_lag`, as the control plane does with the embedded
+//! store. The note is at most a renewal (about a second) old; a note from another
+//! holder than the primary they followed counts as none (and an asynchronous
+//! instance then waits for its primary, saying why in the log).
 
 use crate::lease::Lease;
 use crate::AgentConfig;
@@ -26,7 +31,8 @@ use berth_lease::LeaseStore;
 use berth_model::agent::lease::{self as contract, Grant};
 use berth_model::agent::{Replication, RoleReport};
 use berth_model::failover::{choose, Decision, Rules, Seen};
-use berth_model::member::Role;
+use berth_model::member::{Role, SyncMode};
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -113,7 +119,7 @@ pub(crate) async fn run(config: AgentConfig, lease: Lease, health: crate::Health
         };
         match repl.role {
             Role::Primary if !repl.replicas.is_empty() => {
-                hold(&config, &lease, store.as_ref(), &me, &repl).await;
+                hold(&config, &lease, &health, store.as_ref(), &me, &repl).await;
             }
             Role::Primary => {}
             Role::Replica => {
@@ -123,9 +129,59 @@ pub(crate) async fn run(config: AgentConfig, lease: Lease, health: crate::Health
     }
 }
 
+/// What a primary says of itself beside its lease after each renewal.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct LastSaid {
+    /// Its write position (the engine's units, as [`RoleReport::position`]).
+    position: Option<u64>,
+    /// Its commits no longer wait for synchronous replicas (`available` mode with
+    /// one missing): a replica may lack acknowledged commits.
+    sync_released: bool,
+}
+
+/// What the last holder said, when it is the primary `old` that this member followed.
+async fn last_said(store: &dyn LeaseStore, name: &str, old: Option<&str>) -> LastSaid {
+    match store.last_note(name).await {
+        Ok(Some(note)) if Some(note.holder.as_str()) == old => {
+            serde_json::from_str(&note.text).unwrap_or_default()
+        }
+        _ => LastSaid::default(),
+    }
+}
+
+/// Keeps this primary's position beside its lease (bounded: the next renewal must
+/// not wait behind a slow engine; without an answer the last note stays).
+async fn say_position(
+    config: &AgentConfig,
+    health: &crate::Health,
+    store: &dyn LeaseStore,
+    me: &str,
+    term: u64,
+    repl: &Replication,
+) {
+    let probe = config.engine().probe_role(&config.layout);
+    let Ok(Ok(report)) = tokio::time::timeout(Duration::from_millis(500), probe).await else {
+        return;
+    };
+    let said = LastSaid {
+        position: report.position,
+        sync_released: repl.sync_mode == SyncMode::Available
+            && health.view().sync_degraded.is_some(),
+    };
+    if said.position.is_none() {
+        return;
+    }
+    if let Ok(text) = serde_json::to_string(&said) {
+        if let Err(e) = store.note(lease_name(config), me, term, &text).await {
+            info!(error = %e, "cannot keep this primary's position beside its lease");
+        }
+    }
+}
+
 async fn hold(
     config: &AgentConfig,
     lease: &Lease,
+    health: &crate::Health,
     store: &dyn LeaseStore,
     me: &str,
     repl: &Replication,
@@ -136,12 +192,13 @@ async fn hold(
         Ok(Some(l)) => {
             if lease.grant(&grant(l.term), sent).is_ok() {
                 crate::lease::write_deadline(config, lease);
+                say_position(config, health, store, me, l.term, repl).await;
             }
         }
         Ok(None) => {
             if let Ok(Some(l)) = store.read(name).await {
                 warn!(holder = %l.holder, term = l.term, "another member holds the leader lease: this one follows it");
-                follow(config, repl, &l.holder, false).await;
+                follow(config, health, repl, &l.holder, false).await;
             }
         }
         Err(e) => info!(error = %e, "the lease store does not answer; the failsafe decides"),
@@ -166,7 +223,7 @@ async fn follow_or_elect(
             if l.holder != me && following != Some(l.holder.as_str()) && member {
                 info!(primary = %l.holder, term = l.term, "the leader lease moved: following its holder");
                 let ready = health.view().state == crate::HealthState::Ready;
-                follow(config, repl, &l.holder, ready).await;
+                follow(config, health, repl, &l.holder, ready).await;
             }
         }
         Ok(None) => {
@@ -174,7 +231,7 @@ async fn follow_or_elect(
             if !repl.auto_failover || !ready || lease.promised(Instant::now()).is_some() {
                 return;
             }
-            elect(config, lease, store, me, repl, http).await;
+            elect(config, lease, health, store, me, repl, http).await;
         }
     }
 }
@@ -183,6 +240,7 @@ async fn follow_or_elect(
 async fn elect(
     config: &AgentConfig,
     lease: &Lease,
+    health: &crate::Health,
     store: &dyn LeaseStore,
     me: &str,
     repl: &Replication,
@@ -218,12 +276,13 @@ async fn elect(
         }
     });
     let seen = futures_util::future::join_all(asks).await;
+    let said = last_said(store, lease_name(config), old.as_deref()).await;
     let rules = Rules {
         sync: repl.sync,
-        sync_released: false,
+        sync_released: said.sync_released,
         replicas: repl.members.len().saturating_sub(1),
         max_failover_lag: repl.max_failover_lag,
-        last_primary_position: None,
+        last_primary_position: said.position,
     };
     match choose(&seen, &rules, None, false) {
         Decision::Promote { member, .. } if member == repl.member => {
@@ -257,7 +316,7 @@ async fn elect(
                 replica_hosts: others.iter().map(|(_, h)| h.clone()).collect(),
                 ..repl.clone()
             };
-            apply(config, &primary, true).await;
+            apply(config, health, &primary, true).await;
             crate::lease::write_deadline(config, lease);
         }
         Decision::Promote { .. } => {}
@@ -269,7 +328,13 @@ async fn elect(
 
 /// Becomes a replica of `holder`: the role file, the configuration, and (when the
 /// engine runs) the engine's replication.
-async fn follow(config: &AgentConfig, repl: &Replication, holder: &str, live: bool) {
+async fn follow(
+    config: &AgentConfig,
+    health: &crate::Health,
+    repl: &Replication,
+    holder: &str,
+    live: bool,
+) {
     let replica = Replication {
         role: Role::Replica,
         source: Some((holder.to_owned(), config.engine().client_port())),
@@ -277,20 +342,25 @@ async fn follow(config: &AgentConfig, repl: &Replication, holder: &str, live: bo
         replica_hosts: vec![],
         ..repl.clone()
     };
-    apply(config, &replica, live).await;
+    apply(config, health, &replica, live).await;
 }
 
-async fn apply(config: &AgentConfig, repl: &Replication, live: bool) {
+async fn apply(config: &AgentConfig, health: &crate::Health, repl: &Replication, live: bool) {
     if let Err(e) = crate::replication::store(config, repl) {
         warn!(error = %e, "cannot keep the new role");
         return;
     }
+    let Ok(data_dir) = crate::rejoin::DATA_DIR.try_lock() else {
+        info!("the new role is kept; the rejoin under way renders it when it ends");
+        return;
+    };
     let engine = config.engine();
     if let Err(e) = engine.render_config(&config.layout, &crate::current_settings(config)) {
         warn!(error = %e, "cannot render the configuration for the new role");
         return;
     }
-    if live && !crate::rejoin::restart_to_follow(config, repl) {
+    drop(data_dir);
+    if live && !crate::rejoin::restart_to_follow(config, health, repl) {
         if let Err(e) = crate::replication::apply_live(config, repl).await {
             warn!(error = %e, "the new role is kept; the engine takes it at its next start");
         }

@@ -52,16 +52,40 @@ pub(crate) async fn promote(config: &AgentConfig) -> berth_engine::Result<()> {
     config.engine().promote(&config.layout).await
 }
 
+/// Held while a rejoin changes the data directory. Whoever else would render the
+/// configuration into it meanwhile (the control plane's `/replication`, the
+/// election) only keeps the role file: the rejoin renders from it at its end. A
+/// render in the middle of a rewind would be overwritten, or mix two members' files.
+pub(crate) static DATA_DIR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Whether a running engine must not take `repl` live: it ran as the primary and is
 /// told to follow, so it may hold writes the new primary lacks. Then the engine is
 /// stopped here, and its next start goes through the rejoin.
-pub(crate) fn restart_to_follow(config: &AgentConfig, repl: &Replication) -> bool {
+pub(crate) fn restart_to_follow(
+    config: &AgentConfig,
+    health: &crate::Health,
+    repl: &Replication,
+) -> bool {
     if repl.role != Role::Replica || !ran_as_primary(config) {
         return false;
     }
     warn!("this member ran as the primary and is told to follow: it restarts to rejoin");
-    crate::lease::kill_engine(config);
+    stop_to_rejoin(config, health.view().engine_pid);
     true
+}
+
+/// Stops the running engine so that its next start goes through the rejoin: with
+/// the engine's own stop signal (PostgreSQL's fast shutdown ends with a checkpoint,
+/// and pg_rewind then needs no crash recovery of the directory), or, when the
+/// supervisor knows no engine process, by killing every process of the engine's user.
+fn stop_to_rejoin(config: &AgentConfig, pid: Option<u32>) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        crate::lease::kill_engine(config);
+        return;
+    };
+    let signal = nix::sys::signal::Signal::try_from(config.engine().stop_signal())
+        .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
 }
 
 /// Whether the engine must be made fit before it starts as this replica.
@@ -87,8 +111,24 @@ fn keep_outcome(config: &AgentConfig, how: &str, why: Option<&str>) {
     let _ = std::fs::write(outcome_path(config), v.to_string());
 }
 
-/// Makes the stopped data directory fit to follow `repl.source`.
+/// Makes the stopped data directory fit to follow `repl.source`, then renders the
+/// configuration from the role file as it is by then (a rewind or a clone copies
+/// the new primary's files; a role sent meanwhile was only kept, see [`DATA_DIR`]).
 pub(crate) async fn run(
+    config: &AgentConfig,
+    reaper: &Reaper,
+    user: &User,
+    repl: &Replication,
+) -> Result<()> {
+    let _data_dir = DATA_DIR.lock().await;
+    rewind_or_clone(config, reaper, user, repl).await?;
+    config
+        .engine()
+        .render_config(&config.layout, &crate::current_settings(config))?;
+    Ok(())
+}
+
+async fn rewind_or_clone(
     config: &AgentConfig,
     reaper: &Reaper,
     user: &User,
@@ -109,8 +149,6 @@ pub(crate) async fn run(
             info!("the data directory was rewound to the new primary's history");
             let _ = std::fs::remove_file(reclone_path(config));
             keep_outcome(config, "rewound", diverged.as_deref());
-            // The rewind copied the new primary's configuration files: ours again.
-            engine.render_config(&config.layout, &crate::current_settings(config))?;
             Ok(())
         }
         Err(e) => {
@@ -150,7 +188,6 @@ async fn reclone(
     crate::bootstrap::reclone(config, reaper, user, repl).await?;
     let _ = std::fs::remove_file(reclone_path(config));
     keep_outcome(config, "cloned afresh", Some(why));
-    engine.render_config(&config.layout, &crate::current_settings(config))?;
     Ok(())
 }
 
@@ -173,12 +210,7 @@ pub(crate) async fn watch_diverged(config: &AgentConfig, health: &crate::Health,
         if let Ok(Some(why)) = engine.diverged(&config.layout).await {
             warn!(reason = %why, "this replica diverged from its primary: it restarts to rejoin");
             let _ = std::fs::write(reclone_path(config), &why);
-            // A clean stop: a rewind needs a data directory shut down cleanly.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
-                nix::sys::signal::Signal::try_from(engine.stop_signal())
-                    .unwrap_or(nix::sys::signal::Signal::SIGTERM),
-            );
+            stop_to_rejoin(config, Some(pid));
             return;
         }
     }

@@ -281,7 +281,11 @@ pub(crate) async fn apply_live(
 
 /// `POST /replication`: keeps the new role, renders the configuration from it, and
 /// brings the running engine in line.
-pub(crate) async fn set(config: &AgentConfig, ready: bool, repl: Replication) -> Response {
+pub(crate) async fn set(
+    config: &AgentConfig,
+    health: &crate::Health,
+    repl: Replication,
+) -> Response {
     if let Err(e) = store(config, &repl) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -289,18 +293,26 @@ pub(crate) async fn set(config: &AgentConfig, ready: bool, repl: Replication) ->
         )
             .into_response();
     }
+    let Ok(data_dir) = crate::rejoin::DATA_DIR.try_lock() else {
+        return (
+            StatusCode::ACCEPTED,
+            "kept; this member is rejoining and takes it when its data directory is ready",
+        )
+            .into_response();
+    };
     let engine = config.engine();
     if let Err(e) = engine.render_config(&config.layout, &crate::current_settings(config)) {
         return (StatusCode::CONFLICT, e.to_string()).into_response();
     }
-    if !ready {
+    drop(data_dir);
+    if health.view().state != crate::HealthState::Ready {
         return (
             StatusCode::ACCEPTED,
             "kept; the engine takes it when it is ready",
         )
             .into_response();
     }
-    if crate::rejoin::restart_to_follow(config, &repl) {
+    if crate::rejoin::restart_to_follow(config, health, &repl) {
         return (
             StatusCode::ACCEPTED,
             "kept; this member ran as the primary, so its engine restarts and rejoins as a replica",

@@ -77,6 +77,19 @@ impl Lease {
     }
 }
 
+/// What a holder last said of itself beside its lease ([`LeaseStore::note`]): kept
+/// after the tenure ends, so that those who elect the next holder know what the last
+/// one had (a primary's last write position, as Patroni keeps its leader's optime).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    /// Who said it.
+    pub holder: String,
+    /// In which tenure.
+    pub term: u64,
+    /// What it said (the store does not read it).
+    pub text: String,
+}
+
 /// When a holder must consider its lease ended: `sent + ttl − margin` on its own
 /// monotonic clock, where `sent` is when it sent the request that granted or
 /// renewed the lease. A margin at least as long as the TTL gives `sent` (the lease
@@ -168,6 +181,14 @@ pub trait LeaseStore: Send + Sync {
     /// Who holds `name` now, in which term, and how long the store will keep it
     /// without a renewal. `None` when the lease is free or expired.
     async fn read(&self, name: &str) -> Result<Option<Lease>>;
+
+    /// Keeps `text` as `name`'s [`Note`], replacing the one before, only while
+    /// `holder` holds the lease in `term`; `false` when it does not. The note
+    /// outlives the tenure: it is what the next election reads of the last holder.
+    async fn note(&self, name: &str, holder: &str, term: u64, text: &str) -> Result<bool>;
+
+    /// The last note kept for `name`, whether or not its tenure still runs.
+    async fn last_note(&self, name: &str) -> Result<Option<Note>>;
 }
 
 /// Refuses what no store can keep: an empty name or holder, a TTL of zero or above

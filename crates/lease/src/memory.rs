@@ -2,7 +2,7 @@
 //! the holder and the store share one process, so one monotonic clock.
 
 use crate::clock::{Clock, MonotonicClock};
-use crate::{check, Lease, LeaseStore, Result};
+use crate::{check, Lease, LeaseStore, Note, Result};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +21,7 @@ pub struct MemoryLeases {
 struct Slot {
     held: Option<Held>,
     last_term: u64,
+    note: Option<Note>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +111,26 @@ impl MemoryLeases {
         })
     }
 
+    fn note_at(&self, now: Instant, name: &str, holder: &str, term: u64, text: &str) -> bool {
+        self.with_names(|names| {
+            let Some(slot) = names.get_mut(name) else {
+                return false;
+            };
+            if !slot
+                .live(now)
+                .is_some_and(|held| held.holder == holder && held.term == term)
+            {
+                return false;
+            }
+            slot.note = Some(Note {
+                holder: holder.to_owned(),
+                term,
+                text: text.to_owned(),
+            });
+            true
+        })
+    }
+
     fn read_at(&self, now: Instant, name: &str) -> Option<Lease> {
         self.with_names(|names| {
             let held = names.get(name)?.live(now)?;
@@ -176,6 +197,16 @@ impl LeaseStore for MemoryLeases {
     async fn read(&self, name: &str) -> Result<Option<Lease>> {
         check(name, None, None)?;
         Ok(self.read_at(self.clock.now(), name))
+    }
+
+    async fn note(&self, name: &str, holder: &str, term: u64, text: &str) -> Result<bool> {
+        check(name, Some(holder), None)?;
+        Ok(self.note_at(self.clock.now(), name, holder, term, text))
+    }
+
+    async fn last_note(&self, name: &str) -> Result<Option<Note>> {
+        check(name, None, None)?;
+        Ok(self.with_names(|names| names.get(name).and_then(|s| s.note.clone())))
     }
 }
 

@@ -148,6 +148,11 @@ pub(super) fn clone_commands(
 /// to where it left the new primary's history (it recovers a crashed directory
 /// first), through the replication account (granted the file functions it reads).
 /// When nothing diverged it changes nothing.
+///
+/// The recovery signal files go first: pg_rewind recovers a directory that was not
+/// shut down cleanly in single-user mode, which refuses to run in standby mode
+/// ("standby mode is not supported by single-user servers"). The configuration
+/// rendered after the rewind puts them back.
 pub(super) fn rejoin_commands(
     version: &EngineVersion,
     data: &Path,
@@ -157,6 +162,16 @@ pub(super) fn rejoin_commands(
         return vec![];
     };
     vec![
+        CommandSpec {
+            program: "rm".into(),
+            args: vec![
+                "-f".into(),
+                data.join("standby.signal").display().to_string(),
+                data.join("recovery.signal").display().to_string(),
+            ],
+            env: vec![],
+            stdin: None,
+        },
         CommandSpec {
             program: bin(version, "pg_rewind"),
             args: vec![
@@ -338,6 +353,15 @@ pub(super) async fn promote(layout: &Layout) -> Result<()> {
         .map_err(refused)?
         .get(0);
     if promoted {
+        // pg_rewind reads the source's timeline from its control file, which only
+        // the end-of-recovery checkpoint updates, and that one is spread out: until
+        // it ends, a former primary rewinding from here is told "no rewind
+        // required" and then cannot follow. An immediate checkpoint now, in the
+        // background (the promotion itself is done).
+        // Its failure only makes a later rewind slower (the divergence watch heals it).
+        tokio::spawn(async move {
+            let _ = client.simple_query("CHECKPOINT").await;
+        });
         Ok(())
     } else {
         Err(EngineError::Refused {

@@ -7,14 +7,17 @@
 //! `<prefix>/terms/<name>` = the new term, compared to the revision it was read at:
 //! two racing acquirers get one winner, and a term is never given twice. Renewal
 //! refreshes the attached etcd lease after checking that the key still names the
-//! holder and term; release revokes it (which deletes the key).
+//! holder and term; release revokes it (which deletes the key). A holder's note is
+//! `<prefix>/notes/<name>` = `{"holder", "term", "text"}`, attached to no lease (it
+//! outlives the tenure), written only if the lease key is unchanged since it was
+//! read as the holder's.
 
 mod gateway;
 mod url;
 
 pub use url::{parse_etcd_url, EtcdEndpoint};
 
-use crate::{check, Lease, LeaseError, LeaseStore, Result};
+use crate::{check, Lease, LeaseError, LeaseStore, Note, Result};
 use async_trait::async_trait;
 use gateway::{Compare, Gateway, KeyValue, Put};
 use serde::{Deserialize, Serialize};
@@ -37,6 +40,14 @@ pub struct EtcdLeases {
 struct Tenure {
     holder: String,
     term: u64,
+}
+
+/// The value of a note key.
+#[derive(Debug, Serialize, Deserialize)]
+struct NoteValue {
+    holder: String,
+    term: u64,
+    text: String,
 }
 
 impl EtcdLeases {
@@ -76,6 +87,10 @@ impl EtcdLeases {
 
     fn term_key(&self, name: &str) -> String {
         key(&self.prefix, "terms", name)
+    }
+
+    fn note_key(&self, name: &str) -> String {
+        key(&self.prefix, "notes", name)
     }
 
     /// The tenure a lease key names.
@@ -326,6 +341,54 @@ impl LeaseStore for EtcdLeases {
             return Ok(None);
         };
         Ok(Some(lease(name, &tenure.holder, tenure.term, left, sent)))
+    }
+
+    async fn note(&self, name: &str, holder: &str, term: u64, text: &str) -> Result<bool> {
+        check(name, Some(holder), None)?;
+        let key = self.lease_key(name);
+        let Some(kv) = self.gateway.get(&key).await? else {
+            return Ok(false);
+        };
+        let tenure = self.tenure(&key, &kv)?;
+        if tenure.holder != holder || tenure.term != term {
+            return Ok(false);
+        }
+        let value = serde_json::to_vec(&NoteValue {
+            holder: holder.to_owned(),
+            term,
+            text: text.to_owned(),
+        })
+        .map_err(|e| LeaseError::Protocol {
+            what: "note value".into(),
+            reason: e.to_string(),
+        })?;
+        self.gateway
+            .txn(
+                &[Compare::ModRevision(&key, kv.mod_revision)],
+                &[Put {
+                    key: &self.note_key(name),
+                    value: &value,
+                    lease: 0,
+                }],
+            )
+            .await
+    }
+
+    async fn last_note(&self, name: &str) -> Result<Option<Note>> {
+        check(name, None, None)?;
+        let key = self.note_key(name);
+        let Some(kv) = self.gateway.get(&key).await? else {
+            return Ok(None);
+        };
+        let v: NoteValue = serde_json::from_slice(&kv.value).map_err(|e| LeaseError::Protocol {
+            what: format!("key {key}"),
+            reason: format!("not a note value: {e}"),
+        })?;
+        Ok(Some(Note {
+            holder: v.holder,
+            term: v.term,
+            text: v.text,
+        }))
     }
 }
 

@@ -109,6 +109,38 @@ pub async fn behaves_as_a_lease_store(
         "terms are never reused"
     );
 
+    // Notes: kept only from the holder in its term, the last one replacing the one
+    // before, and still there once the tenure has ended.
+    assert_eq!(store.last_note(name).await.expect("last note"), None);
+    assert!(store.note(name, "a", 4, "first").await.expect("note"));
+    assert!(store.note(name, "a", 4, "second").await.expect("note"));
+    assert!(!store
+        .note(name, "b", 4, "not the holder")
+        .await
+        .expect("note"));
+    assert!(!store.note(name, "a", 3, "an old term").await.expect("note"));
+    assert!(!store
+        .note(&format!("{name}-never"), "a", 1, "free")
+        .await
+        .expect("note"));
+    let note = |holder: &str, term, text: &str| berth_lease::Note {
+        holder: holder.into(),
+        term,
+        text: text.into(),
+    };
+    assert_eq!(
+        store.last_note(name).await.expect("last note"),
+        Some(note("a", 4, "second"))
+    );
+    assert!(store.release(name, "a", 4).await.expect("release"));
+    assert!(!store.note(name, "a", 4, "after").await.expect("note"));
+    assert_eq!(
+        store.last_note(name).await.expect("last note"),
+        Some(note("a", 4, "second")),
+        "a note outlives its tenure"
+    );
+    assert_eq!(store.last_note(&other).await.expect("last note"), None);
+
     // Bad input is refused before the store is asked.
     assert!(store.acquire("", "a", ttl).await.is_err());
     assert!(store.acquire(name, "", ttl).await.is_err());
