@@ -39,4 +39,5 @@ mod resume;
 mod role;
 mod setup;
 mod sites;
+mod tasks;
 mod tls;

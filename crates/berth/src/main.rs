@@ -111,7 +111,7 @@ enum Command {
     Login(login::LoginArgs),
     /// List recent tasks.
     Tasks(tasks::TasksCmd),
-    /// Show a task; --wait follows it to its end.
+    /// Show a task (--wait follows it to its end), or cancel one.
     Task(tasks::TaskCmd),
     /// Show the event log: what changed, in order.
     Events(events::EventsArgs),

@@ -10,6 +10,7 @@ mod login;
 pub mod metrics;
 mod output;
 pub mod params;
+mod tasks;
 mod tls;
 mod wait;
 
@@ -17,6 +18,7 @@ pub use accounts::{db_create, db_drop, db_list, user_create, user_drop, user_lis
 pub use client::{default_config_path, Client, ClientConfig};
 pub use login::login;
 pub use output::Format;
+pub use tasks::{task, task_cancel, tasks};
 pub use tls::{ca, connect, credentials};
 
 use berth_server::{InstanceView, TaskView};
@@ -281,50 +283,4 @@ pub async fn list(client: &Client, fmt: Format) -> Result<()> {
 pub async fn show(client: &Client, name: &str, fmt: Format) -> Result<()> {
     let v: InstanceView = client.get(&format!("/v1/instances/{name}")).await?;
     output::instance(&v, fmt)
-}
-
-/// `berth tasks`.
-pub async fn tasks(
-    client: &Client,
-    instance: Option<&str>,
-    limit: Option<u32>,
-    fmt: Format,
-) -> Result<()> {
-    let mut path = String::from("/v1/tasks?");
-    if let Some(i) = instance {
-        path.push_str(&format!("instance={i}&"));
-    }
-    if let Some(l) = limit {
-        path.push_str(&format!("limit={l}"));
-    }
-    let v: Vec<TaskView> = client.get(&path).await?;
-    output::tasks(&v, fmt)
-}
-
-/// `berth task ID [--wait]`.
-pub async fn task(client: &Client, id: &str, follow: Follow, fmt: Format) -> Result<()> {
-    let t: TaskView = client.get(&format!("/v1/tasks/{id}")).await?;
-    if follow == Follow::Wait && !t.state.is_finished() {
-        let done = wait::follow(client, &t, fmt).await?;
-        if fmt == Format::Json {
-            output::print_json(&serde_json::to_value(&done).unwrap_or_default());
-        }
-        if done.state == berth_model::TaskState::Failed {
-            return Err(CliError::TaskFailed {
-                id: done.id.to_string(),
-                error: done.error.unwrap_or_default(),
-            });
-        }
-        return Ok(());
-    }
-    output::task(&t, fmt)?;
-    // `--wait` promises an exit code that says how the task ended, even when it had
-    // ended before the command started.
-    if follow == Follow::Wait && t.state == berth_model::TaskState::Failed {
-        return Err(CliError::TaskFailed {
-            id: t.id.to_string(),
-            error: t.error.unwrap_or_default(),
-        });
-    }
-    Ok(())
 }

@@ -55,6 +55,15 @@ impl TaskKind {
         Self::Failover,
     ];
 
+    /// Whether a task of this kind may be stopped mid-way (`berth task cancel`, or a
+    /// failover taking over the instance): it only changes a running instance live
+    /// (limits, settings) or reads from it (a backup), every step is idempotent, and
+    /// the instance stays available as the steps done so far left it. The others
+    /// (create, scale, switchover, …) must run to their end or fail by themselves.
+    pub fn stops_safely(self) -> bool {
+        matches!(self, Self::Resize | Self::Reconfigure | Self::Backup)
+    }
+
     /// The kind as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -451,13 +451,7 @@ async fn preemptible_task(ctx: &Ctx, inst: &InstanceRecord) -> Option<berth_mode
     let tasks = ctx.store.unfinished_tasks().await.ok()?;
     tasks
         .iter()
-        .find(|t| {
-            t.instance_id == inst.id
-                && matches!(
-                    t.kind,
-                    TaskKind::Resize | TaskKind::Reconfigure | TaskKind::Backup
-                )
-        })
+        .find(|t| t.instance_id == inst.id && t.kind.stops_safely())
         .map(|t| t.id)
 }
 

@@ -188,6 +188,19 @@ async fn fail(ctx: &Ctx, task: &mut TaskRecord, i: usize, millis: u64, reason: S
     task.steps[i].millis = Some(millis);
     task.state = TaskState::Failed;
     task.error = Some(format!("{step}: {reason}"));
+    // A backup whose step was stopped mid-way (cancelled, pre-empted) never stored
+    // it: its record says so now, not only at the next start.
+    if let Some(backup) = task
+        .options
+        .backup
+        .filter(|_| task.kind == TaskKind::Backup)
+    {
+        if let Ok(Some(b)) = ctx.store.backup(backup).await {
+            if b.state == berth_model::backup::BackupState::Running {
+                let _ = ctx.store.fail_backup(backup, &reason).await;
+            }
+        }
+    }
     finish(ctx, task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
 }
 
@@ -222,12 +235,16 @@ async fn run_step_with_progress(
     });
     tokio::pin!(work);
     let mut last_save = Instant::now();
+    // One ticker for the whole step: a sleep made afresh each round would never end
+    // while progress lines come faster than it, and a stop would never be seen.
+    let mut check = tokio::time::interval(Duration::from_millis(200));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             res = &mut work => {
                 return res.unwrap_or_else(|e| Err(steps::StepError::Fatal(format!("step panicked: {e}"))));
             }
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+            _ = check.tick() => {
                 if let Some(why) = ctx.tasks.preempted(task.id) {
                     work.abort();
                     return Err(steps::StepError::Fatal(why));

@@ -104,6 +104,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(alarms::delete_webhook))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
+        .routes(routes!(tasks::cancel))
         .routes(routes!(events::list))
         .routes(routes!(events::stream))
         .routes(routes!(info))

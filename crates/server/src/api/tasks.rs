@@ -1,10 +1,11 @@
 //! `/v1/tasks`.
 
-use super::problems::NotFound;
+use super::problems::{Conflict, NotFound};
 use crate::error::ApiError;
 use crate::views::TaskView;
 use crate::Ctx;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use berth_model::{ProjectId, TaskId};
 use serde::Deserialize;
@@ -59,10 +60,52 @@ pub(crate) async fn show(
     State(ctx): State<Ctx>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let id: TaskId = id.parse().map_err(|_| {
+    let id = task_id(&id)?;
+    Ok(Json(TaskView::from(&ctx.store.task(id).await?)))
+}
+
+fn task_id(id: &str) -> Result<TaskId, ApiError> {
+    id.parse().map_err(|_| {
         ApiError::NotFound(format!(
             "no task {id}; task ids look like 0b7c…-…; `berth tasks` lists them"
         ))
-    })?;
-    Ok(Json(TaskView::from(&ctx.store.task(id).await?)))
+    })
+}
+
+/// Cancels a task that can stop safely (a resize, a parameter change, a backup).
+///
+/// The step under way is dropped (steps are idempotent), the task ends `failed`
+/// saying it was cancelled, and the instance is available again as the steps done
+/// so far left it (a backup stopped mid-way is marked failed, never listed as
+/// good). The answer is the task as it was asked; follow it to see it end. Other
+/// tasks (create, scale, switchover, failover, …) are refused: they must end by
+/// themselves.
+#[utoipa::path(post, operation_id = "cancel_task", path = "/v1/tasks/{id}/cancel", params(("id" = String, Path, description = "Task id")), responses(
+    (status = 202, body = TaskView),
+    NotFound, Conflict,
+))]
+pub(crate) async fn cancel(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<TaskView>), ApiError> {
+    let id = task_id(&id)?;
+    let task = ctx.store.task(id).await?;
+    if task.state.is_finished() {
+        return Err(ApiError::InvalidState(format!(
+            "task {id} has already ended ({}); there is nothing to cancel",
+            task.state.as_str()
+        )));
+    }
+    if !task.kind.stops_safely() {
+        return Err(ApiError::InvalidState(format!(
+            "a {} task cannot be stopped safely mid-way; only resize, reconfigure and backup \
+             tasks can be cancelled. Wait for it to end: `berth task {id} --wait`",
+            task.kind
+        )));
+    }
+    ctx.tasks.preempt(
+        id,
+        "cancelled on request (`berth task cancel`); the steps done before it stay done".into(),
+    );
+    Ok((StatusCode::ACCEPTED, Json(TaskView::from(&task))))
 }
