@@ -16,6 +16,7 @@ mod members;
 pub mod metrics;
 pub mod monitor;
 pub mod reconcile;
+mod rejoins;
 mod replicas;
 mod steps;
 mod switchover;

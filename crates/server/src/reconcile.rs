@@ -240,6 +240,7 @@ async fn observe_member(
                         if m == inst.topology.primary {
                             record_sync(ctx, inst, &h).await;
                         }
+                        crate::rejoins::observed(ctx, inst, m, h.rejoined.as_ref()).await;
                         MemberSeen::Healthy
                     }
                     Ok(h) => MemberSeen::NotAnswering(match (h.refusal(), &h.last_exit) {

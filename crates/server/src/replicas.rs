@@ -137,7 +137,7 @@ pub(crate) async fn ensure_replicas(
         if Some(m) == failed && task.kind == TaskKind::Failover {
             match old_primary_back(ctx, inst, m).await {
                 Ok(()) => {
-                    record_rejoin(ctx, inst, m).await;
+                    crate::rejoins::former_primary(ctx, inst, m).await;
                     said.push(format!("{name}, the old primary, rejoined as a replica"));
                 }
                 Err(e) => said.push(format!(
@@ -218,39 +218,6 @@ async fn old_primary_back(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> Resu
             Ok(done) => return done,
         }
     }
-}
-
-/// The event of a former primary's rejoin: how (rewound, followed, cloned afresh).
-async fn record_rejoin(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) {
-    let Ok(ip) = steps::member_ip(ctx, inst, m).await else {
-        return;
-    };
-    let rejoined = members::agent_health(ctx, inst, ip)
-        .await
-        .ok()
-        .and_then(|h| h.rejoined);
-    let display = berth_model::member::display_name(&inst.name, m);
-    let (how, reason) = match &rejoined {
-        Some(r) => (
-            r["how"].as_str().unwrap_or("followed").to_owned(),
-            r["reason"].as_str().map(str::to_owned),
-        ),
-        None => ("followed".to_owned(), None),
-    };
-    let message = match &reason {
-        Some(why) => format!("{display}, the former primary, rejoined as a replica: {how}, because {why}; what it held beyond the new primary was set aside"),
-        None => format!("{display}, the former primary, rejoined as a replica ({how})"),
-    };
-    let _ = ctx
-        .store
-        .record_event(&NewEvent::instance(
-            inst.id,
-            inst.name.as_str(),
-            EventKind::MemberRejoined,
-            message,
-            serde_json::json!({ "member": display, "how": how, "reason": reason }),
-        ))
-        .await;
 }
 
 /// Step `remove_extra_members`: members the topology no longer lists are stopped and
