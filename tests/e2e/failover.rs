@@ -379,7 +379,7 @@ async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() ->
             ))
         })
         .collect();
-    let [(lagging_name, lagging), (_, ahead)] = replicas.as_slice() else {
+    let [(lagging_name, lagging), (ahead_name, ahead)] = replicas.as_slice() else {
         anyhow::bail!("two replicas expected: {replicas:?}");
     };
     member_sql(
@@ -429,6 +429,30 @@ async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() ->
         member_sql(ahead, "postgres", "SELECT to_regclass('big') IS NULL")?,
         "t"
     );
+    // And the event log says so, once.
+    let rejoins = || async {
+        let events = b.get(&format!("/v1/events?instance={name}")).await?;
+        Ok::<_, anyhow::Error>(
+            events["events"]
+                .as_array()
+                .context("events")?
+                .iter()
+                .filter(|e| e["kind"] == "member.rejoined" && e["details"]["member"] == *ahead_name)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    b.eventually(
+        "a member.rejoined event for the replica that was ahead",
+        Duration::from_secs(90),
+        || async { rejoins().await.is_ok_and(|r| !r.is_empty()) },
+    )
+    .await?;
+    // A reconcile pass later (every 10 s), still one.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let said = rejoins().await?;
+    assert_eq!(said.len(), 1, "one rejoin, one event: {said:?}");
+    assert_ne!(said[0]["details"]["how"], "followed", "{said:?}");
     Ok(())
 }
 
