@@ -73,7 +73,7 @@ fn value(page: &Page, family: &str, want: &[(&str, &str)]) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_carry_instance_labels() -> Result<()> {
-    let b = Berth::start().await?;
+    let b = Berth::start_with(&["--sample-interval", "1s"]).await?;
     let name = unique("met");
     b.create(&name, json!({"memory": "256MiB"})).await?;
 
@@ -95,6 +95,26 @@ async fn metrics_parse_and_carry_instance_labels() -> Result<()> {
     assert!(cpu > 0.0, "the engine started, so it used CPU: {cpu}");
     let available = [("instance", name.as_str()), ("status", "available")];
     assert_eq!(value(&page, "berth_instance_status", &available), Some(1.0));
+
+    // What the monitor samples of the engine is there too, with the same labels.
+    let mut sampled = None;
+    for _ in 0..60 {
+        let page = scrape(&b).await?;
+        let up = value(&page, "berth_member_engine_up", &member);
+        let connections = value(&page, "berth_member_connections", &member);
+        let max = value(&page, "berth_member_connections_max", &member);
+        if let (Some(up), Some(c), Some(max)) = (up, connections, max) {
+            sampled = Some((up, c, max));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let (up, connections, max) = sampled.context("no sampled engine series within 30 s")?;
+    assert_eq!(up, 1.0, "the engine answers");
+    assert!(
+        connections >= 0.0 && connections <= max && max > 0.0,
+        "{connections} of {max}"
+    );
 
     let created = value(&page, "berth_tasks_begun_total", &[("kind", "create")]);
     assert!(created >= Some(1.0), "create tasks begun: {created:?}");

@@ -7,6 +7,7 @@
 //! the instance series it just read, so an instance that was deleted, or whose
 //! member did not answer this time, is simply absent — never a stale or zero value.
 
+use berth_model::metrics::Metric;
 use berth_model::{InstanceStatus, TaskKind, TaskState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -214,6 +215,8 @@ pub struct InstanceSeries {
     working_set: Family<MemberLabels, Gauge>,
     limit: Family<MemberLabels, Gauge>,
     status: Family<StatusLabels, Gauge>,
+    /// What the monitor last sampled of each member, by metric.
+    sampled: std::sync::Mutex<std::collections::BTreeMap<Metric, Family<MemberLabels, Seconds>>>,
 }
 
 impl InstanceSeries {
@@ -229,6 +232,17 @@ impl InstanceSeries {
         if let Some(l) = s.memory_limit {
             self.limit.get_or_create(labels).set(clamp_i64(l));
         }
+    }
+
+    /// A member's latest sampled value of `metric` (the monitor's newest bucket).
+    pub(crate) fn sampled(&self, labels: &MemberLabels, metric: Metric, value: f64) {
+        self.sampled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(metric)
+            .or_default()
+            .get_or_create(labels)
+            .set(value);
     }
 
     /// An instance's status as a state set: one series per status, 1 for the one
@@ -275,6 +289,20 @@ impl InstanceSeries {
             "1 for the status an instance is in, 0 for the others",
             self.status.clone(),
         );
+        let sampled = self.sampled.lock().unwrap_or_else(|p| p.into_inner());
+        for (metric, family) in sampled.iter() {
+            // The name carries the unit (`_bytes`, `_seconds`, `_percent`, `_per_second`).
+            r.register(
+                format!("member_{}", metric.as_str()),
+                format!(
+                    "A member's {} as the monitor last sampled it (the mean of its newest \
+                     bucket; `berth metrics --metric {}` has the history)",
+                    metric.as_str().replace('_', " "),
+                    metric.as_str()
+                ),
+                family.clone(),
+            );
+        }
     }
 }
 
@@ -352,9 +380,14 @@ mod tests {
             },
         );
         s.status("db1", "default", "postgres", InstanceStatus::Available);
+        s.sampled(&labels(), Metric::Tps, 12.5);
+        s.sampled(&labels(), Metric::ReplicationLagBytes, 4096.0);
         let text = Metrics::default().encode(&s).expect("encodes");
         let l = "instance=\"db1\",member=\"0\",project=\"default\",engine=\"postgres\"";
         for line in [
+            format!("berth_member_tps{{{l}}} 12.5"),
+            format!("berth_member_replication_lag_bytes{{{l}}} 4096.0"),
+            "# TYPE berth_member_tps gauge".into(),
             format!("berth_instance_cpu_usage_seconds_total{{{l}}} 2.5"),
             format!("berth_instance_memory_working_set_bytes{{{l}}} 94371840"),
             format!("berth_instance_memory_limit_bytes{{{l}}} 268435456"),
@@ -363,11 +396,13 @@ mod tests {
         ] {
             assert!(text.lines().any(|x| x == line), "no {line:?} in\n{text}");
         }
-        // No answer about throttling: no series, not a zero.
+        // No answer about throttling: no series, not a zero; nor for a metric the
+        // monitor did not sample.
         assert!(
             !text.contains("berth_instance_cpu_throttled_seconds_total{"),
             "{text}"
         );
+        assert!(!text.contains("berth_member_connections"), "{text}");
     }
 
     #[test]

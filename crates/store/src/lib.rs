@@ -19,7 +19,7 @@ mod samples;
 pub use alarms::{DueNotification, Webhook};
 pub use events::{event_now, event_time, EventFilter, Retained};
 pub use fits::FitCheck;
-pub use samples::StoredBucket;
+pub use samples::{LatestSample, StoredBucket};
 
 use berth_model::{
     InstanceEvent, InstanceId, InstanceName, InstanceRecord, InstanceSpec, InstanceStatus,

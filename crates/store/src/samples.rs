@@ -20,6 +20,21 @@ pub struct StoredBucket {
     pub agg: Agg,
 }
 
+/// A member's latest value of one metric ([`Store::latest_samples`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatestSample {
+    /// The instance's id.
+    pub instance: String,
+    /// The member's index.
+    pub member: u32,
+    /// Which metric.
+    pub metric: Metric,
+    /// The bucket's start (Unix seconds).
+    pub ts: i64,
+    /// The mean of the bucket's samples.
+    pub value: f64,
+}
+
 impl Store {
     /// Folds one reading of a member (taken at `at`, Unix seconds) into every
     /// resolution. Values that are not finite are not measurements and are skipped.
@@ -90,6 +105,46 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Every member's newest bucket of resolution `step` that starts at or after
+    /// `since`, per instance, member and metric, with its mean: what `/metrics`
+    /// shows as the latest value. A member that stopped answering ages out of it.
+    pub async fn latest_samples(&self, step: i64, since: i64) -> Result<Vec<LatestSample>> {
+        let rows = sqlx::query(
+            "SELECT instance_id, member, metric, ts, count, sum FROM samples
+             WHERE step = ? AND ts >= ? ORDER BY ts",
+        )
+        .bind(step)
+        .bind(bucket(since, step))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut latest: std::collections::BTreeMap<(String, u32, Metric), LatestSample> =
+            std::collections::BTreeMap::new();
+        for r in &rows {
+            let Ok(metric) = r.try_get::<String, _>("metric")?.parse::<Metric>() else {
+                continue;
+            };
+            let count: i64 = r.try_get("count")?;
+            if count <= 0 {
+                continue;
+            }
+            let instance: String = r.try_get("instance_id")?;
+            let member = u32::try_from(r.try_get::<i64, _>("member")?).unwrap_or(0);
+            let sum: f64 = r.try_get("sum")?;
+            // Rows come oldest first: the last one of each key wins.
+            latest.insert(
+                (instance.clone(), member, metric),
+                LatestSample {
+                    instance,
+                    member,
+                    metric,
+                    ts: r.try_get("ts")?,
+                    value: sum / count as f64,
+                },
+            );
+        }
+        Ok(latest.into_values().collect())
     }
 
     /// Removes buckets older than their resolution keeps (and those of resolutions
@@ -178,5 +233,36 @@ mod tests {
             .await
             .expect("read")
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_latest_sample_is_each_members_newest_recent_bucket_mean() {
+        let store = Store::in_memory().await.expect("store");
+        let (a, b) = (InstanceId::new_random(), InstanceId::new_random());
+        let tiers = DEFAULT_TIERS;
+        // a/0: two samples in bucket 1000, one in 1010 (newest); a/1 only long ago.
+        for (id, m, at, v) in [
+            (a, 0, 1_000, 1.0),
+            (a, 0, 1_005, 3.0),
+            (a, 0, 1_012, 10.0),
+            (a, 1, 900, 7.0),
+            (b, 0, 1_001, 2.0),
+            (b, 0, 1_003, 4.0),
+        ] {
+            store
+                .record_samples(id, m, at, &[(Metric::Tps, v)], &tiers)
+                .await
+                .expect("record");
+        }
+        let got = store.latest_samples(10, 990).await.expect("latest");
+        let mut seen: Vec<(String, u32, f64)> = got
+            .iter()
+            .map(|l| (l.instance.clone(), l.member, l.value))
+            .collect();
+        seen.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+        let mut want = vec![(a.to_string(), 0, 10.0), (b.to_string(), 0, 3.0)];
+        want.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));
+        assert_eq!(seen, want, "a/1 aged out; means of the newest buckets");
+        assert!(got.iter().all(|l| l.metric == Metric::Tps));
     }
 }

@@ -60,6 +60,7 @@ async fn instance_series(ctx: &Ctx) -> Result<InstanceSeries, ApiError> {
             i.status,
         );
     }
+    sampled_series(ctx, &series, &by_id).await;
     let members = match tokio::time::timeout(WHOLE_SCRAPE, ctx.runtime.list_containers()).await {
         Ok(Ok(c)) => MemberContainerRef::running_members(c),
         Ok(Err(e)) => {
@@ -93,6 +94,39 @@ async fn instance_series(ctx: &Ctx) -> Result<InstanceSeries, ApiError> {
         }
     }
     Ok(series)
+}
+
+/// What the monitor sampled last of every live instance's members (connections,
+/// TPS, replication lag, …): buckets of its finest resolution no older than three
+/// sampling rounds, so a member that stopped answering is left out, never shown
+/// with an old value. A store that does not answer leaves these series out.
+async fn sampled_series(
+    ctx: &Ctx,
+    series: &InstanceSeries,
+    by_id: &HashMap<String, &InstanceRecord>,
+) {
+    let Some(finest) = ctx.config.monitor.tiers.first() else {
+        return;
+    };
+    let interval = ctx.config.monitor.sample_interval.as_secs().max(1) as i64;
+    let since = crate::monitor::unix_now() as i64 - 3 * interval.max(finest.step);
+    match ctx.store.latest_samples(finest.step, since).await {
+        Ok(latest) => {
+            for l in latest {
+                let Some(inst) = by_id.get(&l.instance) else {
+                    continue;
+                };
+                let labels = MemberLabels {
+                    instance: inst.name.as_str().to_owned(),
+                    member: l.member.to_string(),
+                    project: inst.project.as_str().to_owned(),
+                    engine: inst.spec.engine.to_string(),
+                };
+                series.sampled(&labels, l.metric, l.value);
+            }
+        }
+        Err(e) => warn!(error = %e, "metrics: the sampled series are unreadable; left out"),
+    }
 }
 
 fn member_labels(inst: &InstanceRecord, m: &MemberContainerRef) -> MemberLabels {
