@@ -267,9 +267,18 @@ async fn frozen_agent(engine: &str) -> anyhow::Result<()> {
 /// `--accept-data-loss` the user can still promote it.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow::Result<()> {
+    lagging_replica("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_lagging_replica_is_not_promoted_without_consent() -> anyhow::Result<()> {
+    lagging_replica("mariadb").await
+}
+
+async fn lagging_replica(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("lg-po");
-    b.create_with_cli(&name, "postgres", &["--members", "2"])?;
+    let name = unique(&format!("lg-{}", &engine[..2]));
+    b.create_with_cli(&name, engine, &["--members", "2"])?;
     let primary = b.primary_container(&name).await.context("a primary")?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let replica = shown["members"]
@@ -280,18 +289,26 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
         .and_then(|m| m["container"].as_str())
         .context("a replica")?
         .to_owned();
-    member_sql(
-        &replica,
-        "postgres",
-        "ALTER SYSTEM SET primary_conninfo = ''",
-    )?;
-    member_sql(&replica, "postgres", "SELECT pg_reload_conf()")?;
+    // The replica stops receiving; then ~5 MB are written, past the 1 MB allowed.
     let uri = b.rw_uri(&name).await?;
     let mut db = Db::connect(&uri).await?;
-    db.exec(
-        "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 5000) g",
-    )
-    .await?;
+    let table = if engine == "mariadb" {
+        member_sql(&replica, engine, "STOP SLAVE")?;
+        db.exec("CREATE DATABASE app").await?;
+        db.exec(
+            "CREATE TABLE app.big AS SELECT seq AS g, repeat('x', 1000) AS pad FROM app.seq_1_to_5000",
+        )
+        .await?;
+        "app.big"
+    } else {
+        member_sql(&replica, engine, "ALTER SYSTEM SET primary_conninfo = ''")?;
+        member_sql(&replica, engine, "SELECT pg_reload_conf()")?;
+        db.exec(
+            "CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 5000) g",
+        )
+        .await?;
+        "big"
+    };
     // The control plane learns the primary's position with its next lease grant.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let refused = b.cli(&["failover", &name]);
@@ -339,7 +356,8 @@ async fn postgres_a_lagging_replica_is_not_promoted_without_consent() -> anyhow:
     )
     .await?;
     let mut db = Db::connect(&uri).await?;
-    db.exec("INSERT INTO big VALUES (0, 'after')").await?;
+    db.exec(&format!("INSERT INTO {table} VALUES (0, 'after')"))
+        .await?;
 
     b.eventually("the repair to finish", Duration::from_secs(120), || async {
         b.get(&format!("/v1/instances/{name}"))
