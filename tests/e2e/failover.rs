@@ -381,9 +381,22 @@ async fn lagging_replica(engine: &str) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() -> anyhow::Result<()>
 {
+    replica_ahead("postgres").await
+}
+
+/// The same on MariaDB: the replica that was ahead finds (I/O error 1236) that the
+/// new primary lacks transactions it holds, is cloned afresh, and its event says how
+/// many were discarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_replica_ahead_of_the_new_primary_is_cloned_afresh_and_says_what_it_lost(
+) -> anyhow::Result<()> {
+    replica_ahead("mariadb").await
+}
+
+async fn replica_ahead(engine: &str) -> anyhow::Result<()> {
     let b = Berth::start().await?;
-    let name = unique("ah-po");
-    b.create_with_cli(&name, "postgres", &["--members", "3"])?;
+    let name = unique(&format!("ah-{}", &engine[..2]));
+    b.create_with_cli(&name, engine, &["--members", "3"])?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let replicas: Vec<(String, String)> = shown["members"]
         .as_array()
@@ -400,21 +413,27 @@ async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() ->
     let [(lagging_name, lagging), (ahead_name, ahead)] = replicas.as_slice() else {
         anyhow::bail!("two replicas expected: {replicas:?}");
     };
-    member_sql(
-        lagging,
-        "postgres",
-        "ALTER SYSTEM SET primary_conninfo = ''",
-    )?;
-    member_sql(lagging, "postgres", "SELECT pg_reload_conf()")?;
     let uri = b.rw_uri(&name).await?;
     let mut db = Db::connect(&uri).await?;
-    db.exec("CREATE TABLE big AS SELECT g FROM generate_series(1, 5000) g")
-        .await?;
+    let (big, after) = if engine == "mariadb" {
+        member_sql(lagging, engine, "STOP SLAVE")?;
+        db.exec("CREATE DATABASE app").await?;
+        db.exec("CREATE TABLE app.big AS SELECT seq AS g FROM app.seq_1_to_5000")
+            .await?;
+        ("app.big", "app.after_failover")
+    } else {
+        member_sql(lagging, engine, "ALTER SYSTEM SET primary_conninfo = ''")?;
+        member_sql(lagging, engine, "SELECT pg_reload_conf()")?;
+        db.exec("CREATE TABLE big AS SELECT g FROM generate_series(1, 5000) g")
+            .await?;
+        ("big", "after_failover")
+    };
     b.eventually(
         "the streaming replica to have the new table",
         Duration::from_secs(30),
         || async {
-            member_sql(ahead, "postgres", "SELECT count(*) FROM big").is_ok_and(|n| n == "5000")
+            member_sql(ahead, engine, &format!("SELECT count(*) FROM {big}"))
+                .is_ok_and(|n| n == "5000")
         },
     )
     .await?;
@@ -431,22 +450,30 @@ async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() ->
         Some(lagging.as_str())
     );
     let mut db = Db::connect(&uri).await?;
-    db.exec("CREATE TABLE after_failover AS SELECT 1 AS n")
+    if engine == "mariadb" {
+        // The new primary never had the database.
+        db.exec("CREATE DATABASE app").await?;
+    }
+    db.exec(&format!("CREATE TABLE {after} AS SELECT 1 AS n"))
         .await?;
     b.eventually(
         "the replica that was ahead to follow the new primary",
         Duration::from_secs(120),
         || async {
-            member_sql(ahead, "postgres", "SELECT count(*) FROM after_failover")
+            member_sql(ahead, engine, &format!("SELECT count(*) FROM {after}"))
                 .is_ok_and(|n| n == "1")
         },
     )
     .await?;
-    // Rewound to the new primary's history: what only it had received is gone.
-    assert_eq!(
-        member_sql(ahead, "postgres", "SELECT to_regclass('big') IS NULL")?,
-        "t"
-    );
+    // Back on the new primary's history: what only it had received is gone.
+    let gone = if engine == "mariadb" {
+        "SELECT count(*) = 0 FROM information_schema.tables \
+         WHERE table_schema = 'app' AND table_name = 'big'"
+    } else {
+        "SELECT to_regclass('big') IS NULL"
+    };
+    let true_ = if engine == "mariadb" { "1" } else { "t" };
+    assert_eq!(member_sql(ahead, engine, gone)?, true_);
     // And the event log says so, once.
     let rejoins = || async {
         let events = b.get(&format!("/v1/events?instance={name}")).await?;
@@ -471,6 +498,16 @@ async fn postgres_a_replica_ahead_of_the_new_primary_is_rewound_and_follows() ->
     let said = rejoins().await?;
     assert_eq!(said.len(), 1, "one rejoin, one event: {said:?}");
     assert_ne!(said[0]["details"]["how"], "followed", "{said:?}");
+    if engine == "mariadb" {
+        // It says how many transactions were set aside.
+        let message = said[0]["message"].as_str().unwrap_or_default();
+        let count = message
+            .split("lacks ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok());
+        assert!(count.is_some_and(|n| n >= 2), "{message}");
+    }
     Ok(())
 }
 

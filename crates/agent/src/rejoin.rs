@@ -204,10 +204,11 @@ pub(crate) async fn watch_diverged(config: &AgentConfig, health: &crate::Health,
         if health.view().engine_pid != Some(pid) {
             return;
         }
-        if crate::replication::read(config).is_none_or(|r| r.role != Role::Replica) {
+        let Some(repl) = crate::replication::read(config).filter(|r| r.role == Role::Replica)
+        else {
             continue;
-        }
-        if let Ok(Some(why)) = engine.diverged(&config.layout).await {
+        };
+        if let Ok(Some(why)) = engine.diverged(&config.layout, &repl).await {
             warn!(reason = %why, "this replica diverged from its primary: it restarts to rejoin");
             let _ = std::fs::write(reclone_path(config), &why);
             stop_to_rejoin(config, Some(pid));

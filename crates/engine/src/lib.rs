@@ -366,7 +366,13 @@ pub trait Engine: Send + Sync {
     /// never follow as it is and must be rewound or cloned afresh (PostgreSQL: its
     /// timeline ended, in the primary's history, before what it replayed; MariaDB:
     /// I/O error 1236).
-    async fn diverged(&self, layout: &Layout) -> Result<Option<String>>;
+    /// `repl` is the member's role (MariaDB asks its primary how many of this
+    /// member's transactions it lacks, for the reason).
+    async fn diverged(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<Option<String>>;
 
     /// On a primary with synchronous replicas: `None` while at least `repl.sync` of
     /// them confirm commits, else why not. In `available` mode commits are released

@@ -76,6 +76,10 @@ pub struct Replication {
     /// Whether commits wait for a missing synchronous replica.
     #[serde(default)]
     pub sync_mode: crate::member::SyncMode,
+    /// The name every member's certificate carries (`tls::internal_name`), for a
+    /// member that connects to another over TLS and checks who answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// The leader lease as the control plane grants it to a primary's agent, and the

@@ -363,6 +363,7 @@ pub(crate) fn replication_for(
         max_failover_lag: t.max_failover_lag,
         sync: t.sync,
         sync_mode: t.sync_mode,
+        server_name: Some(berth_model::tls::internal_name(inst.id)),
     }
 }
 

@@ -630,8 +630,12 @@ impl Engine for Mariadb {
         vec![]
     }
 
-    async fn diverged(&self, layout: &Layout) -> Result<Option<String>> {
-        replication::diverged(layout).await
+    async fn diverged(
+        &self,
+        layout: &Layout,
+        repl: &berth_model::agent::Replication,
+    ) -> Result<Option<String>> {
+        replication::diverged(layout, repl).await
     }
 
     async fn sync_status(

@@ -289,14 +289,14 @@ pub(super) async fn promote(layout: &Layout) -> Result<()> {
 /// The I/O thread stopped with error 1236: the primary's binary log does not hold
 /// the GTID this member wants next, because this member wrote transactions the
 /// primary never had (a former primary's unconfirmed commits).
-pub(super) async fn diverged(layout: &Layout) -> Result<Option<String>> {
+pub(super) async fn diverged(layout: &Layout, repl: &Replication) -> Result<Option<String>> {
     let mut conn = local_conn(layout).await?;
     let row: Option<mysql_async::Row> = conn
         .query_first("SHOW SLAVE STATUS")
         .await
         .map_err(refused)?;
-    let own: Option<String> = conn
-        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+    let own: Option<(String, String)> = conn
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos, @@GLOBAL.gtid_binlog_state")
         .await
         .map_err(refused)?;
     let _ = conn.disconnect().await;
@@ -312,10 +312,113 @@ pub(super) async fn diverged(layout: &Layout) -> Result<Option<String>> {
         .get_opt::<String, _>("Last_IO_Error")
         .and_then(|r| r.ok())
         .unwrap_or_default();
+    let (pos, state) = own.unwrap_or_default();
+    let lacks = match primary_binlog_state(layout, repl).await {
+        Ok(p) => match discarded(&state, &p) {
+            Some(n) => format!("{n} transaction(s) this member holds"),
+            None => format!("transactions this member holds (how many is unknown: GTID states {state:?} here, {p:?} there)"),
+        },
+        Err(why) => format!("transactions this member holds (how many is unknown: {why})"),
+    };
     Ok(Some(format!(
-        "the new primary lacks transactions this member wrote (its GTID position {}): {error}",
-        own.unwrap_or_default()
+        "the new primary lacks {lacks}, up to its GTID position {pos}: {error}"
     )))
+}
+
+/// The primary's `gtid_binlog_state` (the last GTID of every server in every domain)
+/// and `gtid_slave_pos` (where a clone or its replication left it), asked through the replication account over TLS checked against Berth's CA; `None`
+/// when it does not answer.
+async fn primary_binlog_state(
+    layout: &Layout,
+    repl: &Replication,
+) -> std::result::Result<String, String> {
+    let (host, port) = repl.source.clone().ok_or("this member follows nobody")?;
+    if repl.server_name.is_none() {
+        return Err("the role names no certificate to check the primary's against".into());
+    }
+    let ca = std::fs::read(layout.tls_file(crate::TLS_CA))
+        .map_err(|e| format!("Berth's CA certificate is unreadable: {e}"))?;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port)
+        .user(Some(REPLICATION_USER))
+        .pass(Some(repl.password.expose().to_owned()))
+        .prefer_socket(false)
+        // Members' certificates carry the instance's internal name, not each
+        // member's host: that name, against Berth's CA only.
+        .ssl_opts(Some(
+            mysql_async::SslOpts::default()
+                .with_root_certs(vec![ca.into()])
+                .with_disable_built_in_roots(true)
+                .with_danger_tls_hostname_override(repl.server_name.clone()),
+        ));
+    let ask = async {
+        let mut conn = mysql_async::Conn::new(opts)
+            .await
+            .map_err(|e| format!("the primary does not answer: {e}"))?;
+        // What it logged itself, and what a clone or replication gave it.
+        let state: Option<(String, String)> = conn
+            .query_first("SELECT @@GLOBAL.gtid_binlog_state, @@GLOBAL.gtid_slave_pos")
+            .await
+            .map_err(|e| format!("the primary refused: {e}"))?;
+        let _ = conn.disconnect().await;
+        state
+            .map(|(logged, applied)| format!("{logged},{applied}"))
+            .ok_or_else(|| "the primary gave no GTID state".to_owned())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+        .await
+        .map_err(|_| "the primary did not answer within 5 s".to_owned())?
+}
+
+/// How many transactions this member holds that the new primary never received (a
+/// former primary's own writes, or what a replica received from it): in each
+/// replication domain, this member's last sequence number less the last one both
+/// hold. The states list the last GTID of every server in every domain; only one
+/// primary writes at a time, so what both hold of a server ends at the lower of the
+/// two, and nothing of a server the primary does not list. `None` when a state
+/// cannot be read.
+pub(super) fn discarded(own_state: &str, primary_state: &str) -> Option<u64> {
+    let own = parse_gtids(own_state)?;
+    let primary = parse_gtids(primary_state)?;
+    let mut domains: Vec<u32> = own.iter().map(|g| g.0).collect();
+    domains.sort_unstable();
+    domains.dedup();
+    let mut total = 0;
+    for domain in domains {
+        let mine = own.iter().filter(|g| g.0 == domain);
+        let last = mine.clone().map(|g| g.2).max()?;
+        let shared = mine
+            .map(|(_, server, seq)| {
+                let theirs = primary
+                    .iter()
+                    .filter(|g| g.0 == domain && g.1 == *server)
+                    .map(|g| g.2)
+                    .max()
+                    .unwrap_or(0);
+                (*seq).min(theirs)
+            })
+            .max()
+            .unwrap_or(0);
+        total += last.saturating_sub(shared);
+    }
+    Some(total)
+}
+
+/// `domain-server-sequence` triples, comma-separated (empty: none).
+fn parse_gtids(s: &str) -> Option<Vec<(u32, u32, u64)>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            let mut it = g.splitn(3, '-');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Whether semi-synchronous replication is on and has a replica to confirm commits.
@@ -359,6 +462,28 @@ pub(super) async fn sync_status(layout: &Layout, repl: &Replication) -> Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discarded_counts_what_this_member_holds_beyond_the_primary() {
+        // A former primary (server 1) wrote up to 105; the new primary (server 2)
+        // had received up to 103, then wrote its own from 104 on.
+        assert_eq!(discarded("0-1-105", "0-1-103,0-2-110"), Some(2));
+        // A replica that received 104 and 105 from server 1 is in the same place.
+        assert_eq!(discarded("0-2-7,0-1-105", "0-1-103,0-2-110"), Some(2));
+        // Nothing lost: the primary has all of it.
+        assert_eq!(discarded("0-2-7,0-1-105", "0-1-105,0-2-110"), Some(0));
+        // Two domains.
+        assert_eq!(discarded("0-1-10,1-1-20", "0-1-9,1-1-17,0-3-12"), Some(4));
+        // Another server's transactions the primary lacks count too.
+        assert_eq!(discarded("0-3-104,0-1-105", "0-1-103,0-3-100"), Some(2));
+        // Nothing shared in a domain: all of it.
+        assert_eq!(discarded("0-1-10", "0-2-12"), Some(10));
+        // A state listed twice (logged, and the replication position) counts once.
+        assert_eq!(discarded("0-1-105", "0-2-110,0-1-101,0-1-103"), Some(2));
+        assert_eq!(discarded("garbage", "0-1-1"), None);
+        // Nothing held: nothing discarded.
+        assert_eq!(discarded("", "0-2-12"), Some(0));
+    }
     use berth_model::{MemberId, Secret};
 
     fn repl(role: Role, sync: u8, mode: SyncMode) -> Replication {
@@ -374,6 +499,7 @@ mod tests {
             max_failover_lag: 0,
             sync,
             sync_mode: mode,
+            server_name: None,
         }
     }
 

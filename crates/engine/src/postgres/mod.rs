@@ -600,7 +600,11 @@ impl Engine for Postgres {
         replication::rejoin_commands(version, &self.data_dir(layout), repl)
     }
 
-    async fn diverged(&self, layout: &Layout) -> Result<Option<String>> {
+    async fn diverged(
+        &self,
+        layout: &Layout,
+        _: &berth_model::agent::Replication,
+    ) -> Result<Option<String>> {
         replication::diverged(layout).await
     }
 

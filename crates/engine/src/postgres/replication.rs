@@ -436,6 +436,7 @@ mod tests {
             max_failover_lag: 0,
             sync: 1,
             sync_mode: SyncMode::Strict,
+            server_name: None,
         }
     }
 
