@@ -79,10 +79,16 @@ impl ImageBuilder {
                 format!("{}={engine}", env::ENGINE),
                 format!("{}={version}", env::VERSION),
             ]),
-            labels: Some(HashMap::from([(
-                "io.berth.catalog".to_owned(),
-                tag.to_owned(),
-            )])),
+            // The site's label too: whoever cleans up this installation's containers
+            // (the test harness, an operator's `docker ps --filter`) finds one left
+            // by a control plane killed while it read the catalog.
+            labels: Some(HashMap::from([
+                ("io.berth.catalog".to_owned(), tag.to_owned()),
+                (
+                    berth_model::labels::SITE.to_owned(),
+                    runtime.site().to_string(),
+                ),
+            ])),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Mount {
                     source: Some(agent_volume.to_owned()),
