@@ -1,20 +1,45 @@
 //! A user's CLI configuration is theirs: `berth serve` writes one only when there is
 //! none, and `berth login` switches on purpose.
 
-use berth_e2e::{berth_bin, require_docker};
+use berth_e2e::{berth_bin, docker_labelled, require_docker};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Serve {
     child: std::process::Child,
     url: String,
+    /// Its site, to remove what it labelled (a settings-catalog read or an agent
+    /// volume's fill cut short by the kill); empty when it could not be asked.
+    site: String,
 }
 
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.site.is_empty() {
+            return;
+        }
+        for c in docker_labelled("container", &self.site, None) {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", &c]).output();
+        }
     }
+}
+
+/// The site a running serve labels its objects with (`/v1/info`, with the admin token
+/// it wrote into its data directory).
+async fn site_of(url: &str, data: &std::path::Path) -> Option<String> {
+    let token = std::fs::read_to_string(data.join("admin-token")).ok()?;
+    let info: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/v1/info"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    info["site"].as_str().map(str::to_owned)
 }
 
 /// `berth serve` with a private HOME and no BERTH_CONFIG: it uses the default
@@ -40,14 +65,16 @@ async fn serve(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let s = Serve {
+    let mut s = Serve {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        site: String::new(),
     };
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
         if let Ok(r) = reqwest::get(format!("{}/healthz", s.url)).await {
             if r.status().is_success() {
+                s.site = site_of(&s.url, data).await.unwrap_or_default();
                 return Ok(s);
             }
         }

@@ -63,10 +63,12 @@ impl Runtime {
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
             entrypoint: Some(vec!["/bin/true".into()]),
-            labels: Some(HashMap::from([(
-                labels::AGENT.to_owned(),
-                sha256.to_owned(),
-            )])),
+            // The site's label too, so one left by a control plane killed mid-fill
+            // is removed with the site's other containers.
+            labels: Some(HashMap::from([
+                (labels::AGENT.to_owned(), sha256.to_owned()),
+                (labels::SITE.to_owned(), self.site.to_string()),
+            ])),
             host_config: Some(HostConfig {
                 mounts: Some(vec![Mount {
                     source: Some(name.clone()),
