@@ -17,6 +17,7 @@ mod backups_crash;
 mod backups_delete;
 mod backups_s3;
 mod backups_schedule;
+mod backups_verify;
 mod bad_input;
 mod bootstrap;
 mod cli_config;

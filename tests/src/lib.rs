@@ -202,6 +202,7 @@ impl Berth {
             // No test's instance is backed up by a default schedule at midnight
             // (a backup task would make its other calls wait); tests set one.
             .args(["--default-backup-schedule", "off"])
+            .args(["--default-verify", "off"])
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("BERTH_CONFIG", self.cli_config())

@@ -180,6 +180,32 @@ async fn metrics(State(state): State<AppState>) -> Response {
     Json(crate::metrics::collect(&state.config, refused).await).into_response()
 }
 
+/// `POST /verify`: the engine's own consistency check of what this member holds and
+/// a count of every table's rows (a restored backup's verification). Problems found
+/// are in the 200 answer; 409 when the check could not run at all.
+async fn verify(State(state): State<AppState>) -> Response {
+    if let Some(refused) = refused(&state) {
+        return refused;
+    }
+    let engine = state.config.engine();
+    match engine.check_consistency(&state.config.layout).await {
+        Ok(report) => {
+            tracing::info!(
+                tables = report.tables,
+                rows = report.rows,
+                problems = report.problems.len(),
+                "consistency checked"
+            );
+            Json(report).into_response()
+        }
+        Err(e) => (
+            StatusCode::CONFLICT,
+            format!("the consistency check could not run: {e}"),
+        )
+            .into_response(),
+    }
+}
+
 /// `POST /backup/logical`: see [`crate::backup`].
 async fn backup_logical(State(state): State<AppState>) -> Response {
     if let Some(refused) = refused(&state) {
@@ -276,6 +302,7 @@ fn router(state: AppState) -> Router {
         .route("/tls", post(tls))
         .route("/metrics", get(metrics))
         .route("/backup/logical", post(backup_logical))
+        .route("/verify", post(verify))
         .route("/restore/logical", post(restore_logical))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -27,12 +27,23 @@ pub(crate) enum BackupCommand {
         /// Backup id.
         id: String,
     },
+    /// Verify a backup by restoring it: into a throwaway instance with the source's
+    /// limits, then the engine's own consistency check (amcheck, CHECK TABLE) and a
+    /// read of every table. The outcome is kept on the backup; the throwaway
+    /// instance is deleted. Exits non-zero when the backup fails it.
+    Verify {
+        /// Backup id.
+        id: String,
+        /// Return at once instead of following the task.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Delete a backup and its stored object.
     Delete {
         /// Backup id.
         id: String,
     },
-    /// Show or change an instance's backup schedule and retention. Scheduled
+    /// Show or change an instance's backup schedule, retention and verification. Scheduled
     /// backups run when due (one missed while `berth serve` was down runs when it is
     /// back); retention deletes expired backups, never the newest complete one.
     Schedule {
@@ -48,6 +59,10 @@ pub(crate) enum BackupCommand {
         /// Keep this many newest complete backups (0: no limit by count).
         #[arg(long)]
         keep_count: Option<u32>,
+        /// When backups are verified by restoring them: after-each, weekly (the
+        /// default) or off.
+        #[arg(long, value_parser = ["after-each", "weekly", "off"])]
+        verify: Option<String>,
     },
 }
 
@@ -115,16 +130,26 @@ pub(crate) async fn run(command: BackupCommand, client: Client, fmt: Format) -> 
         BackupCommand::List { name } => b::list(&client, name.as_deref(), fmt).await?,
         BackupCommand::Show { id } => b::show(&client, &id, fmt).await?,
         BackupCommand::Delete { id } => b::delete(&client, &id, fmt).await?,
+        BackupCommand::Verify { id, no_wait } => {
+            let follow = if no_wait {
+                Follow::NoWait
+            } else {
+                Follow::Wait
+            };
+            b::verify(&client, &id, follow, fmt).await?
+        }
         BackupCommand::Schedule {
             name,
             cron,
             keep_days,
             keep_count,
+            verify,
         } => {
             let change = b::PolicyChange {
                 cron,
                 keep_days,
                 keep_count,
+                verify,
             };
             b::schedule(&client, &name, change, fmt).await?
         }

@@ -65,6 +65,10 @@ pub struct ServeArgs {
         default_value = "0 0 * * *"
     )]
     default_backup_schedule: String,
+    /// How an instance's backups are verified by restoring them, until one is set
+    /// (`berth backup policy --verify`): after-each, weekly or off.
+    #[arg(long, env = "BERTH_DEFAULT_VERIFY", default_value = "weekly")]
+    default_verify: berth_model::verify::VerifyPolicy,
     /// How often every running member's metrics are sampled into the history.
     #[arg(long, env = "BERTH_SAMPLE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     sample_interval: std::time::Duration,
@@ -116,6 +120,7 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         upstream_images: args.images,
         backup_store,
         default_backup_schedule: args.default_backup_schedule,
+        default_verify: args.default_verify,
         monitor: berth_server::MonitorConfig {
             sample_interval: args.sample_interval,
             tiers: args.metric_resolutions,

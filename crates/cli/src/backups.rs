@@ -53,6 +53,39 @@ pub async fn create(
     show(client, &accepted.backup.to_string(), fmt).await
 }
 
+/// `berth backup verify`: restores the backup into a throwaway instance and checks
+/// it; unless told not to, follows the task and shows the backup with the outcome.
+pub async fn verify(client: &Client, id: &str, follow: Follow, fmt: Format) -> Result<()> {
+    let accepted: BackupAccepted = client
+        .post(&format!("/v1/backups/{id}/verify"), &serde_json::json!({}))
+        .await?;
+    if follow == Follow::NoWait {
+        match fmt {
+            Format::Json => json(&accepted),
+            Format::Table => println!(
+                "verifying backup {id} (task {}); `berth backup show {id}` shows the outcome",
+                accepted.task.id
+            ),
+        }
+        return Ok(());
+    }
+    let done = wait::follow(client, &accepted.task, fmt).await?;
+    show(client, id, fmt).await?;
+    if done.state == berth_model::TaskState::Failed {
+        return Err(CliError::TaskFailed {
+            id: done.id.to_string(),
+            error: done.error.unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+fn verified_text(b: &BackupView) -> String {
+    b.verification
+        .as_ref()
+        .map_or("-".into(), |v| v.outcome.as_str().to_owned())
+}
+
 /// `berth backup list`.
 pub async fn list(client: &Client, instance: Option<&str>, fmt: Format) -> Result<()> {
     let path = match instance {
@@ -67,7 +100,7 @@ pub async fn list(client: &Client, instance: Option<&str>, fmt: Format) -> Resul
     let mut t = Table::new();
     t.load_preset(NOTHING);
     t.set_header([
-        "ID", "INSTANCE", "ENGINE", "KIND", "STATE", "SIZE", "SHA256", "STARTED",
+        "ID", "INSTANCE", "ENGINE", "KIND", "STATE", "SIZE", "SHA256", "VERIFIED", "STARTED",
     ]);
     for b in &v {
         t.add_row(vec![
@@ -80,6 +113,7 @@ pub async fn list(client: &Client, instance: Option<&str>, fmt: Format) -> Resul
             b.sha256
                 .as_deref()
                 .map_or("-".into(), |s| s[..12.min(s.len())].to_owned()),
+            verified_text(b),
             b.started_at.clone(),
         ]);
     }
@@ -112,6 +146,10 @@ pub async fn show(client: &Client, id: &str, fmt: Format) -> Result<()> {
     ];
     if let Some(e) = &b.error {
         rows.push(("error", e.clone()));
+    }
+    if let Some(v) = &b.verification {
+        rows.push(("verified", format!("{} at {}", v.outcome.as_str(), v.at)));
+        rows.push(("verify detail", v.detail.clone()));
     }
     let mut t = Table::new();
     t.load_preset(NOTHING);
@@ -182,6 +220,8 @@ pub struct PolicyChange {
     pub keep_days: Option<u32>,
     /// Keep this many backups (0: no limit by count).
     pub keep_count: Option<u32>,
+    /// A new verify policy: after-each, weekly or off.
+    pub verify: Option<String>,
 }
 
 /// `berth backup schedule`: shows an instance's backup policy, changed first when
@@ -194,7 +234,11 @@ pub async fn schedule(
 ) -> Result<()> {
     let path = format!("/v1/instances/{instance}/backup-policy");
     let mut p: BackupPolicyView = client.get(&path).await?;
-    if change.cron.is_some() || change.keep_days.is_some() || change.keep_count.is_some() {
+    if change.cron.is_some()
+        || change.keep_days.is_some()
+        || change.keep_count.is_some()
+        || change.verify.is_some()
+    {
         let rule = |given: Option<u32>, current| match given {
             Some(0) => None,
             Some(n) => Some(n),
@@ -204,6 +248,7 @@ pub async fn schedule(
             "schedule": change.cron.unwrap_or(p.schedule),
             "keep_days": rule(change.keep_days, p.keep_days),
             "keep_count": rule(change.keep_count, p.keep_count),
+            "verify": change.verify.unwrap_or_else(|| p.verify.to_string()),
         });
         p = client.put(&path, &body).await?;
     }
@@ -232,6 +277,7 @@ pub async fn schedule(
             p.keep_count.map_or_else(none, |d| d.to_string()),
         ),
         ("next run", p.next_run.clone().unwrap_or_else(none)),
+        ("verify", p.verify.to_string()),
     ] {
         t.add_row(vec![format!("{k}:"), v]);
     }

@@ -263,6 +263,15 @@ pub trait Engine: Send + Sync {
     /// the engine does not answer in time.
     async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport>;
 
+    /// The engine's own consistency check of everything it holds (amcheck, `CHECK
+    /// TABLE`) and a count of every table's rows, read to the end: what a restored
+    /// backup must pass. Problems found are in the report; an error means the check
+    /// itself could not run.
+    async fn check_consistency(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::verify::ConsistencyReport>;
+
     /// One round of the engine's metrics, read over the local socket by a dedicated
     /// low-privilege monitoring account (made on first use) with a small connection
     /// limit and a 2 s statement timeout.

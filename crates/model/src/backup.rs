@@ -146,6 +146,8 @@ pub struct BackupRecord {
     pub finished_at: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// Its last verification by restoring, if it had one.
+    pub verification: Option<crate::verify::Verification>,
 }
 
 impl BackupRecord {
@@ -173,6 +175,7 @@ impl BackupRecord {
             started_at: now.to_owned(),
             finished_at: None,
             error: None,
+            verification: None,
         }
     }
 
@@ -281,6 +284,8 @@ pub struct BackupPolicyRecord {
     /// The slot of the last scheduled run, or when the schedule was set (RFC 3339):
     /// the next run is the first slot after it.
     pub last_slot: String,
+    /// When its backups are verified by restoring them.
+    pub verify: crate::verify::VerifyPolicy,
 }
 
 /// A time as the store writes it (RFC 3339, UTC, seconds).

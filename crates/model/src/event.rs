@@ -104,6 +104,14 @@ pub enum EventKind {
     /// An instance's backup schedule or retention changed (details: the new policy).
     #[serde(rename = "backup.policy-changed")]
     BackupPolicyChanged,
+    /// A backup was restored into a throwaway instance and checked: it is good
+    /// (details: backup, detail).
+    #[serde(rename = "backup.verified")]
+    BackupVerified,
+    /// A backup could not be restored, or what it restored is damaged (details:
+    /// backup, reason).
+    #[serde(rename = "backup.verify-failed")]
+    BackupVerifyFailed,
     /// An alarm went to another state (details: alarm, from, to, reason).
     #[serde(rename = "alarm.state-changed")]
     AlarmStateChanged,
@@ -138,7 +146,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 38] = [
+    pub const ALL: [EventKind; 40] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -168,6 +176,8 @@ impl EventKind {
         Self::BackupScheduled,
         Self::BackupExpired,
         Self::BackupPolicyChanged,
+        Self::BackupVerified,
+        Self::BackupVerifyFailed,
         Self::AlarmStateChanged,
         Self::NotificationAttempted,
         Self::FailoverDone,
@@ -211,6 +221,8 @@ impl EventKind {
             Self::BackupScheduled => "backup.scheduled",
             Self::BackupExpired => "backup.expired",
             Self::BackupPolicyChanged => "backup.policy-changed",
+            Self::BackupVerified => "backup.verified",
+            Self::BackupVerifyFailed => "backup.verify-failed",
             Self::AlarmStateChanged => "alarm.state-changed",
             Self::NotificationAttempted => "notification.attempted",
             Self::FailoverDone => "failover.done",
@@ -325,8 +337,11 @@ pub fn for_transition(
             | TaskKind::Backup
             | TaskKind::Scale
             | TaskKind::Switchover
-            | TaskKind::Failover => return None,
+            | TaskKind::Failover
+            // A verification's own events (verified, verify failed) name the backup.
+            | TaskKind::Verify => return None,
         },
+        E::Failed(TaskKind::Verify) => return None,
         E::Failed(kind) if to == S::Failed => (K::InstanceFailed, format!("{kind} failed{why}")),
         // A failed repair leaves it unavailable, a failed live change as it was:
         // the task's own event says so.

@@ -25,6 +25,7 @@ pub mod spec;
 pub mod status;
 pub mod task;
 pub mod tls;
+pub mod verify;
 
 pub use engine::{EngineKind, EngineVersion};
 pub use event::{Event, EventKind, NewEvent};

@@ -111,7 +111,8 @@ impl InstanceStatus {
                 | S::Deleting,
                 E::Began(_),
             ) => invalid,
-            (_, E::Began(K::Create)) => invalid,
+            // A verification's throwaway instance is made with its task, like a create.
+            (_, E::Began(K::Create | K::Verify)) => invalid,
             (S::Available | S::Unavailable | S::Failed, E::Began(K::Stop)) => Ok(S::Stopping),
             (S::Stopped, E::Began(K::Stop)) => invalid,
             (S::Stopped | S::Failed | S::Unavailable, E::Began(K::Start)) => Ok(S::Starting),
@@ -138,13 +139,13 @@ impl InstanceStatus {
                 E::Began(K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover),
             ) => invalid,
             // Finishing: only the task that is running can finish.
-            (S::Creating, E::Succeeded(K::Create))
+            (S::Creating, E::Succeeded(K::Create | K::Verify))
             | (S::Starting, E::Succeeded(K::Start))
             | (S::Restarting, E::Succeeded(K::Restart))
             | (S::Repairing, E::Succeeded(K::Repair | K::Failover)) => Ok(S::Available),
             (S::Stopping, E::Succeeded(K::Stop)) => Ok(S::Stopped),
             (S::Deleting, E::Succeeded(K::Delete)) => Ok(S::Deleted),
-            (S::Creating, E::Failed(K::Create))
+            (S::Creating, E::Failed(K::Create | K::Verify))
             | (S::Starting, E::Failed(K::Start))
             | (S::Restarting, E::Failed(K::Restart))
             | (S::Stopping, E::Failed(K::Stop))
@@ -234,6 +235,7 @@ fn describe(event: InstanceEvent) -> &'static str {
             TaskKind::Scale => "change its members (it must be available)",
             TaskKind::Switchover => "switch over (it must be available)",
             TaskKind::Failover => "fail over (it must be meant to run, with no task running)",
+            TaskKind::Verify => "verify a backup again (its throwaway instance is made once)",
         },
         InstanceEvent::Succeeded(_) => "finish a task it is not running",
         InstanceEvent::Failed(_) => "fail a task it is not running",
@@ -263,7 +265,7 @@ mod tests {
         match e {
             _ if s == S::Deleted => None,
             E::Began(_) if busy => None,
-            E::Began(K::Create) => None,
+            E::Began(K::Create | K::Verify) => None,
             E::Began(K::Stop) => {
                 matches!(s, S::Available | S::Unavailable | S::Failed).then_some(S::Stopping)
             }
@@ -281,7 +283,7 @@ mod tests {
                 (s == S::Available).then_some(S::Modifying)
             }
             E::Succeeded(k) => match (s, k) {
-                (S::Creating, K::Create)
+                (S::Creating, K::Create | K::Verify)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)
                 | (S::Repairing, K::Repair | K::Failover) => Some(S::Available),
@@ -299,7 +301,7 @@ mod tests {
                     S::Modifying,
                     K::Resize | K::Reconfigure | K::Backup | K::Scale | K::Switchover,
                 ) => Some(S::Available),
-                (S::Creating, K::Create)
+                (S::Creating, K::Create | K::Verify)
                 | (S::Starting, K::Start)
                 | (S::Restarting, K::Restart)
                 | (S::Stopping, K::Stop)

@@ -36,11 +36,14 @@ pub enum TaskKind {
     /// The primary failed: fence it, promote the replica chosen, and let the old
     /// primary rejoin as a replica when it is back.
     Failover,
+    /// Restore a backup into a throwaway instance and check what was restored; the
+    /// throwaway instance is deleted afterwards, whatever was found.
+    Verify,
 }
 
 impl TaskKind {
     /// Every kind, for exhaustive tests.
-    pub const ALL: [TaskKind; 12] = [
+    pub const ALL: [TaskKind; 13] = [
         Self::Create,
         Self::Start,
         Self::Stop,
@@ -53,6 +56,7 @@ impl TaskKind {
         Self::Scale,
         Self::Switchover,
         Self::Failover,
+        Self::Verify,
     ];
 
     /// Whether a task of this kind may be stopped mid-way (`berth task cancel`, or a
@@ -79,6 +83,7 @@ impl TaskKind {
             Self::Scale => "scale",
             Self::Switchover => "switchover",
             Self::Failover => "failover",
+            Self::Verify => "verify",
         }
     }
 
@@ -97,22 +102,20 @@ impl TaskKind {
                 } else {
                     vec![]
                 };
-                steps.extend([
-                    S::EnsureImage,
-                    S::EnsureAgent,
-                    S::EnsureNetwork,
-                    S::EnsureVolume,
-                    S::EnsureContainer,
-                    S::EnsureParams,
-                    S::EnsureTls,
-                    S::EnsureRunning,
-                    S::WaitReady,
-                ]);
+                steps.extend(make_primary());
                 // Loaded before replicas exist: they clone what is there.
                 if options.backup.is_some() {
                     steps.push(S::LoadBackup);
                 }
                 steps.extend([S::EnsureReplication, S::EnsureReplicas, S::EnsureEndpoint]);
+                steps
+            }
+            // A restore into an instance nobody connects to (no endpoint, no
+            // replicas), then the engine's own check of what was restored.
+            Self::Verify => {
+                let mut steps = vec![S::VerifyBackup];
+                steps.extend(make_primary());
+                steps.extend([S::LoadBackup, S::CheckRestored]);
                 steps
             }
             Self::Repair | Self::Start => bring_back(),
@@ -181,6 +184,23 @@ impl TaskKind {
             }
         }
     }
+}
+
+/// The steps that make a new instance's primary, from its image to an engine that
+/// answers (a create's, and a verification's throwaway instance's).
+fn make_primary() -> [StepName; 9] {
+    use StepName as S;
+    [
+        S::EnsureImage,
+        S::EnsureAgent,
+        S::EnsureNetwork,
+        S::EnsureVolume,
+        S::EnsureContainer,
+        S::EnsureParams,
+        S::EnsureTls,
+        S::EnsureRunning,
+        S::WaitReady,
+    ]
 }
 
 /// The steps that bring a member up on its existing data volume: the container is
@@ -311,6 +331,9 @@ pub enum StepName {
     /// The backup's dump is loaded into the new instance (whose superuser keeps its
     /// own password).
     LoadBackup,
+    /// The engine's own consistency check of a restored backup passed and every
+    /// table was read to its end (recorded on the backup either way).
+    CheckRestored,
     /// The stored members and sync settings are the scale's target.
     EnsureTopology,
     /// The primary serves exactly the replicas the instance has: the replication
@@ -360,6 +383,7 @@ impl StepName {
             Self::EnsureBackupStored => "ensure_backup_stored",
             Self::VerifyBackup => "verify_backup",
             Self::LoadBackup => "load_backup",
+            Self::CheckRestored => "check_restored",
             Self::EnsureTopology => "ensure_topology",
             Self::EnsureReplication => "ensure_replication",
             Self::EnsureReplicas => "ensure_replicas",
@@ -547,9 +571,10 @@ mod tests {
             let makes_volume = kind
                 .plan(TaskOptions::default())
                 .contains(&StepName::EnsureVolume);
+            // A verification makes its throwaway instance's volume, never another's.
             assert_eq!(
                 makes_volume,
-                kind == TaskKind::Create,
+                matches!(kind, TaskKind::Create | TaskKind::Verify),
                 "{kind} must not make a data volume"
             );
         }
@@ -569,6 +594,16 @@ mod tests {
         assert!(!TaskKind::Create
             .plan(TaskOptions::default())
             .contains(&StepName::LoadBackup));
+    }
+
+    #[test]
+    fn a_verification_checks_the_bytes_first_and_the_restored_data_last() {
+        let plan = TaskKind::Verify.plan(TaskOptions::default());
+        assert_eq!(plan.first(), Some(&StepName::VerifyBackup));
+        assert_eq!(plan.last(), Some(&StepName::CheckRestored));
+        // Nobody connects to it: no endpoint, no replicas.
+        assert!(!plan.contains(&StepName::EnsureEndpoint));
+        assert!(!plan.contains(&StepName::EnsureReplicas));
     }
 
     #[test]

@@ -110,6 +110,8 @@ pub struct Config {
     /// The schedule of an instance until one is set (`--default-backup-schedule`),
     /// a cron expression or `off`.
     pub default_backup_schedule: String,
+    /// The verify policy of an instance until one is set (`--default-verify`).
+    pub default_verify: berth_model::verify::VerifyPolicy,
     /// Metric sampling and history resolutions.
     pub monitor: MonitorConfig,
     /// A failed primary whose container still runs is stopped through Docker

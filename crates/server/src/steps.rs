@@ -59,7 +59,8 @@ pub(crate) async fn run(
         .await?
         .ok_or_else(|| StepError::Fatal("the instance is gone from the store".into()))?;
     let primary = inst.topology.primary;
-    let create = task.kind == TaskKind::Create;
+    // A verification makes its throwaway instance the way a create makes one.
+    let create = matches!(task.kind, TaskKind::Create | TaskKind::Verify);
     match step {
         StepName::EnsureImage => ensure_image(ctx, &inst, progress)
             .await
@@ -98,7 +99,10 @@ pub(crate) async fn run(
         StepName::EnsureRunning => {
             let said = ensure_running(ctx, &inst, primary).await?;
             // The endpoint starts beside the engine; `ensure_endpoint` waits for it.
-            crate::endpoint::start_endpoint(ctx, &inst).await?;
+            // Nobody connects to a verification's instance: it has none.
+            if !crate::backup::verify::is_throwaway(&inst) {
+                crate::endpoint::start_endpoint(ctx, &inst).await?;
+            }
             Ok(said)
         }
         StepName::WaitReady => wait_ready(ctx, &inst, primary).await,
@@ -143,6 +147,7 @@ pub(crate) async fn run(
         StepName::UpdateLimits => update_limits(ctx, task, &inst).await,
         StepName::VerifyBackup => crate::backup::verify_backup(ctx, task).await,
         StepName::LoadBackup => crate::backup::load_backup(ctx, task, &inst, progress).await,
+        StepName::CheckRestored => crate::backup::verify::check_restored(ctx, &inst).await,
         StepName::EnsureBackupStored => {
             crate::backup::ensure_backup_stored(ctx, task, &inst, progress).await
         }

@@ -177,6 +177,7 @@ async fn run(ctx: &Ctx, id: TaskId) {
     task.state = TaskState::Succeeded;
     finish(ctx, &task, InstanceEvent::Succeeded(task.kind), None).await;
     info!(kind = %task.kind, instance = %task.instance_name, "task succeeded");
+    ended(ctx, &task, None).await;
 }
 
 /// Fails the task at step `i` with `reason`, which the instance's status repeats.
@@ -188,20 +189,30 @@ async fn fail(ctx: &Ctx, task: &mut TaskRecord, i: usize, millis: u64, reason: S
     task.steps[i].millis = Some(millis);
     task.state = TaskState::Failed;
     task.error = Some(format!("{step}: {reason}"));
-    // A backup whose step was stopped mid-way (cancelled, pre-empted) never stored
-    // it: its record says so now, not only at the next start.
-    if let Some(backup) = task
-        .options
-        .backup
-        .filter(|_| task.kind == TaskKind::Backup)
-    {
-        if let Ok(Some(b)) = ctx.store.backup(backup).await {
-            if b.state == berth_model::backup::BackupState::Running {
-                let _ = ctx.store.fail_backup(backup, &reason).await;
+    finish(ctx, task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
+    ended(ctx, task, Some(&reason)).await;
+}
+
+/// What a task's kind does once the task ended, either way (`failed` gives the
+/// reason when it failed), beyond the instance's status.
+async fn ended(ctx: &Ctx, task: &TaskRecord, failed: Option<&str>) {
+    match (task.kind, failed) {
+        // A backup whose step was stopped mid-way (cancelled, pre-empted) never
+        // stored it: its record says so now, not only at the next start.
+        (TaskKind::Backup, Some(reason)) => {
+            let Some(backup) = task.options.backup else {
+                return;
+            };
+            if let Ok(Some(b)) = ctx.store.backup(backup).await {
+                if b.state == berth_model::backup::BackupState::Running {
+                    let _ = ctx.store.fail_backup(backup, reason).await;
+                }
             }
         }
+        // The outcome goes on the backup; the throwaway instance goes.
+        (TaskKind::Verify, _) => crate::backup::verify::ended(ctx, task).await,
+        _ => {}
     }
-    finish(ctx, task, InstanceEvent::Failed(task.kind), Some(&reason)).await;
 }
 
 /// Applies the task's end to the instance and records the task's end, with their

@@ -4,6 +4,7 @@
 use crate::{Result, Store, StoreError};
 use berth_model::backup::{BackupId, BackupPolicyRecord, BackupRecord, Retention};
 use berth_model::event::NewEvent;
+use berth_model::verify::Verification;
 use berth_model::InstanceId;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -37,7 +38,26 @@ fn from_row(row: &SqliteRow) -> Result<BackupRecord> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
+        verification: verification_from_row(row)?,
     })
+}
+
+fn verification_from_row(row: &SqliteRow) -> Result<Option<Verification>> {
+    let outcome: Option<String> = row.try_get("verify_outcome")?;
+    let Some(outcome) = outcome else {
+        return Ok(None);
+    };
+    Ok(Some(Verification {
+        outcome: outcome
+            .parse()
+            .map_err(|_| corrupt("backups.verify_outcome", &outcome))?,
+        at: row
+            .try_get::<Option<String>, _>("verify_at")?
+            .unwrap_or_default(),
+        detail: row
+            .try_get::<Option<String>, _>("verify_detail")?
+            .unwrap_or_default(),
+    }))
 }
 
 impl Store {
@@ -99,6 +119,29 @@ impl Store {
             .as_ref()
             .map(from_row)
             .transpose()
+    }
+
+    /// Records how a backup's verification ended, with its event, in one transaction.
+    pub async fn record_verification(
+        &self,
+        id: BackupId,
+        v: &Verification,
+        event: &NewEvent,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE backups SET verify_outcome = ?, verify_at = ?, verify_detail = ? WHERE id = ?",
+        )
+        .bind(v.outcome.as_str())
+        .bind(&v.at)
+        .bind(&v.detail)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        crate::events::insert(&mut tx, event).await?;
+        tx.commit().await?;
+        self.events_written();
+        Ok(())
     }
 
     /// Backups, newest first; only those of instances named `instance` when given.
@@ -190,6 +233,25 @@ mod tests {
             .await
             .expect("list")
             .is_empty());
+        // A verification is kept on the record, with its event.
+        let v = Verification {
+            outcome: berth_model::verify::VerifyOutcome::Failed,
+            at: crate::now(),
+            detail: "loading failed".into(),
+        };
+        let event = NewEvent::instance(
+            b.instance_id,
+            "db1",
+            berth_model::event::EventKind::BackupVerifyFailed,
+            "backup verify failed",
+            serde_json::json!({}),
+        );
+        store
+            .record_verification(b.id, &v, &event)
+            .await
+            .expect("record");
+        let got = store.backup(b.id).await.expect("read").expect("there");
+        assert_eq!(got.verification, Some(v));
         store.delete_backup(b.id).await.expect("delete");
         assert!(store.backup(b.id).await.expect("read").is_none());
     }
@@ -210,6 +272,11 @@ fn policy_from_row(row: &SqliteRow) -> Result<BackupPolicyRecord> {
             keep_count: count("keep_count")?,
         },
         last_slot: row.try_get("last_slot")?,
+        verify: {
+            let v: String = row.try_get("verify")?;
+            v.parse()
+                .map_err(|_| corrupt("backup_policies.verify", &v))?
+        },
     })
 }
 
@@ -242,11 +309,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO backup_policies (instance_id, instance_name, schedule, keep_days,
-                                          keep_count, last_slot)
-             VALUES (?, ?, ?, ?, ?, ?)
+                                          keep_count, last_slot, verify)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (instance_id) DO UPDATE SET instance_name = excluded.instance_name,
                  schedule = excluded.schedule, keep_days = excluded.keep_days,
-                 keep_count = excluded.keep_count, last_slot = excluded.last_slot",
+                 keep_count = excluded.keep_count, last_slot = excluded.last_slot,
+                 verify = excluded.verify",
         )
         .bind(p.instance_id.to_string())
         .bind(&p.instance_name)
@@ -254,6 +322,7 @@ impl Store {
         .bind(p.retention.keep_days.map(i64::from))
         .bind(p.retention.keep_count.map(i64::from))
         .bind(&p.last_slot)
+        .bind(p.verify.as_str())
         .execute(&mut *tx)
         .await?;
         if let Some(e) = event {
@@ -340,6 +409,7 @@ mod policy_tests {
                 keep_count: Some(2),
             },
             last_slot: "2026-01-01T00:00:00Z".into(),
+            verify: berth_model::verify::VerifyPolicy::AfterEach,
         };
         assert!(store.backup_policy(id).await.expect("read").is_none());
         store.set_backup_policy(&p, None).await.expect("set");

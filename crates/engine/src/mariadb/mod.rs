@@ -1,6 +1,7 @@
 //! MariaDB, from Debian's `mariadb-server` and `mariadb-backup` packages.
 
 pub(crate) mod admin;
+mod check;
 mod datadir;
 mod literal;
 mod metrics;
@@ -648,6 +649,13 @@ impl Engine for Mariadb {
 
     async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
         crate::bounded_probe(EngineKind::Mariadb, role::probe(layout)).await
+    }
+
+    async fn check_consistency(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::verify::ConsistencyReport> {
+        check::check(layout).await
     }
 
     async fn collect_metrics(

@@ -1,6 +1,7 @@
 //! PostgreSQL, from Debian's `postgresql-<major>` packages.
 
 pub(crate) mod admin;
+mod check;
 mod conf;
 mod datadir;
 mod metrics;
@@ -618,6 +619,13 @@ impl Engine for Postgres {
 
     async fn probe_role(&self, layout: &Layout) -> Result<berth_model::agent::RoleReport> {
         crate::bounded_probe(EngineKind::Postgres, role::probe(layout)).await
+    }
+
+    async fn check_consistency(
+        &self,
+        layout: &Layout,
+    ) -> Result<berth_model::verify::ConsistencyReport> {
+        check::check(layout).await
     }
 
     async fn collect_metrics(

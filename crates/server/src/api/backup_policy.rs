@@ -39,6 +39,10 @@ pub(crate) struct SetBackupPolicy {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 10000)]
     keep_count: Option<u32>,
+    /// When backups are verified by restoring them into a throwaway instance:
+    /// `after-each`, `weekly` (the default) or `off`.
+    #[serde(default)]
+    verify: berth_model::verify::VerifyPolicy,
 }
 
 /// A JSON integer as JSON Schema means it: `7` and `7.0` alike (range checked later).
@@ -130,6 +134,7 @@ pub(crate) async fn set(
             keep_count: body.keep_count,
         },
         last_slot: berth_store::now(),
+        verify: body.verify,
     };
     let view = BackupPolicyView::from(&p);
     let event = NewEvent::instance(
@@ -137,7 +142,7 @@ pub(crate) async fn set(
         &p.instance_name,
         EventKind::BackupPolicyChanged,
         format!(
-            "backup policy of {}: schedule {:?}, keep {} days, keep {} backups",
+            "backup policy of {}: schedule {:?}, keep {} days, keep {} backups, verify {}",
             p.instance_name,
             p.schedule,
             p.retention
@@ -146,6 +151,7 @@ pub(crate) async fn set(
             p.retention
                 .keep_count
                 .map_or("any number of".to_owned(), |d| d.to_string()),
+            p.verify,
         ),
         serde_json::to_value(&view).unwrap_or_default(),
     );

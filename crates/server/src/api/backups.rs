@@ -105,6 +105,29 @@ pub(crate) async fn show(
     Ok(Json(BackupView::from(&find(&ctx, &id).await?)))
 }
 
+/// Verify a backup by restoring it: a throwaway instance with the source's limits is
+/// made from it, the engine's own consistency check runs (amcheck, `CHECK TABLE`)
+/// and every table is read; the outcome is recorded on the backup with an event, and
+/// the throwaway instance is deleted.
+#[utoipa::path(post, operation_id = "verify_backup", path = "/v1/backups/{id}/verify", params(("id" = String, Path, description = "Backup id")), responses(
+    (status = 202, body = BackupAccepted),
+    NotFound, Conflict,
+))]
+pub(crate) async fn verify(
+    State(ctx): State<Ctx>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<BackupAccepted>), ApiError> {
+    let b = find(&ctx, &id).await?;
+    let (_, task) = crate::backup::verify::start(&ctx, &b).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(BackupAccepted {
+            backup: b.id,
+            task: TaskView::from(&task),
+        }),
+    ))
+}
+
 /// Delete a backup: its object first, then its record.
 #[utoipa::path(delete, operation_id = "delete_backup", path = "/v1/backups/{id}", params(("id" = String, Path, description = "Backup id")), responses(
     (status = 204, description = "Deleted."),
@@ -119,6 +142,12 @@ pub(crate) async fn delete(
         return Err(ApiError::InvalidState(format!(
             "backup {id} is being taken; wait for its task to end (`berth tasks --instance {}`), then delete it",
             b.instance_name
+        )));
+    }
+    if ctx.store.backups_in_use().await?.contains(&b.id) {
+        return Err(ApiError::InvalidState(format!(
+            "backup {id} is being restored or verified; wait for that task to end \
+             (`berth tasks`), then delete it"
         )));
     }
     let store = BackupStore::of(&ctx).map_err(|e| ApiError::Internal(e.to_string()))?;

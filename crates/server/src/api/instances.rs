@@ -115,6 +115,26 @@ pub(crate) async fn create_with(
     req: CreateRequest,
     options: TaskOptions,
 ) -> Result<Created, ApiError> {
+    let (inst, task) = create_in(ctx, req, options, project(), TaskKind::Create).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Extension(super::events::EventSubject(inst.name.to_string())),
+        Json(Accepted {
+            task: TaskView::from(&task),
+            instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
+        }),
+    ))
+}
+
+/// Stores a new instance of `project` with the task that makes it (`kind`: a create,
+/// or a verification's throwaway instance), and starts the task.
+pub(crate) async fn create_in(
+    ctx: &Ctx,
+    req: CreateRequest,
+    options: TaskOptions,
+    project: berth_model::ProjectId,
+    kind: TaskKind,
+) -> Result<(InstanceRecord, TaskRecord), ApiError> {
     let ctx = ctx.clone();
     let host = ctx.runtime.host_capacity().await?;
     let (name, spec) = req.validate(&host)?;
@@ -134,7 +154,7 @@ pub(crate) async fn create_with(
     let mut inst = InstanceRecord {
         id: berth_model::InstanceId::new_random(),
         name,
-        project: project(),
+        project,
         spec,
         status: InstanceStatus::Creating,
         status_detail: None,
@@ -151,7 +171,7 @@ pub(crate) async fn create_with(
         created_at: now.clone(),
         updated_at: now.clone(),
     };
-    let task = TaskRecord::new(inst.id, inst.name.clone(), TaskKind::Create, options, &now);
+    let task = TaskRecord::new(inst.id, inst.name.clone(), kind, options, &now);
     // A port picked for the user may be taken by a create running beside this one:
     // pick again. A port the user asked for is theirs to change.
     let mut tries = 0;
@@ -174,14 +194,7 @@ pub(crate) async fn create_with(
         }
     }
     ctx.tasks.submit(&ctx, task.id);
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Extension(super::events::EventSubject(inst.name.to_string())),
-        Json(Accepted {
-            task: TaskView::from(&task),
-            instance: InstanceView::new(&inst, &ctx.config.endpoint_host),
-        }),
-    ))
+    Ok((inst, task))
 }
 
 /// A free port for the read-only endpoint, other than the read-write one.

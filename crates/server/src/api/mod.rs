@@ -94,6 +94,7 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(backups::restore))
         .routes(routes!(backups::list))
         .routes(routes!(backups::show, backups::delete))
+        .routes(routes!(backups::verify))
         .routes(routes!(backup_policy::show, backup_policy::set))
         .routes(routes!(monitor::show))
         .routes(routes!(alarms::list_of, alarms::create))

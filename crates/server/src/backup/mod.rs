@@ -11,6 +11,7 @@ mod config;
 mod restore;
 pub(crate) mod schedule;
 mod take;
+pub(crate) mod verify;
 mod view;
 
 pub use config::{BackupStoreConfig, S3Config, S3Credentials};
@@ -105,6 +106,44 @@ pub(crate) async fn final_backup(
         )));
     }
     Ok(Some(berth_model::backup::BackupId::new_random()))
+}
+
+/// `POST path` to the running primary's agent, waiting up to `timeout` for the answer
+/// to begin; a refusal fails the step, saying it could not `what`.
+async fn agent_post(
+    ctx: &crate::Ctx,
+    inst: &berth_model::InstanceRecord,
+    path: &str,
+    timeout: std::time::Duration,
+    what: &str,
+) -> Result<reqwest::Response, crate::steps::StepError> {
+    use crate::steps::StepError;
+    let ip = crate::steps::running_member_ip(ctx, inst).await?;
+    let url = format!(
+        "http://{}{path}",
+        std::net::SocketAddr::new(ip, berth_model::agent::AGENT_PORT)
+    );
+    let resp = ctx
+        .http
+        .post(url)
+        .bearer_auth(inst.agent_token.expose())
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| {
+            StepError::Retry(format!(
+                "agent does not answer: {}",
+                crate::members::without_url(&e)
+            ))
+        })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(StepError::Fatal(format!(
+            "the agent could not {what} ({status}): {text}"
+        )));
+    }
+    Ok(resp)
 }
 
 /// Bytes for people: KiB below a MiB, else MiB, one decimal.

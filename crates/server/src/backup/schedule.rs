@@ -5,7 +5,8 @@
 //! schedule has a slot after it and no later than now (`Schedule::due`, pure). Slots
 //! missed while `serve` was down therefore collapse into one run when it is back.
 //! An instance without a stored policy gets the default (daily, keep everything)
-//! the first time the scheduler sees it, counting from then.
+//! the first time the scheduler sees it, counting from then. The same look starts
+//! the verifications the policies ask for (`verify.rs`).
 
 use super::BackupStore;
 use crate::Ctx;
@@ -45,6 +46,7 @@ pub(crate) fn default_policy(ctx: &Ctx, inst: &InstanceRecord, now: &str) -> Bac
         schedule: ctx.config.default_backup_schedule.clone(),
         retention: Retention::default(),
         last_slot: now.to_owned(),
+        verify: ctx.config.default_verify,
     }
 }
 
@@ -52,7 +54,7 @@ async fn tick(ctx: &Ctx) -> Result<(), berth_store::StoreError> {
     let now = now();
     let instances = ctx.store.list_instances(None).await?;
     let policies = ctx.store.backup_policies().await?;
-    for inst in &instances {
+    for inst in instances.iter().filter(|i| !super::verify::is_throwaway(i)) {
         match policies.iter().find(|p| p.instance_id == inst.id) {
             Some(p) => run_if_due(ctx, inst, p, now).await?,
             None => {
@@ -65,7 +67,7 @@ async fn tick(ctx: &Ctx) -> Result<(), berth_store::StoreError> {
     for p in &policies {
         retain(ctx, p, now).await?;
     }
-    Ok(())
+    super::verify::tick(ctx, &instances, &policies, now).await
 }
 
 async fn run_if_due(

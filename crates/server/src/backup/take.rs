@@ -2,10 +2,8 @@
 //! dump into the backup store, then record size and checksum — only then is it good.
 
 use super::BackupStore;
-use crate::members::without_url;
 use crate::steps::StepError;
 use crate::Ctx;
-use berth_model::agent::AGENT_PORT;
 use berth_model::backup::{BackupKind, BackupRecord};
 use berth_model::{InstanceRecord, TaskRecord};
 
@@ -63,27 +61,15 @@ async fn stream(
     record: &BackupRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<super::Stored, StepError> {
-    let ip = crate::steps::running_member_ip(ctx, inst).await?;
     let store = BackupStore::of(ctx).map_err(|e| StepError::Fatal(e.to_string()))?;
-    let url = format!(
-        "http://{}/backup/logical",
-        std::net::SocketAddr::new(ip, AGENT_PORT)
-    );
-    let resp = ctx
-        .http
-        .post(url)
-        .bearer_auth(inst.agent_token.expose())
-        .timeout(BACKUP_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| StepError::Retry(format!("agent does not answer: {}", without_url(&e))))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(StepError::Fatal(format!(
-            "the agent could not take the backup ({status}): {text}"
-        )));
-    }
+    let resp = super::agent_post(
+        ctx,
+        inst,
+        "/backup/logical",
+        BACKUP_TIMEOUT,
+        "take the backup",
+    )
+    .await?;
     let body = resp.bytes_stream();
     store
         .put_stream(&record.object, body, &|n| {

@@ -42,6 +42,9 @@ pub struct BackupView {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its last verification by restoring it (`berth backup verify`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<berth_model::verify::Verification>,
 }
 
 impl From<&BackupRecord> for BackupView {
@@ -61,6 +64,7 @@ impl From<&BackupRecord> for BackupView {
             started_at: b.started_at.clone(),
             finished_at: b.finished_at.clone(),
             error: b.error.clone(),
+            verification: b.verification.clone(),
         }
     }
 }
@@ -93,6 +97,8 @@ pub struct BackupPolicyView {
     /// When the next scheduled backup starts (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
+    /// When backups are verified by restoring them: after-each, weekly or off.
+    pub verify: berth_model::verify::VerifyPolicy,
 }
 
 impl From<&berth_model::backup::BackupPolicyRecord> for BackupPolicyView {
@@ -110,6 +116,7 @@ impl From<&berth_model::backup::BackupPolicyRecord> for BackupPolicyView {
             keep_count: p.retention.keep_count,
             last_slot: p.last_slot.clone(),
             next_run,
+            verify: p.verify,
         }
     }
 }

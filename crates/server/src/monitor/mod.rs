@@ -103,8 +103,10 @@ async fn sample_once(
             return None;
         }
     };
+    // A verification's throwaway instance is watched by its task, not by alarms.
     let by_id: HashMap<String, InstanceRecord> = instances
         .into_iter()
+        .filter(|i| !crate::backup::verify::is_throwaway(i))
         .map(|i| (i.id.to_string(), i))
         .collect();
     let members = match tokio::time::timeout(STATS_BUDGET, ctx.runtime.list_containers()).await {
