@@ -126,9 +126,13 @@ async fn event_counts(b: &Berth, name: &str) -> Result<BTreeMap<String, usize>> 
             return Ok(counts);
         }
         for e in events {
-            *counts
-                .entry(e["kind"].as_str().unwrap_or("?").to_owned())
-                .or_default() += 1;
+            let kind = e["kind"].as_str().unwrap_or("?");
+            *counts.entry(kind.to_owned()).or_default() += 1;
+            // How each former primary came back: by the log alone, or a clone.
+            if kind == "member.rejoined" {
+                let how = e["details"]["how"].as_str().unwrap_or("?");
+                *counts.entry(format!("{kind}:{how}")).or_default() += 1;
+            }
         }
         after = page["next"].as_i64().context("next")?;
     }
@@ -222,8 +226,10 @@ async fn snapshot(b: &Berth, name: &str, engine: &str) -> String {
 }
 
 /// One kill and the wait for the instance to be whole again; returns when the kill
-/// was sent and when `docker kill` returned.
-async fn kill_primary(b: &Berth, name: &str, cycle: usize) -> Result<(Instant, Instant)> {
+/// was sent, when `docker kill` returned, and whether the failover was declined (no
+/// replica could be shown to hold every acknowledged commit — one was being cloned
+/// afresh, say — so the killed primary was brought back in place instead).
+async fn kill_primary(b: &Berth, name: &str, cycle: usize) -> Result<(Instant, Instant, bool)> {
     b.eventually(
         &format!("cycle {cycle}: every member ready before the kill"),
         Duration::from_secs(180),
@@ -233,15 +239,34 @@ async fn kill_primary(b: &Berth, name: &str, cycle: usize) -> Result<(Instant, I
     let old = primary_container(b, name)
         .await
         .with_context(|| format!("cycle {cycle}: no single primary shown"))?;
+    let declined_before = declined(b, name).await;
     let sent = Instant::now();
     docker(&["kill", &old])?;
     let returned = Instant::now();
     b.eventually(
-        &format!("cycle {cycle}: another member than the killed {old} to be primary"),
+        &format!(
+            "cycle {cycle}: another member than the killed {old} to be primary (or, the \
+             failover declined, {old} back in place)"
+        ),
         Duration::from_secs(60),
-        || async { primary_container(b, name).await.is_some_and(|p| p != old) },
+        || async {
+            match primary_container(b, name).await {
+                Some(p) if p != old => true,
+                Some(_) => declined(b, name).await > declined_before && settled(b, name).await,
+                None => false,
+            }
+        },
     )
     .await?;
+    if declined(b, name).await > declined_before {
+        b.eventually(
+            &format!("cycle {cycle}: every member ready after a declined failover"),
+            Duration::from_secs(180),
+            || settled(b, name),
+        )
+        .await?;
+        return Ok((sent, returned, true));
+    }
     b.eventually(
         &format!("cycle {cycle}: the killed {old} to be back as a ready replica"),
         Duration::from_secs(180),
@@ -252,7 +277,16 @@ async fn kill_primary(b: &Berth, name: &str, cycle: usize) -> Result<(Instant, I
         },
     )
     .await?;
-    Ok((sent, returned))
+    Ok((sent, returned, false))
+}
+
+/// How many failovers the instance declined so far.
+async fn declined(b: &Berth, name: &str) -> usize {
+    event_counts(b, name)
+        .await
+        .ok()
+        .and_then(|c| c.get("failover.declined").copied())
+        .unwrap_or(0)
 }
 
 async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Result<Value> {
@@ -303,7 +337,12 @@ async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Res
             break;
         }
     }
-    let done_after = failovers_done(&event_counts(&b, &name).await?);
+    let counts_after = event_counts(&b, &name).await?;
+    let done_after = failovers_done(&counts_after);
+    let rejoined: BTreeMap<&str, usize> = counts_after
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("member.rejoined:").map(|how| (how, *v)))
+        .collect();
     let acked = writer.finish_timed().await;
 
     let floor_ms = median(
@@ -314,9 +353,13 @@ async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Res
     );
     // The first commit acknowledged once `docker kill` had returned (one acknowledged
     // while it ran may still be the old primary's), timed from when the kill was sent.
+    // A declined cycle's write resumed on the killed primary brought back: counted
+    // apart, it is not a failover's time.
     let mut kill_to_write = vec![];
-    for (i, (sent, returned)) in kills.iter().enumerate() {
+    let mut declined_to_write = vec![];
+    for (i, (sent, returned, declined)) in kills.iter().enumerate() {
         match acked.iter().find(|a| a.1 > *returned) {
+            Some(first) if *declined => declined_to_write.push(ms(first.1 - *sent)),
             Some(first) => kill_to_write.push(ms(first.1 - *sent)),
             None => {
                 error.get_or_insert(format!("cycle {i}: no commit acknowledged after the kill"));
@@ -347,12 +390,14 @@ async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Res
     let max = kill_to_write.iter().copied().fold(f64::NAN, f64::max);
     let done = done_after - done_before;
     let n = kills.len();
+    // Each kill not declined is one failover; any beyond is a false one.
+    let expected = kills.iter().filter(|k| !k.2).count();
     if n > 0 {
         println!(
             "failover {engine}: {n} kills, kill→first write median {med:.0} ms, max {max:.0} ms \
              ({:.1}x the {floor_ms:.1} ms commit interval), {} false failovers",
             med / floor_ms,
-            done.saturating_sub(n),
+            done.saturating_sub(expected),
         );
     }
     println!(
@@ -360,6 +405,14 @@ async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Res
         acked.len(),
         lost.len()
     );
+    println!("failover {engine}: the former primaries rejoined by {rejoined:?}");
+    if !declined_to_write.is_empty() {
+        println!(
+            "failover {engine}: {} kill(s) declined (no replica provably complete; the killed \
+             primary came back in place), kill→first write {declined_to_write:?} ms",
+            declined_to_write.len()
+        );
+    }
     if let Some(q) = &quiet {
         println!(
             "failover {engine} quiet ({quiet_secs} s, both cores loaded): {} false failovers, \
@@ -374,14 +427,17 @@ async fn run_engine(engine: &str, store: &str, n: usize, quiet_secs: u64) -> Res
         "cycles": n,
         "kill_to_write_ms": {"median": med, "max": max, "all": kill_to_write},
         // How long `docker kill` itself took: part of every figure above.
-        "docker_kill_ms": kills.iter().map(|(s, r)| ms(*r - *s)).collect::<Vec<_>>(),
+        "docker_kill_ms": kills.iter().map(|(s, r, _)| ms(*r - *s)).collect::<Vec<_>>(),
+        "declined_cycles": declined_to_write.len(),
+        "declined_kill_to_write_ms": declined_to_write,
         "floor_commit_interval_median_ms": floor_ms,
         "median_over_floor": med / floor_ms,
         "acknowledged_commits": acked.len(),
         "lost": lost.len(),
         "lost_sample": &lost[..lost.len().min(20)],
         "failovers_done": done,
-        "false_failovers": done.saturating_sub(n),
+        "false_failovers": done.saturating_sub(expected),
+        "rejoined_by": rejoined,
         "quiet": quiet,
         "error": error,
     }))

@@ -191,7 +191,8 @@ async fn reclone(
     Ok(())
 }
 
-/// While the engine runs as a replica (started as `pid`), every 2 s: when the engine
+/// While the engine runs as a replica (started as `pid`), soon after the start and
+/// then every 2 s: when the engine
 /// says it diverged from its primary, the engine is stopped and its next start goes
 /// through the rejoin (a rewind where the engine has one, else a fresh clone). Any
 /// replica, not only a former primary: one that received more than the member
@@ -199,8 +200,12 @@ async fn reclone(
 /// follow either.
 pub(crate) async fn watch_diverged(config: &AgentConfig, health: &crate::Health, pid: u32) {
     let engine = config.engine();
+    // The first look soon after the start: a refused position shows at once, and
+    // the sooner the clone begins, the sooner the member is a replica again.
+    let mut wait = std::time::Duration::from_millis(500);
     loop {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tokio::time::sleep(wait).await;
+        wait = std::time::Duration::from_secs(2);
         if health.view().engine_pid != Some(pid) {
             return;
         }

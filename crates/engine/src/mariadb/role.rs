@@ -22,7 +22,7 @@ const REPLICAS_SQL: &str = "SELECT HOST, COALESCE(STATE, '') FROM information_sc
   WHERE COMMAND LIKE 'Binlog Dump%' ORDER BY HOST";
 
 /// What `SHOW SLAVE STATUS` says, the columns Berth reads.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct SlaveStatus {
     io_running: Option<String>,
     sql_running: Option<String>,
@@ -56,9 +56,20 @@ impl SlaveStatus {
         }
     }
 
-    /// Both threads run (`Connecting` is not running: nothing arrives).
+    /// Both threads run (`Connecting` is not running: nothing arrives) and the primary
+    /// has begun to send its log. `CHANGE MASTER` to a new primary empties
+    /// `Master_Log_File`; the primary names its log only once it has accepted the
+    /// replica's GTID position. Until then the I/O thread shows `Yes` for a moment
+    /// even when the primary is about to refuse that position (error 1236: the
+    /// replica holds transactions it lacks), and such a member must not be called
+    /// ready: it is about to be cloned afresh.
     fn running(&self) -> bool {
-        self.io_running.as_deref() == Some("Yes") && self.sql_running.as_deref() == Some("Yes")
+        self.io_running.as_deref() == Some("Yes")
+            && self.sql_running.as_deref() == Some("Yes")
+            && self
+                .master_log_file
+                .as_deref()
+                .is_some_and(|f| !f.is_empty())
     }
 
     /// Bytes read from the primary's binlog but not executed yet; only comparable
@@ -112,9 +123,14 @@ pub(crate) async fn probe(layout: &Layout) -> Result<RoleReport> {
                 report.lag_bytes = st.lag_bytes();
                 if !st.running() {
                     report.reason = Some(format!(
-                        "replication is not running (IO thread {}, SQL thread {})",
+                        "replication is not running (IO thread {}, SQL thread {}{})",
                         st.io_running.as_deref().unwrap_or("unknown"),
-                        st.sql_running.as_deref().unwrap_or("unknown")
+                        st.sql_running.as_deref().unwrap_or("unknown"),
+                        if st.master_log_file.as_deref().unwrap_or("").is_empty() {
+                            ", the primary has not begun to send its log"
+                        } else {
+                            ""
+                        }
                     ));
                 }
             }
@@ -187,6 +203,12 @@ mod tests {
         };
         assert!(st.running());
         assert_eq!(st.lag_bytes(), Some(500));
+        // Connected, but the primary has not accepted the position yet.
+        let connecting = SlaveStatus {
+            master_log_file: Some(String::new()),
+            ..st.clone()
+        };
+        assert!(!connecting.running());
         st.relay_master_log_file = Some("bin.000001".into());
         assert_eq!(st.lag_bytes(), None);
         st.io_running = Some("Connecting".into());
