@@ -12,6 +12,7 @@ fn install_crypto_provider() {
 
 mod accounts;
 mod alarms;
+mod backup_alarms;
 mod backups;
 mod backups_crash;
 mod backups_delete;

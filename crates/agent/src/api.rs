@@ -21,6 +21,7 @@ struct AppState {
     reaper: crate::Reaper,
     fence: crate::switchover::Held,
     lease: crate::lease::Lease,
+    dump_failures: crate::backup::Failures,
 }
 
 /// Compares in time independent of where the inputs differ.
@@ -207,11 +208,39 @@ async fn verify(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /backup/logical`: see [`crate::backup`].
-async fn backup_logical(State(state): State<AppState>) -> Response {
+async fn backup_logical(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(refused) = refused(&state) {
         return refused;
     }
-    crate::backup::logical(&state.config, &state.reaper).await
+    let backup = headers
+        .get("x-berth-backup")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    crate::backup::logical(
+        &state.config,
+        &state.reaper,
+        state.dump_failures.clone(),
+        backup,
+    )
+    .await
+}
+
+/// Which backup's failure `GET /backup/logical/failure` asks for.
+#[derive(serde::Deserialize)]
+struct FailureQuery {
+    backup: String,
+}
+
+/// `GET /backup/logical/failure?backup=ID`: why that backup's dump failed (the
+/// dump's own words), 404 when it did not (or is no longer remembered).
+async fn backup_failure(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<FailureQuery>,
+) -> Response {
+    match state.dump_failures.of(&q.backup) {
+        Some(why) => why.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// `POST /restore/logical`: see [`crate::backup::restore_logical`].
@@ -302,6 +331,7 @@ fn router(state: AppState) -> Router {
         .route("/tls", post(tls))
         .route("/metrics", get(metrics))
         .route("/backup/logical", post(backup_logical))
+        .route("/backup/logical/failure", get(backup_failure))
         .route("/verify", post(verify))
         .route("/restore/logical", post(restore_logical))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -329,6 +359,7 @@ pub(crate) async fn serve(
         config,
         reaper,
         fence: Default::default(),
+        dump_failures: Default::default(),
         lease,
     };
     if let Err(e) = axum::serve(listener, router(state)).await {

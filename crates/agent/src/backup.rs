@@ -110,7 +110,40 @@ pub(crate) fn spawn_as(
     })
 }
 
-pub(crate) async fn logical(config: &AgentConfig, reaper: &crate::Reaper) -> Response {
+/// Why recent dumps failed, by the backup id the control plane sent
+/// (`x-berth-backup`): a body cut short cannot carry the dump's own words, so the
+/// control plane asks for them afterwards (`GET /backup/logical/failure`).
+#[derive(Clone, Default)]
+pub(crate) struct Failures(
+    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<(String, String)>>>,
+);
+
+impl Failures {
+    /// How many are kept.
+    const KEPT: usize = 16;
+
+    fn record(&self, backup: &str, why: String) {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.retain(|(b, _)| b != backup);
+        if f.len() >= Self::KEPT {
+            f.pop_front();
+        }
+        f.push_back((backup.to_owned(), why));
+    }
+
+    /// Why the dump of `backup` failed, if it did.
+    pub(crate) fn of(&self, backup: &str) -> Option<String> {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.iter().find(|(b, _)| b == backup).map(|(_, w)| w.clone())
+    }
+}
+
+pub(crate) async fn logical(
+    config: &AgentConfig,
+    reaper: &crate::Reaper,
+    failures: Failures,
+    backup: Option<String>,
+) -> Response {
     let engine = config.engine();
     let spec = engine.logical_dump_command(&config.version, &config.layout);
     let Spawned {
@@ -150,13 +183,17 @@ pub(crate) async fn logical(config: &AgentConfig, reaper: &crate::Reaper) -> Res
             }
             Ok(s) => {
                 tracing::warn!(%s, stderr = %stderr.trim(), "logical backup failed");
-                Err(std::io::Error::other(format!(
-                    "the dump failed ({s}): {}",
-                    stderr.trim()
-                )))
+                let why = format!("the dump failed ({s}): {}", stderr.trim());
+                if let Some(b) = &backup {
+                    failures.record(b, why.clone());
+                }
+                Err(std::io::Error::other(why))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "logical backup failed");
+                if let Some(b) = &backup {
+                    failures.record(b, format!("the dump could not be waited for: {e}"));
+                }
                 Err(e)
             }
         }

@@ -249,6 +249,11 @@ impl Schedule {
         (slot > last).then_some(slot)
     }
 
+    /// The latest slot no later than `t`.
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_previous_occurrence(&t, true).ok()
+    }
+
     /// The first slot after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&t, false).ok()

@@ -341,6 +341,35 @@ pub fn defaults() -> Vec<(&'static str, AlarmRule)> {
                 NotBreaching,
             ),
         ),
+        // Backups: the newest failed (or failed its verification), until a good one
+        // follows; and a scheduled slot two hours past with no complete backup (a
+        // run that never started, or one still not done).
+        (
+            "backup-failed",
+            rule(
+                Metric::BackupFailed,
+                Maximum,
+                60,
+                1,
+                1,
+                1.0,
+                GreaterOrEqual,
+                NotBreaching,
+            ),
+        ),
+        (
+            "backup-overdue",
+            rule(
+                Metric::BackupOverdueSeconds,
+                Maximum,
+                300,
+                1,
+                1,
+                2.0 * 3600.0,
+                GreaterThan,
+                NotBreaching,
+            ),
+        ),
     ]
 }
 

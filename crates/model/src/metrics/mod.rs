@@ -8,6 +8,7 @@
 //! rather than a negative or a huge one ([`rate`]).
 
 pub mod alarm;
+pub mod backups;
 mod replication;
 pub mod rollup;
 mod series;

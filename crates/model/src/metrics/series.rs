@@ -92,11 +92,18 @@ pub enum Metric {
     MemoryBytes,
     /// Memory in use as a percentage of the limit.
     MemoryPercent,
+    /// 1 when the instance's newest backup failed, or the newest complete one
+    /// failed its verification; else 0 (the control plane's, kept under the
+    /// primary).
+    BackupFailed,
+    /// How long the schedule's latest slot has gone without a complete backup taken
+    /// at or after it, in seconds; 0 when it has one (absent with no schedule).
+    BackupOverdueSeconds,
 }
 
 impl Metric {
     /// Every metric, in the order they are listed to people.
-    pub const ALL: [Metric; 31] = [
+    pub const ALL: [Metric; 33] = [
         Metric::EngineUp,
         Metric::EngineRestarted,
         Metric::UptimeSeconds,
@@ -128,6 +135,8 @@ impl Metric {
         Metric::CpuPercent,
         Metric::MemoryBytes,
         Metric::MemoryPercent,
+        Metric::BackupFailed,
+        Metric::BackupOverdueSeconds,
     ];
 
     /// The name in the API, the CLI and the store.
@@ -164,6 +173,8 @@ impl Metric {
             Metric::CpuPercent => "cpu_percent",
             Metric::MemoryBytes => "memory_bytes",
             Metric::MemoryPercent => "memory_percent",
+            Metric::BackupFailed => "backup_failed",
+            Metric::BackupOverdueSeconds => "backup_overdue_seconds",
         }
     }
 

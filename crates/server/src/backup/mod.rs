@@ -114,6 +114,7 @@ async fn agent_post(
     ctx: &crate::Ctx,
     inst: &berth_model::InstanceRecord,
     path: &str,
+    headers: &[(&'static str, String)],
     timeout: std::time::Duration,
     what: &str,
 ) -> Result<reqwest::Response, crate::steps::StepError> {
@@ -123,19 +124,20 @@ async fn agent_post(
         "http://{}{path}",
         std::net::SocketAddr::new(ip, berth_model::agent::AGENT_PORT)
     );
-    let resp = ctx
+    let mut req = ctx
         .http
         .post(url)
         .bearer_auth(inst.agent_token.expose())
-        .timeout(timeout)
-        .send()
-        .await
-        .map_err(|e| {
-            StepError::Retry(format!(
-                "agent does not answer: {}",
-                crate::members::without_url(&e)
-            ))
-        })?;
+        .timeout(timeout);
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.send().await.map_err(|e| {
+        StepError::Retry(format!(
+            "agent does not answer: {}",
+            crate::members::without_url(&e)
+        ))
+    })?;
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();

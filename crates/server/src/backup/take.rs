@@ -66,18 +66,50 @@ async fn stream(
         ctx,
         inst,
         "/backup/logical",
+        &[("x-berth-backup", record.id.to_string())],
         BACKUP_TIMEOUT,
         "take the backup",
     )
     .await?;
     let body = resp.bytes_stream();
-    store
+    let stored = store
         .put_stream(&record.object, body, &|n| {
             progress(&format!(
                 "streamed {} to the backup store",
                 super::human_bytes(n)
             ))
         })
+        .await;
+    match stored {
+        Ok(s) => Ok(s),
+        // A dump that failed cuts the body short: its own words come from the agent.
+        Err(e) => Err(StepError::Fatal(
+            match dump_failure(ctx, inst, record).await {
+                Some(why) => format!("the backup could not be taken: {why}"),
+                None => format!("the backup could not be stored: {e}"),
+            },
+        )),
+    }
+}
+
+/// Why the agent's dump of `record` failed, when it says.
+async fn dump_failure(ctx: &Ctx, inst: &InstanceRecord, record: &BackupRecord) -> Option<String> {
+    let ip = crate::steps::running_member_ip(ctx, inst).await.ok()?;
+    let url = format!(
+        "http://{}/backup/logical/failure?backup={}",
+        std::net::SocketAddr::new(ip, berth_model::agent::AGENT_PORT),
+        record.id
+    );
+    let resp = ctx
+        .http
+        .get(url)
+        .bearer_auth(inst.agent_token.expose())
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
         .await
-        .map_err(|e| StepError::Fatal(format!("the backup could not be stored: {e}")))
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok().filter(|t| !t.is_empty())
 }

@@ -94,6 +94,7 @@ pub(crate) async fn check_restored(ctx: &Ctx, inst: &InstanceRecord) -> Result<S
         ctx,
         inst,
         "/verify",
+        &[],
         CHECK_TIMEOUT,
         "run the consistency check",
     )

@@ -153,7 +153,41 @@ async fn sample_once(
     }
     // A member not running this round starts its rates afresh when it is back.
     previous.retain(|k, _| seen.contains(k));
+    backup_series(ctx, cfg, &by_id).await;
     Some(by_id)
+}
+
+/// The backup series of every instance, from the store (not from a member): kept
+/// under the instance's primary, like its other series.
+async fn backup_series(
+    ctx: &Ctx,
+    cfg: &MonitorConfig,
+    instances: &HashMap<String, InstanceRecord>,
+) {
+    let Ok(policies) = ctx.store.backup_policies().await else {
+        return;
+    };
+    let now = unix_now();
+    let at = chrono::DateTime::from_timestamp(now as i64, 0).unwrap_or_default();
+    // A stopped instance is not backed up by its schedule: the user's choice, no alarm.
+    let kept = instances
+        .values()
+        .filter(|i| i.status != berth_model::InstanceStatus::Stopped);
+    for inst in kept {
+        let Ok(backups) = ctx.store.backups_of(inst.id).await else {
+            continue;
+        };
+        let policy = policies.iter().find(|p| p.instance_id == inst.id);
+        let values = berth_model::metrics::backups::backup_samples(policy, &backups, at);
+        let member = u32::from(inst.topology.primary.0);
+        if let Err(e) = ctx
+            .store
+            .record_samples(inst.id, member, now as i64, &values, &cfg.tiers)
+            .await
+        {
+            warn!(error = %e, instance = %inst.name, "monitor: could not store backup samples");
+        }
+    }
 }
 
 /// One member's reading: its agent's report and Docker's stats, each `None` when
