@@ -31,6 +31,7 @@ mod lifecycle;
 mod many;
 mod members;
 mod members_load;
+mod members_stale;
 mod metrics;
 mod monitor;
 mod params;

@@ -25,6 +25,10 @@ fn reclone_path(config: &AgentConfig) -> PathBuf {
     config.layout.volume.join("berth-reclone")
 }
 
+fn stale_path(config: &AgentConfig) -> PathBuf {
+    config.layout.volume.join(berth_model::agent::STALE_FILE)
+}
+
 fn outcome_path(config: &AgentConfig) -> PathBuf {
     config.layout.volume.join("berth-rejoin.json")
 }
@@ -92,7 +96,7 @@ fn stop_to_rejoin(config: &AgentConfig, pid: Option<u32>) {
 pub(crate) fn needed(config: &AgentConfig, repl: &Replication) -> bool {
     repl.role == Role::Replica
         && repl.source.is_some()
-        && (ran_as_primary(config) || reclone_path(config).exists())
+        && (ran_as_primary(config) || reclone_path(config).exists() || stale_path(config).exists())
 }
 
 /// The last rejoin, as `/health` reports it.
@@ -135,6 +139,10 @@ async fn rewind_or_clone(
     repl: &Replication,
 ) -> Result<()> {
     let engine = config.engine();
+    // Data left from an earlier member: no rewind can bring it forward.
+    if let Ok(why) = std::fs::read_to_string(stale_path(config)) {
+        return reclone(config, reaper, user, repl, why.trim()).await;
+    }
     let diverged = std::fs::read_to_string(reclone_path(config)).ok();
     let commands = engine.rejoin_commands(&config.version, &config.layout, repl);
     if commands.is_empty() {
@@ -178,7 +186,7 @@ async fn reclone(
         }
     }
     let aside = volume.join(format!("discarded-{}", unix_now()));
-    warn!(reason = %why, aside = %aside.display(), "the former primary cannot follow as it is: cloning afresh");
+    warn!(reason = %why, aside = %aside.display(), "this member cannot follow as it is: cloning afresh");
     if data.exists() {
         std::fs::rename(&data, &aside).map_err(|source| AgentError::Io {
             what: format!("setting {} aside", data.display()),
@@ -187,6 +195,7 @@ async fn reclone(
     }
     crate::bootstrap::reclone(config, reaper, user, repl).await?;
     let _ = std::fs::remove_file(reclone_path(config));
+    let _ = std::fs::remove_file(stale_path(config));
     keep_outcome(config, "cloned afresh", Some(why));
     Ok(())
 }

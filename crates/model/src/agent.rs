@@ -36,6 +36,12 @@ pub mod env {
 /// configuration from it at every start. No file: a lone primary.
 pub const REPLICATION_FILE: &str = "berth-replication.json";
 
+/// File on a member's volume (under [`DATA_DIR`]) that says its data is left from an
+/// earlier member (a scale-down without purge, then a scale-up): the agent clones
+/// the primary afresh before it starts, whatever the volume holds (its position may
+/// be older than anything the primary still keeps). It says why.
+pub const STALE_FILE: &str = "berth-stale";
+
 /// The replication account, the same on every engine.
 pub const REPLICATION_USER: &str = "berth_replicator";
 

@@ -152,9 +152,31 @@ pub(crate) async fn ensure_replicas(
             .find_member(members::key(inst, m))
             .await?
             .is_some();
+        // A volume a scale finds without its container is left from an earlier
+        // member (a scale-down without purge): its position may be older than
+        // anything the primary keeps, so it is cloned afresh, not resumed.
+        let stale = !existed
+            && task.kind == TaskKind::Scale
+            && ctx
+                .runtime
+                .volume_exists(
+                    &members::volume_name(inst, m),
+                    &members::member_labels(ctx, inst, m),
+                )
+                .await?;
         // A replica's volume is a copy of the primary: a new one is cloned into.
         steps::ensure_volume(ctx, inst, m).await?;
         steps::ensure_container(ctx, inst, m, true).await?;
+        if stale {
+            ctx.runtime
+                .put_file(
+                    members::key(inst, m),
+                    berth_model::agent::DATA_DIR,
+                    berth_model::agent::STALE_FILE,
+                    b"its volume is left from an earlier member of the instance",
+                )
+                .await?;
+        }
         steps::ensure_params(ctx, inst, m, false).await?;
         crate::tls::ensure_member_tls(ctx, inst, m).await?;
         steps::ensure_running(ctx, inst, m).await?;
