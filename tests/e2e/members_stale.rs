@@ -69,23 +69,27 @@ async fn postgres_a_volume_left_by_a_scale_down_is_cloned_afresh_on_scale_up() -
         },
     )
     .await?;
-    // It says it was cloned afresh, and why.
-    let events = b.get(&format!("/v1/events?instance={name}")).await?;
-    let rejoined: Vec<&serde_json::Value> = events["events"]
-        .as_array()
-        .context("events")?
-        .iter()
-        .filter(|e| e["kind"] == "member.rejoined")
-        .collect();
-    assert!(
-        rejoined
-            .iter()
-            .any(|e| e["details"]["how"] == "cloned afresh"
-                && e["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .contains("left from an earlier member")),
-        "{events}"
-    );
+    // It says it was cloned afresh, and why (reconcile writes it when it sees the
+    // member's agent report the rejoin).
+    b.eventually(
+        "a member.rejoined event saying it was cloned afresh",
+        Duration::from_secs(60),
+        || async {
+            let Ok(events) = b.get(&format!("/v1/events?instance={name}")).await else {
+                return false;
+            };
+            events["events"].as_array().is_some_and(|all| {
+                all.iter().any(|e| {
+                    e["kind"] == "member.rejoined"
+                        && e["details"]["how"] == "cloned afresh"
+                        && e["message"]
+                            .as_str()
+                            .unwrap_or("")
+                            .contains("left from an earlier member")
+                })
+            })
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -186,6 +186,7 @@ pub(crate) async fn ensure_replicas(
             .await
             .map_err(StepError::Retry)?;
         if !existed {
+            wait_streaming(ctx, inst, m).await?;
             let display = berth_model::member::display_name(&inst.name, m);
             let why = match task.kind {
                 TaskKind::Create => "created with the instance",
@@ -207,6 +208,30 @@ pub(crate) async fn ensure_replicas(
         }
     }
     Ok(said.join("; "))
+}
+
+/// How long a new replica may take to stream from the primary once it runs.
+const STREAMING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Waits until a new replica says it receives and applies the primary's changes: a
+/// member that runs but does not stream (its position gone from the primary, say)
+/// fails the step with its own reason instead of being called a replica.
+async fn wait_streaming(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> Result<(), StepError> {
+    let started = std::time::Instant::now();
+    let mut last = "no answer yet".to_owned();
+    while started.elapsed() < STREAMING_TIMEOUT {
+        match members::role_report(ctx, inst, m).await {
+            Some(r) if r.replication_running == Some(true) => return Ok(()),
+            Some(r) => last = r.reason.unwrap_or_else(|| "not streaming yet".into()),
+            None => last = "its agent does not answer".into(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Err(StepError::Fatal(format!(
+        "replica {} does not stream from the primary after {} s: {last}",
+        container_name(inst, m),
+        STREAMING_TIMEOUT.as_secs()
+    )))
 }
 
 /// A replica that exists already: running, following the current primary.
