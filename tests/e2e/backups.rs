@@ -5,6 +5,7 @@ use anyhow::Context;
 use berth_e2e::{unique, Berth};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_logical_backup() -> anyhow::Result<()> {
@@ -189,5 +190,58 @@ async fn logical_backup(engine: &str) -> anyhow::Result<()> {
     assert!(!object.exists());
     let out = b.cli(&["backup", "show", &id]);
     assert!(!out.status.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_backup_is_taken_on_a_replica() -> anyhow::Result<()> {
+    backup_on_a_replica("postgres").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_a_backup_is_taken_on_a_replica() -> anyhow::Result<()> {
+    backup_on_a_replica("mariadb").await
+}
+
+/// With replicas, the dump runs on one (the primary's clients do not pay for it); the
+/// backup says which member, and restores with every row.
+async fn backup_on_a_replica(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("bkr-{}", &engine[..2]));
+    b.create_with_cli(&name, engine, &["--members", "2"])?;
+    write_rows(&b, &name, engine, 1, 6).await?;
+    let member = b.member_with_role(&name, "replica")?;
+    let replica = member["name"].as_str().context("name")?.to_owned();
+    // The replica has the rows before the backup is asked for.
+    let container = member["container"]
+        .as_str()
+        .context("container")?
+        .to_owned();
+    b.eventually(
+        "the replica to hold the rows",
+        Duration::from_secs(60),
+        || async {
+            berth_e2e::member_sql(
+                &container,
+                engine,
+                &format!("SELECT COUNT(*) FROM {}", table(engine)),
+            )
+            .is_ok_and(|n| n == "6")
+        },
+    )
+    .await?;
+
+    let backup = b.cli_json(&["backup", "create", &name])?;
+    assert_eq!(backup["state"], "succeeded", "{backup}");
+    assert_eq!(backup["taken_from"], replica.as_str(), "{backup}");
+    let shown_text = b.cli(&["backup", "show", backup["id"].as_str().context("id")?]);
+    assert!(
+        String::from_utf8_lossy(&shown_text.stdout).contains(&replica),
+        "`backup show` says where it was taken"
+    );
+    let id = backup["id"].as_str().context("id")?;
+    let to = unique(&format!("bkr-to-{}", &engine[..2]));
+    let rows = restore_rows(&b, &name, &to, id, engine).await?;
+    assert_eq!(rows, ["1", "2", "3", "4", "5", "6"]);
     Ok(())
 }

@@ -17,33 +17,14 @@ async fn a_backup_cut_by_a_crash_is_never_good_and_is_taken_again() -> anyhow::R
         json!({"engine": "postgres", "memory": "512MiB", "cpus": "1"}),
     )
     .await?;
-    // Enough data that the dump takes a moment (random text compresses poorly).
+    // Enough data that the dump takes a moment.
     let mut db = b.db(&name).await?;
-    db.exec(
-        "CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g * 7)::text) AS t \
-         FROM generate_series(1, 3000000) g",
-    )
-    .await?;
+    berth_e2e::big_table(&mut db).await?;
     let started = b.cli_json(&["backup", "create", &name, "--no-wait"])?;
     let id = started["backup"].as_str().context("backup id")?.to_owned();
 
     // Wait until the backup streams, then kill the control plane mid-way.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, v) = b
-            .request(reqwest::Method::GET, &format!("/v1/backups/{id}"), None)
-            .await?;
-        if status == 200 && v["state"] == "running" {
-            break;
-        }
-        if status == 200 && v["state"] != "running" {
-            bail!("the backup ended before it could be interrupted: {v}");
-        }
-        if Instant::now() > deadline {
-            bail!("the backup never started: {status} {v}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    b.until_backup_runs(&id).await?;
     b.kill9();
     b.restart().await?;
 

@@ -838,15 +838,22 @@ async fn postgres_a_failover_takes_over_from_a_running_resize() -> anyhow::Resul
     Ok(())
 }
 
-/// A backup held up by a primary whose agent froze (its request hangs, so it can
-/// neither finish nor fail by itself) is pre-empted by the failover: the task ends
-/// saying so, the backup is not listed as good, and a replica is promoted.
+/// A backup under way (taken on a replica; on the primary, its request would hang
+/// with the agent) when the primary's agent freezes does not hold the failover back:
+/// the task is pre-empted and ends saying so, the backup is not listed as good, and
+/// a replica is promoted.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_a_failover_pre_empts_a_running_backup() -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique("pb-po");
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
     let old = b.primary_container(&name).await.context("a primary")?;
+    // Enough data that the dump (on a replica) is still under way when the primary
+    // fails.
+    let mut db = b.db(&name).await?;
+    berth_e2e::big_table(&mut db).await?;
+    let (backup, task) = b.start_backup(&name)?;
+    b.until_backup_runs(&backup).await?;
     let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?
         .trim()
         .to_owned();
@@ -855,13 +862,6 @@ async fn postgres_a_failover_pre_empts_a_running_backup() -> anyhow::Result<()> 
         .args(["-STOP", &agent_pid])
         .status()?;
     anyhow::ensure!(frozen.success(), "kill -STOP {agent_pid}");
-    let started = b.cli_json(&["backup", "create", &name, "--no-wait"])?;
-    let backup = started["backup"].as_str().context("backup id")?.to_owned();
-    let task = started["task"]["id"]
-        .as_str()
-        .or_else(|| started["task"].as_str())
-        .with_context(|| format!("a task id in {started}"))?
-        .to_owned();
     b.eventually(
         "another member to be the primary",
         Duration::from_secs(90),

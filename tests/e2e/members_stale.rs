@@ -41,14 +41,7 @@ async fn postgres_a_volume_left_by_a_scale_down_is_cloned_afresh_on_scale_up() -
         volumes_kept,
         "the left volume is used again, not a new one beside it"
     );
-    let shown = b.cli_json(&["show", &name])?;
-    let replica = shown["members"]
-        .as_array()
-        .context("members")?
-        .iter()
-        .find(|m| m["role"] == "replica")
-        .cloned()
-        .context("a replica")?;
+    let replica = b.member_with_role(&name, "replica")?;
     let container = replica["container"].as_str().context("container")?;
     b.eventually(
         "the re-added replica to hold every row",

@@ -1,9 +1,9 @@
 //! `berth task cancel`: a task that can stop safely is stopped, one that cannot is
 //! refused, and what was asked of a finished or unknown task changes nothing.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use berth_e2e::{unique, Berth};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A backup under way is cancelled: the task ends failed saying so, the backup is
 /// marked failed (never listed as good), and the instance is available again. A
@@ -15,35 +15,11 @@ async fn a_backup_under_way_is_cancelled_and_what_cannot_stop_is_refused() -> an
     let b = Berth::start().await?;
     let name = unique("tc-po");
     b.create_with_cli(&name, "postgres", &[])?;
-    // Enough data that the dump takes a while (random text compresses poorly).
+    // Enough data that the dump takes a while.
     let mut db = b.db(&name).await?;
-    db.exec(
-        "CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g * 7)::text) AS t \
-         FROM generate_series(1, 3000000) g",
-    )
-    .await?;
-    let started = b.cli_json(&["backup", "create", &name, "--no-wait"])?;
-    let backup = started["backup"].as_str().context("backup id")?.to_owned();
-    let task = started["task"]["id"]
-        .as_str()
-        .or_else(|| started["task"].as_str())
-        .with_context(|| format!("a task id in {started}"))?
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // Not found until the task's step begins.
-        let (_, v) = b
-            .request(reqwest::Method::GET, &format!("/v1/backups/{backup}"), None)
-            .await?;
-        match v["state"].as_str() {
-            Some("running") => break,
-            Some("succeeded" | "failed") => {
-                bail!("the backup ended before it could be cancelled: {v}")
-            }
-            _ if Instant::now() > deadline => bail!("the backup never started: {v}"),
-            _ => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    berth_e2e::big_table(&mut db).await?;
+    let (backup, task) = b.start_backup(&name)?;
+    b.until_backup_runs(&backup).await?;
 
     let asked = b.cli_json(&["task", "cancel", &task])?;
     assert_eq!(asked["id"], task.as_str(), "{asked}");

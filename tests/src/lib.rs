@@ -867,6 +867,57 @@ pub fn engine_restarts(container: &str) -> Result<usize> {
 
 pub mod docker_proxy;
 
+/// A PostgreSQL table `big` of 3 million rows of random-looking text (it compresses
+/// poorly), so that a dump of the instance takes a while.
+pub async fn big_table(db: &mut Db) -> Result<()> {
+    db.exec(
+        "CREATE TABLE big AS SELECT g AS n, md5(g::text) || md5((g * 7)::text) AS t \
+         FROM generate_series(1, 3000000) g",
+    )
+    .await
+}
+
+impl Berth {
+    /// Starts a backup of `instance` with the CLI, not waiting: its backup id and
+    /// the id of the task taking it.
+    pub fn start_backup(&self, instance: &str) -> Result<(String, String)> {
+        let started = self.cli_json(&["backup", "create", instance, "--no-wait"])?;
+        let backup = started["backup"].as_str().context("backup id")?.to_owned();
+        let task = started["task"]["id"]
+            .as_str()
+            .with_context(|| format!("a task id in {started}"))?
+            .to_owned();
+        Ok((backup, task))
+    }
+
+    /// The first member of `instance` shown with `role`, as `show -o json` has it.
+    pub fn member_with_role(&self, instance: &str, role: &str) -> Result<Value> {
+        let shown = self.cli_json(&["show", instance])?;
+        shown["members"]
+            .as_array()
+            .and_then(|ms| ms.iter().find(|m| m["role"] == role).cloned())
+            .with_context(|| format!("no {role} in {shown}"))
+    }
+
+    /// Waits (up to 60 s) until backup `id` is being taken: its record exists and is
+    /// `running`. Fails if it ended first.
+    pub async fn until_backup_runs(&self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            // Not found until the task's step begins.
+            let (_, v) = self
+                .request(reqwest::Method::GET, &format!("/v1/backups/{id}"), None)
+                .await?;
+            match v["state"].as_str() {
+                Some("running") => return Ok(()),
+                Some("succeeded" | "failed") => bail!("the backup ended first: {v}"),
+                _ if Instant::now() > deadline => bail!("the backup never started: {v}"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
 /// A table for a writer (`app.w` on MariaDB, `w` on PostgreSQL), made through `uri`.
 pub async fn make_table(uri: &str, engine: &str) -> Result<&'static str> {
     let mut db = Db::connect(uri).await?;

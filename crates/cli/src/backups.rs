@@ -137,6 +137,10 @@ pub async fn show(client: &Client, id: &str, fmt: Format) -> Result<()> {
         ("complete", b.complete.to_string()),
         ("size", size_text(&b)),
         ("sha256", b.sha256.clone().unwrap_or_else(|| "-".into())),
+        (
+            "taken from",
+            b.taken_from.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("object", b.object.clone()),
         ("started", b.started_at.clone()),
         (

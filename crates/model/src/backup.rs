@@ -148,6 +148,8 @@ pub struct BackupRecord {
     pub error: Option<String>,
     /// Its last verification by restoring, if it had one.
     pub verification: Option<crate::verify::Verification>,
+    /// The member it was taken from (`db1-1`), once complete.
+    pub taken_from: Option<String>,
 }
 
 impl BackupRecord {
@@ -176,6 +178,7 @@ impl BackupRecord {
             finished_at: None,
             error: None,
             verification: None,
+            taken_from: None,
         }
     }
 

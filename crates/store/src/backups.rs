@@ -39,6 +39,7 @@ fn from_row(row: &SqliteRow) -> Result<BackupRecord> {
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
         verification: verification_from_row(row)?,
+        taken_from: row.try_get("taken_from")?,
     })
 }
 
@@ -84,15 +85,23 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a backup complete with what proves its bytes, in one statement.
-    pub async fn finish_backup(&self, id: BackupId, size: u64, sha256: &str) -> Result<()> {
+    /// Marks a backup complete with what proves its bytes and the member it was taken
+    /// from, in one statement.
+    pub async fn finish_backup(
+        &self,
+        id: BackupId,
+        size: u64,
+        sha256: &str,
+        taken_from: &str,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE backups SET state = 'succeeded', size_bytes = ?, sha256 = ?, finished_at = ?,
-                 error = NULL WHERE id = ?",
+                 error = NULL, taken_from = ? WHERE id = ?",
         )
         .bind(i64::try_from(size).unwrap_or(i64::MAX))
         .bind(sha256)
         .bind(crate::now())
+        .bind(taken_from)
         .bind(id.to_string())
         .execute(&self.pool)
         .await?;
@@ -211,10 +220,14 @@ mod tests {
         let got = store.backup(b.id).await.expect("read").expect("there");
         assert_eq!(got.state, BackupState::Running);
         assert!(!got.is_complete());
-        store.finish_backup(b.id, 42, "ab").await.expect("finish");
+        store
+            .finish_backup(b.id, 42, "ab", "db1-1")
+            .await
+            .expect("finish");
         let got = store.backup(b.id).await.expect("read").expect("there");
         assert!(got.is_complete());
         assert_eq!(got.size_bytes, Some(42));
+        assert_eq!(got.taken_from.as_deref(), Some("db1-1"));
         // Taken again (a resumed task): no longer complete until it finishes again.
         store.begin_backup(&b).await.expect("again");
         let got = store.backup(b.id).await.expect("read").expect("there");

@@ -108,18 +108,18 @@ pub(crate) async fn final_backup(
     Ok(Some(berth_model::backup::BackupId::new_random()))
 }
 
-/// `POST path` to the running primary's agent, waiting up to `timeout` for the answer
+/// `POST path` to the agent at `ip`, waiting up to `timeout` for the answer
 /// to begin; a refusal fails the step, saying it could not `what`.
 async fn agent_post(
     ctx: &crate::Ctx,
     inst: &berth_model::InstanceRecord,
+    ip: std::net::IpAddr,
     path: &str,
     headers: &[(&'static str, String)],
     timeout: std::time::Duration,
     what: &str,
 ) -> Result<reqwest::Response, crate::steps::StepError> {
     use crate::steps::StepError;
-    let ip = crate::steps::running_member_ip(ctx, inst).await?;
     let url = format!(
         "http://{}{path}",
         std::net::SocketAddr::new(ip, berth_model::agent::AGENT_PORT)

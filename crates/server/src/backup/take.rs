@@ -5,7 +5,8 @@ use super::BackupStore;
 use crate::steps::StepError;
 use crate::Ctx;
 use berth_model::backup::{BackupKind, BackupRecord};
-use berth_model::{InstanceRecord, TaskRecord};
+use berth_model::{InstanceRecord, MemberId, TaskRecord};
+use std::net::IpAddr;
 
 /// The whole dump must arrive within this long.
 const BACKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
@@ -34,13 +35,14 @@ pub(crate) async fn ensure_backup_stored(
         ),
     };
     ctx.store.begin_backup(&record).await?;
-    match stream(ctx, inst, &record, progress).await {
-        Ok(stored) => {
+    match from_replica_or_primary(ctx, inst, &record, progress).await {
+        Ok((stored, from, said)) => {
+            let member = berth_model::member::display_name(&inst.name, from);
             ctx.store
-                .finish_backup(id, stored.size, &stored.sha256)
+                .finish_backup(id, stored.size, &stored.sha256, &member)
                 .await?;
             Ok(format!(
-                "backup {id} stored: {} bytes, sha256 {}",
+                "backup {id} stored from {member}{said}: {} bytes, sha256 {}",
                 stored.size, stored.sha256
             ))
         }
@@ -55,9 +57,65 @@ pub(crate) async fn ensure_backup_stored(
     }
 }
 
+/// Takes the backup on a replica that streams (the least behind), so the primary's
+/// clients do not pay for the dump; on the primary when there is none, or when the
+/// replica's dump fails (a standby may cancel a long dump that conflicts with what
+/// it replays). The member it came from, and what happened on the way.
+async fn from_replica_or_primary(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    record: &BackupRecord,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<(super::Stored, MemberId, String), StepError> {
+    let primary = inst.topology.primary;
+    if let Some((replica, ip)) = streaming_replica(ctx, inst).await {
+        match stream(ctx, inst, ip, record, progress).await {
+            Ok(stored) => return Ok((stored, replica, String::new())),
+            Err(e) => {
+                let name = berth_model::member::display_name(&inst.name, replica);
+                tracing::warn!(instance = %inst.name, member = %name, error = %e, "the backup failed on a replica; taking it on the primary");
+                let ip = crate::steps::member_ip(ctx, inst, primary).await?;
+                let stored = stream(ctx, inst, ip, record, progress).await?;
+                return Ok((
+                    stored,
+                    primary,
+                    format!(" (the dump on replica {name} failed: {e})"),
+                ));
+            }
+        }
+    }
+    let ip = crate::steps::member_ip(ctx, inst, primary).await?;
+    let stored = stream(ctx, inst, ip, record, progress).await?;
+    Ok((stored, primary, String::new()))
+}
+
+/// The replica that streams from the primary and is the least behind, with its
+/// address, if the instance has one.
+async fn streaming_replica(ctx: &Ctx, inst: &InstanceRecord) -> Option<(MemberId, IpAddr)> {
+    let mut best: Option<(u64, MemberId, IpAddr)> = None;
+    for m in inst.topology.replicas() {
+        let Ok(ip) = crate::steps::member_ip(ctx, inst, m).await else {
+            continue;
+        };
+        let Some(r) = crate::members::role_report_at(ctx, ip).await else {
+            continue;
+        };
+        if r.role != Some(berth_model::member::Role::Replica) || r.replication_running != Some(true)
+        {
+            continue;
+        }
+        let lag = r.lag_bytes.unwrap_or(u64::MAX);
+        if best.as_ref().is_none_or(|(l, _, _)| lag < *l) {
+            best = Some((lag, m, ip));
+        }
+    }
+    best.map(|(_, m, ip)| (m, ip))
+}
+
 async fn stream(
     ctx: &Ctx,
     inst: &InstanceRecord,
+    ip: IpAddr,
     record: &BackupRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<super::Stored, StepError> {
@@ -65,6 +123,7 @@ async fn stream(
     let resp = super::agent_post(
         ctx,
         inst,
+        ip,
         "/backup/logical",
         &[("x-berth-backup", record.id.to_string())],
         BACKUP_TIMEOUT,
@@ -84,7 +143,7 @@ async fn stream(
         Ok(s) => Ok(s),
         // A dump that failed cuts the body short: its own words come from the agent.
         Err(e) => Err(StepError::Fatal(
-            match dump_failure(ctx, inst, record).await {
+            match dump_failure(ctx, inst, ip, record).await {
                 Some(why) => format!("the backup could not be taken: {why}"),
                 None => format!("the backup could not be stored: {e}"),
             },
@@ -93,8 +152,12 @@ async fn stream(
 }
 
 /// Why the agent's dump of `record` failed, when it says.
-async fn dump_failure(ctx: &Ctx, inst: &InstanceRecord, record: &BackupRecord) -> Option<String> {
-    let ip = crate::steps::running_member_ip(ctx, inst).await.ok()?;
+async fn dump_failure(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    ip: IpAddr,
+    record: &BackupRecord,
+) -> Option<String> {
     let url = format!(
         "http://{}/backup/logical/failure?backup={}",
         std::net::SocketAddr::new(ip, berth_model::agent::AGENT_PORT),

@@ -90,9 +90,11 @@ pub(crate) async fn start(
 /// The `check_restored` step: the engine's own consistency check and a count of
 /// every table, by the throwaway instance's agent. Damage found fails the step.
 pub(crate) async fn check_restored(ctx: &Ctx, inst: &InstanceRecord) -> Result<String, StepError> {
+    let ip = crate::steps::running_member_ip(ctx, inst).await?;
     let resp = super::agent_post(
         ctx,
         inst,
+        ip,
         "/verify",
         &[],
         CHECK_TIMEOUT,

@@ -42,6 +42,10 @@ pub struct BackupView {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The member it was taken from (a replica when the instance had one), once
+    /// complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taken_from: Option<String>,
     /// Its last verification by restoring it (`berth backup verify`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<berth_model::verify::Verification>,
@@ -65,6 +69,7 @@ impl From<&BackupRecord> for BackupView {
             finished_at: b.finished_at.clone(),
             error: b.error.clone(),
             verification: b.verification.clone(),
+            taken_from: b.taken_from.clone(),
         }
     }
 }
