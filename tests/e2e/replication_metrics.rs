@@ -247,7 +247,8 @@ async fn postgres_replication_metrics_and_the_replication_stopped_alarm() -> Res
 
 /// MariaDB's figures come from `SHOW SLAVE STATUS`, which the monitoring account
 /// may run only with `SLAVE MONITOR`: a replica replicates, the primary counts its
-/// binary log dump thread, and there are no slots.
+/// binary log dump thread, and there are no slots. A frozen replica fires
+/// `replication-stopped` and clears it when it thaws.
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_replication_metrics() -> Result<()> {
     let b = Berth::start_with(FAST).await?;
@@ -255,7 +256,7 @@ async fn mariadb_replication_metrics() -> Result<()> {
     b.create_with_cli(&name, "mariadb", &["--members", "2"])?;
     let shown = b.cli_json(&["show", &name])?;
     let (p, _) = member(&shown, "primary")?;
-    let (r, _) = member(&shown, "replica")?;
+    let (r, replica) = member(&shown, "replica")?;
     until_metrics(
         &b,
         &name,
@@ -276,5 +277,31 @@ async fn mariadb_replication_metrics() -> Result<()> {
         let slots = latest(&b, &name, "replication_slots_inactive", m).await;
         assert_eq!(slots, None, "MariaDB has no slots (member {m})");
     }
+
+    // Frozen: the primary keeps the replica's connection open (nothing tells it
+    // otherwise for minutes), but the replica answers nothing while its container
+    // should run, so it counts as not replicating and the default alarm fires.
+    let stopped = alarm_id(&b, &name, "replication-stopped").await?;
+    until_alarm(&b, &stopped, "OK", Duration::from_secs(60)).await?;
+    let paused = Paused::new(&replica)?;
+    until_metrics(
+        &b,
+        &name,
+        "the frozen replica to count as not replicating",
+        Duration::from_secs(60),
+        &[("replication_running", r, is_zero)],
+    )
+    .await?;
+    until_alarm(&b, &stopped, "ALARM", Duration::from_secs(90)).await?;
+    drop(paused);
+    until_metrics(
+        &b,
+        &name,
+        "replication to resume",
+        Duration::from_secs(90),
+        &[("replication_running", r, is_one)],
+    )
+    .await?;
+    until_alarm(&b, &stopped, "OK", Duration::from_secs(60)).await?;
     Ok(())
 }

@@ -137,6 +137,9 @@ pub struct Labelled {
     pub labels: HashMap<String, String>,
     /// Containers only: whether it runs.
     pub running: bool,
+    /// Containers only: whether it is paused (frozen: it should run, and answers
+    /// nothing).
+    pub paused: bool,
 }
 
 /// Handle to the Docker engine for one site.
@@ -378,7 +381,8 @@ impl Runtime {
                     .map(|n| n.trim_start_matches('/').to_owned())
                     .unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
-                running: c.state.map(|s| s.to_string() == "running").unwrap_or(false),
+                running: c.state.is_some_and(|s| s.to_string() == "running"),
+                paused: c.state.is_some_and(|s| s.to_string() == "paused"),
             })
             .collect())
     }
@@ -398,6 +402,7 @@ impl Runtime {
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default(),
                 running: false,
+                paused: false,
             })
             .collect())
     }
@@ -419,6 +424,7 @@ impl Runtime {
                 name: v.name,
                 labels: v.labels,
                 running: false,
+                paused: false,
             })
             .collect())
     }

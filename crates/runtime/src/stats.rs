@@ -35,12 +35,14 @@ pub struct MemberContainerRef {
 }
 
 impl MemberContainerRef {
-    /// The member containers among a site's labelled containers (running only:
-    /// the others have no usage to report).
+    /// The member containers among a site's labelled containers that should run:
+    /// running or paused (stopped ones have no usage to report).
     pub fn running_members(containers: Vec<Labelled>) -> Vec<Self> {
         containers
             .into_iter()
-            .filter(|c| c.running)
+            // A paused member is read too: it answers nothing, which the monitor
+            // must see (a frozen replica replicates nothing).
+            .filter(|c| c.running || c.paused)
             .filter_map(|c| {
                 Some(Self {
                     instance: c.labels.get(labels::INSTANCE)?.clone(),
@@ -138,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn only_running_labelled_members_are_asked() {
+    fn only_running_or_paused_labelled_members_are_asked() {
         let c = |id: &str, running: bool, labelled: bool| Labelled {
             id: id.into(),
             name: id.into(),
@@ -151,19 +153,23 @@ mod tests {
                 HashMap::new()
             },
             running,
+            paused: false,
+        };
+        let paused = Labelled {
+            paused: true,
+            ..c("d", false, true)
         };
         let found = MemberContainerRef::running_members(vec![
             c("a", true, true),
             c("b", false, true),
             c("c", true, false),
+            paused,
         ]);
-        assert_eq!(
-            found,
-            vec![MemberContainerRef {
-                id: "a".into(),
-                instance: "i1".into(),
-                member: "0".into()
-            }]
-        );
+        let member = |id: &str| MemberContainerRef {
+            id: id.into(),
+            instance: "i1".into(),
+            member: "0".into(),
+        };
+        assert_eq!(found, vec![member("a"), member("d")]);
     }
 }

@@ -10,6 +10,7 @@ fn labelled(name: &str, id: InstanceId) -> Labelled {
         name: name.into(),
         labels: HashMap::from([(labels::INSTANCE.to_owned(), id.to_string())]),
         running: true,
+        paused: false,
     }
 }
 

@@ -14,7 +14,9 @@ pub mod rollup;
 mod series;
 
 pub use replication::{ReplicationMetrics, SlotUsage};
-pub use series::{derive_samples, ContainerUsage, Metric, Reading, UnknownMetric};
+pub use series::{
+    derive_samples, unanswered_replica, ContainerUsage, Metric, Reading, UnknownMetric,
+};
 
 use serde::{Deserialize, Serialize};
 

@@ -230,6 +230,14 @@ pub struct Reading {
     pub container: Option<ContainerUsage>,
 }
 
+/// What a reading of a replica whose agent did not answer says: its container should
+/// run (it is running or paused) but nothing answered for a whole round, so it
+/// cannot be replicating — `replication_running` 0, which the primary's own view may
+/// take much longer to show (MariaDB keeps a frozen replica's connection open).
+pub fn unanswered_replica(replica: bool, cur: &Reading) -> Option<(Metric, f64)> {
+    (replica && cur.agent.is_none()).then_some((Metric::ReplicationRunning, 0.0))
+}
+
 /// The values of one reading, given the reading before it of the same member.
 pub fn derive_samples(prev: Option<&Reading>, cur: &Reading) -> Vec<(Metric, f64)> {
     let mut out = vec![];
@@ -355,6 +363,26 @@ pub fn derive_samples(prev: Option<&Reading>, cur: &Reading) -> Vec<(Metric, f64
 mod tests {
     use super::*;
     use crate::metrics::EngineMetrics;
+
+    #[test]
+    fn a_replica_that_answers_nothing_is_not_replicating() {
+        let silent = Reading {
+            at: 1.0,
+            agent: None,
+            container: None,
+        };
+        assert_eq!(
+            unanswered_replica(true, &silent),
+            Some((Metric::ReplicationRunning, 0.0))
+        );
+        // The primary's silence is engine-down's business, not replication's.
+        assert_eq!(unanswered_replica(false, &silent), None);
+        let answered = Reading {
+            agent: Some(AgentMetrics::default()),
+            ..silent
+        };
+        assert_eq!(unanswered_replica(true, &answered), None);
+    }
 
     fn reading(at: f64, commits: u64, started_at: i64) -> Reading {
         Reading {

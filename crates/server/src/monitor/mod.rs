@@ -135,7 +135,11 @@ async fn sample_once(
     let mut seen = std::collections::HashSet::new();
     for (instance, member, cur) in readings {
         seen.insert((instance, member));
-        let values = derive_samples(previous.get(&(instance, member)), &cur);
+        let mut values = derive_samples(previous.get(&(instance, member)), &cur);
+        let replica = by_id
+            .get(&instance.to_string())
+            .is_some_and(|i| i.topology.primary.0 != member);
+        values.extend(berth_model::metrics::unanswered_replica(replica, &cur));
         if let Err(e) = ctx
             .store
             .record_samples(
