@@ -118,6 +118,12 @@ async fn mariadb_buffer_pool_follows_memory_live() -> anyhow::Result<()> {
         db.strings("SELECT @@innodb_buffer_pool_size").await?,
         vec!["268435456"]
     );
+    // Binary logs do not pile up for ever (MariaDB's own default keeps them).
+    assert_eq!(
+        db.strings("SELECT CONCAT(@@binlog_expire_logs_seconds, '')")
+            .await?,
+        vec!["604800"]
+    );
 
     b.cli_json(&["resize", &name, "--memory", "1GiB", "--cpus", "1"])?;
     assert_eq!(

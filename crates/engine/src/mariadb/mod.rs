@@ -51,9 +51,20 @@ fn socket(layout: &Layout) -> PathBuf {
 
 /// Memory-derived settings the parameters do not pin, then the parameters that may
 /// reach the engine (see [`crate::usable_params`]); and the names of those that may not.
+/// How long binary logs are kept: every member writes them, and MariaDB's own
+/// default keeps them for ever, filling the volume. No replica holds them back (there
+/// are no slots): one away for longer is refused its position by the primary and
+/// cloned afresh. A group may set another.
+const BINLOG_EXPIRE_SECONDS: &str = "604800";
+
 fn desired(settings: &Settings) -> (Vec<(String, String)>, Vec<String>) {
-    let mut out: Vec<(String, String)> = memory_settings(settings.resources.memory_mib)
+    let derived = memory_settings(settings.resources.memory_mib)
         .into_iter()
+        .chain([(
+            "binlog_expire_logs_seconds",
+            BINLOG_EXPIRE_SECONDS.to_owned(),
+        )]);
+    let mut out: Vec<(String, String)> = derived
         .filter(|(k, _)| !settings.params.contains_key(*k))
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
@@ -697,6 +708,31 @@ mod tests {
         assert!(on.contains(&"require_secure_transport = ON".to_owned()));
         assert!(on.contains(&"ssl_key = /run/berth/tls/server.key".to_owned()));
         assert_eq!(tls_lines(&Layout::standard(), false), ["skip-networking"]);
+    }
+
+    #[test]
+    fn binary_logs_expire_unless_a_group_says_otherwise() {
+        let mut settings = Settings {
+            resources: crate::Resources {
+                memory_mib: 512,
+                cpu_millis: 1000,
+            },
+            params: Default::default(),
+            replication: None,
+        };
+        let expire = |s: &Settings| {
+            desired(s)
+                .0
+                .into_iter()
+                .filter(|(k, _)| k == "binlog_expire_logs_seconds")
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(expire(&settings), ["604800"]);
+        settings
+            .params
+            .insert("binlog_expire_logs_seconds".into(), "86400".into());
+        assert_eq!(expire(&settings), ["86400"]);
     }
 
     #[test]
