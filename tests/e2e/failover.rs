@@ -215,14 +215,7 @@ async fn frozen_agent(engine: &str) -> anyhow::Result<()> {
     let name = unique(&format!("fz-{}", &engine[..2]));
     b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
     let old = b.primary_container(&name).await.context("a primary")?;
-    let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?;
-    let agent_pid = agent_pid.trim().to_owned();
-    let frozen = std::process::Command::new("kill")
-        .args(["-STOP", &agent_pid])
-        .status()?;
-    anyhow::ensure!(frozen.success(), "kill -STOP {agent_pid}");
-    // Thaw it whatever happens, so the harness can remove the container.
-    let thaw = Thaw(agent_pid.clone());
+    let thaw = Thaw::freeze_agent(&old)?;
     let result = async {
         b.eventually(
             "another member to be the primary",
@@ -807,14 +800,7 @@ async fn postgres_a_failover_takes_over_from_a_running_resize() -> anyhow::Resul
     let name = unique("pe-po");
     b.create_with_cli(&name, "postgres", &["--members", "3", "--sync", "1"])?;
     let old = b.primary_container(&name).await.context("a primary")?;
-    let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?
-        .trim()
-        .to_owned();
-    let _thaw = Thaw(agent_pid.clone());
-    let frozen = std::process::Command::new("kill")
-        .args(["-STOP", &agent_pid])
-        .status()?;
-    anyhow::ensure!(frozen.success(), "kill -STOP {agent_pid}");
+    let _thaw = Thaw::freeze_agent(&old)?;
     let accepted = b.cli_json(&["resize", &name, "--memory", "384MiB", "--no-wait"])?;
     let task = accepted["task"]["id"]
         .as_str()
@@ -854,14 +840,7 @@ async fn postgres_a_failover_pre_empts_a_running_backup() -> anyhow::Result<()> 
     berth_e2e::big_table(&mut db).await?;
     let (backup, task) = b.start_backup(&name)?;
     b.until_backup_runs(&backup).await?;
-    let agent_pid = docker(&["inspect", "-f", "{{.State.Pid}}", &old])?
-        .trim()
-        .to_owned();
-    let _thaw = Thaw(agent_pid.clone());
-    let frozen = std::process::Command::new("kill")
-        .args(["-STOP", &agent_pid])
-        .status()?;
-    anyhow::ensure!(frozen.success(), "kill -STOP {agent_pid}");
+    let _thaw = Thaw::freeze_agent(&old)?;
     b.eventually(
         "another member to be the primary",
         Duration::from_secs(90),
@@ -885,6 +864,22 @@ async fn postgres_a_failover_pre_empts_a_running_backup() -> anyhow::Result<()> 
 
 /// Sends SIGCONT to a process frozen by a test, when the test ends (failed too).
 struct Thaw(String);
+
+impl Thaw {
+    /// Freezes the agent (PID 1) of `container` with SIGSTOP; it is thawed when the
+    /// guard drops, so the harness can remove the container whatever happened.
+    fn freeze_agent(container: &str) -> anyhow::Result<Self> {
+        let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container])?
+            .trim()
+            .to_owned();
+        let thaw = Thaw(pid.clone());
+        let frozen = std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()?;
+        anyhow::ensure!(frozen.success(), "kill -STOP {pid}");
+        Ok(thaw)
+    }
+}
 
 impl Drop for Thaw {
     fn drop(&mut self) {
