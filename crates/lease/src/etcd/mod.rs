@@ -94,6 +94,26 @@ impl EtcdLeases {
     }
 
     /// The tenure a lease key names.
+    /// The lease key of `name` and its tenure, when `holder` holds it in `term` (a
+    /// lease gone, or another holder or term, is `None`): what renew, release and
+    /// note each check first.
+    async fn held_by(
+        &self,
+        name: &str,
+        holder: &str,
+        term: u64,
+    ) -> Result<Option<(String, KeyValue, Tenure)>> {
+        let key = self.lease_key(name);
+        let Some(kv) = self.gateway.get(&key).await? else {
+            return Ok(None);
+        };
+        let tenure = self.tenure(&key, &kv)?;
+        if tenure.holder != holder || tenure.term != term {
+            return Ok(None);
+        }
+        Ok(Some((key, kv, tenure)))
+    }
+
     fn tenure(&self, key: &str, kv: &KeyValue) -> Result<Tenure> {
         serde_json::from_slice(&kv.value).map_err(|e| LeaseError::Protocol {
             what: format!("key {key}"),
@@ -301,27 +321,17 @@ impl LeaseStore for EtcdLeases {
         ttl: Duration,
     ) -> Result<Option<Lease>> {
         check(name, Some(holder), Some(ttl))?;
-        let key = self.lease_key(name);
-        let Some(kv) = self.gateway.get(&key).await? else {
+        let Some((_, kv, tenure)) = self.held_by(name, holder, term).await? else {
             return Ok(None);
         };
-        let tenure = self.tenure(&key, &kv)?;
-        if tenure.holder != holder || tenure.term != term {
-            return Ok(None);
-        }
         self.extend(name, &kv, tenure, ttl).await
     }
 
     async fn release(&self, name: &str, holder: &str, term: u64) -> Result<bool> {
         check(name, Some(holder), None)?;
-        let key = self.lease_key(name);
-        let Some(kv) = self.gateway.get(&key).await? else {
+        let Some((_, kv, _)) = self.held_by(name, holder, term).await? else {
             return Ok(false);
         };
-        let tenure = self.tenure(&key, &kv)?;
-        if tenure.holder != holder || tenure.term != term {
-            return Ok(false);
-        }
         // The key lives exactly as long as this etcd lease: if it ended meanwhile and
         // someone else started a tenure, theirs is another etcd lease, untouched.
         self.gateway.revoke(kv.lease).await
@@ -345,14 +355,9 @@ impl LeaseStore for EtcdLeases {
 
     async fn note(&self, name: &str, holder: &str, term: u64, text: &str) -> Result<bool> {
         check(name, Some(holder), None)?;
-        let key = self.lease_key(name);
-        let Some(kv) = self.gateway.get(&key).await? else {
+        let Some((key, kv, _)) = self.held_by(name, holder, term).await? else {
             return Ok(false);
         };
-        let tenure = self.tenure(&key, &kv)?;
-        if tenure.holder != holder || tenure.term != term {
-            return Ok(false);
-        }
         let value = serde_json::to_vec(&NoteValue {
             holder: holder.to_owned(),
             term,
