@@ -195,3 +195,69 @@ async fn a_run_missed_while_serve_was_down_runs_once_after_restart() -> anyhow::
     wait_succeeded(&b, id).await?;
     Ok(())
 }
+
+/// The backup policy is chosen at create, and a bad one refuses the create before
+/// anything is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_backup_policy_is_chosen_at_create() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("bp-create");
+    let out = b.cli(&[
+        "create",
+        &name,
+        "--engine",
+        "postgres",
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+        "--backup-schedule",
+        "30 2 * * *",
+        "--keep-count",
+        "3",
+        "--verify",
+        "after-each",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = b.cli_json(&["backup", "schedule", &name])?;
+    assert_eq!(p["schedule"], "30 2 * * *", "{p}");
+    assert_eq!(p["keep_count"], 3, "{p}");
+    assert_eq!(p["verify"], "after-each", "{p}");
+    assert!(p.get("keep_days").is_none(), "{p}");
+    let changed = events_of(&b, &name, "backup.policy-changed").await?;
+    assert_eq!(changed.len(), 1, "{changed:?}");
+
+    // A malformed schedule or an out-of-range rule: refused, nothing made.
+    let bad = unique("bp-bad");
+    for (policy, status, says) in [
+        (json!({"schedule": "every day"}), 422, "five fields"),
+        (json!({"keep_days": 0}), 400, "keep_days must be between 1"),
+        (json!({"verify": "daily"}), 400, "after-each"),
+    ] {
+        let (got, v) = b
+            .request(
+                reqwest::Method::POST,
+                "/v1/instances",
+                Some(json!({"name": bad, "engine": "postgres", "backup_policy": policy})),
+            )
+            .await?;
+        assert_eq!(got, status, "{policy}: {v}");
+        assert!(v.to_string().contains(says), "{policy}: {v}");
+    }
+    let (got, _) = b
+        .request(reqwest::Method::GET, &format!("/v1/instances/{bad}"), None)
+        .await?;
+    assert_eq!(got, 404, "a refused create made nothing");
+    let made = b.docker_objects("container", None);
+    assert!(
+        made.iter().all(|c| !c.contains(&bad)),
+        "no container of a refused create: {made:?}"
+    );
+    Ok(())
+}

@@ -51,6 +51,20 @@ pub struct CreateCmd {
     /// be promoted automatically, like 512kB or 4MB (default 1MB; binary units).
     #[arg(long, value_name = "SIZE")]
     max_failover_lag: Option<String>,
+    /// When to back up: a cron expression, five fields, UTC, or `off` (default: the
+    /// server's `--default-backup-schedule`); `berth backup schedule` changes it later.
+    #[arg(long, value_name = "CRON")]
+    backup_schedule: Option<String>,
+    /// Keep backups taken within this many days (default: no limit by age).
+    #[arg(long)]
+    keep_days: Option<u32>,
+    /// Keep this many newest complete backups (default: no limit by count).
+    #[arg(long)]
+    keep_count: Option<u32>,
+    /// Verify backups by restoring them: after-each, weekly or off (default: the
+    /// server's `--default-verify`).
+    #[arg(long, value_parser = ["after-each", "weekly", "off"])]
+    verify: Option<String>,
     /// Return as soon as the task is accepted.
     #[arg(long)]
     no_wait: bool,
@@ -72,6 +86,10 @@ pub async fn create(c: CreateCmd, env: &Env) -> anyhow::Result<u8> {
         max_lag_ms: c.max_lag.map(|d| d.as_millis() as u64),
         failover: c.failover,
         max_failover_lag: c.max_failover_lag,
+        backup_schedule: c.backup_schedule,
+        keep_days: c.keep_days,
+        keep_count: c.keep_count,
+        verify: c.verify,
     };
     berth_cli::create(&env.client()?, args, follow(c.no_wait), env.fmt).await?;
     Ok(0)

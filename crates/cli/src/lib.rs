@@ -96,6 +96,14 @@ pub struct CreateArgs {
     /// How far behind a replica may be and still be promoted, like `4MB` (checked
     /// by the server, which names the flag when it refuses).
     pub max_failover_lag: Option<String>,
+    /// The backup policy to start with: cron schedule or `off`.
+    pub backup_schedule: Option<String>,
+    /// Keep backups this many days.
+    pub keep_days: Option<u32>,
+    /// Keep this many newest complete backups.
+    pub keep_count: Option<u32>,
+    /// Verify backups by restoring them: `after-each`, `weekly` or `off`.
+    pub verify: Option<String>,
 }
 
 /// Whether to follow a task to its end.
@@ -171,6 +179,22 @@ pub async fn create(client: &Client, args: CreateArgs, follow: Follow, fmt: Form
     }
     if let Some(ms) = args.max_lag_ms {
         body["max_lag_ms"] = Value::from(ms);
+    }
+    let mut policy = serde_json::Map::new();
+    if let Some(c) = args.backup_schedule {
+        policy.insert("schedule".into(), Value::String(c));
+    }
+    if let Some(d) = args.keep_days {
+        policy.insert("keep_days".into(), Value::from(d));
+    }
+    if let Some(n) = args.keep_count {
+        policy.insert("keep_count".into(), Value::from(n));
+    }
+    if let Some(v) = args.verify {
+        policy.insert("verify".into(), Value::String(v));
+    }
+    if !policy.is_empty() {
+        body["backup_policy"] = Value::Object(policy);
     }
     let v: Value = client.post("/v1/instances", &body).await?;
     finish_accepted(client, v, follow, fmt).await

@@ -277,6 +277,116 @@ pub struct Retention {
     pub keep_count: Option<u32>,
 }
 
+/// A backup policy as the API takes it, whole: what is left out takes its default.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupPolicyRequest {
+    /// Cron expression, five fields (minute hour day-of-month month day-of-week), in
+    /// UTC, or `off` for no scheduled backups; default `0 0 * * *` (daily at
+    /// midnight; at create, the server's `--default-backup-schedule`).
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub schedule: Option<String>,
+    /// Keep backups taken within this many days.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 36500)]
+    pub keep_days: Option<u32>,
+    /// Keep this many newest complete backups. The newest complete backup is always
+    /// kept, whatever the rules.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 10000)]
+    pub keep_count: Option<u32>,
+    /// When backups are verified by restoring them into a throwaway instance:
+    /// `after-each`, `weekly` or `off`; default `weekly` (at create, the server's
+    /// `--default-verify`).
+    #[serde(default)]
+    pub verify: Option<crate::verify::VerifyPolicy>,
+}
+
+/// A JSON integer as JSON Schema means it: `7` and `7.0` alike (range checked later).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+            .map(|f| f as u64)
+    });
+    whole
+        .and_then(|w| u32::try_from(w).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            D::Error::custom(format!("{n} is not a whole number of at most {}", u32::MAX))
+        })
+}
+
+/// The most days a retention can name (100 years).
+pub const MAX_KEEP_DAYS: u32 = 36_500;
+/// The most backups a retention can name.
+pub const MAX_KEEP_COUNT: u32 = 10_000;
+/// The longest cron expression accepted.
+pub const MAX_SCHEDULE_LEN: usize = 200;
+
+impl BackupPolicyRequest {
+    /// Whether the numbers and lengths are within what the API document states
+    /// (a 400 when not); the error says what to change.
+    pub fn check_ranges(&self) -> Result<(), String> {
+        if self
+            .schedule
+            .as_deref()
+            .is_some_and(|s| s.len() > MAX_SCHEDULE_LEN)
+        {
+            return Err(format!(
+                "the schedule is longer than {MAX_SCHEDULE_LEN} characters"
+            ));
+        }
+        for (field, value, max) in [
+            ("keep_days", self.keep_days, MAX_KEEP_DAYS),
+            ("keep_count", self.keep_count, MAX_KEEP_COUNT),
+        ] {
+            if value.is_some_and(|v| !(1..=max).contains(&v)) {
+                return Err(format!(
+                    "{field} must be between 1 and {max}; leave it out for no limit"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy of instance `id` (`name`) this asks for, from `now`; the defaults
+    /// give what is left out. Its ranges are checked first ([`Self::check_ranges`]);
+    /// the error here is a schedule that is not a cron expression, saying what one
+    /// looks like.
+    pub fn policy(
+        &self,
+        id: InstanceId,
+        name: &str,
+        now: &str,
+        default_schedule: &str,
+        default_verify: crate::verify::VerifyPolicy,
+    ) -> Result<BackupPolicyRecord, String> {
+        let schedule = self.schedule.as_deref().unwrap_or(default_schedule);
+        let schedule = if schedule == Schedule::OFF {
+            Schedule::OFF.to_owned()
+        } else {
+            Schedule::parse(schedule)?.as_str().to_owned()
+        };
+        Ok(BackupPolicyRecord {
+            instance_id: id,
+            instance_name: name.to_owned(),
+            schedule,
+            retention: Retention {
+                keep_days: self.keep_days,
+                keep_count: self.keep_count,
+            },
+            last_slot: now.to_owned(),
+            verify: self.verify.unwrap_or(default_verify),
+        })
+    }
+}
+
 /// An instance's backup policy as the store keeps it. It outlives the instance, so
 /// retention goes on removing the backups of a deleted instance.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -72,6 +72,10 @@ pub struct CreateRequest {
     #[serde(default)]
     #[schema(schema_with = crate::schema::optional_bytes)]
     pub max_failover_lag: Option<String>,
+    /// The backup policy to start with (the server's defaults when absent); the same
+    /// as `PUT /v1/instances/{name}/backup-policy` afterwards.
+    #[serde(default)]
+    pub backup_policy: Option<crate::backup::BackupPolicyRequest>,
 }
 
 /// A number or its text: `"cpus": 2` and `"cpus": "2"` mean the same.

@@ -115,7 +115,27 @@ pub(crate) async fn create_with(
     req: CreateRequest,
     options: TaskOptions,
 ) -> Result<Created, ApiError> {
+    // The backup policy asked for is checked before anything is made.
+    let policy = req.backup_policy.clone();
+    let with_defaults = |p: &berth_model::backup::BackupPolicyRequest, id, name: &str| {
+        p.policy(
+            id,
+            name,
+            &berth_store::now(),
+            &ctx.config.default_backup_schedule,
+            ctx.config.default_verify,
+        )
+        .map_err(ApiError::Unprocessable)
+    };
+    if let Some(p) = &policy {
+        p.check_ranges().map_err(ApiError::InvalidRequest)?;
+        with_defaults(p, berth_model::InstanceId::new_random(), &req.name)?;
+    }
     let (inst, task) = create_in(ctx, req, options, project(), TaskKind::Create).await?;
+    if let Some(p) = &policy {
+        let record = with_defaults(p, inst.id, inst.name.as_str())?;
+        super::backup_policy::store(ctx, &record).await?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         axum::Extension(super::events::EventSubject(inst.name.to_string())),
