@@ -46,6 +46,17 @@ async fn verify(b: &Berth, id: &str) -> anyhow::Result<Value> {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    let created = task["created_at"].as_str().unwrap_or_default().to_owned();
+    b.eventually(
+        "the outcome to be recorded on the backup",
+        Duration::from_secs(30),
+        || async {
+            verification(b, id)
+                .await
+                .is_ok_and(|v| v["at"].as_str().is_some_and(|at| at >= created.as_str()))
+        },
+    )
+    .await?;
     b.eventually(
         "the throwaway instance's containers and volumes to be removed",
         Duration::from_secs(120),
@@ -236,7 +247,15 @@ async fn mariadb_backups_are_verified_after_each_when_the_policy_says_so() -> an
 
     // Damaged in the store: caught, recorded, and the command fails saying why.
     damage_object(&b, &id).await?;
-    let out = b.cli(&["backup", "verify", &id]);
+    // The policy's throwaway instance may still be going away (409 meanwhile).
+    let mut out = b.cli(&["backup", "verify", &id]);
+    for _ in 0..60 {
+        if !String::from_utf8_lossy(&out.stderr).contains("being verified already") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        out = b.cli(&["backup", "verify", &id]);
+    }
     assert!(!out.status.success(), "a damaged backup passed");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(err.contains("checksum mismatch"), "{err}");

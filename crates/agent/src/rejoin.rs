@@ -141,6 +141,14 @@ async fn rewind_or_clone(
     let engine = config.engine();
     // Data left from an earlier member: no rewind can bring it forward.
     if let Ok(why) = std::fs::read_to_string(stale_path(config)) {
+        // Nothing in it is worth keeping aside: the primary has all of it and more.
+        let data = engine.data_dir(&config.layout);
+        if data.exists() {
+            std::fs::remove_dir_all(&data).map_err(|source| AgentError::Io {
+                what: format!("removing the stale {}", data.display()),
+                source,
+            })?;
+        }
         return reclone(config, reaper, user, repl, why.trim()).await;
     }
     let diverged = std::fs::read_to_string(reclone_path(config)).ok();

@@ -66,7 +66,7 @@ pub struct ServeArgs {
     )]
     default_backup_schedule: String,
     /// How an instance's backups are verified by restoring them, until one is set
-    /// (`berth backup policy --verify`): after-each, weekly or off.
+    /// (`berth backup schedule --verify`): after-each, weekly or off.
     #[arg(long, env = "BERTH_DEFAULT_VERIFY", default_value = "weekly")]
     default_verify: berth_model::verify::VerifyPolicy,
     /// How often every running member's metrics are sampled into the history.

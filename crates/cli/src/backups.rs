@@ -70,6 +70,18 @@ pub async fn verify(client: &Client, id: &str, follow: Follow, fmt: Format) -> R
         return Ok(());
     }
     let done = wait::follow(client, &accepted.task, fmt).await?;
+    // The outcome is written on the backup as the task ends: wait (briefly) for it.
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(15) {
+        let b: BackupView = client.get(&format!("/v1/backups/{id}")).await?;
+        if b.verification
+            .as_ref()
+            .is_some_and(|v| v.at >= accepted.task.created_at)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     show(client, id, fmt).await?;
     if done.state == berth_model::TaskState::Failed {
         return Err(CliError::TaskFailed {

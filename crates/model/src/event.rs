@@ -112,6 +112,10 @@ pub enum EventKind {
     /// backup, reason).
     #[serde(rename = "backup.verify-failed")]
     BackupVerifyFailed,
+    /// A backup's verification could not run to its end for a reason that is not
+    /// the backup's (details: backup, reason).
+    #[serde(rename = "backup.verify-inconclusive")]
+    BackupVerifyInconclusive,
     /// An alarm went to another state (details: alarm, from, to, reason).
     #[serde(rename = "alarm.state-changed")]
     AlarmStateChanged,
@@ -146,7 +150,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, for exhaustive tests and parsing.
-    pub const ALL: [EventKind; 40] = [
+    pub const ALL: [EventKind; 41] = [
         Self::InstanceCreated,
         Self::InstanceStarted,
         Self::InstanceStopped,
@@ -178,6 +182,7 @@ impl EventKind {
         Self::BackupPolicyChanged,
         Self::BackupVerified,
         Self::BackupVerifyFailed,
+        Self::BackupVerifyInconclusive,
         Self::AlarmStateChanged,
         Self::NotificationAttempted,
         Self::FailoverDone,
@@ -223,6 +228,7 @@ impl EventKind {
             Self::BackupPolicyChanged => "backup.policy-changed",
             Self::BackupVerified => "backup.verified",
             Self::BackupVerifyFailed => "backup.verify-failed",
+            Self::BackupVerifyInconclusive => "backup.verify-inconclusive",
             Self::AlarmStateChanged => "alarm.state-changed",
             Self::NotificationAttempted => "notification.attempted",
             Self::FailoverDone => "failover.done",

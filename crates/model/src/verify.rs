@@ -62,6 +62,9 @@ pub enum VerifyOutcome {
     Passed,
     /// The backup could not be restored, or the restored data is damaged.
     Failed,
+    /// The verification could not run to its end for a reason that is not the
+    /// backup's (Docker, the host's capacity, the image): neither good nor bad.
+    Inconclusive,
 }
 
 impl VerifyOutcome {
@@ -70,6 +73,7 @@ impl VerifyOutcome {
         match self {
             Self::Passed => "passed",
             Self::Failed => "failed",
+            Self::Inconclusive => "inconclusive",
         }
     }
 }
@@ -77,7 +81,7 @@ impl VerifyOutcome {
 impl std::str::FromStr for VerifyOutcome {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Passed, Self::Failed]
+        [Self::Passed, Self::Failed, Self::Inconclusive]
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| format!("unknown verify outcome {s:?}"))

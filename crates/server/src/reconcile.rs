@@ -99,7 +99,9 @@ pub fn plan(instances: &[InstanceRecord], observed: &Observed) -> Vec<Action> {
     let mut actions = vec![];
     let live: HashSet<InstanceId> = instances.iter().map(|i| i.id).collect();
     for inst in instances {
-        if inst.status.is_busy() {
+        // A verification's throwaway instance is its task's alone: never repaired
+        // (a repair would publish its endpoint), deleted when the task ends.
+        if inst.status.is_busy() || crate::backup::verify::is_throwaway(inst) {
             continue;
         }
         let Some(seen) = observed.members.get(&inst.id) else {

@@ -60,6 +60,15 @@ fn stopped_and_busy_instances_are_left_alone() {
 }
 
 #[test]
+fn a_verifications_throwaway_instance_is_never_repaired() {
+    let mut t = inst("verify-0123456789ab", InstanceStatus::Available);
+    t.project = crate::backup::verify::project();
+    let mut o = Observed::default();
+    o.members.insert(t.id, MemberSeen::Missing);
+    assert_eq!(plan(&[t], &o), vec![]);
+}
+
+#[test]
 fn status_follows_health() {
     let a = inst("a", InstanceStatus::Available);
     let b = inst("b", InstanceStatus::Unavailable);

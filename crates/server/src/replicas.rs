@@ -147,14 +147,18 @@ pub(crate) async fn ensure_replicas(
             }
             continue;
         }
+        // A container that never ran is one this step made before a crash: the
+        // member is still being added.
         let existed = ctx
             .runtime
-            .find_member(members::key(inst, m))
+            .inspect_member(members::key(inst, m))
             .await?
-            .is_some();
-        // A volume a scale finds without its container is left from an earlier
-        // member (a scale-down without purge): its position may be older than
-        // anything the primary keeps, so it is cloned afresh, not resumed.
+            .is_some_and(|o| o.status != "created");
+        // A volume a scale finds without a container that ran is left from an
+        // earlier member (a scale-down without purge): its position may be older
+        // than anything the primary keeps, so it is cloned afresh, not resumed.
+        // (After a crash it may be the empty volume this step made: cloning into
+        // it is what would happen anyway.)
         let stale = !existed
             && task.kind == TaskKind::Scale
             && ctx

@@ -130,27 +130,35 @@ impl Store {
             .transpose()
     }
 
-    /// Records how a backup's verification ended, with its event, in one transaction.
+    /// Records how a backup's verification ended, with its event, in one transaction
+    /// — unless one was recorded at or after `since` (the verification's start: one
+    /// runs per backup at a time, so that one is this one). Whether it recorded.
     pub async fn record_verification(
         &self,
         id: BackupId,
         v: &Verification,
         event: &NewEvent,
-    ) -> Result<()> {
+        since: &str,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE backups SET verify_outcome = ?, verify_at = ?, verify_detail = ? WHERE id = ?",
+        let r = sqlx::query(
+            "UPDATE backups SET verify_outcome = ?, verify_at = ?, verify_detail = ?
+             WHERE id = ? AND (verify_at IS NULL OR verify_at < ?)",
         )
         .bind(v.outcome.as_str())
         .bind(&v.at)
         .bind(&v.detail)
         .bind(id.to_string())
+        .bind(since)
         .execute(&mut *tx)
         .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
         crate::events::insert(&mut tx, event).await?;
         tx.commit().await?;
         self.events_written();
-        Ok(())
+        Ok(true)
     }
 
     /// Backups, newest first; only those of instances named `instance` when given.
@@ -259,12 +267,18 @@ mod tests {
             "backup verify failed",
             serde_json::json!({}),
         );
-        store
-            .record_verification(b.id, &v, &event)
+        let since = "2000-01-01T00:00:00Z";
+        assert!(store
+            .record_verification(b.id, &v, &event, since)
             .await
-            .expect("record");
+            .expect("record"));
         let got = store.backup(b.id).await.expect("read").expect("there");
-        assert_eq!(got.verification, Some(v));
+        assert_eq!(got.verification, Some(v.clone()));
+        // The same verification, seen again (a restart's sweep): not twice.
+        assert!(!store
+            .record_verification(b.id, &v, &event, since)
+            .await
+            .expect("again"));
         store.delete_backup(b.id).await.expect("delete");
         assert!(store.backup(b.id).await.expect("read").is_none());
     }

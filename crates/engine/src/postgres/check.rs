@@ -63,9 +63,24 @@ async fn check_database(
     db: &str,
     report: &mut ConsistencyReport,
 ) -> Result<()> {
-    c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+    // amcheck in a schema of its own unless the restored database has it already
+    // (then wherever it is); its functions are called by that schema's name, so no
+    // search_path or missing `public` is in the way.
+    c.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS berth_verify; \
+         CREATE EXTENSION IF NOT EXISTS amcheck SCHEMA berth_verify",
+    )
+    .await
+    .map_err(refused)?;
+    let amcheck: String = c
+        .query_one(
+            "SELECT quote_ident(n.nspname) FROM pg_extension e \
+             JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'amcheck'",
+            &[],
+        )
         .await
-        .map_err(refused)?;
+        .map_err(refused)?
+        .get(0);
     // Tables and materialized views of every schema but the system's; the name comes
     // quoted from the server itself.
     let tables = c
@@ -73,6 +88,7 @@ async fn check_database(
             "SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'm') AND c.relpersistence <> 't' \
+               AND c.relispopulated \
                AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                AND n.nspname NOT LIKE 'pg\\_toast%' \
              ORDER BY 2",
@@ -86,8 +102,8 @@ async fn check_database(
         let damaged = c
             .query(
                 &format!(
-                    "SELECT coalesce(blkno, -1), msg FROM verify_heapam({oid}::oid::regclass, \
-                     check_toast => true) LIMIT {PROBLEMS_PER_OBJECT}"
+                    "SELECT coalesce(blkno, -1), msg FROM {amcheck}.verify_heapam(\
+                     {oid}::oid::regclass, check_toast => true) LIMIT {PROBLEMS_PER_OBJECT}"
                 ),
                 &[],
             )
@@ -136,7 +152,8 @@ async fn check_database(
         let checked = c
             .query_one(
                 &format!(
-                    "SELECT bt_index_check(index => {oid}::oid::regclass, heapallindexed => true)"
+                    "SELECT {amcheck}.bt_index_check(index => {oid}::oid::regclass, \
+                     heapallindexed => true)"
                 ),
                 &[],
             )

@@ -111,7 +111,7 @@ pub(crate) async fn show(
 /// the throwaway instance is deleted.
 #[utoipa::path(post, operation_id = "verify_backup", path = "/v1/backups/{id}/verify", params(("id" = String, Path, description = "Backup id")), responses(
     (status = 202, body = BackupAccepted),
-    NotFound, Conflict,
+    NotFound, Conflict, super::problems::Unprocessable,
 ))]
 pub(crate) async fn verify(
     State(ctx): State<Ctx>,

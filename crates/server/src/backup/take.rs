@@ -35,7 +35,9 @@ pub(crate) async fn ensure_backup_stored(
         ),
     };
     ctx.store.begin_backup(&record).await?;
-    match from_replica_or_primary(ctx, inst, &record, progress).await {
+    // A delete's final backup is the last copy of everything: the primary's.
+    let replica_allowed = task.kind != berth_model::TaskKind::Delete;
+    match from_replica_or_primary(ctx, inst, &record, replica_allowed, progress).await {
         Ok((stored, from, said)) => {
             let member = berth_model::member::display_name(&inst.name, from);
             ctx.store
@@ -57,18 +59,26 @@ pub(crate) async fn ensure_backup_stored(
     }
 }
 
-/// Takes the backup on a replica that streams (the least behind), so the primary's
-/// clients do not pay for the dump; on the primary when there is none, or when the
+/// Takes the backup on a replica that has replayed everything the primary had
+/// written when the backup began (so it holds every commit acknowledged before it),
+/// so the primary's clients do not pay for the dump; on the primary when no replica
+/// catches up within [`CATCH_UP`], when `replica_allowed` is false, or when the
 /// replica's dump fails (a standby may cancel a long dump that conflicts with what
 /// it replays). The member it came from, and what happened on the way.
 async fn from_replica_or_primary(
     ctx: &Ctx,
     inst: &InstanceRecord,
     record: &BackupRecord,
+    replica_allowed: bool,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<(super::Stored, MemberId, String), StepError> {
     let primary = inst.topology.primary;
-    if let Some((replica, ip)) = streaming_replica(ctx, inst).await {
+    let replica = if replica_allowed {
+        caught_up_replica(ctx, inst, progress).await
+    } else {
+        None
+    };
+    if let Some((replica, ip)) = replica {
         match stream(ctx, inst, ip, record, progress).await {
             Ok(stored) => return Ok((stored, replica, String::new())),
             Err(e) => {
@@ -89,27 +99,53 @@ async fn from_replica_or_primary(
     Ok((stored, primary, String::new()))
 }
 
-/// The replica that streams from the primary and is the least behind, with its
-/// address, if the instance has one.
-async fn streaming_replica(ctx: &Ctx, inst: &InstanceRecord) -> Option<(MemberId, IpAddr)> {
-    let mut best: Option<(u64, MemberId, IpAddr)> = None;
-    for m in inst.topology.replicas() {
-        let Ok(ip) = crate::steps::member_ip(ctx, inst, m).await else {
-            continue;
-        };
-        let Some(r) = crate::members::role_report_at(ctx, ip).await else {
-            continue;
-        };
-        if r.role != Some(berth_model::member::Role::Replica) || r.replication_running != Some(true)
-        {
-            continue;
+/// How long a replica may take to replay what the primary had written when the
+/// backup began, before the backup is taken on the primary instead.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A streaming replica that has replayed the primary's position as it was when this
+/// was called, with its address; `None` when the instance has no replica, the
+/// primary's position cannot be read, or none catches up within [`CATCH_UP`].
+async fn caught_up_replica(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Option<(MemberId, IpAddr)> {
+    inst.topology.replicas().next()?;
+    let target = crate::members::role_report(ctx, inst, inst.topology.primary)
+        .await?
+        .position?;
+    progress("waiting for a replica to replay what the primary has written");
+    let started = std::time::Instant::now();
+    loop {
+        for m in inst.topology.replicas() {
+            let Ok(ip) = crate::steps::member_ip(ctx, inst, m).await else {
+                continue;
+            };
+            let Some(r) = crate::members::role_report_at(ctx, ip).await else {
+                continue;
+            };
+            if r.role != Some(berth_model::member::Role::Replica)
+                || r.replication_running != Some(true)
+            {
+                continue;
+            }
+            if replayed(&r).is_some_and(|p| p >= target) {
+                return Some((m, ip));
+            }
         }
-        let lag = r.lag_bytes.unwrap_or(u64::MAX);
-        if best.as_ref().is_none_or(|(l, _, _)| lag < *l) {
-            best = Some((lag, m, ip));
+        if started.elapsed() >= CATCH_UP {
+            return None;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    best.map(|(_, m, ip)| (m, ip))
+}
+
+/// How far a replica has applied the primary's change stream: what it received less
+/// what it has not applied yet (unknown when the engine cannot say how much that is,
+/// as MariaDB when the two are in different binary log files).
+fn replayed(r: &berth_model::agent::RoleReport) -> Option<u64> {
+    Some(r.position?.saturating_sub(r.lag_bytes?))
 }
 
 async fn stream(

@@ -16,7 +16,9 @@ use crate::Ctx;
 use berth_model::backup::BackupRecord;
 use berth_model::event::{EventKind, NewEvent};
 use berth_model::verify::{ConsistencyReport, Verification, VerifyOutcome};
-use berth_model::{InstanceRecord, ProjectId, TaskKind, TaskOptions, TaskRecord, TaskState};
+use berth_model::{
+    InstanceRecord, ProjectId, StepName, TaskKind, TaskOptions, TaskRecord, TaskState,
+};
 use tracing::{info, warn};
 
 /// The whole check must finish within this long.
@@ -112,8 +114,17 @@ pub(crate) async fn check_restored(ctx: &Ctx, inst: &InstanceRecord) -> Result<S
     }
 }
 
-/// What a finished verification task says about its backup.
+/// What a finished verification task says about its backup: a failure in checking
+/// the bytes, loading them or checking what was loaded is the backup's; any other
+/// (Docker, the image, the host) leaves it inconclusive.
 fn outcome(task: &TaskRecord) -> Option<Verification> {
+    let backups_fault = |s: &berth_model::StepStatus| {
+        s.state == berth_model::StepState::Failed
+            && matches!(
+                s.name,
+                StepName::VerifyBackup | StepName::LoadBackup | StepName::CheckRestored
+            )
+    };
     let (outcome, detail) = match task.state {
         TaskState::Succeeded => (
             VerifyOutcome::Passed,
@@ -122,8 +133,12 @@ fn outcome(task: &TaskRecord) -> Option<Verification> {
                 .and_then(|s| s.detail.clone())
                 .unwrap_or_default(),
         ),
-        TaskState::Failed => (
+        TaskState::Failed if task.steps.iter().any(backups_fault) => (
             VerifyOutcome::Failed,
+            task.error.clone().unwrap_or_default(),
+        ),
+        TaskState::Failed => (
+            VerifyOutcome::Inconclusive,
             task.error.clone().unwrap_or_default(),
         ),
         _ => return None,
@@ -143,43 +158,60 @@ pub(crate) async fn ended(ctx: &Ctx, task: &TaskRecord) {
         return;
     };
     if let Ok(Some(b)) = ctx.store.backup(id).await {
-        let recorded = b
-            .verification
-            .as_ref()
-            .is_some_and(|old| old.at >= task.created_at);
-        if !recorded {
-            let (kind, message) = match v.outcome {
-                VerifyOutcome::Passed => (
-                    EventKind::BackupVerified,
-                    format!("backup {id} verified by restoring it: {}", v.detail),
-                ),
-                VerifyOutcome::Failed => (
-                    EventKind::BackupVerifyFailed,
-                    format!("backup {id} failed its verification: {}", v.detail),
-                ),
-            };
-            let event = NewEvent::instance(
-                b.instance_id,
-                &b.instance_name,
-                kind,
-                message,
-                serde_json::json!({
-                    "backup": id,
-                    "outcome": v.outcome.as_str(),
-                    "detail": v.detail,
-                    "task": task.id,
-                }),
-            );
-            match ctx.store.record_verification(id, &v, &event).await {
-                Ok(()) if v.outcome == VerifyOutcome::Failed => {
-                    warn!(backup = %id, detail = %v.detail, "a backup failed its verification")
-                }
-                Ok(()) => info!(backup = %id, detail = %v.detail, "a backup is verified"),
-                Err(e) => warn!(backup = %id, error = %e, "cannot record the verification"),
-            }
-        }
+        record(ctx, &b, &v, &task.created_at, serde_json::json!(task.id)).await;
     }
     clean_up(ctx, task.instance_id).await;
+}
+
+/// Records a verification's outcome on `b` with its event, unless one was recorded
+/// since `since`.
+async fn record(
+    ctx: &Ctx,
+    b: &BackupRecord,
+    v: &Verification,
+    since: &str,
+    task: serde_json::Value,
+) {
+    let id = b.id;
+    let (kind, message) = match v.outcome {
+        VerifyOutcome::Passed => (
+            EventKind::BackupVerified,
+            format!("backup {id} verified by restoring it: {}", v.detail),
+        ),
+        VerifyOutcome::Failed => (
+            EventKind::BackupVerifyFailed,
+            format!("backup {id} failed its verification: {}", v.detail),
+        ),
+        VerifyOutcome::Inconclusive => (
+            EventKind::BackupVerifyInconclusive,
+            format!(
+                "backup {id} could not be verified, for a reason not its own: {}",
+                v.detail
+            ),
+        ),
+    };
+    let event = NewEvent::instance(
+        b.instance_id,
+        &b.instance_name,
+        kind,
+        message,
+        serde_json::json!({
+            "backup": id,
+            "outcome": v.outcome.as_str(),
+            "detail": v.detail,
+            "task": task,
+        }),
+    );
+    match ctx.store.record_verification(id, v, &event, since).await {
+        Ok(false) => {}
+        Ok(true) if v.outcome == VerifyOutcome::Passed => {
+            info!(backup = %id, detail = %v.detail, "a backup is verified")
+        }
+        Ok(true) => {
+            warn!(backup = %id, outcome = v.outcome.as_str(), detail = %v.detail, "a backup's verification did not pass")
+        }
+        Err(e) => warn!(backup = %id, error = %e, "cannot record the verification"),
+    }
 }
 
 /// Deletes a throwaway instance, volume and all, unless that is under way.
@@ -229,6 +261,11 @@ pub(crate) async fn tick(
             .iter()
             .any(|i| i.id == p.instance_id && !is_throwaway(i))
     };
+    // One verification the policies start at a time, across the site: each costs
+    // an instance's resources. One a user asked for is not held back.
+    if instances.iter().any(is_throwaway) {
+        return Ok(());
+    }
     for p in policies.iter().filter(live) {
         let backups = ctx.store.backups_of(p.instance_id).await?;
         let busy = backups.iter().any(|b| running.contains(&b.id));
@@ -239,9 +276,16 @@ pub(crate) async fn tick(
             continue;
         };
         match start(ctx, b).await {
-            Ok(_) => {}
+            Ok(_) => return Ok(()),
+            // Refused (the host cannot fit it, say): said once, on the backup, and
+            // not tried again every few seconds.
             Err(e) => {
-                warn!(backup = %id, error = %e, "cannot start the verification the policy asks for")
+                let v = Verification {
+                    outcome: VerifyOutcome::Inconclusive,
+                    at: berth_store::now(),
+                    detail: format!("the verification could not start: {e}"),
+                };
+                record(ctx, b, &v, &v.at, serde_json::Value::Null).await;
             }
         }
     }
