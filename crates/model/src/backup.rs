@@ -288,12 +288,12 @@ pub struct BackupPolicyRequest {
     #[schema(max_length = 200)]
     pub schedule: Option<String>,
     /// Keep backups taken within this many days.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1, maximum = 36500)]
     pub keep_days: Option<u32>,
     /// Keep this many newest complete backups. The newest complete backup is always
     /// kept, whatever the rules.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1, maximum = 10000)]
     pub keep_count: Option<u32>,
     /// When backups are verified by restoring them into a throwaway instance:
@@ -301,25 +301,6 @@ pub struct BackupPolicyRequest {
     /// `--default-verify`).
     #[serde(default)]
     pub verify: Option<crate::verify::VerifyPolicy>,
-}
-
-/// A JSON integer as JSON Schema means it: `7` and `7.0` alike (range checked later).
-fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    use serde::de::Error;
-    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
-        return Ok(None);
-    };
-    let whole = n.as_u64().or_else(|| {
-        n.as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
-            .map(|f| f as u64)
-    });
-    whole
-        .and_then(|w| u32::try_from(w).ok())
-        .map(Some)
-        .ok_or_else(|| {
-            D::Error::custom(format!("{n} is not a whole number of at most {}", u32::MAX))
-        })
 }
 
 /// The most days a retention can name (100 years).

@@ -26,6 +26,7 @@ pub mod status;
 pub mod task;
 pub mod tls;
 pub mod verify;
+pub mod whole;
 
 pub use engine::{EngineKind, EngineVersion};
 pub use event::{Event, EventKind, NewEvent};

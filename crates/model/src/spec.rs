@@ -39,17 +39,17 @@ pub struct CreateRequest {
     pub params: Option<String>,
     /// Host port of the endpoint, fixed for the instance's life (1024–65535); a
     /// free one is picked when absent.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1024, maximum = 65535)]
     pub port: Option<u16>,
     /// Members: a primary and `members - 1` replicas, each its own container and
     /// volume (1–5). Default 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1, maximum = 5)]
     pub members: Option<u16>,
     /// How many replicas must have a commit before it returns (fewer than
     /// `members`; MariaDB waits for one at most). Default 0: asynchronous.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 0, maximum = 4)]
     pub sync: Option<u8>,
     /// While a synchronous replica is missing: `strict` (the default) makes commits
@@ -58,7 +58,7 @@ pub struct CreateRequest {
     pub sync_mode: Option<crate::member::SyncMode>,
     /// A replica further behind than this many milliseconds gets no new read-only
     /// connections (default 10000).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 100, maximum = 86400000)]
     pub max_lag_ms: Option<u64>,
     /// `auto` (the default): a replica is promoted when the primary fails;
@@ -253,11 +253,11 @@ impl CreateRequest {
 pub struct ScaleRequest {
     /// How many members the instance has afterwards (1–5): replicas are added or
     /// removed, never the primary.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 1, maximum = 5)]
     pub members: Option<u16>,
     /// How many replicas confirm a commit afterwards.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::whole::option")]
     #[schema(minimum = 0, maximum = 4)]
     pub sync: Option<u8>,
     /// `strict` or `available`.

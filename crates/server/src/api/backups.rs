@@ -178,6 +178,7 @@ pub(crate) struct RestoreRequest {
     #[schema(schema_with = berth_model::schema::optional_size)]
     storage: Option<String>,
     /// Host port of the new endpoint (default: picked).
+    #[serde(default, deserialize_with = "berth_model::whole::option")]
     #[schema(minimum = 1024, maximum = 65535)]
     port: Option<u16>,
 }
