@@ -1,6 +1,6 @@
 //! `berth backup …`: argument parsing only; the work is in `berth_cli::backups`.
 
-use berth_cli::{Client, Follow, Format};
+use berth_cli::{Client, Format};
 use clap::Subcommand;
 
 /// Backups of instances, kept in the backup store.
@@ -94,11 +94,7 @@ pub(crate) struct RestoreArgs {
 
 /// Runs `berth restore`.
 pub(crate) async fn restore(args: RestoreArgs, client: Client, fmt: Format) -> anyhow::Result<u8> {
-    let follow = if args.no_wait {
-        Follow::NoWait
-    } else {
-        Follow::Wait
-    };
+    let follow = crate::env::follow(args.no_wait);
     let a = berth_cli::backups::RestoreArgs {
         source: args.source,
         to: args.to,
@@ -120,22 +116,14 @@ pub(crate) async fn run(command: BackupCommand, client: Client, fmt: Format) -> 
             kind,
             no_wait,
         } => {
-            let follow = if no_wait {
-                Follow::NoWait
-            } else {
-                Follow::Wait
-            };
+            let follow = crate::env::follow(no_wait);
             b::create(&client, &name, &kind, follow, fmt).await?
         }
         BackupCommand::List { name } => b::list(&client, name.as_deref(), fmt).await?,
         BackupCommand::Show { id } => b::show(&client, &id, fmt).await?,
         BackupCommand::Delete { id } => b::delete(&client, &id, fmt).await?,
         BackupCommand::Verify { id, no_wait } => {
-            let follow = if no_wait {
-                Follow::NoWait
-            } else {
-                Follow::Wait
-            };
+            let follow = crate::env::follow(no_wait);
             b::verify(&client, &id, follow, fmt).await?
         }
         BackupCommand::Schedule {

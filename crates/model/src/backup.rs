@@ -153,6 +153,20 @@ pub struct BackupRecord {
 }
 
 impl BackupRecord {
+    /// A PostgreSQL 15 logical backup of `db1` begun at `started`, for tests.
+    #[cfg(test)]
+    pub(crate) fn sample(started: &str) -> Self {
+        Self::begin(
+            BackupId::new_random(),
+            InstanceId::new_random(),
+            "db1".into(),
+            EngineKind::Postgres,
+            EngineKind::Postgres.version("15").expect("version"),
+            BackupKind::Logical,
+            started,
+        )
+    }
+
     /// A backup about to be taken.
     pub fn begin(
         id: BackupId,
@@ -476,15 +490,7 @@ mod tests {
 
     #[test]
     fn only_a_finished_checksummed_backup_is_complete() {
-        let mut b = BackupRecord::begin(
-            BackupId::new_random(),
-            InstanceId::new_random(),
-            "db1".into(),
-            EngineKind::Postgres,
-            EngineKind::Postgres.version("15").expect("version"),
-            BackupKind::Logical,
-            "2026-01-01T00:00:00Z",
-        );
+        let mut b = BackupRecord::sample("2026-01-01T00:00:00Z");
         assert!(!b.is_complete());
         b.state = BackupState::Succeeded;
         assert!(!b.is_complete(), "no checksum yet");

@@ -180,19 +180,10 @@ pub fn due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{BackupKind, BackupState};
-    use crate::{EngineKind, InstanceId};
+    use crate::backup::BackupState;
 
     fn backup(started: &str, complete: bool, verified: Option<&str>) -> BackupRecord {
-        let mut b = BackupRecord::begin(
-            BackupId::new_random(),
-            InstanceId::new_random(),
-            "db1".into(),
-            EngineKind::Postgres,
-            EngineKind::Postgres.version("15").expect("version"),
-            BackupKind::Logical,
-            started,
-        );
+        let mut b = BackupRecord::sample(started);
         if complete {
             b.state = BackupState::Succeeded;
             b.size_bytes = Some(1);

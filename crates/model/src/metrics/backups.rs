@@ -76,24 +76,16 @@ fn overdue_seconds(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::{BackupId, BackupKind, Retention};
+    use crate::backup::Retention;
     use crate::verify::Verification;
-    use crate::{EngineKind, InstanceId};
+    use crate::InstanceId;
 
     fn at(s: &str) -> DateTime<Utc> {
         parse_time(s).expect("time")
     }
 
     fn backup(started: &str, state: BackupState) -> BackupRecord {
-        let mut b = BackupRecord::begin(
-            BackupId::new_random(),
-            InstanceId::new_random(),
-            "db1".into(),
-            EngineKind::Postgres,
-            EngineKind::Postgres.version("15").expect("version"),
-            BackupKind::Logical,
-            started,
-        );
+        let mut b = BackupRecord::sample(started);
         b.state = state;
         if state == BackupState::Succeeded {
             b.size_bytes = Some(1);
