@@ -78,25 +78,20 @@ async fn from_replica_or_primary(
     } else {
         None
     };
+    let mut said = String::new();
     if let Some((replica, ip)) = replica {
         match stream(ctx, inst, ip, record, progress).await {
-            Ok(stored) => return Ok((stored, replica, String::new())),
+            Ok(stored) => return Ok((stored, replica, said)),
             Err(e) => {
                 let name = berth_model::member::display_name(&inst.name, replica);
                 tracing::warn!(instance = %inst.name, member = %name, error = %e, "the backup failed on a replica; taking it on the primary");
-                let ip = crate::steps::member_ip(ctx, inst, primary).await?;
-                let stored = stream(ctx, inst, ip, record, progress).await?;
-                return Ok((
-                    stored,
-                    primary,
-                    format!(" (the dump on replica {name} failed: {e})"),
-                ));
+                said = format!(" (the dump on replica {name} failed: {e})");
             }
         }
     }
     let ip = crate::steps::member_ip(ctx, inst, primary).await?;
     let stored = stream(ctx, inst, ip, record, progress).await?;
-    Ok((stored, primary, String::new()))
+    Ok((stored, primary, said))
 }
 
 /// How long a replica may take to replay what the primary had written when the

@@ -241,12 +241,8 @@ pub(crate) async fn tick(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), berth_store::StoreError> {
     let unfinished = ctx.store.unfinished_tasks().await?;
-    let mut running = std::collections::BTreeSet::new();
     for inst in instances.iter().filter(|i| is_throwaway(i)) {
-        if let Some(t) = unfinished.iter().find(|t| t.instance_id == inst.id) {
-            if let Some(b) = t.options.backup {
-                running.insert(b);
-            }
+        if unfinished.iter().any(|t| t.instance_id == inst.id) {
             continue;
         }
         let tasks = ctx.store.list_tasks(Some(inst.id), 10).await?;
@@ -268,8 +264,8 @@ pub(crate) async fn tick(
     }
     for p in policies.iter().filter(live) {
         let backups = ctx.store.backups_of(p.instance_id).await?;
-        let busy = backups.iter().any(|b| running.contains(&b.id));
-        let Some(id) = berth_model::verify::due(p.verify, &backups, busy, now) else {
+        // None is running: no throwaway instance exists (above).
+        let Some(id) = berth_model::verify::due(p.verify, &backups, false, now) else {
             continue;
         };
         let Some(b) = backups.iter().find(|b| b.id == id) else {
