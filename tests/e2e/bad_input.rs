@@ -391,3 +391,60 @@ async fn openapi_document_describes_the_api() -> anyhow::Result<()> {
     assert!(doc["components"]["schemas"]["CreateRequest"].is_object());
     Ok(())
 }
+
+/// One task holds an instance from its begin to its end: a scale or a switchover
+/// asked meanwhile is refused with a 409 that names the holding task and what to
+/// do, and begins nothing; once the task has ended, the same request is taken.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_holds_its_instance_until_it_ends() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("hd-po");
+    let create = b.begin_create_with_cli(&name, "postgres", &["--members", "2"])?;
+    let create_id = create["task"]["id"]
+        .as_str()
+        .or_else(|| create["id"].as_str())
+        .ok_or_else(|| anyhow::anyhow!("no task id in {create}"))?
+        .to_owned();
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    assert_eq!(
+        shown["task"],
+        create_id.as_str(),
+        "show names the holder: {shown}"
+    );
+    let tasks_before = b.get("/v1/tasks").await?.as_array().map(Vec::len);
+    for (path, body, what) in [
+        (
+            format!("/v1/instances/{name}/switchover"),
+            json!({}),
+            "switchover",
+        ),
+        (
+            format!("/v1/instances/{name}/scale"),
+            json!({"members": 3}),
+            "scale",
+        ),
+    ] {
+        let (s, v) = b.request(Method::POST, &path, Some(body)).await?;
+        check_problem(s, &v, 409, "invalid-state", &create_id, what);
+        let detail = v["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("(create)") && detail.contains("--wait"),
+            "{what}: {detail}"
+        );
+    }
+    assert_eq!(
+        b.get("/v1/tasks").await?.as_array().map(Vec::len),
+        tasks_before,
+        "a refused request begins no task"
+    );
+    let done = b.cli_json(&["task", &create_id, "--wait"])?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let shown = b.get(&format!("/v1/instances/{name}")).await?;
+    assert!(
+        shown.get("task").is_none(),
+        "given back at its end: {shown}"
+    );
+    let scaled = b.cli_json(&["scale", &name, "--members", "3"])?;
+    assert_eq!(scaled["state"], "succeeded", "{scaled}");
+    Ok(())
+}

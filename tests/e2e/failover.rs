@@ -132,6 +132,21 @@ async fn killed_primary(engine: &str) -> anyhow::Result<()> {
     ] {
         assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
     }
+    // With the reason and the timings: from the old primary's last grant and from
+    // the detection to the promotion.
+    for done in events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["kind"] == "failover.done")
+    {
+        let d = &done["details"];
+        assert_eq!(d["reason"], "failover", "{done}");
+        for timing in ["since_last_grant_ms", "since_detected_ms", "promote_ms"] {
+            assert!(d[timing].is_u64(), "{timing} missing: {done}");
+        }
+        assert!(d["since_last_grant_ms"].as_u64() >= d["since_detected_ms"].as_u64());
+    }
     Ok(())
 }
 
@@ -215,6 +230,13 @@ async fn frozen_agent(engine: &str) -> anyhow::Result<()> {
     let name = unique(&format!("fz-{}", &engine[..2]));
     b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
     let old = b.primary_container(&name).await.context("a primary")?;
+    make_probe(&b.rw_uri(&name).await?, engine).await?;
+    b.eventually(
+        "the probe's write on the primary",
+        Duration::from_secs(30),
+        || async { takes_a_direct_write(&old, engine) },
+    )
+    .await?;
     let thaw = Thaw::freeze_agent(&old)?;
     let result = async {
         b.eventually(
@@ -241,6 +263,22 @@ async fn frozen_agent(engine: &str) -> anyhow::Result<()> {
     .await;
     drop(thaw);
     result?;
+    // Thawed, the agent reads what waited in its socket while it was frozen: lease
+    // grants among them. None may make it writable again (they are counted from
+    // when they were sent, and refused as too late), so for the next seconds, while
+    // it learns it is a replica, every write sent to it straight is refused (an
+    // application's write: MariaDB's `read_only` lets SUPER through).
+    let thawed = std::time::Instant::now();
+    let mut tries = 0;
+    while thawed.elapsed() < Duration::from_secs(10) && tries < 60 {
+        tries += 1;
+        anyhow::ensure!(
+            !takes_a_direct_write(&old, engine),
+            "{:?} after the thaw the old primary took a write",
+            thawed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
     b.eventually(
         "the old primary to rejoin as a ready replica",
         Duration::from_secs(240),
@@ -251,6 +289,50 @@ async fn frozen_agent(engine: &str) -> anyhow::Result<()> {
         },
     )
     .await
+}
+
+/// A member's agent that starts again never starts its engine writable on its own
+/// say-so: the primary's container restarted while `berth serve` (the lease store)
+/// is down takes no write, however long; once the control plane is back and grants
+/// the lease, it does.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_restarted_primary_waits_for_the_lease_before_it_writes() -> anyhow::Result<()> {
+    let mut b = Berth::start().await?;
+    let name = unique("st-po");
+    b.create_with_cli(&name, "postgres", &["--members", "2", "--sync", "1"])?;
+    let primary = b.primary_container(&name).await.context("a primary")?;
+    make_probe(&b.rw_uri(&name).await?, "postgres").await?;
+    b.eventually(
+        "the probe's write on the primary",
+        Duration::from_secs(30),
+        || async { takes_a_direct_write(&primary, "postgres") },
+    )
+    .await?;
+    b.kill9();
+    docker(&["restart", "-t", "0", &primary])?;
+    let restarted = std::time::Instant::now();
+    let mut tries = 0;
+    while restarted.elapsed() < Duration::from_secs(12) && tries < 60 {
+        tries += 1;
+        anyhow::ensure!(
+            !takes_a_direct_write(&primary, "postgres"),
+            "{:?} after its restart, with no lease, the primary took a write",
+            restarted.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    b.restart().await?;
+    b.eventually(
+        "the primary to take writes once the lease is granted",
+        Duration::from_secs(60),
+        || async { takes_a_direct_write(&primary, "postgres") },
+    )
+    .await?;
+    assert_eq!(
+        b.primary_container(&name).await.as_deref(),
+        Some(primary.as_str())
+    );
+    Ok(())
 }
 
 /// An asynchronous instance whose replica stopped receiving: a manual failover to
@@ -268,11 +350,68 @@ async fn mariadb_a_lagging_replica_is_not_promoted_without_consent() -> anyhow::
     lagging_replica("mariadb").await
 }
 
-async fn lagging_replica(engine: &str) -> anyhow::Result<()> {
-    let b = Berth::start().await?;
-    let name = unique(&format!("lg-{}", &engine[..2]));
-    b.create_with_cli(&name, engine, &["--members", "2"])?;
-    let primary = b.primary_container(&name).await.context("a primary")?;
+/// Waits (up to 60 s) for the instance's `failover.declined` event, checking on
+/// the way that `show` says why while it is so (a stopped old primary is brought
+/// back in place a few seconds later); both must say the replica is too far behind.
+async fn declined_and_said_why(b: &Berth, name: &str) -> anyhow::Result<()> {
+    let shown_why = std::sync::Mutex::new(None::<String>);
+    b.eventually(
+        "a failover.declined event",
+        Duration::from_secs(60),
+        || async {
+            if let Ok(v) = b.get(&format!("/v1/instances/{name}")).await {
+                let detail = v["status_detail"].as_str().unwrap_or_default();
+                if detail.contains("no failover") {
+                    *shown_why.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail.to_owned());
+                }
+            }
+            b.event_kinds(name)
+                .await
+                .is_ok_and(|k| k.iter().any(|k| k == "failover.declined"))
+        },
+    )
+    .await?;
+    let mut shown_why = shown_why.into_inner().unwrap_or_else(|p| p.into_inner());
+    if shown_why.is_none() {
+        let v = b.get(&format!("/v1/instances/{name}")).await?;
+        shown_why = v["status_detail"]
+            .as_str()
+            .filter(|d| d.contains("no failover"))
+            .map(str::to_owned);
+    }
+    let shown_why = shown_why.context("`show` never said why no replica was promoted")?;
+    anyhow::ensure!(shown_why.contains("bytes behind"), "{shown_why}");
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    let declined = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .find(|e| e["kind"] == "failover.declined")
+        .context("declined")?
+        .clone();
+    anyhow::ensure!(
+        declined["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bytes behind"),
+        "{declined}"
+    );
+    Ok(())
+}
+
+/// A two-member instance whose replica stopped receiving, with ~5 MB written since
+/// (past the 1 MB an asynchronous failover may lose): the primary's and the
+/// replica's containers, `show`'s view and the table written.
+struct Lagging {
+    primary: String,
+    replica: String,
+    shown: serde_json::Value,
+    table: &'static str,
+}
+
+async fn lag_the_replica(b: &Berth, name: &str, engine: &str) -> anyhow::Result<Lagging> {
+    b.create_with_cli(name, engine, &["--members", "2"])?;
+    let primary = b.primary_container(name).await.context("a primary")?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let replica = shown["members"]
         .as_array()
@@ -282,9 +421,7 @@ async fn lagging_replica(engine: &str) -> anyhow::Result<()> {
         .and_then(|m| m["container"].as_str())
         .context("a replica")?
         .to_owned();
-    // The replica stops receiving; then ~5 MB are written, past the 1 MB allowed.
-    let uri = b.rw_uri(&name).await?;
-    let mut db = Db::connect(&uri).await?;
+    let mut db = Db::connect(&b.rw_uri(name).await?).await?;
     let table = if engine == "mariadb" {
         member_sql(&replica, engine, "STOP SLAVE")?;
         db.exec("CREATE DATABASE app").await?;
@@ -302,52 +439,67 @@ async fn lagging_replica(engine: &str) -> anyhow::Result<()> {
         .await?;
         "big"
     };
-    // The control plane learns the primary's position with its next lease grant.
+    // The primary's position reaches the control plane with its next lease grant
+    // (with etcd: the note beside its lease) within a second or two.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let refused = b.cli(&["failover", &name]);
-    let said = String::from_utf8_lossy(&refused.stderr).to_string();
-    assert!(
-        !refused.status.success(),
-        "a failover to a lagging replica was accepted"
-    );
-    assert!(said.contains("--accept-data-loss"), "{said}");
+    Ok(Lagging {
+        primary,
+        replica,
+        shown,
+        table,
+    })
+}
 
-    docker(&["kill", &primary])?;
-    b.eventually(
-        "a failover.declined event",
-        Duration::from_secs(60),
-        || async {
-            b.event_kinds(&name)
-                .await
-                .is_ok_and(|k| k.iter().any(|k| k == "failover.declined"))
-        },
-    )
-    .await?;
-    let events = b.get(&format!("/v1/events?instance={name}")).await?;
-    let declined = events["events"]
-        .as_array()
-        .context("events")?
-        .iter()
-        .find(|e| e["kind"] == "failover.declined")
-        .context("declined")?
-        .clone();
-    assert!(
-        declined["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("bytes behind"),
-        "{declined}"
-    );
+/// Waits (up to 120 s) for the killed primary to be brought back in place.
+async fn back_in_place(b: &Berth, name: &str, primary: &str) -> anyhow::Result<()> {
     b.eventually(
         "the old primary back in place",
         Duration::from_secs(120),
         || async {
-            b.member_view(&name, &primary)
+            b.member_view(name, primary)
                 .await
                 .is_some_and(|m| m["role"] == "primary" && m["state"] == "ready")
         },
     )
-    .await?;
+    .await
+}
+
+async fn lagging_replica(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique(&format!("lg-{}", &engine[..2]));
+    let Lagging {
+        primary,
+        replica,
+        shown,
+        table,
+    } = lag_the_replica(&b, &name, engine).await?;
+    let uri = b.rw_uri(&name).await?;
+    let member = shown["members"]
+        .as_array()
+        .context("members")?
+        .iter()
+        .find(|m| m["container"] == replica.as_str())
+        .and_then(|m| m["name"].as_str())
+        .context("the replica's member name")?
+        .to_owned();
+    // Asked for without naming it, and naming it with `--to`: refused both ways.
+    for args in [
+        vec!["failover", &name],
+        vec!["failover", &name, "--to", &member],
+    ] {
+        let refused = b.cli(&args);
+        let said = String::from_utf8_lossy(&refused.stderr).to_string();
+        assert!(
+            !refused.status.success(),
+            "`berth {}` to a lagging replica was accepted",
+            args.join(" ")
+        );
+        assert!(said.contains("--accept-data-loss"), "{said}");
+    }
+
+    docker(&["kill", &primary])?;
+    declined_and_said_why(&b, &name).await?;
+    back_in_place(&b, &name, &primary).await?;
     let mut db = Db::connect(&uri).await?;
     db.exec(&format!("INSERT INTO {table} VALUES (0, 'after')"))
         .await?;
@@ -606,7 +758,62 @@ async fn etcd_failover_with_serve_down(engine: &str, sync: &str) -> anyhow::Resu
         timed.len(),
         must_have.len()
     );
-    all_there(&uri, table, &must_have).await
+    all_there(&uri, table, &must_have).await?;
+    // Back up, the control plane learnt from the elected member what happened while
+    // it was down: detection, fencing by the lease's end, and the promotion, with
+    // what it may lack (none when synchronous) and how long the lease was free.
+    let events = b.get(&format!("/v1/events?instance={name}")).await?;
+    let of = |kind: &str| -> Vec<serde_json::Value> {
+        events["events"]
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["kind"] == kind).cloned().collect())
+            .unwrap_or_default()
+    };
+    anyhow::ensure!(
+        !of("primary.failed").is_empty(),
+        "no primary.failed: {events}"
+    );
+    let fenced = of("member.fenced");
+    anyhow::ensure!(
+        fenced
+            .iter()
+            .any(|e| e["details"]["how"] == "lease" || e["details"]["how"] == "stopped"),
+        "no fencing event: {fenced:?}"
+    );
+    let done = of("failover.done");
+    let done = done.last().context("a failover.done event")?;
+    let d = &done["details"];
+    anyhow::ensure!(d["since_lease_free_ms"].is_u64(), "{done}");
+    if sync != "0" {
+        anyhow::ensure!(
+            d["may_lose_bytes"] == 0,
+            "a synchronous failover may lose: {done}"
+        );
+    } else {
+        anyhow::ensure!(d["may_lose_bytes"].is_u64(), "{done}");
+    }
+    Ok(())
+}
+
+/// With etcd as the lease store, an asynchronous instance whose only replica
+/// stopped receiving: when the primary is killed the members do not elect it (it
+/// is further behind than `--max-failover-lag`), and the control plane says why in
+/// an event and in `show`, then brings the old primary back in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_with_etcd_a_lagging_replica_is_not_elected_and_says_why() -> anyhow::Result<()> {
+    let etcd = berth_e2e::etcd::Etcd::start().await?;
+    let b = Berth::start_with(&["--lease-store", &etcd.url]).await?;
+    let name = unique("etlg-po");
+    let lagging = lag_the_replica(&b, &name, "postgres").await?;
+    docker(&["kill", &lagging.primary])?;
+    declined_and_said_why(&b, &name).await?;
+    back_in_place(&b, &name, &lagging.primary).await?;
+    assert_ne!(
+        b.primary_container(&name).await.as_deref(),
+        Some(lagging.replica.as_str()),
+        "the lagging replica was elected"
+    );
+    Ok(())
 }
 
 /// With etcd as the lease store: etcd stopped alone — the primary's replicas
@@ -683,14 +890,12 @@ fn takes_a_direct_write(container: &str, engine: &str) -> bool {
     member_sql(container, engine, &sql).is_ok()
 }
 
-async fn partitioned_primary(engine: &str) -> anyhow::Result<()> {
-    let b = Berth::start_with(&["--docker-fence", "off"]).await?;
-    let name = unique(&format!("pt-{}", &engine[..2]));
-    b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
-    let uri = b.rw_uri(&name).await?;
-    let mut db = Db::connect(&uri).await?;
+/// The probe's table (and on MariaDB its account), made through the read-write
+/// endpoint: every member has them once they replicate.
+async fn make_probe(uri: &str, engine: &str) -> anyhow::Result<()> {
+    let mut db = Db::connect(uri).await?;
     if engine == "mariadb" {
-        db.exec("CREATE DATABASE app").await?;
+        db.exec("CREATE DATABASE IF NOT EXISTS app").await?;
         db.exec("CREATE TABLE app.probe (member varchar(200), at timestamp(6) DEFAULT now(6))")
             .await?;
         db.exec(&format!(
@@ -704,6 +909,15 @@ async fn partitioned_primary(engine: &str) -> anyhow::Result<()> {
         db.exec("CREATE TABLE probe (member text, at timestamptz DEFAULT now())")
             .await?;
     }
+    Ok(())
+}
+
+async fn partitioned_primary(engine: &str) -> anyhow::Result<()> {
+    let b = Berth::start_with(&["--docker-fence", "off"]).await?;
+    let name = unique(&format!("pt-{}", &engine[..2]));
+    b.create_with_cli(&name, engine, &["--members", "3", "--sync", "1"])?;
+    let uri = b.rw_uri(&name).await?;
+    make_probe(&uri, engine).await?;
     let shown = b.get(&format!("/v1/instances/{name}")).await?;
     let containers: Vec<String> = shown["members"]
         .as_array()

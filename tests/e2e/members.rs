@@ -376,10 +376,40 @@ async fn a_restart_of_members_is_rolling() -> anyhow::Result<()> {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(steps.first(), Some(&"restart_replicas"), "{steps:?}");
-    assert!(steps.contains(&"promote_target"), "{steps:?}");
+    // Planned from the members: a step per replica, each naming it; the switch
+    // names the old primary and the target, and records what it decided.
+    assert_eq!(steps.first(), Some(&"restart_replica"), "{steps:?}");
+    let step = |n: &str| {
+        done["steps"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == n))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let number = |container: &str| container.rsplit('-').next().map(str::to_owned);
+    let restart = step("restart_replica");
+    let hand_over = step("hand_over_writes");
+    let promote = step("promote_target");
+    assert_eq!(
+        hand_over["member"].to_string(),
+        number(&before).context("member number")?,
+        "{hand_over}"
+    );
+    assert_eq!(restart["member"], promote["member"], "{done}");
+    assert_eq!(
+        hand_over["decided"]["target"],
+        format!("{name}-{}", promote["member"]),
+        "{hand_over}"
+    );
+    assert!(hand_over["decided"]["caught_up_ms"].is_u64(), "{hand_over}");
+    assert!(promote["decided"]["term"].as_u64() > Some(0), "{promote}");
     let shown = b.cli_json(&["show", &name])?;
     let after = primary_container(&shown)?;
+    assert_eq!(
+        number(&after),
+        Some(promote["member"].to_string()),
+        "the member the task named is the primary"
+    );
     assert_ne!(
         after, before,
         "the primary moved once, to a restarted replica"

@@ -314,24 +314,20 @@ impl Berth {
     /// 1GiB) with the `extra` flags (`--members 3`, `--sync 1`, …); fails unless its
     /// task succeeded. Returns the task.
     pub fn create_with_cli(&self, name: &str, engine: &str, extra: &[&str]) -> Result<Value> {
-        let mut args = vec![
-            "create",
-            name,
-            "--engine",
-            engine,
-            "--memory",
-            "256MiB",
-            "--cpus",
-            "0.5",
-            "--storage",
-            "1GiB",
-        ];
-        args.extend_from_slice(extra);
+        let args = small_create(name, engine, extra);
         let task = self.cli_json(&args)?;
         if task["state"] != "succeeded" {
             bail!("berth {} did not succeed: {task}", args.join(" "));
         }
         Ok(task)
+    }
+
+    /// Begins a create like [`Berth::create_with_cli`] without waiting for it:
+    /// returns what the CLI printed (`--no-wait -o json`: the task accepted).
+    pub fn begin_create_with_cli(&self, name: &str, engine: &str, extra: &[&str]) -> Result<Value> {
+        let mut args = small_create(name, engine, extra);
+        args.push("--no-wait");
+        self.cli_json(&args)
     }
 
     /// An API request with the admin token; returns status and body.
@@ -922,13 +918,32 @@ impl Berth {
 pub async fn make_table(uri: &str, engine: &str) -> Result<&'static str> {
     let mut db = Db::connect(uri).await?;
     if engine == "mariadb" {
-        db.exec("CREATE DATABASE app").await?;
+        db.exec("CREATE DATABASE IF NOT EXISTS app").await?;
         db.exec("CREATE TABLE app.w (n INT PRIMARY KEY)").await?;
         Ok("app.w")
     } else {
         db.exec("CREATE TABLE w (n INT PRIMARY KEY)").await?;
         Ok("w")
     }
+}
+
+/// `berth create NAME` of a small instance of `engine` (256MiB, half a core,
+/// 1GiB) with the `extra` flags.
+fn small_create<'a>(name: &'a str, engine: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "create",
+        name,
+        "--engine",
+        engine,
+        "--memory",
+        "256MiB",
+        "--cpus",
+        "0.5",
+        "--storage",
+        "1GiB",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Every acknowledged number is in the table, read through `uri`.

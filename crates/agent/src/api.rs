@@ -81,6 +81,7 @@ struct HealthBody {
 async fn health(State(state): State<AppState>) -> Response {
     let mut view = state.health.view();
     view.rejoined = crate::rejoin::last(&state.config);
+    view.elected = crate::elect::last(&state.config);
     let ready = view.state == crate::HealthState::Ready
         && state
             .config

@@ -57,6 +57,18 @@ pub(crate) fn open(config: &AgentConfig) -> Option<Store> {
     }
 }
 
+fn elected_path(config: &AgentConfig) -> std::path::PathBuf {
+    config.layout.volume.join("berth-elected.json")
+}
+
+/// How this member last elected itself the primary, as kept on its volume (the
+/// control plane reads it in `/health` once it is up, for the event log).
+pub(crate) fn last(config: &AgentConfig) -> Option<serde_json::Value> {
+    std::fs::read_to_string(elected_path(config))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
 fn lease_name(config: &AgentConfig) -> &str {
     config
         .lease_store
@@ -95,6 +107,7 @@ fn grant(term: u64) -> Grant {
     Grant {
         term,
         ttl_ms: contract::TTL.as_millis() as u64,
+        sent_unix_ms: contract::unix_ms_now(),
     }
 }
 
@@ -218,6 +231,8 @@ async fn follow_or_elect(
     match store.read(name).await {
         Err(_) => {}
         Ok(Some(l)) => {
+            *FREE_SINCE.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            health.update(|h| h.declined = None);
             let following = repl.source.as_ref().map(|(h, _)| h.as_str());
             let member = repl.members.iter().any(|(_, h)| *h == l.holder);
             if l.holder != me && following != Some(l.holder.as_str()) && member {
@@ -284,8 +299,13 @@ async fn elect(
         max_failover_lag: repl.max_failover_lag,
         last_primary_position: said.position,
     };
+    let free_since = *FREE_SINCE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(Instant::now);
     match choose(&seen, &rules, None, false) {
-        Decision::Promote { member, .. } if member == repl.member => {
+        Decision::Promote { member, may_lose } if member == repl.member => {
+            health.update(|h| h.declined = None);
             let sent = Instant::now();
             let l = match store.acquire(lease_name(config), me, contract::TTL).await {
                 Ok(Some(l)) => l,
@@ -318,13 +338,28 @@ async fn elect(
             };
             apply(config, health, &primary, true).await;
             crate::lease::write_deadline(config, lease);
+            let record = serde_json::json!({
+                "term": l.term,
+                "was": old,
+                "may_lose_bytes": may_lose,
+                "position": seen.iter().find(|s| s.member == repl.member).and_then(|s| s.position),
+                "lease_free_ms": free_since.elapsed().as_millis() as u64,
+                "at_unix_ms": contract::unix_ms_now(),
+            });
+            if let Err(e) = std::fs::write(elected_path(config), record.to_string()) {
+                warn!(error = %e, "cannot keep the record of this election");
+            }
         }
-        Decision::Promote { .. } => {}
+        Decision::Promote { .. } => health.update(|h| h.declined = None),
         Decision::Stay(why) => {
-            info!(reason = %why, "the leader lease is free but this member does not promote itself")
+            info!(reason = %why, "the leader lease is free but this member does not promote itself");
+            health.update(|h| h.declined = Some(why));
         }
     }
 }
+
+/// Since when this member has seen the leader lease free (cleared once it is held).
+static FREE_SINCE: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
 
 /// Becomes a replica of `holder`: the role file, the configuration, and (when the
 /// engine runs) the engine's replication.

@@ -37,6 +37,10 @@ struct State {
     promise: Option<(MemberId, Instant)>,
     /// Why the engine was killed, while it stays down.
     fenced: Option<String>,
+    /// A lease was granted since this agent started. Until then the failsafe does
+    /// not apply: a member that starts again is the primary only once the lease
+    /// says so, never because its replicas still follow it.
+    granted: bool,
 }
 
 /// The lease as this agent holds it.
@@ -53,8 +57,9 @@ impl Lease {
         self.with(|s| s.term)
     }
 
-    /// Takes a grant received at `received`; refuses one of an older term.
-    pub(crate) fn grant(&self, g: &Grant, received: Instant) -> Result<(), String> {
+    /// Takes a grant sent at `sent` (this side's monotonic clock); refuses one of
+    /// an older term.
+    pub(crate) fn grant(&self, g: &Grant, sent: Instant) -> Result<(), String> {
         self.with(|s| {
             if g.term < s.term {
                 return Err(format!(
@@ -63,9 +68,10 @@ impl Lease {
                 ));
             }
             s.term = g.term;
-            let until = contract::holder_deadline(received, Duration::from_millis(g.ttl_ms));
+            let until = contract::holder_deadline(sent, Duration::from_millis(g.ttl_ms));
             s.writable_until = Some(s.writable_until.map_or(until, |u| u.max(until)));
             s.fenced = None;
+            s.granted = true;
             Ok(())
         })
     }
@@ -125,8 +131,14 @@ pub(crate) async fn grant(
     health: &crate::Health,
     g: Grant,
 ) -> Response {
-    let received = Instant::now();
-    if let Err(why) = lease.grant(&g, received) {
+    let sent = contract::sent_at(
+        Instant::now(),
+        contract::unix_ms_now(),
+        g.sent_unix_ms,
+        Duration::from_millis(g.ttl_ms),
+    );
+    if let Err(why) = sent.and_then(|sent| lease.grant(&g, sent)) {
+        warn!(term = g.term, %why, "a lease grant was refused");
         return (StatusCode::CONFLICT, why).into_response();
     }
     write_deadline(config, lease);
@@ -236,7 +248,7 @@ pub(crate) async fn keep(config: AgentConfig, lease: Lease) {
             write_deadline(&config, &lease);
             continue;
         }
-        if lease.fenced().is_some() {
+        if lease.fenced().is_some() || !lease.with(|s| s.granted) {
             continue;
         }
         let sent = Instant::now();
@@ -418,6 +430,7 @@ mod tests {
             &Grant {
                 term: 3,
                 ttl_ms: 5000,
+                sent_unix_ms: 0,
             },
             t0,
         )
@@ -428,7 +441,8 @@ mod tests {
             .grant(
                 &Grant {
                     term: 2,
-                    ttl_ms: 5000
+                    ttl_ms: 5000,
+                    sent_unix_ms: 0,
                 },
                 t0
             )
@@ -439,6 +453,7 @@ mod tests {
             &Grant {
                 term: 3,
                 ttl_ms: 5000,
+                sent_unix_ms: 0,
             },
             t0,
         )

@@ -46,6 +46,12 @@ pub(crate) struct HealthView {
     pub sync_degraded: Option<String>,
     /// How this member last rejoined as a replica after being a primary.
     pub rejoined: Option<serde_json::Value>,
+    /// With an external lease store: how this member last elected itself the
+    /// primary (the term, the member it replaced, what it may lack, when).
+    pub elected: Option<serde_json::Value>,
+    /// With an external lease store: why this member, finding the leader lease
+    /// free, did not take it (while that lasts).
+    pub declined: Option<String>,
 }
 
 /// Shared view of the engine's health.
@@ -62,6 +68,8 @@ impl Health {
             reason: None,
             sync_degraded: None,
             rejoined: None,
+            elected: None,
+            declined: None,
         })))
     }
 
@@ -82,7 +90,7 @@ impl Health {
         self.update(|h| h.sync_degraded = why);
     }
 
-    fn update(&self, f: impl FnOnce(&mut HealthView)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut HealthView)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 }

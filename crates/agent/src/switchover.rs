@@ -57,11 +57,21 @@ pub(crate) async fn promote(
             return (StatusCode::CONFLICT, why).into_response();
         }
     } else if p.ttl_ms > 0 {
-        let grant = berth_model::agent::lease::Grant {
+        use berth_model::agent::lease as contract;
+        let grant = contract::Grant {
             term: p.term,
             ttl_ms: p.ttl_ms,
+            sent_unix_ms: p.sent_unix_ms,
         };
-        if let Err(why) = lease.grant(&grant, std::time::Instant::now()) {
+        // Counted from when it was sent: a promotion that waited in this agent's
+        // socket (frozen, say) is refused rather than taken late.
+        let sent = contract::sent_at(
+            std::time::Instant::now(),
+            contract::unix_ms_now(),
+            p.sent_unix_ms,
+            std::time::Duration::from_millis(p.ttl_ms),
+        );
+        if let Err(why) = sent.and_then(|sent| lease.grant(&grant, sent)) {
             return (StatusCode::CONFLICT, why).into_response();
         }
     }

@@ -1,6 +1,7 @@
 //! Tables for people, JSON (`-o json`) for programs.
 
 use crate::Result;
+use berth_model::MemberId;
 use berth_server::{CredentialsView, InstanceView, TaskView};
 use comfy_table::presets::NOTHING;
 use comfy_table::Table;
@@ -41,10 +42,14 @@ fn kv(rows: &[(&str, String)]) {
 }
 
 fn status_text(i: &InstanceView) -> String {
-    match &i.status_detail {
+    let mut said = match &i.status_detail {
         Some(d) => format!("{} ({d})", i.status.as_str()),
         None => i.status.as_str().to_owned(),
+    };
+    if let Some(t) = i.task {
+        said.push_str(&format!("; held by task {t}"));
     }
+    said
 }
 
 pub(crate) fn instances(v: &[InstanceView], fmt: Format) -> Result<()> {
@@ -222,17 +227,37 @@ pub(crate) fn task(task: &TaskView, fmt: Format) -> Result<()> {
         ("progress", format!("{}%", task.progress)),
         ("error", task.error.clone().unwrap_or_else(|| "-".into())),
     ]);
-    let mut t = table(&["step", "state", "ms", "detail"]);
+    let mut t = table(&["step", "member", "state", "ms", "detail"]);
     for s in &task.steps {
         t.add_row(vec![
             s.name.as_str().to_owned(),
+            s.member
+                .map(|m| berth_model::member::display_name(&task.instance, MemberId(m)))
+                .unwrap_or_default(),
             format!("{:?}", s.state).to_lowercase(),
             s.millis.map(|m| m.to_string()).unwrap_or_default(),
-            s.detail.clone().unwrap_or_default(),
+            step_detail(s),
         ]);
     }
     println!("{t}");
     Ok(())
+}
+
+/// A step's sentence, and what it decided (`target=db-2, term=3`).
+pub(crate) fn step_detail(s: &berth_model::StepStatus) -> String {
+    let mut said = s.detail.clone().unwrap_or_default();
+    if !s.decided.is_empty() {
+        let decided: Vec<_> = s
+            .decided
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(text) => format!("{k}={text}"),
+                other => format!("{k}={other}"),
+            })
+            .collect();
+        said.push_str(&format!(" [decided: {}]", decided.join(", ")));
+    }
+    said
 }
 
 pub(crate) fn accepted(v: &serde_json::Value, task: &TaskView, fmt: Format) -> Result<()> {

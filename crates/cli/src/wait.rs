@@ -56,13 +56,21 @@ pub(crate) async fn follow(client: &Client, task: &TaskView, fmt: Format) -> Res
             } else {
                 "✗"
             };
+            let detail = crate::output::step_detail(s);
             let line = format!(
-                "{mark} {} {}({} ms)",
+                "{mark} {}{} {}({} ms)",
                 s.name,
-                s.detail
-                    .as_deref()
-                    .map(|d| format!("— {d} "))
+                s.member
+                    .map(|m| format!(
+                        " ({})",
+                        berth_model::member::display_name(&t.instance, berth_model::MemberId(m))
+                    ))
                     .unwrap_or_default(),
+                if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("— {detail} ")
+                },
                 s.millis.unwrap_or(0)
             );
             match &bar {

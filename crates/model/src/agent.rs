@@ -93,13 +93,17 @@ pub struct Replication {
 /// failover").
 ///
 /// Timing: the control plane notes the instant `s` before it *sends* a grant of
-/// `ttl`, and treats the lease as held until `s + ttl`. The agent, receiving it at
-/// `r ≥ s`, takes writes only until `r + ttl − margin(ttl)` and its watchdog stops
-/// the engine at `r + ttl − margin(ttl) + WATCHDOG_GRACE`, both on the monotonic
-/// clock. As long as the two clocks' rates differ by less than `margin/ttl` (30 %
-/// here; real clocks differ by parts per million, and the members of one Docker host
-/// share one clock), the agent has stopped writing before the control plane can
-/// think the lease free.
+/// `ttl`, and treats the lease as held until `s + ttl`. The grant carries the
+/// control plane's wall-clock time of sending. The agent, receiving it at `r`,
+/// counts from when it was *sent*, `r − (its wall clock − the grant's)`
+/// ([`lease::sent_at`]), never from `r`: a grant that waited in a frozen agent's
+/// socket would otherwise give it a lease the control plane has long counted as
+/// expired. It takes writes only until `sent + ttl − margin(ttl)` and its watchdog
+/// stops the engine at that plus `WATCHDOG_GRACE`, both on the monotonic clock; a
+/// grant that arrives after that point is refused. This holds while the two clocks'
+/// rates differ by less than `margin/ttl` (30 % here; real clocks differ by parts
+/// per million, and the members of one Docker host share one clock) and their wall
+/// clocks by less than [`lease::CLOCK_SKEW`] (one host: not at all).
 pub mod lease {
     use std::time::Duration;
 
@@ -121,9 +125,53 @@ pub mod lease {
         ttl * 3 / 10
     }
 
-    /// Until when a holder that received a grant of `ttl` at `received` may write.
-    pub fn holder_deadline(received: std::time::Instant, ttl: Duration) -> std::time::Instant {
-        received + ttl.saturating_sub(margin(ttl))
+    /// Until when a holder may write under a grant of `ttl` sent at `sent` (on the
+    /// holder's monotonic clock, see [`sent_at`]).
+    pub fn holder_deadline(sent: std::time::Instant, ttl: Duration) -> std::time::Instant {
+        sent + ttl.saturating_sub(margin(ttl))
+    }
+
+    /// How far the wall clocks of the control plane and of the members' host may
+    /// disagree (one host: they are one clock).
+    pub const CLOCK_SKEW: Duration = Duration::from_millis(500);
+
+    /// The wall clock now, in milliseconds since the Unix epoch (what a grant
+    /// carries as its time of sending).
+    pub fn unix_ms_now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    /// When a grant of `ttl` sent at `sent_unix_ms` (the sender's wall clock) was
+    /// sent, on this side's monotonic clock, given that it was received at
+    /// `received` when this side's wall clock read `now_unix_ms`: `received` less
+    /// the time it was on its way. Refused, saying why, when it was on its way so
+    /// long that it no longer gives any time to write, or when it claims to come
+    /// from further in the future than [`CLOCK_SKEW`] allows. A sender slightly
+    /// ahead counts as no delay at all.
+    pub fn sent_at(
+        received: std::time::Instant,
+        now_unix_ms: u64,
+        sent_unix_ms: u64,
+        ttl: Duration,
+    ) -> Result<std::time::Instant, String> {
+        if sent_unix_ms > now_unix_ms + CLOCK_SKEW.as_millis() as u64 {
+            return Err(format!(
+                "the grant was sent {} ms in this host's future: the clocks of the control \
+                 plane and this host disagree by more than {} ms",
+                sent_unix_ms - now_unix_ms,
+                CLOCK_SKEW.as_millis()
+            ));
+        }
+        let delay = Duration::from_millis(now_unix_ms.saturating_sub(sent_unix_ms));
+        if delay >= ttl.saturating_sub(margin(ttl)) {
+            return Err(format!(
+                "the grant was sent {} ms ago and has no time left to write in: refused",
+                delay.as_millis()
+            ));
+        }
+        Ok(received.checked_sub(delay).unwrap_or(received))
     }
 
     /// A grant or renewal.
@@ -133,6 +181,10 @@ pub mod lease {
         pub term: u64,
         /// How long it lasts from when the control plane sent it.
         pub ttl_ms: u64,
+        /// When the control plane sent it (its wall clock, ms since the Unix epoch;
+        /// missing reads as long ago, so the grant is refused).
+        #[serde(default)]
+        pub sent_unix_ms: u64,
     }
 
     /// The agent's answer to a grant.
@@ -166,6 +218,9 @@ pub mod lease {
         /// The grant's TTL (0: no grant, a lone primary needs none).
         #[serde(default)]
         pub ttl_ms: u64,
+        /// When the control plane sent it (as [`Grant::sent_unix_ms`]).
+        #[serde(default)]
+        pub sent_unix_ms: u64,
         /// The control plane saw the old primary's container stopped: a failsafe
         /// promise to it no longer holds anything back.
         #[serde(default)]
@@ -309,5 +364,58 @@ mod tests {
             Some(false)
         ));
         assert!(!RoleReport::ready_for(crate::member::Role::Replica, None));
+    }
+}
+
+#[cfg(test)]
+mod lease_timing_tests {
+    use super::lease::{holder_deadline, margin, sent_at, CLOCK_SKEW, TTL};
+    use proptest::prelude::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_grant_counts_from_when_it_was_sent() {
+        let received = Instant::now() + Duration::from_secs(60);
+        let at = sent_at(received, 1_000_000, 999_000, TTL).expect("fresh enough");
+        assert_eq!(received - at, Duration::from_millis(1000));
+        // The sender's clock a little ahead: no delay, not a refusal.
+        let at = sent_at(received, 1_000_000, 1_000_300, TTL).expect("within the skew");
+        assert_eq!(at, received);
+    }
+
+    #[test]
+    fn a_grant_held_up_past_its_use_or_from_the_future_is_refused() {
+        let received = Instant::now() + Duration::from_secs(60);
+        // A grant that waited while the agent was frozen.
+        let late = TTL.saturating_sub(margin(TTL)).as_millis() as u64;
+        let err = sent_at(received, 1_000_000, 1_000_000 - late, TTL).expect_err("late");
+        assert!(err.contains("no time left"), "{err}");
+        let ahead = CLOCK_SKEW.as_millis() as u64 + 1;
+        let err = sent_at(received, 1_000_000, 1_000_000 + ahead, TTL).expect_err("future");
+        assert!(err.contains("disagree"), "{err}");
+        // A grant with no time of sending reads as sent long ago.
+        assert!(sent_at(received, 1_000_000, 0, TTL).is_err());
+    }
+
+    proptest! {
+        /// Whatever the delay and a wall-clock disagreement within the bound, the
+        /// holder stops writing before the sender can count the lease expired
+        /// (`s + ttl`, with the sender and receiver sharing one monotonic clock).
+        #[test]
+        fn the_holder_stops_before_the_sender_counts_the_lease_free(
+            delay_ms in 0u64..20_000,
+            skew_ms in -(CLOCK_SKEW.as_millis() as i64)..=CLOCK_SKEW.as_millis() as i64,
+        ) {
+            let s = Instant::now() + Duration::from_secs(100);
+            let received = s + Duration::from_millis(delay_ms);
+            let sent_unix = 5_000_000u64;
+            // The receiver's wall clock, off by the skew.
+            let now_unix = (sent_unix + delay_ms) as i64 + skew_ms;
+            if let Ok(at) = sent_at(received, now_unix as u64, sent_unix, TTL) {
+                let until = holder_deadline(at, TTL);
+                prop_assert!(until < s + TTL, "writes until {:?} after s", until - s);
+                prop_assert!(delay_ms as i64 + skew_ms < (TTL - margin(TTL)).as_millis() as i64);
+            }
+        }
     }
 }

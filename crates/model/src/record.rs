@@ -21,6 +21,9 @@ pub struct InstanceRecord {
     pub status: InstanceStatus,
     /// Why it is in that status, when that needs saying ("container exited with code 137").
     pub status_detail: Option<String>,
+    /// The task that holds the instance until it ends (one at a time): taken when
+    /// the task begins and given back when it ends, in the store's transactions.
+    pub held_by: Option<TaskId>,
     /// Host port of the read-write endpoint; fixed for the instance's life.
     pub port: u16,
     /// Host port of the read-only endpoint; fixed for the instance's life.
@@ -94,22 +97,17 @@ pub struct TaskRecord {
 }
 
 impl TaskRecord {
-    /// A new pending task with its full plan.
-    pub fn new(
-        instance_id: InstanceId,
-        instance_name: InstanceName,
-        kind: TaskKind,
-        options: TaskOptions,
-        now: &str,
-    ) -> Self {
+    /// A new pending task on `inst` with its full plan, built from the instance's
+    /// members as they are now.
+    pub fn new(inst: &InstanceRecord, kind: TaskKind, options: TaskOptions, now: &str) -> Self {
         Self {
             id: TaskId::new_random(),
-            instance_id,
-            instance_name,
+            instance_id: inst.id,
+            instance_name: inst.name.clone(),
             kind,
             options,
             state: TaskState::Pending,
-            steps: crate::task::initial_steps(kind, options),
+            steps: crate::task::initial_steps(kind, options, &inst.topology),
             error: None,
             created_at: now.to_owned(),
             updated_at: now.to_owned(),
@@ -141,6 +139,7 @@ impl InstanceRecord {
             spec,
             status,
             status_detail: None,
+            held_by: None,
             port,
             ro_port: port.wrapping_add(10_000),
             pending_restart: vec![],

@@ -4,7 +4,10 @@
 //! what it ensures. Steps are idempotent, so a task interrupted anywhere is resumed by
 //! running its first unfinished step again.
 
+use crate::member::Topology;
+use crate::MemberId;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// What a task does.
@@ -354,7 +357,12 @@ pub enum StepName {
     /// lease has run out.
     FenceOldPrimary,
     /// Every replica was stopped and started again (one at a time), and follows.
+    /// Tasks planned before steps named their member have it; new plans have one
+    /// [`StepName::RestartReplica`] per replica.
     RestartReplicas,
+    /// The step's member (a replica) was stopped cleanly, got its settings again,
+    /// started, and follows the primary.
+    RestartReplica,
     /// The instance's endpoint container runs on its fixed ports and routes writes
     /// to the current primary.
     EnsureEndpoint,
@@ -392,6 +400,7 @@ impl StepName {
             Self::PromoteTarget => "promote_target",
             Self::FenceOldPrimary => "fence_old_primary",
             Self::RestartReplicas => "restart_replicas",
+            Self::RestartReplica => "restart_replica",
             Self::EnsureEndpoint => "ensure_endpoint",
         }
     }
@@ -422,6 +431,12 @@ pub enum StepState {
 pub struct StepStatus {
     /// The step.
     pub name: StepName,
+    /// The member the step acts on (its number), when it acts on one: named by the
+    /// plan where the plan knows it (the target of a switchover, each replica of a
+    /// rolling restart), or by the step once it has chosen (the replica a backup
+    /// is taken on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u16>,
     /// Where it is.
     pub state: StepState,
     /// What it found or did, in a sentence ("volume existed", "created container …").
@@ -433,6 +448,11 @@ pub struct StepStatus {
     /// How many times it could not run because something it needs was down.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
+    /// What the step decided, for the record: the replica chosen and why, the
+    /// position it was caught up to, how a failed primary was fenced.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub decided: BTreeMap<String, serde_json::Value>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -495,18 +515,47 @@ impl std::str::FromStr for TaskState {
     }
 }
 
-/// Fresh step list for a task.
-pub fn initial_steps(kind: TaskKind, options: TaskOptions) -> Vec<StepStatus> {
-    kind.plan(options)
-        .into_iter()
-        .map(|name| StepStatus {
-            name,
-            state: StepState::Pending,
-            detail: None,
-            millis: None,
-            attempts: 0,
-        })
-        .collect()
+/// Fresh step list for a task on an instance of `topology`: the kind's plan, with
+/// each step that acts on one member naming it, and a step per replica where the
+/// replicas are taken one at a time (a rolling restart), so a crash resumes at the
+/// replica it had reached.
+pub fn initial_steps(kind: TaskKind, options: TaskOptions, topology: &Topology) -> Vec<StepStatus> {
+    let step = |name, member: Option<MemberId>| StepStatus {
+        name,
+        member: member.map(|m| m.0),
+        state: StepState::Pending,
+        detail: None,
+        millis: None,
+        attempts: 0,
+        decided: BTreeMap::new(),
+    };
+    let primary = Some(topology.primary);
+    let target = options.target_member.map(MemberId);
+    let mut out = Vec::new();
+    for name in kind.plan(options) {
+        use StepName as S;
+        match name {
+            S::RestartReplicas => out.extend(
+                topology
+                    .replicas()
+                    .map(|m| step(S::RestartReplica, Some(m))),
+            ),
+            // The primary's own steps: make it, start it, load it, check it.
+            S::EnsureVolume
+            | S::EnsureContainer
+            | S::EnsureParams
+            | S::EnsureRunning
+            | S::WaitReady
+            | S::LoadBackup
+            | S::CheckRestored => out.push(step(name, primary)),
+            // Writes stop on the primary of the task's start.
+            S::HandOverWrites => out.push(step(name, primary)),
+            S::PromoteTarget => out.push(step(name, target)),
+            S::FenceOldPrimary => out.push(step(name, options.failed_member.map(MemberId))),
+            _ => out.push(step(name, None)),
+        }
+    }
+    out
 }
 
 /// The first step that is not done: where a task (re)starts.
@@ -625,10 +674,81 @@ mod tests {
     }
 
     #[test]
+    fn steps_name_the_member_they_act_on() {
+        let mut three = Topology::new(3, 1, Default::default());
+        three.primary = MemberId(1);
+        let rolling = initial_steps(
+            TaskKind::Restart,
+            TaskOptions {
+                target_member: Some(2),
+                ..Default::default()
+            },
+            &three,
+        );
+        let named: Vec<_> = rolling.iter().map(|s| (s.name, s.member)).collect();
+        // One step per replica, the replicas in order, then the switch: writes stop
+        // on the primary of the start and the target is promoted.
+        assert_eq!(
+            named[..3],
+            [
+                (StepName::RestartReplica, Some(0)),
+                (StepName::RestartReplica, Some(2)),
+                (StepName::HandOverWrites, Some(1)),
+            ]
+        );
+        assert_eq!(named[3], (StepName::PromoteTarget, Some(2)));
+        assert!(!rolling.iter().any(|s| s.name == StepName::RestartReplicas));
+        let failover = initial_steps(
+            TaskKind::Failover,
+            TaskOptions {
+                target_member: Some(2),
+                failed_member: Some(1),
+                ..Default::default()
+            },
+            &three,
+        );
+        assert_eq!(failover[0].name, StepName::FenceOldPrimary);
+        assert_eq!(failover[0].member, Some(1));
+        // A create's steps make the primary; the replicas' step names none.
+        let create = initial_steps(TaskKind::Create, TaskOptions::default(), &three);
+        for s in &create {
+            let on_primary = matches!(
+                s.name,
+                StepName::EnsureVolume
+                    | StepName::EnsureContainer
+                    | StepName::EnsureParams
+                    | StepName::EnsureRunning
+                    | StepName::WaitReady
+            );
+            assert_eq!(s.member, on_primary.then_some(1), "{}", s.name);
+        }
+        // A single member's rolling-restart step list has no replica to restart.
+        let one = Topology::new(1, 0, Default::default());
+        let plain = initial_steps(TaskKind::Restart, TaskOptions::default(), &one);
+        assert_eq!(
+            plain.len(),
+            TaskKind::Restart.plan(TaskOptions::default()).len()
+        );
+    }
+
+    #[test]
+    fn a_step_record_without_member_or_decisions_reads_as_before() {
+        // Tasks stored before steps named members still load, and new records
+        // leave out what is empty.
+        let old = r#"{"name":"restart_replicas","state":"pending","attempts":0}"#;
+        let s: StepStatus = serde_json::from_str(old).expect("old step");
+        assert_eq!((s.name, s.member), (StepName::RestartReplicas, None));
+        assert!(s.decided.is_empty());
+        let back = serde_json::to_value(&s).expect("json");
+        assert!(back.get("member").is_none() && back.get("decided").is_none());
+    }
+
+    #[test]
     fn resume_point_and_progress() {
-        let mut steps = initial_steps(TaskKind::Stop, TaskOptions::default());
+        let one = Topology::new(1, 0, Default::default());
+        let mut steps = initial_steps(TaskKind::Stop, TaskOptions::default(), &one);
         steps.extend(
-            initial_steps(TaskKind::Start, TaskOptions::default())
+            initial_steps(TaskKind::Start, TaskOptions::default(), &one)
                 .into_iter()
                 .take(2),
         );

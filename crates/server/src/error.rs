@@ -247,6 +247,14 @@ impl From<StoreError> for ApiError {
                 ApiError::InvalidState(e.to_string())
             }
             StoreError::Refused(_) => ApiError::Unprocessable(e.to_string()),
+            StoreError::Held { task, kind, .. } => ApiError::InvalidState(format!(
+                "{e}; wait for it (`berth task {task} --wait`){}",
+                if kind.stops_safely() {
+                    format!(" or cancel it (`berth task cancel {task}`)")
+                } else {
+                    String::new()
+                }
+            )),
             StoreError::InvalidTransition { ref name, source } => {
                 ApiError::InvalidState(format!("{e}{}", crate::views::hint(name, source)))
             }

@@ -64,8 +64,9 @@ struct Watching {
     /// place has begun since.
     declined_since: Option<Instant>,
     repair_begun: bool,
-    /// The failure was recorded (once per failure).
+    /// The failure was recorded (once per failure), and when.
     failure_said: bool,
+    detected_at: Option<Instant>,
 }
 
 /// What the control plane knows of each instance's lease, in memory.
@@ -107,6 +108,17 @@ impl Leases {
                 ..Watching::default()
             }
         });
+    }
+
+    /// How long ago the failed primary last took a grant, and the failure was
+    /// detected (a failover's timings, read before the lease moves).
+    pub(crate) fn failure_timings(&self, id: InstanceId) -> (Option<Duration>, Option<Duration>) {
+        self.with(id, |w| {
+            (
+                w.last_grant_sent.map(|t| t.elapsed()),
+                w.detected_at.map(|t| t.elapsed()),
+            )
+        })
     }
 
     fn last_position(&self, id: InstanceId) -> Option<u64> {
@@ -203,8 +215,10 @@ async fn follow_store(ctx: &Ctx, store: &dyn berth_lease::LeaseStore, inst: &Ins
     if inst.status.is_busy() {
         return;
     }
-    let Ok(Some(lease)) = store.read(&inst.id.to_string()).await else {
-        return;
+    let lease = match store.read(&inst.id.to_string()).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return members_declined(ctx, inst).await,
+        Err(_) => return,
     };
     let Some(&holder) = inst
         .topology
@@ -241,23 +255,87 @@ async fn follow_store(ctx: &Ctx, store: &dyn berth_lease::LeaseStore, inst: &Ins
         berth_model::member::display_name(&inst.name, holder),
     );
     warn!(instance = %inst.name, primary = %new_name, "the members elected a new primary");
-    let _ = ctx
-        .store
-        .record_event(&NewEvent::instance(
-            inst.id,
-            inst.name.as_str(),
+    // What the member that elected itself kept of it: the control plane may have
+    // been down all along, so this is where the detection, the fencing (by the
+    // lease's end) and the promotion are learnt, with their timings.
+    let elected = crate::steps::member_ip(ctx, inst, holder)
+        .await
+        .ok()
+        .map(|ip| members::agent_health(ctx, inst, ip));
+    let elected = match elected {
+        Some(asked) => asked.await.ok().and_then(|h| h.elected),
+        None => None,
+    }
+    .filter(|e| e["term"].as_u64() == Some(lease.term))
+    .unwrap_or_default();
+    let free_ms = elected["lease_free_ms"].as_u64();
+    let may_lose = elected["may_lose_bytes"].as_u64();
+    let old_stopped = members::not_running(ctx, inst, old).await;
+    let (how, fenced) = if old_stopped {
+        ("stopped", "its container is stopped")
+    } else {
+        ("lease", "its lease ran out")
+    };
+    for (kind, message, details) in [
+        (
+            EventKind::PrimaryFailed,
+            format!("the primary {old_name} failed: it stopped renewing the leader lease"),
+            serde_json::json!({ "member": old_name, "reason": "lease not renewed", "detected_by": "members" }),
+        ),
+        (
+            EventKind::MemberFenced,
+            format!("{old_name} is fenced: {fenced}, so it takes no writes"),
+            serde_json::json!({ "member": old_name, "how": how, "lease_free_ms": free_ms }),
+        ),
+        (
             EventKind::FailoverDone,
             format!(
-                "{old_name} lost the leader lease; the members elected {new_name} (term {}) through the lease store",
-                lease.term
+                "{old_name} lost the leader lease; the members elected {new_name} (term {}) through the lease store{}",
+                lease.term,
+                match may_lose {
+                    Some(0) => "; no acknowledged commit is missing".to_owned(),
+                    Some(n) => format!("; up to {n} bytes the old primary wrote may be missing"),
+                    None => String::new(),
+                }
             ),
             serde_json::json!({
                 "primary": new_name, "was": old_name, "term": lease.term,
-                "reason": "elected by the members", "may_lose_bytes": 0,
+                "reason": "elected by the members", "may_lose_bytes": may_lose,
+                "since_lease_free_ms": free_ms, "at_unix_ms": elected["at_unix_ms"],
             }),
-        ))
-        .await;
+        ),
+    ] {
+        let _ = ctx
+            .store
+            .record_event(&NewEvent::instance(
+                inst.id,
+                inst.name.as_str(),
+                kind,
+                message,
+                details,
+            ))
+            .await;
+    }
     members::nudge_endpoint(ctx, inst).await;
+}
+
+/// With an external store, the lease is free: when a replica says why it does not
+/// take it, that is the instance's failover declined (said once per reason, in the
+/// event log and `show`), and a stopped old primary is brought back in place, as
+/// with the embedded store.
+async fn members_declined(ctx: &Ctx, inst: &InstanceRecord) {
+    for m in inst.topology.replicas() {
+        let Ok(ip) = crate::steps::member_ip(ctx, inst, m).await else {
+            continue;
+        };
+        if let Ok(h) = members::agent_health(ctx, inst, ip).await {
+            if let Some(why) = h.declined {
+                let stopped = members::not_running(ctx, inst, inst.topology.primary).await;
+                declined(ctx, inst, &why, stopped).await;
+                return;
+            }
+        }
+    }
 }
 
 /// Grants and watches, once a second, for ever (with an external store: follows
@@ -305,6 +383,7 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         let grant = Grant {
             term: inst.topology.term,
             ttl_ms: contract::TTL.as_millis() as u64,
+            sent_unix_ms: contract::unix_ms_now(),
         };
         let answer = members::agent_post(
             ctx,
@@ -340,7 +419,7 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     // only changes the running instance (resize, settings, backup) does not hold a
     // failover back: it is pre-empted below, once a replica is chosen.
     let preemptible = preemptible_task(ctx, inst).await;
-    if (inst.status.is_busy() && preemptible.is_none())
+    if (inst.held_by.is_some() && preemptible.is_none())
         || inst.topology.failover == FailoverMode::Manual
         || inst.topology.failover_paused
     {
@@ -419,6 +498,9 @@ async fn failure_detected(ctx: &Ctx, inst: &InstanceRecord, why: &str) {
     let (first, silent) = ctx.failover.with(inst.id, |w| {
         let first = !w.failure_said;
         w.failure_said = true;
+        if first {
+            w.detected_at = Some(Instant::now());
+        }
         (first, w.last_grant_sent.map(|t| t.elapsed()))
     });
     if !first {
@@ -443,16 +525,11 @@ async fn failure_detected(ctx: &Ctx, inst: &InstanceRecord, why: &str) {
         .await;
 }
 
-/// The running task of a busy instance that a failover may take over from.
+/// The task holding the instance, when a failover may take over from it (it only
+/// changes the running instance live, or reads from it).
 async fn preemptible_task(ctx: &Ctx, inst: &InstanceRecord) -> Option<berth_model::TaskId> {
-    if inst.status != InstanceStatus::Modifying {
-        return None;
-    }
-    let tasks = ctx.store.unfinished_tasks().await.ok()?;
-    tasks
-        .iter()
-        .find(|t| t.instance_id == inst.id && t.kind.stops_safely())
-        .map(|t| t.id)
+    let task = ctx.store.task(inst.held_by?).await.ok()?;
+    (!task.state.is_finished() && task.kind.stops_safely()).then_some(task.id)
 }
 
 /// Stops the task and waits (bounded) until it has ended; the instance as it is

@@ -208,6 +208,17 @@ pub(crate) async fn nudge_endpoint(ctx: &Ctx, inst: &InstanceRecord) {
         .await;
 }
 
+/// Whether the member's container is not running (stopped, or gone): what Docker
+/// says, and `false` when Docker does not answer.
+pub(crate) async fn not_running(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> bool {
+    !ctx.runtime
+        .inspect_member(key(inst, m))
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|o| o.running)
+}
+
 /// What a member's agent says about its engine.
 #[derive(Clone, Debug, serde::Deserialize)]
 pub(crate) struct AgentHealth {
@@ -226,6 +237,13 @@ pub(crate) struct AgentHealth {
     /// How the member last rejoined after being a primary (`how`, `reason`).
     #[serde(default)]
     pub rejoined: Option<serde_json::Value>,
+    /// With an external lease store: how the member last elected itself primary.
+    #[serde(default)]
+    pub elected: Option<serde_json::Value>,
+    /// With an external lease store: why the member, finding the lease free, did
+    /// not take it.
+    #[serde(default)]
+    pub declined: Option<String>,
 }
 
 impl AgentHealth {

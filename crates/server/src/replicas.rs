@@ -220,7 +220,11 @@ const STREAMING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(12
 /// Waits until a new replica says it receives and applies the primary's changes: a
 /// member that runs but does not stream (its position gone from the primary, say)
 /// fails the step with its own reason instead of being called a replica.
-async fn wait_streaming(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> Result<(), StepError> {
+pub(crate) async fn wait_streaming(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    m: MemberId,
+) -> Result<(), StepError> {
     let started = std::time::Instant::now();
     let mut last = "no answer yet".to_owned();
     while started.elapsed() < STREAMING_TIMEOUT {
@@ -324,18 +328,35 @@ pub(crate) async fn remove_extra_members(
     Ok(said.join("; "))
 }
 
-/// Step `restart_replicas`: each replica in turn is stopped cleanly, gets its
-/// settings again, and starts and follows — the first half of a rolling restart.
+/// Step `restart_replicas` of tasks planned before each replica had its own step:
+/// each replica in turn, as [`restart_replica`] does.
 pub(crate) async fn restart_replicas(ctx: &Ctx, inst: &InstanceRecord) -> StepResult {
     let mut said = vec![];
     for m in inst.topology.replicas() {
-        ctx.runtime
-            .ensure_stopped(members::key(inst, m), 60)
-            .await?;
-        steps::ensure_params(ctx, inst, m, false).await?;
-        steps::ensure_running(ctx, inst, m).await?;
-        steps::wait_ready(ctx, inst, m).await?;
-        said.push(format!("{} restarted", container_name(inst, m)));
+        said.push(restart_replica(ctx, inst, m).await?);
     }
     Ok(said.join("; "))
+}
+
+/// Step `restart_replica`: the replica is stopped cleanly, gets its settings again,
+/// and starts and streams from the primary — one member of the first half of a
+/// rolling restart. A member that is no longer a replica (the instance changed
+/// since the plan) is left alone, saying so.
+pub(crate) async fn restart_replica(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> StepResult {
+    if !inst.topology.replicas().any(|r| r == m) {
+        return Ok(format!(
+            "{} is not a replica any more; left as it is",
+            container_name(inst, m)
+        ));
+    }
+    ctx.runtime
+        .ensure_stopped(members::key(inst, m), 60)
+        .await?;
+    steps::ensure_params(ctx, inst, m, false).await?;
+    steps::ensure_running(ctx, inst, m).await?;
+    steps::wait_ready(ctx, inst, m).await?;
+    // Streaming again before the next step: a switchover right after needs it to
+    // receive what the old primary writes last.
+    wait_streaming(ctx, inst, m).await?;
+    Ok(format!("{} restarted and streams", container_name(inst, m)))
 }

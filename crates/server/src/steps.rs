@@ -43,16 +43,58 @@ impl From<berth_store::StoreError> for StepError {
 
 type StepResult = Result<String, StepError>;
 
+/// What a step did: its sentence for the task log, the member it acted on when it
+/// chose one, and what it decided, for the record.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    pub detail: String,
+    pub member: Option<MemberId>,
+    pub decided: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl Done {
+    /// A step's sentence, with what it decided.
+    pub(crate) fn decided(
+        detail: String,
+        decided: impl IntoIterator<Item = (&'static str, serde_json::Value)>,
+    ) -> Self {
+        Self {
+            detail,
+            member: None,
+            decided: decided
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    }
+
+    /// The member the step chose to act on.
+    pub(crate) fn on(mut self, member: MemberId) -> Self {
+        self.member = Some(member);
+        self
+    }
+}
+
+impl From<String> for Done {
+    fn from(detail: String) -> Self {
+        Self {
+            detail,
+            ..Self::default()
+        }
+    }
+}
+
 /// How long `wait_ready` waits for the engine before failing the task.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Runs one step of `task`.
+/// Runs one step of `task`; `member` is the one its plan names, if any.
 pub(crate) async fn run(
     ctx: &Ctx,
     task: &TaskRecord,
     step: StepName,
+    member: Option<MemberId>,
     progress: &(dyn Fn(&str) + Send + Sync),
-) -> StepResult {
+) -> Result<Done, StepError> {
     let inst = ctx
         .store
         .instance(task.instance_id)
@@ -61,7 +103,7 @@ pub(crate) async fn run(
     let primary = inst.topology.primary;
     // A verification makes its throwaway instance the way a create makes one.
     let create = matches!(task.kind, TaskKind::Create | TaskKind::Verify);
-    match step {
+    let said = match step {
         StepName::EnsureImage => ensure_image(ctx, &inst, progress)
             .await
             .map(|(tag, built)| {
@@ -158,11 +200,23 @@ pub(crate) async fn run(
         StepName::EnsureReplicas => {
             crate::replicas::ensure_replicas(ctx, task, &inst, progress).await
         }
-        StepName::HandOverWrites => crate::switchover::hand_over_writes(ctx, task, &inst).await,
-        StepName::PromoteTarget => crate::switchover::promote_target(ctx, task, &inst).await,
-        StepName::FenceOldPrimary => crate::switchover::fence_old_primary(ctx, task, &inst).await,
+        // The steps that decide something return their record.
+        StepName::HandOverWrites => {
+            return crate::switchover::hand_over_writes(ctx, task, &inst).await
+        }
+        StepName::PromoteTarget => {
+            return crate::switchover::promote_target(ctx, task, &inst).await
+        }
+        StepName::FenceOldPrimary => {
+            return crate::switchover::fence_old_primary(ctx, task, &inst).await
+        }
         StepName::EnsureEndpoint => crate::endpoint::ensure_endpoint(ctx, &inst).await,
         StepName::RestartReplicas => crate::replicas::restart_replicas(ctx, &inst).await,
+        StepName::RestartReplica => {
+            let m = member
+                .ok_or_else(|| StepError::Fatal("the step names no replica to restart".into()))?;
+            crate::replicas::restart_replica(ctx, &inst, m).await
+        }
         StepName::RemoveExtraMembers => {
             crate::replicas::remove_extra_members(ctx, task, &inst).await
         }
@@ -175,7 +229,8 @@ pub(crate) async fn run(
             }
             Ok("the instance is deleted".into())
         }
-    }
+    }?;
+    Ok(Done::from(said))
 }
 
 /// The topology's members, primary first, then any member Docker still has a

@@ -4,12 +4,10 @@
 //! `ensure_replication` and `ensure_replicas` steps, run against the new topology.
 
 use crate::members::{self, container_name};
-use crate::steps::{self, StepError};
+use crate::steps::{self, Done, StepError};
 use crate::Ctx;
 use berth_model::{EventKind, InstanceRecord, MemberId, NewEvent, TaskRecord};
 use std::time::{Duration, Instant};
-
-type StepResult = Result<String, StepError>;
 
 /// How long the target may take to apply what the old primary wrote.
 const CATCH_UP: Duration = Duration::from_secs(60);
@@ -64,15 +62,19 @@ pub(crate) async fn hand_over_writes(
     ctx: &Ctx,
     task: &TaskRecord,
     inst: &InstanceRecord,
-) -> StepResult {
+) -> Result<Done, StepError> {
     let to = target(task)?;
     let old = inst.topology.primary;
     if old == to {
-        return Ok(format!(
+        return Ok(Done::from(format!(
             "{} is the primary already",
             container_name(inst, to)
-        ));
+        ))
+        .on(old));
     }
+    // The target must be receiving before the old primary stops: PostgreSQL sends
+    // its last writes only to the replicas connected as it shuts down.
+    crate::replicas::wait_streaming(ctx, inst, to).await?;
     let started = Instant::now();
     let mut position = serde_json::Value::Null;
     if let Ok(ip) = steps::member_ip(ctx, inst, old).await {
@@ -98,13 +100,26 @@ pub(crate) async fn hand_over_writes(
     // New sessions wait at the endpoint (no writable primary) rather than fail.
     members::nudge_endpoint(ctx, inst).await;
     let caught = wait_caught_up(ctx, inst, to, &position).await?;
-    Ok(format!(
+    let said = format!(
         "{} takes no more writes and is stopped; {} has all it wrote ({} ms in all, {} ms waiting)",
         container_name(inst, old),
         container_name(inst, to),
         started.elapsed().as_millis(),
         caught.as_millis()
-    ))
+    );
+    Ok(Done::decided(
+        said,
+        [
+            (
+                "target",
+                berth_model::member::display_name(&inst.name, to).into(),
+            ),
+            // Where the old primary's writes ended, which the target reached.
+            ("position", position),
+            ("caught_up_ms", (caught.as_millis() as u64).into()),
+        ],
+    )
+    .on(old))
 }
 
 /// Step `fence_old_primary` (failover): the failed primary can write no more — its
@@ -115,7 +130,7 @@ pub(crate) async fn fence_old_primary(
     ctx: &Ctx,
     task: &TaskRecord,
     inst: &InstanceRecord,
-) -> StepResult {
+) -> Result<Done, StepError> {
     let old = task
         .options
         .failed_member
@@ -123,7 +138,7 @@ pub(crate) async fn fence_old_primary(
         .ok_or_else(|| StepError::Fatal("the failover names no failed member".into()))?;
     let name = container_name(inst, old);
     if old != inst.topology.primary {
-        return Ok(format!("{name} is no longer the primary"));
+        return Ok(Done::from(format!("{name} is no longer the primary")).on(old));
     }
     let started = Instant::now();
     let (how, said) = fence(ctx, inst, old).await;
@@ -140,7 +155,14 @@ pub(crate) async fn fence_old_primary(
             serde_json::json!({ "member": member, "how": how, "waited_ms": started.elapsed().as_millis() as u64 }),
         ))
         .await?;
-    Ok(said)
+    Ok(Done::decided(
+        said,
+        [
+            ("how", how.into()),
+            ("waited_ms", (started.elapsed().as_millis() as u64).into()),
+        ],
+    )
+    .on(old))
 }
 
 /// Makes sure the failed primary writes no more; how, and a sentence.
@@ -179,22 +201,18 @@ pub(crate) async fn promote_target(
     ctx: &Ctx,
     task: &TaskRecord,
     inst: &InstanceRecord,
-) -> StepResult {
+) -> Result<Done, StepError> {
     let to = target(task)?;
     let old = inst.topology.primary;
     let ip = steps::member_ip(ctx, inst, to).await?;
-    let old_stopped = !ctx
-        .runtime
-        .inspect_member(members::key(inst, old))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|o| o.running);
+    let old_stopped = members::not_running(ctx, inst, old).await;
     let term = if old == to {
         inst.topology.term
     } else {
         inst.topology.term + 1
     };
+    // Read before the lease moves, which forgets them.
+    let (since_grant, since_detected) = ctx.failover.failure_timings(inst.id);
     let replicated = inst.topology.members.len() > 1;
     let sent = Instant::now();
     let promote = berth_model::agent::lease::Promote {
@@ -205,6 +223,7 @@ pub(crate) async fn promote_target(
             0
         },
         old_primary_stopped: old_stopped,
+        sent_unix_ms: berth_model::agent::lease::unix_ms_now(),
     };
     members::agent_post(
         ctx,
@@ -217,8 +236,9 @@ pub(crate) async fn promote_target(
     .await
     .map_err(|e| StepError::Fatal(format!("promoting {}: {e}", container_name(inst, to))))?;
     if old == to {
-        return Ok(format!("{} is the primary", container_name(inst, to)));
+        return Ok(Done::from(format!("{} is the primary", container_name(inst, to))).on(to));
     }
+    let promoted_ms = sent.elapsed().as_millis() as u64;
     let mut topology = inst.topology.clone();
     topology.primary = to;
     topology.term = term;
@@ -263,11 +283,25 @@ pub(crate) async fn promote_target(
                 "primary": new_name, "was": old_name, "term": term,
                 "reason": if failover { "failover" } else { "switchover" },
                 "may_lose_bytes": may_lose,
+                "promote_ms": promoted_ms,
+                // A failover's: from the old primary's last lease grant (about when
+                // it failed), and from the failure's detection, to this promotion.
+                "since_last_grant_ms": failover.then(|| since_grant.map(|d| d.as_millis() as u64)).flatten(),
+                "since_detected_ms": failover.then(|| since_detected.map(|d| d.as_millis() as u64)).flatten(),
             }),
         ))
         .await?;
-    Ok(format!(
-        "{} is the primary and takes writes",
-        container_name(inst, to)
-    ))
+    Ok(Done::decided(
+        format!(
+            "{} is the primary and takes writes",
+            container_name(inst, to)
+        ),
+        [
+            ("term", term.into()),
+            ("was", old_name.into()),
+            ("may_lose_bytes", may_lose.into()),
+            ("promote_ms", promoted_ms.into()),
+        ],
+    )
+    .on(to))
 }

@@ -79,6 +79,27 @@ impl TaskRunner {
     }
 }
 
+/// Refuses, naming the holder and what to do, when a task holds the instance: what
+/// the store would say when the task began, said before a request checks anything
+/// else (its status only follows from that task).
+pub(crate) async fn refuse_if_held(
+    ctx: &Ctx,
+    inst: &berth_model::InstanceRecord,
+) -> Result<(), crate::error::ApiError> {
+    let Some(id) = inst.held_by else {
+        return Ok(());
+    };
+    match ctx.store.task(id).await {
+        Ok(t) if !t.state.is_finished() => Err(StoreError::Held {
+            name: inst.name.clone(),
+            task: id,
+            kind: t.kind,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
 /// Begins a task of `kind` on an instance — the status check, the status change and
 /// the task are one store transaction — and starts running it.
 pub async fn begin(
@@ -87,13 +108,7 @@ pub async fn begin(
     kind: TaskKind,
     options: berth_model::TaskOptions,
 ) -> Result<(berth_model::InstanceRecord, TaskRecord), StoreError> {
-    let task = TaskRecord::new(
-        inst.id,
-        inst.name.clone(),
-        kind,
-        options,
-        &berth_store::now(),
-    );
+    let task = TaskRecord::new(inst, kind, options, &berth_store::now());
     let inst = ctx
         .store
         .begin_task(inst.id, InstanceEvent::Began(kind), &task)
@@ -134,11 +149,14 @@ async fn run(ctx: &Ctx, id: TaskId) {
         let result = run_step_with_progress(ctx, &mut task, i).await;
         let millis = started.elapsed().as_millis() as u64;
         match result {
-            Ok(detail) => {
-                info!(step = %step, millis, %detail, "step done");
-                task.steps[i].state = StepState::Done;
-                task.steps[i].detail = Some(detail);
-                task.steps[i].millis = Some(millis);
+            Ok(done) => {
+                info!(step = %step, millis, detail = %done.detail, "step done");
+                let s = &mut task.steps[i];
+                s.state = StepState::Done;
+                s.detail = Some(done.detail);
+                s.millis = Some(millis);
+                s.member = done.member.map(|m| m.0).or(s.member);
+                s.decided = done.decided;
                 if ctx.store.update_task(&task).await.is_err() {
                     return;
                 }
@@ -233,13 +251,14 @@ async fn run_step_with_progress(
     ctx: &Ctx,
     task: &mut TaskRecord,
     i: usize,
-) -> Result<String, steps::StepError> {
+) -> Result<steps::Done, steps::StepError> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let step = task.steps[i].name;
+    let member = task.steps[i].member.map(berth_model::MemberId);
     let record = task.clone();
     let ctx2 = ctx.clone();
     let work = tokio::spawn(async move {
-        steps::run(&ctx2, &record, step, &move |line: &str| {
+        steps::run(&ctx2, &record, step, member, &move |line: &str| {
             let _ = tx.send(line.to_owned());
         })
         .await

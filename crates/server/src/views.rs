@@ -45,6 +45,10 @@ pub struct InstanceView {
     /// Why, when the status needs explaining.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_detail: Option<String>,
+    /// The task that holds the instance until it ends (one task at a time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub task: Option<TaskId>,
     /// CPU limit in cores, as text (`1.5`).
     pub cpus: String,
     /// Memory limit, as text (`1GiB`).
@@ -102,6 +106,7 @@ impl InstanceView {
             version: r.spec.version.to_string(),
             status: r.status,
             status_detail: r.status_detail.clone(),
+            task: r.held_by,
             cpus: r.spec.cpus.to_string(),
             memory: r.spec.memory.to_string(),
             storage: r.spec.storage.to_string(),

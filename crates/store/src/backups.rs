@@ -486,8 +486,7 @@ mod policy_tests {
             40001,
         );
         let mut task = berth_model::TaskRecord::new(
-            inst.id,
-            inst.name.clone(),
+            &inst,
             berth_model::TaskKind::Create,
             berth_model::TaskOptions {
                 backup: Some(id),

@@ -70,13 +70,7 @@ mod tests {
     async fn pause_and_resume_are_idempotent_and_each_change_is_an_event() {
         let store = Store::in_memory().await.expect("store");
         let inst = InstanceRecord::example("db1", InstanceStatus::Available, 40001);
-        let task = TaskRecord::new(
-            inst.id,
-            inst.name.clone(),
-            TaskKind::Create,
-            TaskOptions::default(),
-            &now(),
-        );
+        let task = TaskRecord::new(&inst, TaskKind::Create, TaskOptions::default(), &now());
         store
             .create_instance(&inst, &task, &|_, _, _| Ok(()))
             .await

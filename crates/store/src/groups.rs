@@ -189,6 +189,7 @@ impl Store {
         crate::fits::check_instance(&mut tx, &inst, group, memory, check).await?;
         let mut status = inst.status;
         if let Some((event, task)) = task {
+            rows::hold(&mut tx, id, task).await?;
             status = rows::transition(&mut tx, id, event).await?.1;
             rows::set_status(&mut tx, id, status, None).await?;
             rows::insert_task(&mut tx, task).await?;
@@ -216,6 +217,7 @@ impl Store {
         Ok(InstanceRecord {
             status,
             param_group: group.map(str::to_owned),
+            held_by: task.map(|(_, t)| t.id).or(inst.held_by),
             ..inst
         })
     }

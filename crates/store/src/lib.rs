@@ -75,6 +75,16 @@ pub enum StoreError {
         /// What was refused.
         source: InvalidTransition,
     },
+    /// Another task holds the instance until it ends.
+    #[error("instance {name} is held by task {task} ({kind}) until it ends")]
+    Held {
+        /// The instance.
+        name: InstanceName,
+        /// The task holding it.
+        task: TaskId,
+        /// What that task does.
+        kind: TaskKind,
+    },
     /// The host port is held by another live instance.
     #[error("port {port} is held by instance {instance}; pick another port or leave it out to get a free one")]
     PortTaken {
@@ -241,6 +251,7 @@ impl Store {
             return Err(StoreError::NameTaken(inst.name.clone()));
         }
         rows::insert_instance(&mut tx, inst).await?;
+        rows::hold(&mut tx, inst.id, task).await?;
         rows::insert_task(&mut tx, task).await?;
         events::insert(&mut tx, &events::task_began(task, json!({}))).await?;
         tx.commit().await?;
@@ -248,9 +259,9 @@ impl Store {
         Ok(())
     }
 
-    /// Moves the instance along `event` and records `task` in one transaction; refuses
-    /// when the instance's current status does not allow it (another task is running,
-    /// or it makes no sense, like stopping a stopped instance).
+    /// Takes the instance for `task`, moves it along `event` and records the task, in
+    /// one transaction; refuses when another task holds the instance, or when its
+    /// status does not allow the change (stopping a stopped instance).
     pub async fn begin_task(
         &self,
         id: InstanceId,
@@ -258,6 +269,7 @@ impl Store {
         task: &TaskRecord,
     ) -> Result<InstanceRecord> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        rows::hold(&mut tx, id, task).await?;
         let (inst, to) = rows::transition(&mut tx, id, event).await?;
         rows::set_status(&mut tx, id, to, None).await?;
         rows::insert_task(&mut tx, task).await?;
@@ -283,7 +295,8 @@ impl Store {
     }
 
     /// Records a task's end: applies `event` to the instance (when given, and when
-    /// the status still allows it), saves the task, and writes the events of both,
+    /// the status still allows it), saves the task, gives the instance back (when
+    /// this task held it), and writes the events of both,
     /// in one transaction, so a crash keeps all or none of them.
     pub async fn finish_task(
         &self,
@@ -300,6 +313,7 @@ impl Store {
             }
         }
         rows::update_task_in(&mut tx, task).await?;
+        rows::release(&mut tx, task).await?;
         events::insert(&mut tx, &events::task_ended(task)).await?;
         tx.commit().await?;
         self.events_written();
@@ -319,6 +333,7 @@ impl Store {
         check: FitCheck<'_>,
     ) -> Result<InstanceRecord> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        rows::hold(&mut tx, id, task).await?;
         let (inst, to) =
             rows::transition(&mut tx, id, InstanceEvent::Began(TaskKind::Resize)).await?;
         fits::check_instance(

@@ -52,6 +52,11 @@ pub(crate) fn instance_from_row(row: &SqliteRow) -> Result<InstanceRecord> {
         },
         status: parse(row, "status")?,
         status_detail: row.try_get("status_detail")?,
+        held_by: {
+            let t: Option<String> = row.try_get("held_by")?;
+            t.map(|t| t.parse().map_err(|_| corrupt("held_by", &t)))
+                .transpose()?
+        },
         port: u16::try_from(port).map_err(|_| corrupt("port", port))?,
         ro_port: {
             let p: Option<i64> = row.try_get("ro_port")?;
@@ -187,6 +192,50 @@ pub(crate) async fn set_status(
         .bind(detail)
         .bind(now())
         .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the instance for `task` inside the caller's transaction (which then
+/// records the task): refused, naming the holder, while another unfinished task
+/// holds it. A holder whose task has ended without giving the instance back (a
+/// store from before the lock, or a record finished by hand) no longer counts.
+pub(crate) async fn hold(
+    conn: &mut SqliteConnection,
+    id: InstanceId,
+    task: &TaskRecord,
+) -> Result<()> {
+    let row = sqlx::query(
+        "SELECT i.name, t.id AS task, t.kind FROM instances i
+         JOIN tasks t ON t.id = i.held_by AND t.state IN ('pending', 'running')
+         WHERE i.id = ? AND t.id <> ?",
+    )
+    .bind(id.to_string())
+    .bind(task.id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return Err(StoreError::Held {
+            name: parse(&row, "name")?,
+            task: parse(&row, "task")?,
+            kind: parse(&row, "kind")?,
+        });
+    }
+    sqlx::query("UPDATE instances SET held_by = ? WHERE id = ?")
+        .bind(task.id.to_string())
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Gives the instance back when `task` holds it (a task that ended after another
+/// took over leaves that one's hold alone).
+pub(crate) async fn release(conn: &mut SqliteConnection, task: &TaskRecord) -> Result<()> {
+    sqlx::query("UPDATE instances SET held_by = NULL WHERE id = ? AND held_by = ?")
+        .bind(task.instance_id.to_string())
+        .bind(task.id.to_string())
         .execute(conn)
         .await?;
     Ok(())

@@ -15,13 +15,29 @@ fn any(
 }
 
 fn create_task(i: &InstanceRecord) -> TaskRecord {
-    TaskRecord::new(
-        i.id,
-        i.name.clone(),
-        TaskKind::Create,
-        TaskOptions::default(),
-        &now(),
-    )
+    TaskRecord::new(i, TaskKind::Create, TaskOptions::default(), &now())
+}
+
+/// Ends the instance's create task, as the task runner does: the instance is
+/// available and no longer held.
+pub(crate) async fn available(store: &Store, id: InstanceId) {
+    let create = store
+        .unfinished_tasks()
+        .await
+        .expect("tasks")
+        .into_iter()
+        .find(|t| t.instance_id == id && t.kind == TaskKind::Create)
+        .expect("a create task");
+    succeed(store, create).await;
+}
+
+/// Ends `task` as succeeded, with its instance's status, as the task runner does.
+pub(crate) async fn succeed(store: &Store, mut task: TaskRecord) {
+    task.state = berth_model::TaskState::Succeeded;
+    store
+        .finish_task(&task, Some(InstanceEvent::Succeeded(task.kind)), None)
+        .await
+        .expect("the task ends");
 }
 
 #[tokio::test]
@@ -37,7 +53,15 @@ async fn instance_and_task_are_written_together_and_read_back() {
         .instance_by_name(&ProjectId::default_project(), "db1")
         .await
         .expect("found");
-    assert_eq!(back, inst);
+    // The create holds it from the start.
+    assert_eq!(back.held_by, Some(task.id));
+    assert_eq!(
+        back,
+        InstanceRecord {
+            held_by: Some(task.id),
+            ..inst
+        }
+    );
     assert_eq!(store.task(task.id).await.expect("task"), task);
     assert_eq!(store.unfinished_tasks().await.expect("list").len(), 1);
     // Both endpoints' ports are held: read-write and read-only.
@@ -72,19 +96,83 @@ async fn a_refused_transition_writes_no_task() {
         .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("created");
-    let stop = TaskRecord::new(
-        a.id,
-        a.name.clone(),
-        TaskKind::Stop,
-        TaskOptions::default(),
-        &now(),
-    );
+    let stop = TaskRecord::new(&a, TaskKind::Stop, TaskOptions::default(), &now());
+    let create = store.unfinished_tasks().await.expect("tasks")[0].id;
     let err = store
         .begin_task(a.id, InstanceEvent::Began(TaskKind::Stop), &stop)
         .await
         .expect_err("busy creating");
-    assert!(err.to_string().contains("is creating"), "{err}");
+    assert!(
+        matches!(err, StoreError::Held { task, kind: TaskKind::Create, .. } if task == create),
+        "{err}"
+    );
     assert!(store.task(stop.id).await.is_err());
+}
+
+#[tokio::test]
+async fn a_task_holds_its_instance_from_its_begin_to_its_end() {
+    let store = Store::in_memory().await.expect("store");
+    let a = record("db1", 40001);
+    store
+        .create_instance(&a, &create_task(&a), &any)
+        .await
+        .expect("created");
+    let held = store.instance(a.id).await.expect("read").expect("there");
+    assert!(held.held_by.is_some(), "the create holds it");
+    available(&store, a.id).await;
+    let inst = store.instance(a.id).await.expect("read").expect("there");
+    assert_eq!(inst.held_by, None, "given back at the create's end");
+    let backup = TaskRecord::new(&inst, TaskKind::Backup, TaskOptions::default(), &now());
+    let began = store
+        .begin_task(a.id, InstanceEvent::Began(TaskKind::Backup), &backup)
+        .await
+        .expect("backup begins");
+    assert_eq!(began.held_by, Some(backup.id));
+    // Another task is refused, naming the holder; nothing of it is written.
+    let stop = TaskRecord::new(&inst, TaskKind::Stop, TaskOptions::default(), &now());
+    let err = store
+        .begin_task(a.id, InstanceEvent::Began(TaskKind::Stop), &stop)
+        .await
+        .expect_err("held");
+    assert!(
+        matches!(err, StoreError::Held { task, kind: TaskKind::Backup, .. } if task == backup.id),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&backup.id.to_string()), "{err}");
+    assert!(store.task(stop.id).await.is_err());
+    // A restart of the store (the control plane's crash) keeps the hold.
+    let reread = store.instance(a.id).await.expect("read").expect("there");
+    assert_eq!(reread.held_by, Some(backup.id));
+    // The end of a task that does not hold the instance leaves the hold alone.
+    let mut stranger = stop.clone();
+    stranger.state = TaskState::Failed;
+    store
+        .finish_task(&stranger, None, None)
+        .await
+        .expect("ends");
+    assert_eq!(
+        store
+            .instance(a.id)
+            .await
+            .expect("read")
+            .expect("there")
+            .held_by,
+        Some(backup.id)
+    );
+    succeed(&store, backup.clone()).await;
+    assert_eq!(
+        store
+            .instance(a.id)
+            .await
+            .expect("read")
+            .expect("there")
+            .held_by,
+        None
+    );
+    store
+        .begin_task(a.id, InstanceEvent::Began(TaskKind::Stop), &stop)
+        .await
+        .expect("the stop begins once the backup ended");
 }
 
 #[tokio::test]
@@ -95,13 +183,9 @@ async fn deleted_names_can_be_reused_and_tombstones_remain() {
         .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("created");
-    store
-        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
-        .await
-        .expect("available");
+    crate::tests::available(&store, a.id).await;
     let del = TaskRecord::new(
-        a.id,
-        a.name.clone(),
+        &a,
         TaskKind::Delete,
         TaskOptions {
             purge: true,
@@ -162,20 +246,11 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         .create_instance(&a, &create_task(&a), &any)
         .await
         .expect("created");
-    store
-        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
-        .await
-        .expect("available");
+    crate::tests::available(&store, a.id).await;
     // Resize: the task carries the target; the spec follows once Docker applied it.
     let mut spec = a.spec.clone();
     spec.memory = MemoryMib::from_mib(2048).expect("valid");
-    let resize = TaskRecord::new(
-        a.id,
-        a.name.clone(),
-        TaskKind::Resize,
-        TaskOptions::default(),
-        &now(),
-    );
+    let resize = TaskRecord::new(&a, TaskKind::Resize, TaskOptions::default(), &now());
     let after = store
         .begin_resize(a.id, &spec, &resize, &any)
         .await
@@ -199,13 +274,7 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
     store.set_spec(a.id, &spec).await.expect("applied");
     assert_eq!(memory_now().await, 2048);
     // A second change while the first runs is refused and writes nothing.
-    let again = TaskRecord::new(
-        a.id,
-        a.name.clone(),
-        TaskKind::Resize,
-        TaskOptions::default(),
-        &now(),
-    );
+    let again = TaskRecord::new(&a, TaskKind::Resize, TaskOptions::default(), &now());
     assert!(store
         .begin_resize(a.id, &a.spec, &again, &any)
         .await
@@ -222,10 +291,7 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         2048
     );
     assert!(store.task(again.id).await.is_err());
-    store
-        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Resize), None)
-        .await
-        .expect("available");
+    succeed(&store, resize).await;
 
     // Groups: revisions bump on change, attachments block deletion.
     let g = ParamGroup {
@@ -267,13 +333,7 @@ async fn spec_changes_and_group_attachments_travel_with_their_task() {
         .await
         .expect("pending");
     // A restart applies every pending setting.
-    let restart = TaskRecord::new(
-        a.id,
-        a.name.clone(),
-        TaskKind::Restart,
-        TaskOptions::default(),
-        &now(),
-    );
+    let restart = TaskRecord::new(&a, TaskKind::Restart, TaskOptions::default(), &now());
     store
         .begin_task(a.id, InstanceEvent::Began(TaskKind::Restart), &restart)
         .await

@@ -12,7 +12,7 @@ fn any(
 }
 
 fn task(i: &InstanceRecord, kind: TaskKind) -> TaskRecord {
-    TaskRecord::new(i.id, i.name.clone(), kind, TaskOptions::default(), &now())
+    TaskRecord::new(i, kind, TaskOptions::default(), &now())
 }
 
 fn all() -> EventFilter {

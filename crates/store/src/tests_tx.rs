@@ -10,7 +10,7 @@ fn record(name: &str, port: u16, status: InstanceStatus) -> InstanceRecord {
 }
 
 fn task(i: &InstanceRecord, kind: TaskKind, options: TaskOptions) -> TaskRecord {
-    TaskRecord::new(i.id, i.name.clone(), kind, options, &now())
+    TaskRecord::new(i, kind, options, &now())
 }
 
 /// The rule used here: `big = on` needs at least 1024 MiB.
@@ -93,10 +93,7 @@ async fn a_group_change_that_does_not_fit_an_instance_being_shrunk_writes_nothin
         )
         .await
         .expect("created");
-    store
-        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
-        .await
-        .expect("available");
+    crate::tests::available(&store, a.id).await;
     store.create_group(&group("web")).await.expect("group");
     store
         .attach_group(a.id, Some("web"), None, &big_needs_a_gib)
@@ -143,10 +140,7 @@ async fn a_resize_below_what_the_group_needs_is_refused_in_its_transaction() {
         )
         .await
         .expect("created");
-    store
-        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
-        .await
-        .expect("available");
+    crate::tests::available(&store, a.id).await;
     store.create_group(&group("web")).await.expect("group");
     let set = BTreeMap::from([("big".to_owned(), "on".to_owned())]);
     store
@@ -185,10 +179,7 @@ async fn only_one_task_begins_per_instance_under_concurrent_requests() {
         )
         .await
         .expect("created");
-    store
-        .apply_event(a.id, InstanceEvent::Succeeded(TaskKind::Create), None)
-        .await
-        .expect("available");
+    crate::tests::available(&store, a.id).await;
     let kinds = [
         TaskKind::Stop,
         TaskKind::Restart,
@@ -213,7 +204,7 @@ async fn only_one_task_begins_per_instance_under_concurrent_requests() {
         let (id, r) = h.await.expect("joined");
         match r {
             Ok(_) => began.push(id),
-            Err(StoreError::InvalidTransition { .. }) => refused.push(id),
+            Err(StoreError::Held { .. } | StoreError::InvalidTransition { .. }) => refused.push(id),
             Err(e) => panic!("unexpected store error: {e}"),
         }
     }

@@ -178,6 +178,7 @@ pub(crate) async fn create_in(
         spec,
         status: InstanceStatus::Creating,
         status_detail: None,
+        held_by: None,
         port,
         ro_port,
         pending_restart: vec![],
@@ -191,7 +192,7 @@ pub(crate) async fn create_in(
         created_at: now.clone(),
         updated_at: now.clone(),
     };
-    let task = TaskRecord::new(inst.id, inst.name.clone(), kind, options, &now);
+    let task = TaskRecord::new(&inst, kind, options, &now);
     // A port picked for the user may be taken by a create running beside this one:
     // pick again. A port the user asked for is theirs to change.
     let mut tries = 0;
@@ -454,6 +455,7 @@ pub(crate) async fn resize(
             current.cpus, current.memory
         )));
     }
+    crate::tasks::refuse_if_held(&ctx, &inst).await?;
     if inst.status != InstanceStatus::Available {
         // The state machine refuses too; this says why in the user's terms.
         return Err(ApiError::InvalidState(format!(
@@ -486,8 +488,7 @@ pub(crate) async fn resize(
     // The target travels with the task; the stored spec changes only once Docker
     // has applied it, so a refused resize leaves `show` as it was.
     let task = TaskRecord::new(
-        inst.id,
-        inst.name.clone(),
+        &inst,
         TaskKind::Resize,
         TaskOptions {
             cpus_millis: Some(wanted.cpus.millis()),

@@ -52,6 +52,7 @@ pub(crate) async fn scale(
             berth_model::bytes::ShowBytes(max_failover_lag)
         )));
     }
+    crate::tasks::refuse_if_held(&ctx, &inst).await?;
     if inst.status != InstanceStatus::Available {
         return Err(ApiError::InvalidState(format!(
             "instance {name} is {}; scaling needs it available",
@@ -130,6 +131,7 @@ pub(crate) async fn switchover(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Json(req) = body?;
     let inst = with_a_replica(&ctx, &name, "switch over to").await?;
+    crate::tasks::refuse_if_held(&ctx, &inst).await?;
     if inst.status != InstanceStatus::Available {
         return Err(ApiError::InvalidState(format!(
             "instance {name} is {}; a switchover needs it available",
@@ -223,6 +225,7 @@ pub(crate) async fn failover(
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let Json(req) = body?;
     let inst = with_a_replica(&ctx, &name, "fail over to").await?;
+    crate::tasks::refuse_if_held(&ctx, &inst).await?;
     if !matches!(
         inst.status,
         InstanceStatus::Available | InstanceStatus::Unavailable

@@ -222,7 +222,10 @@ async fn reconfigure(ctx: &Ctx, inst: &InstanceRecord) -> Result<Option<TaskReco
     match crate::tasks::begin(ctx, inst, TaskKind::Reconfigure, TaskOptions::default()).await {
         Ok((_, task)) => Ok(Some(task)),
         // Busy now: reconcile applies the new revision when it is available again.
-        Err(berth_store::StoreError::InvalidTransition { .. }) => Ok(None),
+        Err(
+            berth_store::StoreError::InvalidTransition { .. }
+            | berth_store::StoreError::Held { .. },
+        ) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -357,8 +360,7 @@ pub(crate) async fn attach(
     }
     let task = running.then(|| {
         TaskRecord::new(
-            inst.id,
-            inst.name.clone(),
+            &inst,
             TaskKind::Reconfigure,
             TaskOptions::default(),
             &berth_store::now(),
