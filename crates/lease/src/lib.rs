@@ -8,8 +8,9 @@
 //! Taking a lease one already holds is a renewal and keeps the term.
 //!
 //! [`LeaseStore`] is the seam, with two stores:
-//! - [`MemoryLeases`], the embedded default: the control plane itself keeps the
-//!   leases, in memory, on the monotonic clock ([`clock`]; tests inject their own).
+//! - [`MemoryLeases`], in memory, on the monotonic clock ([`clock`]; tests inject
+//!   their own). Meant as the embedded default; the control plane's embedded mode
+//!   does not run on it yet (`server/src/failover.rs` keeps its own grants).
 //! - [`EtcdLeases`], etcd v3 through its JSON gateway over HTTP (a lease per
 //!   tenure, the key attached to it, the term in a key of its own written in the same
 //!   transaction).

@@ -1,5 +1,5 @@
-//! [`MemoryLeases`]: the embedded store. The control plane holds the leases itself;
-//! the holder and the store share one process, so one monotonic clock.
+//! [`MemoryLeases`]: leases held in memory, for a store and holders that share one
+//! process, so one monotonic clock (meant as the embedded store; see the crate docs).
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::{check, Lease, LeaseStore, Note, Result};

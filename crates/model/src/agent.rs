@@ -135,6 +135,28 @@ pub mod lease {
     /// disagree (one host: they are one clock).
     pub const CLOCK_SKEW: Duration = Duration::from_millis(500);
 
+    /// The shortest grant worth sending: less would end before it arrives.
+    pub const MIN_GRANT: Duration = Duration::from_millis(300);
+
+    /// How long the next grant to a primary may last, sent at `now`: the whole TTL
+    /// when the last grant was answered (or none was sent); otherwise only what is
+    /// left until `granted_until`, the furthest any grant already sent may reach
+    /// (`None`: not worth sending). A grant whose answer was lost may still have
+    /// been taken, so the sender counts every grant it *sent*, and an unanswered
+    /// primary's lease stops moving: it runs out at a bound the sender knows, yet
+    /// the primary keeps it if it answers again in time.
+    pub fn next_grant_ttl(
+        now: std::time::Instant,
+        granted_until: Option<std::time::Instant>,
+        last_answered: bool,
+    ) -> Option<Duration> {
+        let ttl = match granted_until {
+            Some(until) if !last_answered => until.saturating_duration_since(now).min(TTL),
+            _ => TTL,
+        };
+        (ttl >= MIN_GRANT).then_some(ttl)
+    }
+
     /// The wall clock now, in milliseconds since the Unix epoch (what a grant
     /// carries as its time of sending).
     pub fn unix_ms_now() -> u64 {
@@ -397,7 +419,52 @@ mod lease_timing_tests {
         assert!(sent_at(received, 1_000_000, 0, TTL).is_err());
     }
 
+    #[test]
+    fn an_unanswered_primary_gets_no_grant_past_what_was_already_granted() {
+        use super::lease::{next_grant_ttl, MIN_GRANT};
+        let t0 = Instant::now();
+        // Answered, or nothing sent yet: a whole TTL.
+        assert_eq!(next_grant_ttl(t0, None, false), Some(TTL));
+        assert_eq!(next_grant_ttl(t0, Some(t0 + TTL), true), Some(TTL));
+        // Unanswered: what is left of the furthest grant, and nothing once too little.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(
+            next_grant_ttl(later, Some(t0 + TTL), false),
+            Some(TTL - Duration::from_secs(2))
+        );
+        let end = t0 + TTL - MIN_GRANT / 2;
+        assert_eq!(next_grant_ttl(end, Some(t0 + TTL), false), None);
+    }
+
     proptest! {
+        /// However the answers come and go, the furthest reach of the grants sent
+        /// never passes the last answered grant's sending plus TTL plus one renewal
+        /// (the first unanswered grant is whole), so an unanswered primary's lease
+        /// runs out at a bound the sender knows.
+        #[test]
+        fn grants_to_a_silent_primary_stop_moving(
+            answered in proptest::collection::vec(any::<bool>(), 1..40),
+        ) {
+            use super::lease::{next_grant_ttl, RENEW_EVERY};
+            let t0 = Instant::now();
+            let mut granted_until: Option<Instant> = None;
+            let mut last_answered = true;
+            let mut last_answered_sent = t0;
+            for (i, ok) in answered.iter().enumerate() {
+                let now = t0 + RENEW_EVERY * i as u32;
+                if let Some(ttl) = next_grant_ttl(now, granted_until, last_answered) {
+                    let until = now + ttl;
+                    granted_until = Some(granted_until.map_or(until, |g| g.max(until)));
+                    last_answered = *ok;
+                    if *ok {
+                        last_answered_sent = now;
+                    }
+                }
+                let bound = last_answered_sent + TTL + RENEW_EVERY;
+                prop_assert!(granted_until.is_some_and(|g| g <= bound));
+            }
+        }
+
         /// Whatever the delay and a wall-clock disagreement within the bound, the
         /// holder stops writing before the sender can count the lease expired
         /// (`s + ttl`, with the sender and receiver sharing one monotonic clock).

@@ -54,6 +54,12 @@ const DECLINED_GRACE: Duration = Duration::from_secs(5);
 struct Watching {
     /// When the last grant that the agent took was sent.
     last_grant_sent: Option<Instant>,
+    /// The furthest any grant sent to the current primary may reach (sent + its
+    /// TTL), answered or not: until then it may hold the lease.
+    granted_until: Option<Instant>,
+    /// The last grant sent was not answered (yet): the next one may reach no
+    /// further than `granted_until`.
+    last_unanswered: bool,
     /// The primary's position in that answer.
     last_position: Option<u64>,
     /// Since when the agent answers with its engine not ready.
@@ -96,8 +102,21 @@ impl Leases {
     /// plane that just started does not know what its predecessor granted: a whole
     /// TTL from its start.
     pub(crate) fn held_until(&self, id: InstanceId) -> Instant {
-        let sent = self.with(id, |w| w.last_grant_sent);
-        sent.unwrap_or(self.started).max(self.started) + contract::TTL
+        let granted = self.with(id, |w| w.granted_until);
+        let floor = self.started + contract::TTL;
+        granted.map_or(floor, |g| g.max(floor))
+    }
+
+    /// The TTL of the grant to send now (`None`: none is worth sending), counted as
+    /// sent: every grant sent may have been taken, answered or not.
+    fn send_grant(&self, id: InstanceId, now: Instant) -> Option<Duration> {
+        self.with(id, |w| {
+            let ttl = contract::next_grant_ttl(now, w.granted_until, !w.last_unanswered)?;
+            let until = now + ttl;
+            w.granted_until = Some(w.granted_until.map_or(until, |g| g.max(until)));
+            w.last_unanswered = true;
+            Some(ttl)
+        })
     }
 
     /// The lease moves: what was granted to the old primary no longer counts.
@@ -105,6 +124,7 @@ impl Leases {
         self.with(id, |w| {
             *w = Watching {
                 last_grant_sent: Some(sent),
+                granted_until: Some(sent + contract::TTL),
                 ..Watching::default()
             }
         });
@@ -378,11 +398,16 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         .ok()
         .flatten();
     let running = ip.as_ref().is_some_and(|o| o.running);
-    if let Some(addr) = ip.as_ref().filter(|o| o.running).and_then(|o| o.ip) {
-        let sent = Instant::now();
+    let sent = Instant::now();
+    let addr = ip.as_ref().filter(|o| o.running).and_then(|o| o.ip);
+    let ttl = match addr {
+        Some(_) => ctx.failover.send_grant(inst.id, sent),
+        None => None,
+    };
+    if let (Some(addr), Some(ttl)) = (addr, ttl) {
         let grant = Grant {
             term: inst.topology.term,
-            ttl_ms: contract::TTL.as_millis() as u64,
+            ttl_ms: ttl.as_millis() as u64,
             sent_unix_ms: contract::unix_ms_now(),
         };
         let answer = members::agent_post(
@@ -398,6 +423,7 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         if let Ok(held) = answer {
             let engine_down_for = ctx.failover.with(inst.id, |w| {
                 w.last_grant_sent = Some(sent);
+                w.last_unanswered = false;
                 w.declined = None;
                 w.declined_since = None;
                 w.repair_begun = false;
