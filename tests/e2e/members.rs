@@ -421,6 +421,33 @@ async fn a_restart_of_members_is_rolling() -> anyhow::Result<()> {
     until_member_says(&b, &before, "postgres", "SELECT sum(n) FROM t", "3").await
 }
 
+/// An instance with members stopped and started again comes back whole: the
+/// primary is granted its lease again (nothing of the grants before the stop holds
+/// it back), takes writes, and the replica follows with every row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_instance_with_members_starts_again_whole() -> anyhow::Result<()> {
+    let b = Berth::start().await?;
+    let name = unique("ss-po");
+    b.create_with_cli(&name, "postgres", &["--members", "2", "--sync", "1"])?;
+    let mut db = b.db(&name).await?;
+    db.exec("CREATE TABLE t (n INT); INSERT INTO t VALUES (1)")
+        .await?;
+    drop(db);
+    for verb in ["stop", "start"] {
+        let done = b.cli_json(&[verb, &name])?;
+        assert_eq!(done["state"], "succeeded", "{verb}: {done}");
+    }
+    let mut db = b.db(&name).await?;
+    db.exec("INSERT INTO t VALUES (2)").await?;
+    drop(db);
+    let shown = b.cli_json(&["show", &name])?;
+    let replica = with_role(&shown, "replica")[0]["container"]
+        .as_str()
+        .context("a replica")?
+        .to_owned();
+    until_member_says(&b, &replica, "postgres", "SELECT sum(n) FROM t", "3").await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_available_sync_goes_on_and_says_so() -> anyhow::Result<()> {
     available_sync_goes_on_and_says_so("postgres").await

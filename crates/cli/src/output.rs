@@ -42,14 +42,10 @@ fn kv(rows: &[(&str, String)]) {
 }
 
 fn status_text(i: &InstanceView) -> String {
-    let mut said = match &i.status_detail {
+    match &i.status_detail {
         Some(d) => format!("{} ({d})", i.status.as_str()),
         None => i.status.as_str().to_owned(),
-    };
-    if let Some(t) = i.task {
-        said.push_str(&format!("; held by task {t}"));
     }
-    said
 }
 
 pub(crate) fn instances(v: &[InstanceView], fmt: Format) -> Result<()> {
@@ -83,6 +79,12 @@ pub(crate) fn instance(i: &InstanceView, fmt: Format) -> Result<()> {
         ("id", i.id.to_string()),
         ("engine", format!("{} {}", i.engine, i.version)),
         ("status", status_text(i)),
+        (
+            "task",
+            i.task
+                .map(|t| format!("{t} holds the instance until it ends"))
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("cpus", i.cpus.clone()),
         ("memory", i.memory.clone()),
         ("storage", i.storage.clone()),

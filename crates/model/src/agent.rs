@@ -135,8 +135,9 @@ pub mod lease {
     /// disagree (one host: they are one clock).
     pub const CLOCK_SKEW: Duration = Duration::from_millis(500);
 
-    /// The shortest grant worth sending: less would end before it arrives.
-    pub const MIN_GRANT: Duration = Duration::from_millis(300);
+    /// The shortest grant sent: below it the margin (30 % of the grant) no longer
+    /// covers wall clocks [`CLOCK_SKEW`] apart.
+    pub const MIN_GRANT: Duration = Duration::from_millis(1700);
 
     /// How long the next grant to a primary may last, sent at `now`: the whole TTL
     /// when the last grant was answered (or none was sent); otherwise only what is
@@ -193,7 +194,9 @@ pub mod lease {
                 delay.as_millis()
             ));
         }
-        Ok(received.checked_sub(delay).unwrap_or(received))
+        received
+            .checked_sub(delay)
+            .ok_or_else(|| "the grant's time of sending is before this host's clock began".into())
     }
 
     /// A grant or renewal.
@@ -472,16 +475,18 @@ mod lease_timing_tests {
         fn the_holder_stops_before_the_sender_counts_the_lease_free(
             delay_ms in 0u64..20_000,
             skew_ms in -(CLOCK_SKEW.as_millis() as i64)..=CLOCK_SKEW.as_millis() as i64,
+            ttl_ms in super::lease::MIN_GRANT.as_millis() as u64..=TTL.as_millis() as u64,
         ) {
+            let ttl = Duration::from_millis(ttl_ms);
             let s = Instant::now() + Duration::from_secs(100);
             let received = s + Duration::from_millis(delay_ms);
             let sent_unix = 5_000_000u64;
             // The receiver's wall clock, off by the skew.
             let now_unix = (sent_unix + delay_ms) as i64 + skew_ms;
-            if let Ok(at) = sent_at(received, now_unix as u64, sent_unix, TTL) {
-                let until = holder_deadline(at, TTL);
-                prop_assert!(until < s + TTL, "writes until {:?} after s", until - s);
-                prop_assert!(delay_ms as i64 + skew_ms < (TTL - margin(TTL)).as_millis() as i64);
+            if let Ok(at) = sent_at(received, now_unix as u64, sent_unix, ttl) {
+                let until = holder_deadline(at, ttl);
+                prop_assert!(until <= s + ttl, "writes until {:?} after s", until - s);
+                prop_assert!(delay_ms as i64 + skew_ms < (ttl - margin(ttl)).as_millis() as i64);
             }
         }
     }

@@ -108,10 +108,15 @@ impl Leases {
     }
 
     /// The TTL of the grant to send now (`None`: none is worth sending), counted as
-    /// sent: every grant sent may have been taken, answered or not.
-    fn send_grant(&self, id: InstanceId, now: Instant) -> Option<Duration> {
+    /// sent: every grant sent may have been taken, answered or not. Once what was
+    /// granted has run out, a whole grant again when no failover will replace the
+    /// primary (`no_failover`: manual, paused, held by a task, or declined): it may
+    /// come back, as it would after a restart.
+    fn send_grant(&self, id: InstanceId, now: Instant, no_failover: bool) -> Option<Duration> {
         self.with(id, |w| {
-            let ttl = contract::next_grant_ttl(now, w.granted_until, !w.last_unanswered)?;
+            let ran_out = w.granted_until.is_some_and(|g| g <= now);
+            let fresh = !w.last_unanswered || (ran_out && (no_failover || w.declined.is_some()));
+            let ttl = contract::next_grant_ttl(now, w.granted_until, fresh)?;
             let until = now + ttl;
             w.granted_until = Some(w.granted_until.map_or(until, |g| g.max(until)));
             w.last_unanswered = true;
@@ -139,6 +144,15 @@ impl Leases {
                 w.detected_at.map(|t| t.elapsed()),
             )
         })
+    }
+
+    /// The primary's container does not run: nothing there holds a grant, so the
+    /// next one (once it runs again) is whole.
+    fn forget_grants(&self, id: InstanceId) {
+        self.with(id, |w| {
+            w.granted_until = None;
+            w.last_unanswered = false;
+        });
     }
 
     fn last_position(&self, id: InstanceId) -> Option<u64> {
@@ -236,7 +250,15 @@ async fn follow_store(ctx: &Ctx, store: &dyn berth_lease::LeaseStore, inst: &Ins
         return;
     }
     let lease = match store.read(&inst.id.to_string()).await {
-        Ok(Some(lease)) => lease,
+        Ok(Some(lease)) => {
+            // Held again: a later decline is news, and may repair in place again.
+            ctx.failover.with(inst.id, |w| {
+                w.declined = None;
+                w.declined_since = None;
+                w.repair_begun = false;
+            });
+            lease
+        }
         Ok(None) => return members_declined(ctx, inst).await,
         Err(_) => return,
     };
@@ -391,17 +413,32 @@ pub async fn run_forever(ctx: Ctx) {
 /// One round for one instance: grant; when that fails, judge and maybe fail over.
 async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     let primary = inst.topology.primary;
-    let ip = ctx
+    // Docker not answering says nothing of the primary: no judgement this round.
+    let ip = match ctx
         .runtime
         .inspect_member(members::key(inst, primary))
         .await
-        .ok()
-        .flatten();
+    {
+        Ok(seen) => seen,
+        Err(e) => {
+            info!(instance = %inst.name, error = %e, "Docker does not answer: the primary is not judged this round");
+            return;
+        }
+    };
     let running = ip.as_ref().is_some_and(|o| o.running);
+    if !running {
+        ctx.failover.forget_grants(inst.id);
+    }
+    // A task that only changes the running instance (resize, settings, backup) does
+    // not hold a failover back: it is pre-empted below, once a replica is chosen.
+    let preemptible = preemptible_task(ctx, inst).await;
+    let no_failover = (inst.held_by.is_some() && preemptible.is_none())
+        || inst.topology.failover == FailoverMode::Manual
+        || inst.topology.failover_paused;
     let sent = Instant::now();
     let addr = ip.as_ref().filter(|o| o.running).and_then(|o| o.ip);
     let ttl = match addr {
-        Some(_) => ctx.failover.send_grant(inst.id, sent),
+        Some(_) => ctx.failover.send_grant(inst.id, sent, no_failover),
         None => None,
     };
     if let (Some(addr), Some(ttl)) = (addr, ttl) {
@@ -441,14 +478,8 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
             }
         }
     }
-    // The primary did not take the grant (or its engine stays down). A task that
-    // only changes the running instance (resize, settings, backup) does not hold a
-    // failover back: it is pre-empted below, once a replica is chosen.
-    let preemptible = preemptible_task(ctx, inst).await;
-    if (inst.held_by.is_some() && preemptible.is_none())
-        || inst.topology.failover == FailoverMode::Manual
-        || inst.topology.failover_paused
-    {
+    // The primary did not take the grant (or its engine stays down).
+    if no_failover {
         return;
     }
     // A running primary that missed one grant is not failed: the agent may be slow

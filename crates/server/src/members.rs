@@ -211,12 +211,10 @@ pub(crate) async fn nudge_endpoint(ctx: &Ctx, inst: &InstanceRecord) {
 /// Whether the member's container is not running (stopped, or gone): what Docker
 /// says, and `false` when Docker does not answer.
 pub(crate) async fn not_running(ctx: &Ctx, inst: &InstanceRecord, m: MemberId) -> bool {
-    !ctx.runtime
-        .inspect_member(key(inst, m))
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|o| o.running)
+    match ctx.runtime.inspect_member(key(inst, m)).await {
+        Ok(seen) => !seen.is_some_and(|o| o.running),
+        Err(_) => false,
+    }
 }
 
 /// What a member's agent says about its engine.

@@ -72,12 +72,13 @@ pub(crate) async fn hand_over_writes(
         ))
         .on(old));
     }
-    // The target must be receiving before the old primary stops: PostgreSQL sends
-    // its last writes only to the replicas connected as it shuts down.
-    crate::replicas::wait_streaming(ctx, inst, to).await?;
     let started = Instant::now();
     let mut position = serde_json::Value::Null;
     if let Ok(ip) = steps::member_ip(ctx, inst, old).await {
+        // The target must be receiving before the old primary stops: PostgreSQL
+        // sends its last writes only to the replicas connected as it shuts down.
+        // (Resumed after the old primary stopped, there is nothing to wait for.)
+        crate::replicas::wait_streaming(ctx, inst, to).await?;
         let v = members::agent_post(
             ctx,
             inst,

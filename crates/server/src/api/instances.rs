@@ -215,6 +215,8 @@ pub(crate) async fn create_in(
         }
     }
     ctx.tasks.submit(&ctx, task.id);
+    // As stored: the create holds it.
+    inst.held_by = Some(task.id);
     Ok((inst, task))
 }
 
