@@ -421,9 +421,10 @@ async fn a_restart_of_members_is_rolling() -> anyhow::Result<()> {
     until_member_says(&b, &before, "postgres", "SELECT sum(n) FROM t", "3").await
 }
 
-/// An instance with members stopped and started again comes back whole: the
-/// primary is granted its lease again (nothing of the grants before the stop holds
-/// it back), takes writes, and the replica follows with every row.
+/// An instance with members stopped and started again, and restarted with no
+/// ready replica to hand over to (every member stopped, then started), comes back
+/// whole: the primary is granted its lease again, takes writes, and the replica
+/// follows with every row.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_instance_with_members_starts_again_whole() -> anyhow::Result<()> {
     let b = Berth::start().await?;
@@ -445,7 +446,31 @@ async fn a_stopped_instance_with_members_starts_again_whole() -> anyhow::Result<
         .as_str()
         .context("a replica")?
         .to_owned();
-    until_member_says(&b, &replica, "postgres", "SELECT sum(n) FROM t", "3").await
+    until_member_says(&b, &replica, "postgres", "SELECT sum(n) FROM t", "3").await?;
+    // With no ready replica to hand over to, a restart stops every member and
+    // starts them again.
+    member_sql(
+        &replica,
+        "postgres",
+        "ALTER SYSTEM SET primary_conninfo = ''",
+    )?;
+    member_sql(&replica, "postgres", "SELECT pg_reload_conf()")?;
+    b.eventually("the replica not ready", Duration::from_secs(30), || async {
+        b.member_view(&name, &replica)
+            .await
+            .is_some_and(|m| m["state"] != "ready")
+    })
+    .await?;
+    let done = b.cli_json(&["restart", &name])?;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["steps"][0]["name"], "ensure_stopped",
+        "not rolling: {done}"
+    );
+    let mut db = b.db(&name).await?;
+    db.exec("INSERT INTO t VALUES (4)").await?;
+    drop(db);
+    until_member_says(&b, &replica, "postgres", "SELECT sum(n) FROM t", "7").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

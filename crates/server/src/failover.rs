@@ -687,3 +687,38 @@ async fn declined(ctx: &Ctx, inst: &InstanceRecord, why: &str, stopped: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod grant_tests {
+    use super::*;
+
+    #[test]
+    fn grants_stop_moving_while_unanswered_and_start_again_when_they_may() {
+        let leases = Leases::default();
+        let id = InstanceId::new_random();
+        let t0 = Instant::now() + Duration::from_secs(60);
+        let whole = Some(contract::TTL);
+        assert_eq!(
+            leases.send_grant(id, t0, false),
+            whole,
+            "the first is whole"
+        );
+        // Unanswered: the next reaches no further than the first.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            leases.send_grant(id, t1, false),
+            Some(contract::TTL - Duration::from_secs(1))
+        );
+        assert_eq!(leases.held_until(id), t0 + contract::TTL);
+        // Run out, a failover may follow: nothing more to a primary judged failed.
+        let t6 = t0 + contract::TTL + Duration::from_secs(1);
+        assert_eq!(leases.send_grant(id, t6, false), None);
+        // Run out, no failover will replace it (manual, paused, held, declined):
+        // whole again, so it may come back.
+        assert_eq!(leases.send_grant(id, t6, true), whole);
+        // Its container stopped: nothing there holds a grant; the next is whole.
+        let t7 = t6 + Duration::from_secs(1);
+        leases.forget_grants(id);
+        assert_eq!(leases.send_grant(id, t7, false), whole);
+    }
+}
