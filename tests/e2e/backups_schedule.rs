@@ -202,24 +202,18 @@ async fn a_run_missed_while_serve_was_down_runs_once_after_restart() -> anyhow::
 async fn the_backup_policy_is_chosen_at_create() -> anyhow::Result<()> {
     let b = Berth::start().await?;
     let name = unique("bp-create");
-    let out = b.cli(&[
-        "create",
+    let out = b.cli(&berth_e2e::small_create(
         &name,
-        "--engine",
         "postgres",
-        "--memory",
-        "256MiB",
-        "--cpus",
-        "0.5",
-        "--storage",
-        "1GiB",
-        "--backup-schedule",
-        "30 2 * * *",
-        "--keep-count",
-        "3",
-        "--verify",
-        "after-each",
-    ]);
+        &[
+            "--backup-schedule",
+            "30 2 * * *",
+            "--keep-count",
+            "3",
+            "--verify",
+            "after-each",
+        ],
+    ));
     assert!(
         out.status.success(),
         "{}",

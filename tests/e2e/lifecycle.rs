@@ -55,18 +55,7 @@ async fn lifecycle(case: &Case) -> anyhow::Result<()> {
     let name = unique(&format!("life-{}", case.engine));
 
     // Create through the CLI: it waits with progress and prints the instance.
-    let out = b.cli(&[
-        "create",
-        &name,
-        "--engine",
-        case.engine,
-        "--memory",
-        "256MiB",
-        "--cpus",
-        "0.5",
-        "--storage",
-        "1GiB",
-    ]);
+    let out = b.cli(&berth_e2e::small_create(&name, case.engine, &[]));
     assert!(
         out.status.success(),
         "create failed: {}",

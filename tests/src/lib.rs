@@ -929,7 +929,7 @@ pub async fn make_table(uri: &str, engine: &str) -> Result<&'static str> {
 
 /// `berth create NAME` of a small instance of `engine` (256MiB, half a core,
 /// 1GiB) with the `extra` flags.
-fn small_create<'a>(name: &'a str, engine: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+pub fn small_create<'a>(name: &'a str, engine: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "create",
         name,

@@ -31,6 +31,18 @@ pub(crate) async fn available(store: &Store, id: InstanceId) {
     succeed(store, create).await;
 }
 
+/// A store with one available instance, `db1`, whose create has ended.
+async fn an_available_instance() -> (Store, InstanceRecord) {
+    let store = Store::in_memory().await.expect("store");
+    let a = record("db1", 40001);
+    store
+        .create_instance(&a, &create_task(&a), &any)
+        .await
+        .expect("created");
+    available(&store, a.id).await;
+    (store, a)
+}
+
 /// Ends `task` as succeeded, with its instance's status, as the task runner does.
 pub(crate) async fn succeed(store: &Store, mut task: TaskRecord) {
     task.state = berth_model::TaskState::Succeeded;
@@ -177,13 +189,7 @@ async fn a_task_holds_its_instance_from_its_begin_to_its_end() {
 
 #[tokio::test]
 async fn deleted_names_can_be_reused_and_tombstones_remain() {
-    let store = Store::in_memory().await.expect("store");
-    let a = record("db1", 40001);
-    store
-        .create_instance(&a, &create_task(&a), &any)
-        .await
-        .expect("created");
-    crate::tests::available(&store, a.id).await;
+    let (store, a) = an_available_instance().await;
     let del = TaskRecord::new(
         &a,
         TaskKind::Delete,
@@ -240,13 +246,7 @@ async fn site_id_is_stable_and_tokens_are_looked_up_by_hash() {
 #[tokio::test]
 async fn spec_changes_and_group_attachments_travel_with_their_task() {
     use berth_model::{MemoryMib, ParamGroup};
-    let store = Store::in_memory().await.expect("store");
-    let a = record("db1", 40001);
-    store
-        .create_instance(&a, &create_task(&a), &any)
-        .await
-        .expect("created");
-    crate::tests::available(&store, a.id).await;
+    let (store, a) = an_available_instance().await;
     // Resize: the task carries the target; the spec follows once Docker applied it.
     let mut spec = a.spec.clone();
     spec.memory = MemoryMib::from_mib(2048).expect("valid");
