@@ -585,8 +585,8 @@ async fn failure_detected(ctx: &Ctx, inst: &InstanceRecord, why: &str) {
 /// The task holding the instance, when a failover may take over from it (it only
 /// changes the running instance live, or reads from it).
 async fn preemptible_task(ctx: &Ctx, inst: &InstanceRecord) -> Option<berth_model::TaskId> {
-    let task = ctx.store.task(inst.held_by?).await.ok()?;
-    (!task.state.is_finished() && task.kind.stops_safely()).then_some(task.id)
+    let task = crate::tasks::holder(ctx, inst).await?;
+    task.kind.stops_safely().then_some(task.id)
 }
 
 /// Stops the task and waits (bounded) until it has ended; the instance as it is

@@ -86,18 +86,21 @@ pub(crate) async fn refuse_if_held(
     ctx: &Ctx,
     inst: &berth_model::InstanceRecord,
 ) -> Result<(), crate::error::ApiError> {
-    let Some(id) = inst.held_by else {
-        return Ok(());
-    };
-    match ctx.store.task(id).await {
-        Ok(t) if !t.state.is_finished() => Err(StoreError::Held {
+    match holder(ctx, inst).await {
+        Some(t) => Err(StoreError::Held {
             name: inst.name.clone(),
-            task: id,
+            task: t.id,
             kind: t.kind,
         }
         .into()),
-        _ => Ok(()),
+        None => Ok(()),
     }
+}
+
+/// The unfinished task that holds the instance, if any (as the store last said).
+pub(crate) async fn holder(ctx: &Ctx, inst: &berth_model::InstanceRecord) -> Option<TaskRecord> {
+    let task = ctx.store.task(inst.held_by?).await.ok()?;
+    (!task.state.is_finished()).then_some(task)
 }
 
 /// Begins a task of `kind` on an instance — the status check, the status change and
