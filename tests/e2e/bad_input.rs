@@ -1,6 +1,7 @@
 //! Every kind of bad input gets a 4xx problem+json that says what to fix, and
 //! changes nothing: no instance, no task, no Docker object.
 
+use anyhow::Context;
 use berth_e2e::{unique, Berth};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -368,6 +369,27 @@ async fn tokens_unknown_names_duplicates_and_wrong_states() -> anyhow::Result<()
         "restart a stopped instance",
     );
     assert_eq!(b.get("/v1/tasks").await?.as_array().map(Vec::len), Some(2));
+
+    // A program takes the endpoint's port while the instance is stopped: start says
+    // which port and what to do, keeps the port (the endpoint never moves), and
+    // works once the port is free again.
+    let port = b.cli_json(&["show", &name])?["endpoint"]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .context("port")?;
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", port))?;
+    let out = b.cli(&["start", &name]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a taken port");
+    assert!(
+        said.contains(&format!("host port {port}")) && said.contains("free it"),
+        "{said}"
+    );
+    drop(squatter);
+    b.cli_json(&["start", &name])?;
+    let inst = b.cli_json(&["show", &name])?;
+    assert_eq!(inst["status"], "available");
+    assert_eq!(inst["endpoint"]["port"], json!(port), "the port moved");
     Ok(())
 }
 

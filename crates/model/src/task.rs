@@ -286,6 +286,10 @@ pub struct TaskOptions {
     /// Failover: bytes of the old primary's stream the target may lack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub may_lose: Option<u64>,
+    /// Create: Berth picked the read-write port (the user did not ask for one), so
+    /// it may pick another if the host takes it before the endpoint first starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub picked_port: bool,
 }
 
 /// One step, named for what it ensures.

@@ -94,6 +94,50 @@ impl RuntimeError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, RuntimeError::Docker(e) if status(e) == Some(409))
     }
+
+    /// Docker could not start a container because a host port it publishes is
+    /// taken (by another container, or by a program): that port.
+    pub fn host_port_taken(&self) -> Option<u16> {
+        match self {
+            RuntimeError::Docker(bollard::errors::Error::DockerResponseServerError {
+                message,
+                ..
+            }) => port_taken_in(message),
+            _ => None,
+        }
+    }
+}
+
+/// The host port named by Docker's answer when publishing it failed, as dockerd
+/// words it: "Bind for 0.0.0.0:PORT failed: port is already allocated" (another
+/// container has it) or "listen tcp4 0.0.0.0:PORT: bind: address already in use"
+/// (a program has it).
+fn port_taken_in(message: &str) -> Option<u16> {
+    let before = [" failed: port is already allocated", ": bind: address already in use"]
+        .iter()
+        .find_map(|tail| message.find(tail).map(|i| &message[..i]))?;
+    let addr = before.split_whitespace().next_back()?;
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::port_taken_in;
+
+    #[test]
+    fn the_taken_port_is_read_from_dockerds_words() {
+        let allocated =
+            "driver failed programming external connectivity on endpoint berth-x-endpoint \
+             (e5d5): Bind for 0.0.0.0:34969 failed: port is already allocated";
+        assert_eq!(port_taken_in(allocated), Some(34969));
+        let in_use = "driver failed programming external connectivity on endpoint x (ab): \
+             Error starting userland proxy: listen tcp4 127.0.0.1:41000: bind: address already in use";
+        assert_eq!(port_taken_in(in_use), Some(41000));
+        let v6 = "Bind for [::]:5432 failed: port is already allocated";
+        assert_eq!(port_taken_in(v6), Some(5432));
+        assert_eq!(port_taken_in("No such image: berth/postgres"), None);
+        assert_eq!(port_taken_in("port is already allocated"), None);
+    }
 }
 
 fn status(e: &bollard::errors::Error) -> Option<u16> {

@@ -1,6 +1,7 @@
 //! The steps tasks are made of. Each checks before it acts, so running it again
 //! after a crash is safe, and each returns a sentence for the task log.
 
+use crate::endpoint::Repick;
 use crate::members::{self, container_name, key, network_name, volume_name};
 use crate::Ctx;
 use berth_engine::engine;
@@ -143,7 +144,7 @@ pub(crate) async fn run(
             // The endpoint starts beside the engine; `ensure_endpoint` waits for it.
             // Nobody connects to a verification's instance: it has none.
             if !crate::backup::verify::is_throwaway(&inst) {
-                crate::endpoint::start_endpoint(ctx, &inst).await?;
+                crate::endpoint::start_endpoint(ctx, &inst, Repick::for_task(task)).await?;
             }
             Ok(said)
         }
@@ -210,7 +211,9 @@ pub(crate) async fn run(
         StepName::FenceOldPrimary => {
             return crate::switchover::fence_old_primary(ctx, task, &inst).await
         }
-        StepName::EnsureEndpoint => crate::endpoint::ensure_endpoint(ctx, &inst).await,
+        StepName::EnsureEndpoint => {
+            crate::endpoint::ensure_endpoint(ctx, &inst, Repick::for_task(task)).await
+        }
         StepName::RestartReplicas => crate::replicas::restart_replicas(ctx, &inst).await,
         StepName::RestartReplica => {
             let m = member

@@ -463,6 +463,42 @@ impl Store {
         Ok(())
     }
 
+    /// Moves an instance that is still being created to other host ports, when the
+    /// host took the ones picked for it before its endpoint first started. Refused
+    /// (`PortTaken`) when another live instance holds one; changes nothing once the
+    /// instance has been available (its endpoint never moves).
+    pub async fn move_ports(&self, id: InstanceId, port: u16, ro_port: u16) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for p in [port, ro_port] {
+            let holder: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM instances
+                 WHERE (port = ?1 OR ro_port = ?1) AND deleted_at IS NULL AND id != ?2",
+            )
+            .bind(i64::from(p))
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(instance) = holder {
+                return Err(StoreError::PortTaken { port: p, instance });
+            }
+        }
+        let moved = sqlx::query(
+            "UPDATE instances SET port = ?, ro_port = ? WHERE id = ? AND status = 'creating'",
+        )
+        .bind(i64::from(port))
+        .bind(i64::from(ro_port))
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            return Err(StoreError::Refused(
+                "the instance has been available, so its ports stay as they are".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records that the instance's data volume was removed.
     pub async fn mark_purged(&self, id: InstanceId) -> Result<()> {
         sqlx::query("UPDATE instances SET purged = 1 WHERE id = ?")

@@ -226,3 +226,55 @@ async fn only_one_task_begins_per_instance_under_concurrent_requests() {
         .collect();
     assert_eq!(unfinished, began);
 }
+
+#[tokio::test]
+async fn ports_move_only_while_creating_and_only_to_free_ones() {
+    let (_dir, store) = on_disk().await;
+    let a = record("alpha", 41011, InstanceStatus::Creating);
+    let b = record("beta", 41012, InstanceStatus::Available);
+    for i in [&a, &b] {
+        store
+            .create_instance(
+                i,
+                &task(i, TaskKind::Create, TaskOptions::default()),
+                &big_needs_a_gib,
+            )
+            .await
+            .expect("created");
+    }
+    let ports = |i: Option<InstanceRecord>| i.map(|i| (i.port, i.ro_port));
+
+    let err = store
+        .move_ports(a.id, 41013, 41012)
+        .await
+        .expect_err("beta holds it");
+    assert!(
+        matches!(&err, StoreError::PortTaken { port: 41012, instance } if instance == "beta"),
+        "{err}"
+    );
+    assert_eq!(
+        ports(store.instance(a.id).await.expect("read")),
+        Some((41011, 51011))
+    );
+
+    store.move_ports(a.id, 41013, 41014).await.expect("moved");
+    assert_eq!(
+        ports(store.instance(a.id).await.expect("read")),
+        Some((41013, 41014))
+    );
+    // Its own old ports are no one's now; its new ones are its own.
+    store
+        .move_ports(a.id, 41013, 41011)
+        .await
+        .expect("moved again");
+
+    let err = store
+        .move_ports(b.id, 41015, 41016)
+        .await
+        .expect_err("beta has been available");
+    assert!(err.to_string().contains("stay as they are"), "{err}");
+    assert_eq!(
+        ports(store.instance(b.id).await.expect("read")),
+        Some((41012, 51012))
+    );
+}

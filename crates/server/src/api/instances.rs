@@ -151,7 +151,7 @@ pub(crate) async fn create_with(
 pub(crate) async fn create_in(
     ctx: &Ctx,
     req: CreateRequest,
-    options: TaskOptions,
+    mut options: TaskOptions,
     project: berth_model::ProjectId,
     kind: TaskKind,
 ) -> Result<(InstanceRecord, TaskRecord), ApiError> {
@@ -169,6 +169,7 @@ pub(crate) async fn create_in(
         Some(p) => check_requested_port(&ctx, p).await?,
         None => allocate_port(&ctx).await?,
     };
+    options.picked_port = req.port.is_none();
     let ro_port = allocate_port_besides(&ctx, port).await?;
     let now = berth_store::now();
     let mut inst = InstanceRecord {
