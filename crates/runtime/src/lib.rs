@@ -113,9 +113,12 @@ impl RuntimeError {
 /// container has it) or "listen tcp4 0.0.0.0:PORT: bind: address already in use"
 /// (a program has it).
 fn port_taken_in(message: &str) -> Option<u16> {
-    let before = [" failed: port is already allocated", ": bind: address already in use"]
-        .iter()
-        .find_map(|tail| message.find(tail).map(|i| &message[..i]))?;
+    let before = [
+        " failed: port is already allocated",
+        ": bind: address already in use",
+    ]
+    .iter()
+    .find_map(|tail| message.find(tail).map(|i| &message[..i]))?;
     let addr = before.split_whitespace().next_back()?;
     addr.rsplit_once(':')?.1.parse().ok()
 }
