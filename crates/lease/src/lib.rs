@@ -9,8 +9,8 @@
 //!
 //! [`LeaseStore`] is the seam, with two stores:
 //! - [`MemoryLeases`], in memory, on the monotonic clock ([`clock`]; tests inject
-//!   their own). Meant as the embedded default; the control plane's embedded mode
-//!   does not run on it yet (`server/src/failover.rs` keeps its own grants).
+//!   their own): the embedded default, which the control plane holds for the members
+//!   it grants leases to (`server/src/failover.rs`).
 //! - [`EtcdLeases`], etcd v3 through its JSON gateway over HTTP (a lease per
 //!   tenure, the key attached to it, the term in a key of its own written in the same
 //!   transaction).

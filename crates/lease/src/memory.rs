@@ -58,6 +58,27 @@ impl MemoryLeases {
         }
     }
 
+    /// Takes up a tenure granted before this store existed (by a control plane that
+    /// ran before this one): `holder` holds `name` in `term` until `until`, unless a
+    /// tenure is live already; and later tenures are numbered after `term`, so terms
+    /// keep growing across restarts of the process that keeps them.
+    pub fn resume(&self, name: &str, holder: &str, term: u64, until: Instant) {
+        let now = self.clock.now();
+        self.with_names(|names| {
+            let slot = names.entry(name.to_owned()).or_default();
+            if term > slot.last_term {
+                slot.last_term = term;
+            }
+            if slot.live(now).is_none() && now < until && term == slot.last_term {
+                slot.held = Some(Held {
+                    holder: holder.to_owned(),
+                    term,
+                    ends: until,
+                });
+            }
+        })
+    }
+
     fn with_names<T>(&self, f: impl FnOnce(&mut HashMap<String, Slot>) -> T) -> T {
         // A panic cannot leave a slot half-written (each change is one assignment),
         // so a poisoned lock still guards a consistent map.

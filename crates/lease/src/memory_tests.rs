@@ -24,6 +24,41 @@ fn a_lease_ends_exactly_at_its_ttl_on_the_shared_clock() {
 }
 
 #[test]
+fn a_resumed_tenure_holds_until_its_end_and_later_terms_follow_it() {
+    let clock = crate::clock::ManualClock::new();
+    let store = MemoryLeases::with_clock(Arc::new(clock.clone()));
+    let t0 = clock.now();
+    store.resume("i", "a", 7, t0 + TTL);
+    let held = store.read_at(t0, "i").expect("resumed");
+    assert_eq!(
+        (held.holder.as_str(), held.term, held.expires),
+        ("a", 7, t0 + TTL)
+    );
+    // Its holder renews it in its term; no one else takes it before its end.
+    assert_eq!(store.acquire_at(t0 + secs(1), "i", "b", TTL), None);
+    assert_eq!(
+        store
+            .renew_at(t0 + secs(1), "i", "a", 7, TTL)
+            .map(|l| l.term),
+        Some(7)
+    );
+    // After it, a new tenure is numbered after the resumed one.
+    let next = store
+        .acquire_at(t0 + secs(12), "i", "b", TTL)
+        .expect("expired");
+    assert_eq!(next.term, 8);
+    // A resume never overrides a live tenure, nor takes a term back.
+    store.resume("i", "a", 7, t0 + secs(30));
+    assert_eq!(
+        store.read_at(t0 + secs(12), "i").map(|l| l.holder),
+        Some("b".into())
+    );
+    store.resume("j", "a", 3, t0);
+    assert_eq!(store.read_at(t0, "j"), None, "already over");
+    assert_eq!(store.acquire_at(t0, "j", "a", TTL).map(|l| l.term), Some(4));
+}
+
+#[test]
 fn a_read_reports_what_is_left() {
     let store = MemoryLeases::new();
     let t0 = Instant::now();

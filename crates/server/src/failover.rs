@@ -1,12 +1,14 @@
 //! The embedded lease store and automatic failover.
 //!
 //! The control plane holds every instance's leader lease itself (the embedded
-//! default): once a second it grants the lease to the stored primary of each
-//! instance with replicas (`POST /lease`, term = the topology's), noting *before*
-//! sending when it sent it. The lease is held until that instant plus the TTL; the
-//! agent stops writing earlier (see `berth_model::agent::lease`). A grant's answer
-//! also carries the primary's position, kept to bound what an asynchronous
-//! failover may lose.
+//! default): in a [`MemoryLeases`], through the `LeaseStore` trait, for the member it
+//! grants it to. Once a second it grants the lease to the stored primary of each
+//! instance with replicas (`POST /lease`): the grant is taken in the store *before*
+//! it is sent, so the store's end of the tenure is the furthest any grant sent may
+//! reach; the agent stops writing earlier (see `berth_model::agent::lease`). A
+//! grant's answer also carries the primary's position, kept to bound what an
+//! asynchronous failover may lose. A promotion takes the lease in the store for its
+//! target, which the store gives only once the old primary's tenure has ended.
 //!
 //! When a grant fails, the primary is judged failed once it is *fenced*: its
 //! container is stopped (Docker says so; a container still running is killed
@@ -24,7 +26,8 @@
 
 use crate::members::{self, container_name};
 use crate::Ctx;
-use berth_lease::LeaseStore as _;
+use berth_lease::clock::{Clock, MonotonicClock};
+use berth_lease::{Lease, LeaseStore as _, MemoryLeases};
 use berth_model::agent::lease::{self as contract, Grant, Held};
 use berth_model::failover::{self as rules, Decision, Seen};
 use berth_model::member::{FailoverMode, Role};
@@ -52,13 +55,12 @@ const DECLINED_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug, Default)]
 struct Watching {
+    /// The stored primary's tenure was taken up in the lease store.
+    resumed: bool,
     /// When the last grant that the agent took was sent.
     last_grant_sent: Option<Instant>,
-    /// The furthest any grant sent to the current primary may reach (sent + its
-    /// TTL), answered or not: until then it may hold the lease.
-    granted_until: Option<Instant>,
     /// The last grant sent was not answered (yet): the next one may reach no
-    /// further than `granted_until`.
+    /// further than the tenure does already.
     last_unanswered: bool,
     /// The primary's position in that answer.
     last_position: Option<u64>,
@@ -75,9 +77,15 @@ struct Watching {
     detected_at: Option<Instant>,
 }
 
-/// What the control plane knows of each instance's lease, in memory.
+/// The embedded lease store and what the control plane knows of each instance's
+/// primary, in memory. Every grant sent is a tenure in the store, taken or renewed
+/// for the primary's container *before* it is sent: the store's end of it is the
+/// furthest any grant sent may reach, answered or not, and the store gives a lease
+/// to one holder at a time.
 #[derive(Clone)]
 pub struct Leases {
+    store: Arc<MemoryLeases>,
+    clock: Arc<dyn Clock>,
     /// When this control plane started.
     started: Instant,
     watching: Arc<Mutex<HashMap<InstanceId, Watching>>>,
@@ -85,54 +93,132 @@ pub struct Leases {
 
 impl Default for Leases {
     fn default() -> Self {
-        Self {
-            started: Instant::now(),
-            watching: Arc::default(),
-        }
+        Self::with_clock(Arc::new(MonotonicClock))
     }
 }
 
 impl Leases {
+    /// Leases on `clock` (tests move a manual one).
+    fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store: Arc::new(MemoryLeases::with_clock(clock.clone())),
+            started: clock.now(),
+            clock,
+            watching: Arc::default(),
+        }
+    }
+
     fn with<T>(&self, id: InstanceId, f: impl FnOnce(&mut Watching) -> T) -> T {
         let mut map = self.watching.lock().unwrap_or_else(|p| p.into_inner());
         f(map.entry(id).or_default())
     }
 
-    /// Until when the instance's current primary may hold the lease. A control
-    /// plane that just started does not know what its predecessor granted: a whole
-    /// TTL from its start.
-    pub(crate) fn held_until(&self, id: InstanceId) -> Instant {
-        let granted = self.with(id, |w| w.granted_until);
-        let floor = self.started + contract::TTL;
-        granted.map_or(floor, |g| g.max(floor))
+    /// The instance's live tenure. The first time this control plane looks, the
+    /// stored primary's tenure is taken up in the stored term: a predecessor may have
+    /// granted it a lease until a whole TTL after this one started.
+    async fn tenure(&self, inst: &InstanceRecord) -> Option<Lease> {
+        let name = inst.id.to_string();
+        if !self.with(inst.id, |w| std::mem::replace(&mut w.resumed, true)) {
+            self.store.resume(
+                &name,
+                &container_name(inst, inst.topology.primary),
+                inst.topology.term,
+                self.started + contract::TTL,
+            );
+        }
+        self.store.read(&name).await.ok().flatten()
     }
 
-    /// The TTL of the grant to send now (`None`: none is worth sending), counted as
-    /// sent: every grant sent may have been taken, answered or not. Once what was
-    /// granted has run out, a whole grant again when no failover will replace the
-    /// primary (`no_failover`: manual, paused, held by a task, or declined): it may
-    /// come back, as it would after a restart.
-    fn send_grant(&self, id: InstanceId, now: Instant, no_failover: bool) -> Option<Duration> {
-        self.with(id, |w| {
-            let ran_out = w.granted_until.is_some_and(|g| g <= now);
-            let fresh = !w.last_unanswered || (ran_out && (no_failover || w.declined.is_some()));
-            let ttl = contract::next_grant_ttl(now, w.granted_until, fresh)?;
-            let until = now + ttl;
-            w.granted_until = Some(w.granted_until.map_or(until, |g| g.max(until)));
-            w.last_unanswered = true;
-            Some(ttl)
-        })
+    /// Until when `member` may hold the instance's lease (an instant past when it
+    /// holds none).
+    pub(crate) async fn held_until(&self, inst: &InstanceRecord, member: MemberId) -> Instant {
+        let holder = container_name(inst, member);
+        self.tenure(inst)
+            .await
+            .filter(|l| l.holder == holder)
+            .map_or(self.started, |l| l.expires)
     }
 
-    /// The lease moves: what was granted to the old primary no longer counts.
-    pub(crate) fn moved(&self, id: InstanceId, sent: Instant) {
-        self.with(id, |w| {
-            *w = Watching {
-                last_grant_sent: Some(sent),
-                granted_until: Some(sent + contract::TTL),
-                ..Watching::default()
-            }
-        });
+    /// The grant to send the stored primary now, taken in the store first: its TTL
+    /// and term (`None`: none is worth sending, or another member holds the lease).
+    /// The TTL is whole when the last grant was answered; otherwise only what is left
+    /// of the tenure, so an unanswered primary's lease stops moving. Once that ran
+    /// out, whole again when no failover will replace the primary (`no_failover`:
+    /// manual, paused, held by a task, or declined): it may come back, as it would
+    /// after a restart.
+    async fn send_grant(
+        &self,
+        inst: &InstanceRecord,
+        no_failover: bool,
+    ) -> Option<(Duration, u64)> {
+        let holder = container_name(inst, inst.topology.primary);
+        let tenure = self.tenure(inst).await;
+        if tenure.as_ref().is_some_and(|l| l.holder != holder) {
+            return None;
+        }
+        let now = self.clock.now();
+        let (unanswered, declined) =
+            self.with(inst.id, |w| (w.last_unanswered, w.declined.is_some()));
+        let ran_out = tenure.is_none();
+        let fresh = !unanswered || (ran_out && (no_failover || declined));
+        let reach = tenure.map_or(now, |l| l.expires);
+        let ttl = contract::next_grant_ttl(now, Some(reach), fresh)?;
+        let lease = self
+            .store
+            .acquire(&inst.id.to_string(), &holder, ttl)
+            .await
+            .ok()
+            .flatten()?;
+        self.with(inst.id, |w| w.last_unanswered = true);
+        Some((ttl, lease.term))
+    }
+
+    /// The lease moves to `to`, for a whole TTL from now: taken in the store, which
+    /// refuses while another member's tenure runs (end it first with
+    /// [`Leases::ended`], or wait for it). The new tenure's term, above the old one's.
+    pub(crate) async fn hand_to(
+        &self,
+        inst: &InstanceRecord,
+        to: MemberId,
+    ) -> Result<Lease, String> {
+        let holder = container_name(inst, to);
+        let current = self.tenure(inst).await;
+        let lease = self
+            .store
+            .acquire(&inst.id.to_string(), &holder, contract::TTL)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "{} still holds the leader lease (for {} ms more)",
+                    current
+                        .as_ref()
+                        .map_or("another member", |l| l.holder.as_str()),
+                    current.as_ref().map_or(0, |l| l.ttl.as_millis())
+                )
+            })?;
+        if holder != container_name(inst, inst.topology.primary) {
+            self.with(inst.id, |w| {
+                *w = Watching {
+                    resumed: true,
+                    last_grant_sent: Some(self.clock.now()),
+                    ..Watching::default()
+                }
+            });
+        }
+        Ok(lease)
+    }
+
+    /// `member`'s container is stopped: it holds nothing, so its tenure ends now and
+    /// the next grant to it is whole.
+    pub(crate) async fn ended(&self, inst: &InstanceRecord, member: MemberId) {
+        let holder = container_name(inst, member);
+        if let Some(l) = self.tenure(inst).await.filter(|l| l.holder == holder) {
+            let _ = self.store.release(&l.name, &l.holder, l.term).await;
+        }
+        if member == inst.topology.primary {
+            self.with(inst.id, |w| w.last_unanswered = false);
+        }
     }
 
     /// How long ago the failed primary last took a grant, and the failure was
@@ -144,15 +230,6 @@ impl Leases {
                 w.detected_at.map(|t| t.elapsed()),
             )
         })
-    }
-
-    /// The primary's container does not run: nothing there holds a grant, so the
-    /// next one (once it runs again) is whole.
-    fn forget_grants(&self, id: InstanceId) {
-        self.with(id, |w| {
-            w.granted_until = None;
-            w.last_unanswered = false;
-        });
     }
 
     fn last_position(&self, id: InstanceId) -> Option<u64> {
@@ -195,11 +272,12 @@ pub(crate) async fn open_lease_store(
     Ok(Arc::new(store))
 }
 
-/// With an external store, the agents elect; the control plane lets go of the
-/// lease of a primary it stopped (a switchover, a manual failover), so the target
-/// can take it at once.
+/// The control plane lets go of the lease of a primary it stopped (a switchover, a
+/// failover), so the target can take it at once: in the embedded store, or in the
+/// external one the agents elect through.
 pub(crate) async fn release_stopped(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) {
     let Some(store) = &ctx.lease_store else {
+        ctx.failover.ended(inst, old).await;
         return;
     };
     let name = inst.id.to_string();
@@ -427,23 +505,35 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     };
     let running = ip.as_ref().is_some_and(|o| o.running);
     if !running {
-        ctx.failover.forget_grants(inst.id);
+        ctx.failover.ended(inst, primary).await;
+    }
+    let task = crate::tasks::holder(ctx, inst).await;
+    // A failover moves the lease itself: the failed primary is granted nothing more.
+    if task.as_ref().is_some_and(|t| t.kind == TaskKind::Failover) {
+        return;
     }
     // A task that only changes the running instance (resize, settings, backup) does
     // not hold a failover back: it is pre-empted below, once a replica is chosen.
-    let preemptible = preemptible_task(ctx, inst).await;
+    let preemptible = task.filter(|t| t.kind.stops_safely()).map(|t| t.id);
     let no_failover = (inst.held_by.is_some() && preemptible.is_none())
         || inst.topology.failover == FailoverMode::Manual
         || inst.topology.failover_paused;
     let sent = Instant::now();
     let addr = ip.as_ref().filter(|o| o.running).and_then(|o| o.ip);
-    let ttl = match addr {
-        Some(_) => ctx.failover.send_grant(inst.id, sent, no_failover),
+    let granted = match addr {
+        Some(_) => ctx.failover.send_grant(inst, no_failover).await,
         None => None,
     };
-    if let (Some(addr), Some(ttl)) = (addr, ttl) {
+    if let (Some(addr), Some((ttl, term))) = (addr, granted) {
+        if term > inst.topology.term {
+            // A new tenure of the same primary (it was stopped, or its lease ran
+            // out): stored before any agent hears of it.
+            if ctx.store.raise_term(inst.id, term).await.is_err() {
+                return;
+            }
+        }
         let grant = Grant {
-            term: inst.topology.term,
+            term,
             ttl_ms: ttl.as_millis() as u64,
             sent_unix_ms: contract::unix_ms_now(),
         };
@@ -518,7 +608,7 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     } else {
         true
     };
-    if !fenced_by_docker && Instant::now() < ctx.failover.held_until(inst.id) {
+    if !fenced_by_docker && Instant::now() < ctx.failover.held_until(inst, primary).await {
         return;
     }
     let decision = decide(ctx, inst, None, false).await;
@@ -580,13 +670,6 @@ async fn failure_detected(ctx: &Ctx, inst: &InstanceRecord, why: &str) {
             serde_json::json!({ "member": member, "reason": why, "silent_ms": silent_ms }),
         ))
         .await;
-}
-
-/// The task holding the instance, when a failover may take over from it (it only
-/// changes the running instance live, or reads from it).
-async fn preemptible_task(ctx: &Ctx, inst: &InstanceRecord) -> Option<berth_model::TaskId> {
-    let task = crate::tasks::holder(ctx, inst).await?;
-    task.kind.stops_safely().then_some(task.id)
 }
 
 /// Stops the task and waits (bounded) until it has ended; the instance as it is
@@ -691,34 +774,88 @@ async fn declined(ctx: &Ctx, inst: &InstanceRecord, why: &str, stopped: bool) {
 #[cfg(test)]
 mod grant_tests {
     use super::*;
+    use berth_lease::clock::ManualClock;
+    use berth_model::member::{SyncMode, Topology};
 
-    #[test]
-    fn grants_stop_moving_while_unanswered_and_start_again_when_they_may() {
-        let leases = Leases::default();
-        let id = InstanceId::new_random();
-        let t0 = Instant::now() + Duration::from_secs(60);
-        let whole = Some(contract::TTL);
+    fn instance(term: u64) -> InstanceRecord {
+        let mut inst = InstanceRecord::example("db", InstanceStatus::Available, 41000);
+        inst.topology = Topology::new(3, 1, SyncMode::Strict);
+        inst.topology.term = term;
+        inst
+    }
+
+    #[tokio::test]
+    async fn grants_stop_moving_while_unanswered_and_start_again_when_they_may() {
+        let clock = ManualClock::new();
+        let leases = Leases::with_clock(Arc::new(clock.clone()));
+        let inst = instance(3);
+        let primary = inst.topology.primary;
+        let t0 = clock.now();
+        let whole = Some((contract::TTL, 3));
+        // Just started: what a predecessor granted is taken up, in the stored term.
+        assert_eq!(leases.held_until(&inst, primary).await, t0 + contract::TTL);
         assert_eq!(
-            leases.send_grant(id, t0, false),
+            leases.send_grant(&inst, false).await,
             whole,
             "the first is whole"
         );
         // Unanswered: the next reaches no further than the first.
-        let t1 = t0 + Duration::from_secs(1);
+        clock.advance(Duration::from_secs(1));
         assert_eq!(
-            leases.send_grant(id, t1, false),
-            Some(contract::TTL - Duration::from_secs(1))
+            leases.send_grant(&inst, false).await,
+            Some((contract::TTL - Duration::from_secs(1), 3))
         );
-        assert_eq!(leases.held_until(id), t0 + contract::TTL);
+        assert_eq!(leases.held_until(&inst, primary).await, t0 + contract::TTL);
         // Run out, a failover may follow: nothing more to a primary judged failed.
-        let t6 = t0 + contract::TTL + Duration::from_secs(1);
-        assert_eq!(leases.send_grant(id, t6, false), None);
+        clock.advance(contract::TTL);
+        assert_eq!(leases.send_grant(&inst, false).await, None);
         // Run out, no failover will replace it (manual, paused, held, declined):
-        // whole again, so it may come back.
-        assert_eq!(leases.send_grant(id, t6, true), whole);
+        // whole again, so it may come back, in a new tenure (a higher term).
+        assert_eq!(
+            leases.send_grant(&inst, true).await,
+            Some((contract::TTL, 4))
+        );
         // Its container stopped: nothing there holds a grant; the next is whole.
-        let t7 = t6 + Duration::from_secs(1);
-        leases.forget_grants(id);
-        assert_eq!(leases.send_grant(id, t7, false), whole);
+        clock.advance(Duration::from_secs(1));
+        leases.ended(&inst, primary).await;
+        assert!(leases.held_until(&inst, primary).await <= clock.now());
+        assert_eq!(
+            leases.send_grant(&inst, false).await,
+            Some((contract::TTL, 5))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_lease_moves_only_once_the_old_primary_s_tenure_ended() {
+        let clock = ManualClock::new();
+        let leases = Leases::with_clock(Arc::new(clock.clone()));
+        let inst = instance(7);
+        let (old, new) = (inst.topology.primary, MemberId(1));
+        assert_eq!(
+            leases.send_grant(&inst, false).await,
+            Some((contract::TTL, 7))
+        );
+        // The old primary's grant runs: the store refuses the target.
+        let refused = leases.hand_to(&inst, new).await.expect_err("held");
+        assert!(refused.contains(&container_name(&inst, old)), "{refused}");
+        // Run out (or stopped): the target gets the next term, and the old primary
+        // is granted nothing while the target holds it.
+        clock.advance(contract::TTL);
+        let lease = leases.hand_to(&inst, new).await.expect("free");
+        assert_eq!((lease.holder, lease.term), (container_name(&inst, new), 8));
+        assert_eq!(leases.send_grant(&inst, true).await, None);
+        assert!(leases.held_until(&inst, old).await <= clock.now());
+        // As soon as its container stops, an old primary's tenure ends at once.
+        let moved = InstanceRecord {
+            topology: Topology {
+                primary: new,
+                term: 8,
+                ..inst.topology.clone()
+            },
+            ..inst.clone()
+        };
+        leases.ended(&moved, new).await;
+        let back = leases.hand_to(&moved, old).await.expect("ended");
+        assert_eq!(back.term, 9);
     }
 }

@@ -183,7 +183,7 @@ async fn fence(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) -> (&'static str
     if ctx.config.fence_through_docker && ctx.runtime.ensure_stopped(key, 0).await.is_ok() {
         return ("docker", format!("{name} was stopped through Docker"));
     }
-    let until = ctx.failover.held_until(inst.id);
+    let until = ctx.failover.held_until(inst, old).await;
     let wait = until.saturating_duration_since(Instant::now());
     tokio::time::sleep(wait).await;
     (
@@ -193,6 +193,32 @@ async fn fence(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) -> (&'static str
             wait.as_millis()
         ),
     )
+}
+
+/// How long the embedded store may keep refusing the lease to a promotion's target.
+/// The old primary is stopped, or its lease ran out, before the promotion; a grant
+/// that raced with its stop is released at the control plane's next round.
+const LEASE_FREE: Duration = Duration::from_secs(5);
+
+/// The lease, taken in the embedded store for `to`, waiting (bounded) for the old
+/// primary's tenure to end.
+async fn lease_for(
+    ctx: &Ctx,
+    inst: &InstanceRecord,
+    to: MemberId,
+) -> Result<berth_lease::Lease, StepError> {
+    let started = Instant::now();
+    loop {
+        match ctx.failover.hand_to(inst, to).await {
+            Ok(lease) => return Ok(lease),
+            Err(why) if started.elapsed() >= LEASE_FREE => {
+                return Err(StepError::Retry(format!(
+                    "the lease cannot move yet: {why}"
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Step `promote_target`: the target leaves recovery and takes writes, holding the
@@ -207,15 +233,22 @@ pub(crate) async fn promote_target(
     let old = inst.topology.primary;
     let ip = steps::member_ip(ctx, inst, to).await?;
     let old_stopped = members::not_running(ctx, inst, old).await;
-    let term = if old == to {
-        inst.topology.term
-    } else {
-        inst.topology.term + 1
-    };
     // Read before the lease moves, which forgets them.
     let (since_grant, since_detected) = ctx.failover.failure_timings(inst.id);
     let replicated = inst.topology.members.len() > 1;
     let sent = Instant::now();
+    // The target holds the lease before it is told: with an external store it takes
+    // it itself; the embedded store gives it only once the old primary's tenure has
+    // ended (it is stopped) or run out.
+    let term = if ctx.lease_store.is_some() || !replicated {
+        if old == to {
+            inst.topology.term
+        } else {
+            inst.topology.term + 1
+        }
+    } else {
+        lease_for(ctx, inst, to).await?.term.max(inst.topology.term)
+    };
     let promote = berth_model::agent::lease::Promote {
         term,
         ttl_ms: if replicated {
@@ -237,6 +270,8 @@ pub(crate) async fn promote_target(
     .await
     .map_err(|e| StepError::Fatal(format!("promoting {}: {e}", container_name(inst, to))))?;
     if old == to {
+        // A new tenure of the same primary (its lease ran out): its term is stored.
+        ctx.store.raise_term(inst.id, term).await?;
         return Ok(Done::from(format!("{} is the primary", container_name(inst, to))).on(to));
     }
     let promoted_ms = sent.elapsed().as_millis() as u64;
@@ -244,7 +279,6 @@ pub(crate) async fn promote_target(
     topology.primary = to;
     topology.term = term;
     ctx.store.set_topology(inst.id, &topology, None).await?;
-    ctx.failover.moved(inst.id, sent);
     let promoted = InstanceRecord {
         topology,
         ..inst.clone()

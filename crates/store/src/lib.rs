@@ -414,6 +414,22 @@ impl Store {
         Ok(())
     }
 
+    /// Raises the term of the instance's leader lease to `term` (a new tenure of its
+    /// primary in the embedded lease store), leaving the rest of its topology as it
+    /// is; never lowers it.
+    pub async fn raise_term(&self, id: InstanceId, term: u64) -> Result<()> {
+        let term = i64::try_from(term).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE instances SET topology = json_set(topology, '$.term', ?1)
+             WHERE id = ?2 AND COALESCE(json_extract(topology, '$.term'), 0) < ?1",
+        )
+        .bind(term)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records whether synchronous replication is degraded (and why), with a
     /// `sync.degraded` or `sync.restored` event when that changed.
     pub async fn set_sync_degraded(&self, id: InstanceId, why: Option<&str>) -> Result<()> {

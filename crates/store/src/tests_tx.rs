@@ -41,6 +41,18 @@ fn group(name: &str) -> ParamGroup {
     }
 }
 
+/// Inserts `i` with its create task.
+async fn insert(store: &Store, i: &InstanceRecord) {
+    store
+        .create_instance(
+            i,
+            &task(i, TaskKind::Create, TaskOptions::default()),
+            &big_needs_a_gib,
+        )
+        .await
+        .expect("created");
+}
+
 async fn on_disk() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(&dir.path().join("berth.db"))
@@ -53,14 +65,7 @@ async fn on_disk() -> (tempfile::TempDir, Store) {
 async fn a_port_held_by_an_instance_is_refused_naming_it() {
     let (_dir, store) = on_disk().await;
     let a = record("alpha", 41001, InstanceStatus::Creating);
-    store
-        .create_instance(
-            &a,
-            &task(&a, TaskKind::Create, TaskOptions::default()),
-            &big_needs_a_gib,
-        )
-        .await
-        .expect("created");
+    insert(&store, &a).await;
     let b = record("beta", 41001, InstanceStatus::Creating);
     let err = store
         .create_instance(
@@ -85,14 +90,7 @@ async fn a_group_change_that_does_not_fit_an_instance_being_shrunk_writes_nothin
     let (_dir, store) = on_disk().await;
     let mut a = record("alpha", 41002, InstanceStatus::Creating);
     a.spec.memory = MemoryMib::from_mib(2048).expect("valid");
-    store
-        .create_instance(
-            &a,
-            &task(&a, TaskKind::Create, TaskOptions::default()),
-            &big_needs_a_gib,
-        )
-        .await
-        .expect("created");
+    insert(&store, &a).await;
     crate::tests::available(&store, a.id).await;
     store.create_group(&group("web")).await.expect("group");
     store
@@ -132,14 +130,7 @@ async fn a_resize_below_what_the_group_needs_is_refused_in_its_transaction() {
     let (_dir, store) = on_disk().await;
     let mut a = record("alpha", 41003, InstanceStatus::Creating);
     a.spec.memory = MemoryMib::from_mib(2048).expect("valid");
-    store
-        .create_instance(
-            &a,
-            &task(&a, TaskKind::Create, TaskOptions::default()),
-            &big_needs_a_gib,
-        )
-        .await
-        .expect("created");
+    insert(&store, &a).await;
     crate::tests::available(&store, a.id).await;
     store.create_group(&group("web")).await.expect("group");
     let set = BTreeMap::from([("big".to_owned(), "on".to_owned())]);
@@ -171,14 +162,7 @@ async fn a_resize_below_what_the_group_needs_is_refused_in_its_transaction() {
 async fn only_one_task_begins_per_instance_under_concurrent_requests() {
     let (_dir, store) = on_disk().await;
     let a = record("alpha", 41004, InstanceStatus::Creating);
-    store
-        .create_instance(
-            &a,
-            &task(&a, TaskKind::Create, TaskOptions::default()),
-            &big_needs_a_gib,
-        )
-        .await
-        .expect("created");
+    insert(&store, &a).await;
     crate::tests::available(&store, a.id).await;
     let kinds = [
         TaskKind::Stop,
@@ -233,14 +217,7 @@ async fn ports_move_only_while_creating_and_only_to_free_ones() {
     let a = record("alpha", 41011, InstanceStatus::Creating);
     let b = record("beta", 41012, InstanceStatus::Available);
     for i in [&a, &b] {
-        store
-            .create_instance(
-                i,
-                &task(i, TaskKind::Create, TaskOptions::default()),
-                &big_needs_a_gib,
-            )
-            .await
-            .expect("created");
+        insert(&store, i).await;
     }
     let ports = |i: Option<InstanceRecord>| i.map(|i| (i.port, i.ro_port));
 
@@ -277,4 +254,28 @@ async fn ports_move_only_while_creating_and_only_to_free_ones() {
         ports(store.instance(b.id).await.expect("read")),
         Some((41012, 51012))
     );
+}
+
+#[tokio::test]
+async fn a_term_is_raised_alone_and_never_lowered() {
+    let (_dir, store) = on_disk().await;
+    let mut a = record("alpha", 41021, InstanceStatus::Available);
+    a.topology.term = 4;
+    insert(&store, &a).await;
+    let read = |s: &Store| {
+        let s = s.clone();
+        async move {
+            s.instance(a.id)
+                .await
+                .expect("read")
+                .expect("there")
+                .topology
+        }
+    };
+    store.raise_term(a.id, 6).await.expect("raised");
+    let t = read(&store).await;
+    assert_eq!(t.term, 6);
+    assert_eq!(t.members, a.topology.members, "the rest is as it was");
+    store.raise_term(a.id, 5).await.expect("no-op");
+    assert_eq!(read(&store).await.term, 6, "never lowered");
 }
