@@ -30,5 +30,8 @@ fi
 # The S3-compatible server the backup tests run against (built once, then cached).
 "$(dirname "$0")/s3-server.sh" >/dev/null
 
+# The SMTP server the alarm emails go to (aiosmtpd from PyPI, in a cached venv).
+"$(dirname "$0")/smtp-server.sh" >/dev/null
+
 # etcd for the lease tests (Debian's etcd-server; only its binary is used).
 "$(dirname "$0")/etcd-server.sh" >/dev/null

@@ -2,12 +2,14 @@
 //! connections past its threshold and clears when they close; two webhook receivers
 //! (real HTTP servers in this test) get both notifications with a valid
 //! HMAC-SHA256 signature, one only after failing the first attempts (each attempt
-//! recorded); a silence holds back the notification but not the state change; a
-//! webhook URL that is not http or https is refused.
+//! recorded); an email recipient gets each as an email through a real SMTP server
+//! (aiosmtpd); a silence holds back the notification but not the state change; a
+//! webhook URL that is not http or https, and an address that is none, are refused.
 
 use anyhow::{bail, Context, Result};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use berth_e2e::smtp::SmtpServer;
 use berth_e2e::{unique, Berth};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -132,9 +134,50 @@ async fn until_notified(r: &Receiver, secret: &str, want: &[&str]) -> Result<()>
     bail!("receiver got {:?}, not {want:?}", notified(r, secret))
 }
 
+/// The subjects of the emails about the alarm `conns`, in the order received.
+fn mailed(smtp: &SmtpServer) -> Vec<String> {
+    smtp.messages()
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .filter(|s| s.contains(": conns on "))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn a_connections_alarm_fires_clears_and_notifies_signed_webhooks() -> Result<()> {
-    let b = Berth::start_with(FAST).await?;
+async fn a_connections_alarm_fires_clears_and_notifies_signed_webhooks_and_email() -> Result<()> {
+    let smtp = SmtpServer::start().await?;
+    let mut args = FAST.to_vec();
+    args.extend([
+        "--smtp",
+        smtp.url.as_str(),
+        "--smtp-from",
+        "Berth <berth@example.com>",
+    ]);
+    let b = Berth::start_with(&args).await?;
+
+    // Email recipients: an address or nothing; one of each.
+    let (status, p) = b
+        .request(
+            Method::POST,
+            "/v1/email-recipients",
+            Some(json!({"address": "ops@@example"})),
+        )
+        .await?;
+    assert!(status == 400 || status == 422, "{status} {p}");
+    assert_eq!(p["_content_type"], "application/problem+json");
+    let added = b.cli_json(&["alarms", "email", "add", "ops@example.com"])?;
+    let recipient = added["id"].as_str().context("recipient id")?.to_owned();
+    let again = b.cli(&["alarms", "email", "add", "ops@example.com"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 
     // Only http and https.
     for bad in ["ftp://example.com/hook", "file:///etc/passwd", "not a url"] {
@@ -214,8 +257,38 @@ async fn a_connections_alarm_fires_clears_and_notifies_signed_webhooks() -> Resu
     until_notified(&steady, &secrets[0], &["OK", "ALARM", "OK"]).await?;
     // The flaky receiver got them all too, after failed attempts, each recorded.
     until_notified(&flaky, &secrets[1], &["OK", "ALARM", "OK"]).await?;
+    // And the recipient got each as an email, through the SMTP server.
+    let started = Instant::now();
+    while mailed(&smtp).len() < 3 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let subjects = mailed(&smtp);
+    assert_eq!(
+        subjects,
+        ["OK", "ALARM", "OK"].map(|to| format!("[Berth] {to}: conns on {name}")),
+        "{}",
+        smtp.log()
+    );
+    let mail = smtp
+        .messages()
+        .into_iter()
+        .find(|m| m.contains(": conns on "))
+        .context("a mail")?;
+    assert!(
+        mail.contains("To: ops@example.com") && mail.contains("From: Berth <berth@example.com>"),
+        "{mail}"
+    );
     let shown = b.get(&format!("/v1/alarms/{id}")).await?;
-    let attempts = shown["attempts"].as_array().context("attempts")?;
+    let all_attempts = shown["attempts"].as_array().context("attempts")?;
+    let (emails, attempts): (Vec<&Value>, Vec<&Value>) =
+        all_attempts.iter().partition(|a| a["channel"] == "email");
+    assert_eq!(emails.len(), 3, "{shown}");
+    assert!(
+        emails
+            .iter()
+            .all(|a| a["target"] == recipient.as_str() && a["error"].is_null()),
+        "{shown}"
+    );
     let failed = attempts.iter().filter(|a| a["status"] == 500).count();
     assert_eq!(failed, 2, "{shown}");
     assert_eq!(attempts.len(), 6 + failed, "{shown}");
@@ -240,6 +313,7 @@ async fn a_connections_alarm_fires_clears_and_notifies_signed_webhooks() -> Resu
     until_state(&b, &id, "ALARM").await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(notified(&steady, &secrets[0]), ["OK", "ALARM", "OK"]);
+    assert_eq!(mailed(&smtp).len(), 3, "a silenced alarm mails nobody");
     drop(held);
     let events = b
         .get(&format!("/v1/events?instance={name}&limit=1000"))
@@ -259,6 +333,11 @@ async fn a_connections_alarm_fires_clears_and_notifies_signed_webhooks() -> Resu
         .iter()
         .filter(|e| e["kind"] == "notification.attempted" && e["details"]["alarm"] == id.as_str())
         .count();
-    assert_eq!(tried, attempts.len());
+    assert_eq!(tried, all_attempts.len());
+
+    // Removed, a recipient is listed no more.
+    b.cli(&["alarms", "email", "delete", &recipient]);
+    let listed = b.cli_json(&["alarms", "email", "list"])?;
+    assert_eq!(listed, json!([]), "{listed}");
     Ok(())
 }

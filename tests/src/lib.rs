@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod s3;
+pub mod smtp;
 pub mod writer;
 
 use anyhow::{bail, Context, Result};
@@ -49,6 +50,57 @@ pub(crate) fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// What `scripts/NAME` prints: the path of the tool it installs once per machine
+/// (keyed under the cache; later runs only print it). Run once per test process.
+pub(crate) fn installed_by(
+    cell: &'static std::sync::OnceLock<std::result::Result<std::path::PathBuf, String>>,
+    name: &str,
+) -> Result<std::path::PathBuf> {
+    cell.get_or_init(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../scripts")
+            .join(name);
+        let out = Command::new("bash")
+            .arg(&script)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed:\n{}",
+                script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(std::path::PathBuf::from(
+            String::from_utf8_lossy(&out.stdout).trim(),
+        ))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Waits (30 s at most) until the server `child` started listens on the loopback
+/// `port`; fails with its log (`log()`) when it exits first or never does.
+pub(crate) async fn until_listening(
+    child: &mut Child,
+    port: u16,
+    what: &str,
+    log: impl Fn() -> String,
+) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait().ok().flatten() {
+            bail!("{what} exited ({status}):\n{}", log());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{what} did not listen within 30s:\n{}", log())
 }
 
 /// Waits for a process that should end by itself and gives its output; kills it and

@@ -2,37 +2,20 @@
 //! once per machine by `scripts/s3-server.sh` (keyed by version under the cache) and
 //! started per test on a free loopback port with its own directory; `Drop` kills it.
 
-use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The `s3s-fs` binary: `BERTH_S3S_FS`, else whatever `scripts/s3-server.sh` installs
 /// (it builds it the first time on a machine, then only prints its path).
 pub fn s3s_fs_bin() -> Result<PathBuf> {
     static BIN: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
         std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("BERTH_S3S_FS") {
-            return Ok(PathBuf::from(p));
-        }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{} failed:\n{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    if let Some(p) = std::env::var_os("BERTH_S3S_FS") {
+        return Ok(PathBuf::from(p));
+    }
+    crate::installed_by(&BIN, "s3-server.sh")
 }
 
 /// One running S3 server with one bucket.
@@ -86,17 +69,12 @@ impl S3Server {
             secret_key,
             child: Some(child),
         };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(s);
-            }
-            if let Some(status) = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("s3s-fs exited ({status}):\n{}", s.log());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let log = s.dir.path().join("s3.log");
+        let log = || std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(child) = s.child.as_mut() {
+            crate::until_listening(child, port, "s3s-fs", log).await?;
         }
-        bail!("s3s-fs did not listen within 30s:\n{}", s.log())
+        Ok(s)
     }
 
     /// The server's log.

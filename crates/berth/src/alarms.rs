@@ -3,7 +3,8 @@
 use crate::env::Env;
 use clap::Subcommand;
 
-/// Alarm rules, their states and silences, and the webhooks they notify.
+/// Alarm rules, their states and silences, and the webhooks and email recipients
+/// they notify.
 #[derive(Subcommand)]
 pub(crate) enum AlarmsCommand {
     /// List alarms (of one instance, or all) with their states.
@@ -66,6 +67,29 @@ pub(crate) enum AlarmsCommand {
         #[command(subcommand)]
         command: WebhookCommand,
     },
+    /// Email recipients every alarm state change is mailed to (through the SMTP
+    /// relay `berth serve --smtp` names).
+    Email {
+        #[command(subcommand)]
+        command: EmailCommand,
+    },
+}
+
+/// `berth alarms email …`.
+#[derive(Subcommand)]
+pub(crate) enum EmailCommand {
+    /// Add a recipient.
+    Add {
+        /// The address, like ops@example.com.
+        address: String,
+    },
+    /// List them.
+    List,
+    /// Remove one.
+    Delete {
+        /// Recipient id.
+        id: String,
+    },
 }
 
 /// `berth alarms webhook …`.
@@ -118,6 +142,11 @@ pub(crate) async fn run(command: AlarmsCommand, env: &Env) -> anyhow::Result<u8>
             WebhookCommand::Add { url } => a::webhook_add(&client, &url, fmt).await?,
             WebhookCommand::List => a::webhook_list(&client, fmt).await?,
             WebhookCommand::Delete { id } => a::webhook_delete(&client, &id).await?,
+        },
+        AlarmsCommand::Email { command } => match command {
+            EmailCommand::Add { address } => a::email_add(&client, &address, fmt).await?,
+            EmailCommand::List => a::email_list(&client, fmt).await?,
+            EmailCommand::Delete { id } => a::email_delete(&client, &id).await?,
         },
     }
     Ok(0)

@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// address must be reachable from containers (not 127.0.0.1).
     #[arg(long, env = "BERTH_LEASE_STORE")]
     lease_store: Option<String>,
+    /// The SMTP relay alarm emails go out through: `smtp://HOST:PORT` (add
+    /// `?tls=required` for STARTTLS) or `smtps://HOST:PORT`. Its account, if it
+    /// wants one, comes from BERTH_SMTP_USERNAME and BERTH_SMTP_PASSWORD.
+    #[arg(long, env = "BERTH_SMTP")]
+    smtp: Option<String>,
+    /// Who alarm emails are from, like `Berth <berth@example.com>`.
+    #[arg(long, env = "BERTH_SMTP_FROM", requires = "smtp")]
+    smtp_from: Option<String>,
 }
 
 pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
@@ -105,6 +113,18 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         args.s3_path_style,
         args.s3_credentials_file.as_deref(),
     )?;
+    let smtp = match &args.smtp {
+        Some(url) => Some(
+            berth_server::SmtpConfig::parse(
+                url,
+                args.smtp_from.as_deref(),
+                std::env::var("BERTH_SMTP_USERNAME").ok(),
+                std::env::var("BERTH_SMTP_PASSWORD").ok(),
+            )
+            .map_err(|e| anyhow::anyhow!("--smtp: {e}"))?,
+        ),
+        None => None,
+    };
     let config = berth_server::Config {
         data_dir,
         listen: args.listen,
@@ -127,6 +147,7 @@ pub async fn run(args: ServeArgs, env: &Env) -> anyhow::Result<u8> {
         },
         fence_through_docker: args.docker_fence == "on",
         lease_store: args.lease_store,
+        smtp,
     };
     berth_server::serve(config).await?;
     Ok(0)

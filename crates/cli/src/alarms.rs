@@ -1,9 +1,9 @@
-//! `berth alarms …`: alarm rules, their states, silences, and the webhooks
-//! notifications go to.
+//! `berth alarms …`: alarm rules, their states, silences, and the webhooks and
+//! email recipients notifications go to.
 
 use crate::output::{print_json, Format};
 use crate::{Client, Result};
-use berth_model::metrics::alarm::AlarmRecord;
+use berth_model::metrics::alarm::{AlarmRecord, EmailRecipient};
 use comfy_table::presets::NOTHING;
 use comfy_table::Table;
 use serde_json::Value;
@@ -80,7 +80,8 @@ pub async fn show(client: &Client, id: &str, fmt: Format) -> Result<()> {
     );
     let mut t = table(&[
         "notification",
-        "webhook",
+        "channel",
+        "target",
         "attempt",
         "at",
         "status",
@@ -94,7 +95,8 @@ pub async fn show(client: &Client, id: &str, fmt: Format) -> Result<()> {
         };
         t.add_row(vec![
             s("notification"),
-            s("webhook"),
+            s("channel"),
+            s("target"),
             s("attempt"),
             s("at"),
             s("status"),
@@ -178,5 +180,47 @@ pub async fn webhook_list(client: &Client, fmt: Format) -> Result<()> {
 pub async fn webhook_delete(client: &Client, id: &str) -> Result<()> {
     client.delete_empty(&format!("/v1/webhooks/{id}")).await?;
     println!("webhook {id} deleted");
+    Ok(())
+}
+
+/// `berth alarms email add ADDRESS`.
+pub async fn email_add(client: &Client, address: &str, fmt: Format) -> Result<()> {
+    let r: EmailRecipient = client
+        .post(
+            "/v1/email-recipients",
+            &serde_json::json!({ "address": address }),
+        )
+        .await?;
+    match fmt {
+        Format::Json => print_json(&serde_json::to_value(&r).unwrap_or_default()),
+        Format::Table => println!(
+            "{} gets alarm emails from now on (recipient {})",
+            r.address, r.id
+        ),
+    }
+    Ok(())
+}
+
+/// `berth alarms email list`.
+pub async fn email_list(client: &Client, fmt: Format) -> Result<()> {
+    let rs: Vec<EmailRecipient> = client.get("/v1/email-recipients").await?;
+    if fmt == Format::Json {
+        print_json(&serde_json::to_value(&rs).unwrap_or_default());
+        return Ok(());
+    }
+    let mut t = table(&["id", "address", "created"]);
+    for r in rs {
+        t.add_row(vec![r.id, r.address, r.created_at]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+/// `berth alarms email delete ID`.
+pub async fn email_delete(client: &Client, id: &str) -> Result<()> {
+    client
+        .delete_empty(&format!("/v1/email-recipients/{id}"))
+        .await?;
+    println!("email recipient {id} removed");
     Ok(())
 }

@@ -240,9 +240,9 @@ impl From<StoreError> for ApiError {
             StoreError::NoSuchInstance(_)
             | StoreError::NoSuchTask(_)
             | StoreError::NoSuchGroup(_) => ApiError::NotFound(e.to_string()),
-            StoreError::GroupTaken(_) | StoreError::AlarmExists(_) => {
-                ApiError::NameTaken(e.to_string())
-            }
+            StoreError::GroupTaken(_)
+            | StoreError::AlarmExists(_)
+            | StoreError::RecipientExists(_) => ApiError::NameTaken(e.to_string()),
             StoreError::GroupInUse { .. } | StoreError::PortTaken { .. } => {
                 ApiError::InvalidState(e.to_string())
             }

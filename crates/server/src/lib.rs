@@ -29,6 +29,7 @@ pub use backup::{
     BackupAccepted, BackupPolicyView, BackupStoreConfig, BackupView, S3Config, S3Credentials,
 };
 pub use error::ApiError;
+pub use monitor::email::SmtpConfig;
 pub use monitor::history::{MetricPoint, MetricSeries, MetricsView};
 pub use monitor::MonitorConfig;
 pub use views::{CaView, CredentialsView, EndpointView, InstanceView, TaskView};
@@ -122,6 +123,8 @@ pub struct Config {
     /// agents elect their primary themselves; `None`: this control plane grants
     /// leases (the embedded store).
     pub lease_store: Option<String>,
+    /// The SMTP relay alarm emails go out through (`--smtp`); `None`: no email.
+    pub smtp: Option<SmtpConfig>,
 }
 
 /// An operator's choice of a registry image for one engine version.

@@ -1,9 +1,11 @@
 //! Alarms, webhooks and notifications. A state change, its event and its
-//! notifications (one per webhook, unless the alarm is silenced) are one
-//! transaction; each delivery attempt is recorded with its event.
+//! notifications (one per webhook and one per email recipient, unless the alarm is
+//! silenced) are one transaction; each delivery attempt is recorded with its event.
 
 use crate::{Result, Store, StoreError};
-use berth_model::metrics::alarm::{AlarmRecord, AlarmRule, AlarmState, Attempt};
+use berth_model::metrics::alarm::{
+    AlarmRecord, AlarmRule, AlarmState, Attempt, Channel, EmailRecipient,
+};
 use berth_model::{InstanceId, NewEvent};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -32,8 +34,35 @@ pub struct DueNotification {
     pub attempts: i64,
     /// The JSON body.
     pub body: String,
-    /// The webhook.
-    pub webhook: Webhook,
+    /// Where it goes.
+    pub target: Target,
+}
+
+/// Where a notification goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A webhook.
+    Webhook(Webhook),
+    /// An email recipient.
+    Email(EmailRecipient),
+}
+
+impl Target {
+    /// Its channel.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Target::Webhook(_) => Channel::Webhook,
+            Target::Email(_) => Channel::Email,
+        }
+    }
+
+    /// The webhook's or recipient's id.
+    pub fn id(&self) -> &str {
+        match self {
+            Target::Webhook(w) => &w.id,
+            Target::Email(e) => &e.id,
+        }
+    }
 }
 
 fn corrupt(column: &'static str, value: impl ToString) -> StoreError {
@@ -207,8 +236,10 @@ impl Store {
         crate::events::insert(&mut tx, event).await?;
         if let Some(body) = notify {
             sqlx::query(
-                "INSERT INTO notifications (alarm_id, webhook_id, body, state, attempts, next_attempt, expires, created_at)
-                 SELECT ?, id, ?, 'pending', 0, ?, ?, ? FROM webhooks",
+                "INSERT INTO notifications (alarm_id, channel, target_id, body, state, attempts, next_attempt, expires, created_at)
+                 SELECT ?1, 'webhook', id, ?2, 'pending', 0, ?3, ?4, ?5 FROM webhooks
+                 UNION ALL
+                 SELECT ?1, 'email', id, ?2, 'pending', 0, ?3, ?4, ?5 FROM email_recipients",
             )
             .bind(id)
             .bind(body)
@@ -246,12 +277,26 @@ impl Store {
 
     /// Deletes a webhook and what it still had to deliver; whether there was one.
     pub async fn delete_webhook(&self, id: &str) -> Result<bool> {
+        self.remove_target(Channel::Webhook, id).await
+    }
+
+    /// Removes a webhook or an email recipient and cancels what it still had to
+    /// receive, in one transaction; whether there was one.
+    pub(crate) async fn remove_target(&self, channel: Channel, id: &str) -> Result<bool> {
+        let delete = match channel {
+            Channel::Webhook => "DELETE FROM webhooks WHERE id = ?",
+            Channel::Email => "DELETE FROM email_recipients WHERE id = ?",
+        };
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE notifications SET state = 'cancelled' WHERE webhook_id = ? AND state = 'pending'")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let gone = sqlx::query("DELETE FROM webhooks WHERE id = ?")
+        sqlx::query(
+            "UPDATE notifications SET state = 'cancelled'
+             WHERE channel = ? AND target_id = ? AND state = 'pending'",
+        )
+        .bind(channel.as_str())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let gone = sqlx::query(delete)
             .bind(id)
             .execute(&mut *tx)
             .await?
@@ -270,21 +315,36 @@ impl Store {
         .execute(&self.pool)
         .await?;
         let rows = sqlx::query(
-            "SELECT n.id, n.alarm_id, n.attempts, n.body, w.id AS wid, w.url, w.secret, w.created_at
-             FROM notifications n JOIN webhooks w ON w.id = n.webhook_id
-             WHERE n.state = 'pending' AND n.next_attempt <= ? ORDER BY n.id LIMIT 100",
+            "SELECT n.id, n.alarm_id, n.attempts, n.body, n.channel,
+                    w.id AS wid, w.url, w.secret, w.created_at,
+                    e.id AS eid, e.address, e.created_at AS e_created_at
+             FROM notifications n
+             LEFT JOIN webhooks w ON n.channel = 'webhook' AND w.id = n.target_id
+             LEFT JOIN email_recipients e ON n.channel = 'email' AND e.id = n.target_id
+             WHERE n.state = 'pending' AND n.next_attempt <= ? AND COALESCE(w.id, e.id) IS NOT NULL
+             ORDER BY n.id LIMIT 100",
         )
         .bind(now)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|r| {
+                let channel: String = r.try_get("channel")?;
+                let target = match channel.parse::<Channel>() {
+                    Ok(Channel::Webhook) => Target::Webhook(webhook_row(r, "wid")?),
+                    Ok(Channel::Email) => Target::Email(EmailRecipient {
+                        id: r.try_get("eid")?,
+                        address: r.try_get("address")?,
+                        created_at: r.try_get("e_created_at")?,
+                    }),
+                    Err(_) => return Err(corrupt("notifications.channel", channel)),
+                };
                 Ok(DueNotification {
                     id: r.try_get("id")?,
                     alarm_id: r.try_get("alarm_id")?,
                     attempts: r.try_get("attempts")?,
                     body: r.try_get("body")?,
-                    webhook: webhook_row(r, "wid")?,
+                    target,
                 })
             })
             .collect()
@@ -329,7 +389,7 @@ impl Store {
     /// Every delivery attempt of an alarm's notifications, oldest first.
     pub async fn attempts(&self, alarm_id: &str) -> Result<Vec<Attempt>> {
         let rows = sqlx::query(
-            "SELECT a.notification_id, n.webhook_id, a.attempt, a.at, a.status, a.error
+            "SELECT a.notification_id, n.channel, n.target_id, a.attempt, a.at, a.status, a.error
              FROM notification_attempts a JOIN notifications n ON n.id = a.notification_id
              WHERE n.alarm_id = ? ORDER BY a.notification_id, a.attempt",
         )
@@ -338,9 +398,13 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let channel: String = r.try_get("channel")?;
                 Ok(Attempt {
                     notification: r.try_get("notification_id")?,
-                    webhook: r.try_get("webhook_id")?,
+                    channel: channel
+                        .parse()
+                        .map_err(|_| corrupt("notifications.channel", &channel))?,
+                    target: r.try_get("target_id")?,
                     attempt: r.try_get("attempt")?,
                     at: r.try_get("at")?,
                     status: r.try_get("status")?,

@@ -9,6 +9,7 @@
 
 mod alarms;
 mod backups;
+mod email;
 mod events;
 mod failover_pause;
 mod fits;
@@ -16,7 +17,7 @@ mod groups;
 mod rows;
 mod samples;
 
-pub use alarms::{DueNotification, Webhook};
+pub use alarms::{DueNotification, Target, Webhook};
 pub use events::{event_now, event_time, EventFilter, Retained};
 pub use fits::FitCheck;
 pub use samples::{LatestSample, StoredBucket};
@@ -96,6 +97,9 @@ pub enum StoreError {
     /// An instance has an alarm of that name already.
     #[error("{0}")]
     AlarmExists(String),
+    /// That email recipient is there already.
+    #[error("{0}")]
+    RecipientExists(String),
     /// A rule checked inside the transaction refused the change (the reason, for the user).
     #[error("{0}; nothing was changed")]
     Refused(String),

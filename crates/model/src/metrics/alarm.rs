@@ -209,8 +209,10 @@ pub struct AlarmRecord {
 pub struct Attempt {
     /// The notification.
     pub notification: i64,
-    /// The webhook.
-    pub webhook: String,
+    /// How it is delivered.
+    pub channel: Channel,
+    /// The webhook's or the email recipient's id.
+    pub target: String,
     /// 1, 2, …
     pub attempt: i64,
     /// When.
@@ -219,6 +221,48 @@ pub struct Attempt {
     pub status: Option<i64>,
     /// What went wrong, if anything.
     pub error: Option<String>,
+}
+
+/// How a notification is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    /// POSTed to a webhook, signed.
+    Webhook,
+    /// Mailed to a recipient over SMTP.
+    Email,
+}
+
+impl Channel {
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Email => "email",
+        }
+    }
+}
+
+impl std::str::FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "webhook" => Ok(Self::Webhook),
+            "email" => Ok(Self::Email),
+            other => Err(format!("{other:?} is not a notification channel")),
+        }
+    }
+}
+
+/// Someone alarm notifications are mailed to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmailRecipient {
+    /// Stable id.
+    pub id: String,
+    /// The address, as given.
+    pub address: String,
+    /// When it was added (RFC 3339).
+    pub created_at: String,
 }
 
 /// The alarms every instance gets, by name.

@@ -4,6 +4,7 @@ mod accounts;
 mod alarms;
 mod backup_policy;
 mod backups;
+mod email;
 mod events;
 mod failover_pause;
 pub(crate) mod instances;
@@ -103,6 +104,8 @@ fn api_routes() -> OpenApiRouter<Ctx> {
         .routes(routes!(alarms::silence))
         .routes(routes!(alarms::list_webhooks, alarms::create_webhook))
         .routes(routes!(alarms::delete_webhook))
+        .routes(routes!(email::list, email::create))
+        .routes(routes!(email::delete))
         .routes(routes!(tasks::list))
         .routes(routes!(tasks::show))
         .routes(routes!(tasks::cancel))

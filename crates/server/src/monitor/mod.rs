@@ -10,6 +10,7 @@
 //! is a gap.
 
 mod alarms;
+pub(crate) mod email;
 pub(crate) mod history;
 mod notify;
 

@@ -1,11 +1,12 @@
-//! Webhook delivery: every notification is POSTed as JSON with
+//! Notification delivery. To a webhook, every notification is POSTed as JSON with
 //! `X-Berth-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's
-//! secret>`, retried with exponential backoff (1 s doubling, at most 5 min) until a
-//! 2xx answer or its expiry. Every attempt is a row and an event.
+//! secret>`; to an email recipient it is mailed through the SMTP relay
+//! (`super::email`). Either is retried with exponential backoff (1 s doubling, at
+//! most 5 min) until delivered or its expiry. Every attempt is a row and an event.
 
 use crate::Ctx;
 use berth_model::{EventKind, NewEvent};
-use berth_store::DueNotification;
+use berth_store::{DueNotification, Target, Webhook};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -45,6 +46,30 @@ fn backoff(n: i64) -> i64 {
         .min(MAX_BACKOFF)
 }
 
+/// POSTs the notification to the webhook, signed: the status it answered, and what
+/// went wrong.
+async fn post(ctx: &Ctx, w: &Webhook, n: &DueNotification) -> (Option<i64>, Option<String>) {
+    let signature = hex::encode(hmac_sha256(w.secret.expose().as_bytes(), n.body.as_bytes()));
+    let sent = ctx
+        .http
+        .post(&w.url)
+        .header("content-type", "application/json")
+        .header("x-berth-signature", format!("sha256={signature}"))
+        .header("x-berth-delivery", n.id.to_string())
+        .timeout(ATTEMPT_TIMEOUT)
+        .body(n.body.clone())
+        .send()
+        .await;
+    match &sent {
+        Ok(r) if r.status().is_success() => (Some(i64::from(r.status().as_u16())), None),
+        Ok(r) => (
+            Some(i64::from(r.status().as_u16())),
+            Some(format!("the receiver answered {}", r.status())),
+        ),
+        Err(e) => (None, Some(crate::members::without_url(e))),
+    }
+}
+
 /// Delivers until the control plane stops.
 pub(crate) async fn run_forever(ctx: Ctx) {
     let mut stopping = ctx.stopping.subscribe();
@@ -68,29 +93,23 @@ pub(crate) async fn run_forever(ctx: Ctx) {
 }
 
 async fn attempt(ctx: &Ctx, n: &DueNotification) {
-    let signature = hex::encode(hmac_sha256(
-        n.webhook.secret.expose().as_bytes(),
-        n.body.as_bytes(),
-    ));
-    let sent = ctx
-        .http
-        .post(&n.webhook.url)
-        .header("content-type", "application/json")
-        .header("x-berth-signature", format!("sha256={signature}"))
-        .header("x-berth-delivery", n.id.to_string())
-        .timeout(ATTEMPT_TIMEOUT)
-        .body(n.body.clone())
-        .send()
-        .await;
-    let (status, error) = match &sent {
-        Ok(r) if r.status().is_success() => (Some(i64::from(r.status().as_u16())), None),
-        Ok(r) => (
-            Some(i64::from(r.status().as_u16())),
-            Some(format!("the receiver answered {}", r.status())),
-        ),
-        Err(e) => (None, Some(crate::members::without_url(e))),
+    let (status, error) = match &n.target {
+        Target::Webhook(w) => post(ctx, w, n).await,
+        Target::Email(r) => match &ctx.config.smtp {
+            Some(smtp) => {
+                let (subject, text) = super::email::message(&n.body);
+                (None, smtp.send(&r.address, &subject, text).await.err())
+            }
+            None => (
+                None,
+                Some(
+                    "berth serve has no SMTP relay (start it with --smtp smtp://HOST:PORT)".into(),
+                ),
+            ),
+        },
     };
     let number = n.attempts + 1;
+    let (channel, target) = (n.target.channel().as_str(), n.target.id());
     let next = error
         .as_ref()
         .map(|_| super::unix_now() as i64 + backoff(number));
@@ -104,16 +123,15 @@ async fn attempt(ctx: &Ctx, n: &DueNotification) {
         instance_name: None,
         kind: EventKind::NotificationAttempted,
         message: format!(
-            "notification {} to webhook {}: attempt {number} {outcome}{}",
+            "notification {} to {channel} {target}: attempt {number} {outcome}{}",
             n.id,
-            n.webhook.id,
             error
                 .as_deref()
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default()
         ),
         details: serde_json::json!({
-            "notification": n.id, "alarm": n.alarm_id, "webhook": n.webhook.id,
+            "notification": n.id, "alarm": n.alarm_id, "channel": channel, "target": target,
             "attempt": number, "status": status, "outcome": outcome,
         }),
     };
