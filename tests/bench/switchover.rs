@@ -48,13 +48,33 @@ async fn main() -> Result<()> {
     writer.progress(200).await?;
     let quiet_to = writer.count();
     let mut tasks_ms = vec![];
+    // Where the time goes: each step's time, and the catching up inside the hand-over.
+    let mut steps_ms: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for i in 0..n {
         let started = Instant::now();
         let done = b.cli_json(&["switchover", &name])?;
         anyhow::ensure!(done["state"] == "succeeded", "switchover {i}: {done}");
         tasks_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        for step in done["steps"].as_array().into_iter().flatten() {
+            let mut note = |key: String, v: Option<f64>| {
+                if let Some(v) = v {
+                    steps_ms.entry(key).or_default().push(v);
+                }
+            };
+            let name = step["name"].as_str().unwrap_or("?").to_owned();
+            note(name.clone(), step["millis"].as_f64());
+            note(
+                format!("{name}.caught_up"),
+                step["decided"]["caught_up_ms"].as_f64(),
+            );
+        }
         writer.progress(30).await?;
     }
+    let step_medians: serde_json::Map<String, serde_json::Value> = steps_ms
+        .into_iter()
+        .map(|(k, v)| (k, json!(median(v))))
+        .collect();
+    println!("switchover: step medians (ms) {}", json!(step_medians));
     let acked = writer.finish_timed().await;
     // The floor: the quiet stretch's intervals between acknowledged commits.
     let quiet: Vec<f64> = acked[quiet_from..quiet_to]
@@ -87,6 +107,7 @@ async fn main() -> Result<()> {
         "write_outage_median_ms": outage_ms,
         "write_outages_ms": pauses,
         "task_median_ms": median(tasks_ms.clone()),
+        "step_median_ms": step_medians,
         "tasks_ms": tasks_ms,
         "floor_commit_interval_median_ms": floor_ms,
         "outage_over_floor": outage_ms / floor_ms,

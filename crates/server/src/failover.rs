@@ -508,8 +508,12 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         ctx.failover.ended(inst, primary).await;
     }
     let task = crate::tasks::holder(ctx, inst).await;
-    // A failover moves the lease itself: the failed primary is granted nothing more.
-    if task.as_ref().is_some_and(|t| t.kind == TaskKind::Failover) {
+    // A failover moves the lease itself: the failed primary is granted nothing more
+    // (once the target is promoted it is the stored primary, granted as any).
+    if task
+        .as_ref()
+        .is_some_and(|t| t.kind == TaskKind::Failover && t.options.failed_member == Some(primary.0))
+    {
         return;
     }
     // A task that only changes the running instance (resize, settings, backup) does
