@@ -37,7 +37,9 @@ echo "== engine images (built once from Debian packages, then cached)"
 "$berth" image build mariadb
 
 echo "== unit and end-to-end tests"
-cargo test -q --workspace --no-fail-fast
+# Three at a time on two cores: the end-to-end tests mostly wait (on engines,
+# Docker, timers), and each runs its own installation with its own names and ports.
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}" cargo test -q --workspace --no-fail-fast
 
 check_cli_config
 
