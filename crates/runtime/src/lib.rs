@@ -110,9 +110,31 @@ impl RuntimeError {
 
 /// The host port named by Docker's answer when publishing it failed, as dockerd
 /// words it: "Bind for 0.0.0.0:PORT failed: port is already allocated" (another
-/// container has it) or "listen tcp4 0.0.0.0:PORT: bind: address already in use"
-/// (a program has it).
+/// container has it), "listen tcp4 0.0.0.0:PORT: bind: address already in use" (a
+/// program has it; up to Docker 27), "failed to bind host port 0.0.0.0:PORT/tcp:
+/// address already in use" or "failed to bind host port for
+/// 0.0.0.0:PORT:172.17.0.2:5432/tcp: address already in use" (Docker 28).
 fn port_taken_in(message: &str) -> Option<u16> {
+    if let Some(i) = message.find("failed to bind host port ") {
+        let rest = &message[i + "failed to bind host port ".len()..];
+        let (spec, host_first) = match rest.strip_prefix("for ") {
+            Some(spec) => (spec, true),
+            None => (rest, false),
+        };
+        let spec = spec.split([' ', ',']).next()?.trim_end_matches(':');
+        let spec = spec.split('/').next()?;
+        // The host address may be IPv6 in brackets; the port follows it.
+        let after_host = match spec.strip_prefix('[') {
+            Some(v6) => v6.split_once("]:")?.1,
+            None => spec.split_once(':')?.1,
+        };
+        let port = if host_first {
+            after_host.split(':').next()?
+        } else {
+            after_host
+        };
+        return port.parse().ok();
+    }
     let before = [
         " failed: port is already allocated",
         ": bind: address already in use",
@@ -138,6 +160,15 @@ mod port_tests {
         assert_eq!(port_taken_in(in_use), Some(41000));
         let v6 = "Bind for [::]:5432 failed: port is already allocated";
         assert_eq!(port_taken_in(v6), Some(5432));
+        let docker28 = "driver failed programming external connectivity on endpoint x (ab): \
+             failed to bind host port 0.0.0.0:3306/tcp: address already in use";
+        assert_eq!(port_taken_in(docker28), Some(3306));
+        let docker28_for = "failed to bind host port for 0.0.0.0:8000:172.31.0.2:5432/tcp: \
+             address already in use";
+        assert_eq!(port_taken_in(docker28_for), Some(8000));
+        let docker28_v6 = "failed to bind host port for [::]:8001:172.31.0.2:5432/tcp: \
+             address already in use";
+        assert_eq!(port_taken_in(docker28_v6), Some(8001));
         assert_eq!(port_taken_in("No such image: berth/postgres"), None);
         assert_eq!(port_taken_in("port is already allocated"), None);
     }

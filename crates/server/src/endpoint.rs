@@ -88,8 +88,11 @@ pub(crate) async fn start_endpoint(
                 inst.name,
                 if movable {
                     ""
+                } else if inst.status == InstanceStatus::Creating {
+                    " (it is the port asked for: delete the instance and create it with another \
+                     --port, or without one to get a free port)"
                 } else {
-                    " (Berth does not move the ports of an instance once they were given)"
+                    " (an instance's ports never move once it has been available)"
                 }
             )));
         }

@@ -197,16 +197,19 @@ impl Leases {
                     current.as_ref().map_or(0, |l| l.ttl.as_millis())
                 )
             })?;
-        if holder != container_name(inst, inst.topology.primary) {
-            self.with(inst.id, |w| {
-                *w = Watching {
-                    resumed: true,
-                    last_grant_sent: Some(self.clock.now()),
-                    ..Watching::default()
-                }
-            });
-        }
         Ok(lease)
+    }
+
+    /// The target was promoted and is the stored primary: what was known of the old
+    /// one (its position, its failure, a decline) no longer holds.
+    pub(crate) fn moved(&self, id: InstanceId) {
+        self.with(id, |w| {
+            *w = Watching {
+                resumed: true,
+                last_grant_sent: Some(self.clock.now()),
+                ..Watching::default()
+            }
+        });
     }
 
     /// `member`'s container is stopped: it holds nothing, so its tenure ends now and
@@ -215,8 +218,6 @@ impl Leases {
         let holder = container_name(inst, member);
         if let Some(l) = self.tenure(inst).await.filter(|l| l.holder == holder) {
             let _ = self.store.release(&l.name, &l.holder, l.term).await;
-        }
-        if member == inst.topology.primary {
             self.with(inst.id, |w| w.last_unanswered = false);
         }
     }
@@ -522,7 +523,10 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
     let no_failover = (inst.held_by.is_some() && preemptible.is_none())
         || inst.topology.failover == FailoverMode::Manual
         || inst.topology.failover_paused;
+    // Stamped before the grant is taken in the store: the agent counts from this
+    // time, which must not be later than the tenure's start.
     let sent = Instant::now();
+    let sent_unix_ms = contract::unix_ms_now();
     let addr = ip.as_ref().filter(|o| o.running).and_then(|o| o.ip);
     let granted = match addr {
         Some(_) => ctx.failover.send_grant(inst, no_failover).await,
@@ -539,7 +543,7 @@ async fn watch(ctx: &Ctx, inst: &InstanceRecord) {
         let grant = Grant {
             term,
             ttl_ms: ttl.as_millis() as u64,
-            sent_unix_ms: contract::unix_ms_now(),
+            sent_unix_ms,
         };
         let answer = members::agent_post(
             ctx,

@@ -122,11 +122,22 @@ pub(crate) async fn ensure_replicas(
     inst: &InstanceRecord,
     progress: &(dyn Fn(&str) + Send + Sync),
 ) -> StepResult {
-    // A failed primary comes last: the others follow the new primary first (its
-    // synchronous commits wait for them), and it may not be back for a while.
+    // The new primary's synchronous commits wait for a replica to follow it, so
+    // those that run already go first (pointing one at it is a reload), then those
+    // to start (a switchover's old primary, stopped), and a failed primary last: it
+    // may not be back for a while.
     let failed = task.options.failed_member.map(MemberId);
-    let mut replicas: Vec<MemberId> = inst.topology.replicas().collect();
-    replicas.sort_by_key(|m| Some(*m) == failed);
+    let mut replicas = vec![];
+    for m in inst.topology.replicas() {
+        let running = ctx
+            .runtime
+            .inspect_member(members::key(inst, m))
+            .await?
+            .is_some_and(|o| o.running);
+        replicas.push((Some(m) == failed, !running, m));
+    }
+    replicas.sort();
+    let replicas: Vec<MemberId> = replicas.into_iter().map(|(_, _, m)| m).collect();
     if replicas.is_empty() {
         return Ok("no replicas".into());
     }

@@ -140,11 +140,19 @@ pub(crate) async fn run(
         StepName::EnsureContainer => ensure_container(ctx, &inst, primary, create).await,
         StepName::EnsureTls => crate::tls::ensure_tls(ctx, &inst).await,
         StepName::EnsureRunning => {
-            let said = ensure_running(ctx, &inst, primary).await?;
+            let mut said = ensure_running(ctx, &inst, primary).await?;
             // The endpoint starts beside the engine; `ensure_endpoint` waits for it.
             // Nobody connects to a verification's instance: it has none.
             if !crate::backup::verify::is_throwaway(&inst) {
-                crate::endpoint::start_endpoint(ctx, &inst, Repick::for_task(task)).await?;
+                let (_, ep, _) =
+                    crate::endpoint::start_endpoint(ctx, &inst, Repick::for_task(task)).await?;
+                if (ep.port, ep.ro_port) != (inst.port, inst.ro_port) {
+                    said = format!(
+                        "{said}; the host took a port picked for the endpoint before it \
+                         started, so it is on ports {} (read-write) and {} (read-only)",
+                        ep.port, ep.ro_port
+                    );
+                }
             }
             Ok(said)
         }

@@ -170,14 +170,10 @@ pub(crate) async fn fence_old_primary(
 async fn fence(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) -> (&'static str, String) {
     let name = container_name(inst, old);
     let key = members::key(inst, old);
-    let running = ctx
-        .runtime
-        .inspect_member(key)
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|o| o.running);
-    if !running {
+    // A Docker error says nothing: only a container Docker reports not running (or
+    // gone) counts as stopped.
+    let stopped = matches!(ctx.runtime.inspect_member(key).await, Ok(seen) if !seen.as_ref().is_some_and(|o| o.running));
+    if stopped {
         return ("stopped", format!("{name} is stopped: it takes no writes"));
     }
     if ctx.config.fence_through_docker && ctx.runtime.ensure_stopped(key, 0).await.is_ok() {
@@ -249,6 +245,11 @@ pub(crate) async fn promote_target(
     } else {
         lease_for(ctx, inst, to).await?.term.max(inst.topology.term)
     };
+    if old == to && term > inst.topology.term {
+        // A new tenure of the same primary (its lease ran out): stored before it
+        // hears of it.
+        ctx.store.raise_term(inst.id, term).await?;
+    }
     let promote = berth_model::agent::lease::Promote {
         term,
         ttl_ms: if replicated {
@@ -270,8 +271,6 @@ pub(crate) async fn promote_target(
     .await
     .map_err(|e| StepError::Fatal(format!("promoting {}: {e}", container_name(inst, to))))?;
     if old == to {
-        // A new tenure of the same primary (its lease ran out): its term is stored.
-        ctx.store.raise_term(inst.id, term).await?;
         return Ok(Done::from(format!("{} is the primary", container_name(inst, to))).on(to));
     }
     let promoted_ms = sent.elapsed().as_millis() as u64;
@@ -279,6 +278,7 @@ pub(crate) async fn promote_target(
     topology.primary = to;
     topology.term = term;
     ctx.store.set_topology(inst.id, &topology, None).await?;
+    ctx.failover.moved(inst.id);
     let promoted = InstanceRecord {
         topology,
         ..inst.clone()

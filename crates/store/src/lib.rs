@@ -399,7 +399,7 @@ impl Store {
     }
 
     /// Records the instance's members and sync settings (and, for an instance made
-    /// before members, its first replication password).
+    /// before members, its first replication password); the term never goes down.
     pub async fn set_topology(
         &self,
         id: InstanceId,
@@ -407,8 +407,16 @@ impl Store {
         replication_password: Option<&berth_model::Secret>,
     ) -> Result<()> {
         let body = serde_json::to_string(topology).unwrap_or_default();
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE instances SET topology = ");
-        q.push_bind(body).push(", updated_at = ").push_bind(now());
+        // The term only grows: a topology read before a new tenure raised it
+        // (`raise_term`) keeps the raised one.
+        let mut q =
+            sqlx::QueryBuilder::<sqlx::Sqlite>::new("UPDATE instances SET topology = json_set(");
+        q.push_bind(body.clone())
+            .push(", '$.term', MAX(COALESCE(json_extract(")
+            .push_bind(body)
+            .push(", '$.term'), 0), COALESCE(json_extract(topology, '$.term'), 0)))")
+            .push(", updated_at = ")
+            .push_bind(now());
         if let Some(p) = replication_password {
             q.push(", replication_password = ")
                 .push_bind(p.expose().to_owned());

@@ -278,4 +278,14 @@ async fn a_term_is_raised_alone_and_never_lowered() {
     assert_eq!(t.members, a.topology.members, "the rest is as it was");
     store.raise_term(a.id, 5).await.expect("no-op");
     assert_eq!(read(&store).await.term, 6, "never lowered");
+    // A topology read before the raise, written back, keeps the raised term and
+    // brings the rest.
+    let mut stale = a.topology.clone();
+    stale.sync = 0;
+    store.set_topology(a.id, &stale, None).await.expect("set");
+    let t = read(&store).await;
+    assert_eq!((t.term, t.sync), (6, 0));
+    stale.term = 9;
+    store.set_topology(a.id, &stale, None).await.expect("set");
+    assert_eq!(read(&store).await.term, 9, "a promotion raises it");
 }

@@ -35,14 +35,17 @@ impl SmtpConfig {
         username: Option<String>,
         password: Option<String>,
     ) -> Result<Self, String> {
+        // The URL is never repeated in an error: a mistyped one may hold a password.
         let parsed = reqwest::Url::parse(url).map_err(|e| {
-            format!("{url:?} is not a URL ({e}); write smtp://HOST:PORT or smtps://HOST:PORT")
+            format!("the SMTP URL is not a URL ({e}); write smtp://HOST:PORT or smtps://HOST:PORT")
         })?;
         if !matches!(parsed.scheme(), "smtp" | "smtps")
             || parsed.host_str().is_none_or(str::is_empty)
         {
             return Err(format!(
-                "{url:?} is not an SMTP URL; write smtp://HOST:PORT (add ?tls=required for STARTTLS) or smtps://HOST:PORT"
+                "the SMTP URL is not smtp:// or smtps:// with a host (its scheme is {:?}); write \
+                 smtp://HOST:PORT (add ?tls=required for STARTTLS) or smtps://HOST:PORT",
+                parsed.scheme()
             ));
         }
         if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -55,20 +58,30 @@ impl SmtpConfig {
         // What lettre makes of it (the TLS mode, a port) is checked now, not at the
         // first alarm.
         AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("the SMTP URL {url:?} cannot be used: {e}"))?;
+            .map_err(|e| format!("the SMTP URL cannot be used: {e}"))?;
+        let encrypted = parsed.scheme() == "smtps"
+            || parsed
+                .query_pairs()
+                .any(|(k, v)| k == "tls" && v == "required");
         let from_text = from.unwrap_or(DEFAULT_FROM);
         let from = from_text.parse::<Mailbox>().map_err(|e| {
             format!("--smtp-from {from_text:?} is not an email address ({e}); write like Berth <berth@example.com>")
         })?;
-        let account = match (username, password) {
-            (Some(u), Some(p)) if !u.is_empty() => Some((u, Secret::new(p))),
-            (None, None) => None,
-            _ => {
-                return Err(
-                    "give both BERTH_SMTP_USERNAME and BERTH_SMTP_PASSWORD, or neither".into(),
-                )
-            }
-        };
+        let account =
+            match (username, password) {
+                (Some(_), Some(_)) if !encrypted => return Err(
+                    "the relay's account would cross the network in clear: use smtps://HOST:PORT, \
+                     or add ?tls=required to the smtp:// URL"
+                        .into(),
+                ),
+                (Some(u), Some(p)) if !u.is_empty() => Some((u, Secret::new(p))),
+                (None, None) => None,
+                _ => {
+                    return Err(
+                        "give both BERTH_SMTP_USERNAME and BERTH_SMTP_PASSWORD, or neither".into(),
+                    )
+                }
+            };
         Ok(Self {
             url: url.to_owned(),
             from,
@@ -146,8 +159,8 @@ mod tests {
         )
         .expect("tls");
         for (bad, says) in [
-            ("http://mail.example.com", "not an SMTP URL"),
-            ("mail.example.com:25", "not an SMTP URL"),
+            ("http://mail.example.com", "not smtp:// or smtps://"),
+            ("mail.example.com:25", "not smtp:// or smtps://"),
             (
                 "smtp://user:pw@mail.example.com",
                 "must not hold an account",
@@ -162,8 +175,15 @@ mod tests {
         assert!(e.contains("--smtp-from"), "{e}");
         let e = SmtpConfig::parse("smtp://m", None, Some("u".into()), None).expect_err("half");
         assert!(e.contains("both"), "{e}");
-        let with = SmtpConfig::parse("smtp://m", None, Some("u".into()), Some("s3cret".into()))
-            .expect("account");
+        let account = || (Some("u".to_owned()), Some("s3cret".to_owned()));
+        let (u, p) = account();
+        let e = SmtpConfig::parse("smtp://m", None, u, p).expect_err("in clear");
+        assert!(e.contains("in clear"), "{e}");
+        let (u, p) = account();
+        let e = SmtpConfig::parse("htp://u:s3cret@m", None, u, p).expect_err("scheme");
+        assert!(!e.contains("s3cret"), "{e}");
+        let (u, p) = account();
+        let with = SmtpConfig::parse("smtp://m:587?tls=required", None, u, p).expect("account");
         assert!(!format!("{with:?}").contains("s3cret"), "{with:?}");
     }
 
