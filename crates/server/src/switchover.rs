@@ -197,16 +197,19 @@ async fn fence(ctx: &Ctx, inst: &InstanceRecord, old: MemberId) -> (&'static str
 const LEASE_FREE: Duration = Duration::from_secs(5);
 
 /// The lease, taken in the embedded store for `to`, waiting (bounded) for the old
-/// primary's tenure to end.
+/// primary's tenure to end; and the wall-clock time stamped just before it was
+/// taken, which the promotion's grant carries (the agent counts from it, so it must
+/// not be later than the tenure's start).
 async fn lease_for(
     ctx: &Ctx,
     inst: &InstanceRecord,
     to: MemberId,
-) -> Result<berth_lease::Lease, StepError> {
+) -> Result<(berth_lease::Lease, u64), StepError> {
     let started = Instant::now();
     loop {
+        let sent_unix_ms = berth_model::agent::lease::unix_ms_now();
         match ctx.failover.hand_to(inst, to).await {
-            Ok(lease) => return Ok(lease),
+            Ok(lease) => return Ok((lease, sent_unix_ms)),
             Err(why) if started.elapsed() >= LEASE_FREE => {
                 return Err(StepError::Retry(format!(
                     "the lease cannot move yet: {why}"
@@ -236,14 +239,16 @@ pub(crate) async fn promote_target(
     // The target holds the lease before it is told: with an external store it takes
     // it itself; the embedded store gives it only once the old primary's tenure has
     // ended (it is stopped) or run out.
-    let term = if ctx.lease_store.is_some() || !replicated {
-        if old == to {
+    let (term, sent_unix_ms) = if ctx.lease_store.is_some() || !replicated {
+        let term = if old == to {
             inst.topology.term
         } else {
             inst.topology.term + 1
-        }
+        };
+        (term, berth_model::agent::lease::unix_ms_now())
     } else {
-        lease_for(ctx, inst, to).await?.term.max(inst.topology.term)
+        let (lease, sent) = lease_for(ctx, inst, to).await?;
+        (lease.term.max(inst.topology.term), sent)
     };
     if old == to && term > inst.topology.term {
         // A new tenure of the same primary (its lease ran out): stored before it
@@ -258,7 +263,7 @@ pub(crate) async fn promote_target(
             0
         },
         old_primary_stopped: old_stopped,
-        sent_unix_ms: berth_model::agent::lease::unix_ms_now(),
+        sent_unix_ms,
     };
     members::agent_post(
         ctx,
